@@ -129,11 +129,11 @@ def _requested_drop(args: argparse.Namespace, n: int | None) -> tuple[list[int] 
     from .layers import drop_from_keep, parse_layer_ids
 
     if args.plan:
-        from .plan import load_plan
+        from .plan import check_plan_model, load_plan, plan_summary, removed_prefix
 
         plan = load_plan(Path(args.plan))
-        plan.check_model(args.model, n)
-        return plan.removed_prefix(args.layers), plan.summary(args.plan)
+        check_plan_model(plan, args.model, n, path=args.plan)
+        return removed_prefix(plan, args.layers, path=args.plan), plan_summary(plan, args.plan)
     if args.drop:
         return parse_layer_ids(args.drop, option="--drop"), None
     keep = parse_layer_ids(args.keep, option="--keep")
@@ -178,6 +178,226 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         print("reload check: skipped (--no-verify)")
     print(f"saved to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# translate / evaluate
+# ----------------------------------------------------------------------------------------
+
+def _write_text_atomic(path: Path, text: str, force: bool) -> None:
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _translate_pair(args: argparse.Namespace, pair):
+    """Load MODEL and translate ``pair``; returns (loaded, translator, result)."""
+    from .evaluate import make_translator
+    from .models import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, backend=args.backend,
+                                 batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                 progress=not args.quiet)
+    result = translator.translate(pair.sources)
+    return loaded, translator, result
+
+
+def _run_record(args, pair, loaded=None, translator=None, result=None) -> dict:
+    from .export import software_versions
+
+    record = {"command": args.command, "data": pair.describe(), "versions": software_versions()}
+    if loaded is not None:
+        record["model"] = {**loaded.source.to_dict(), "fingerprint": loaded.fingerprint,
+                           "dtype": loaded.dtype, "device": loaded.device}
+        record["translation"] = translator.describe()
+        record["timing"] = result.timing()
+    return record
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .data import data_spec_from_args
+    from .evaluate import load_pair
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise ConfigError(f"-o {out} exists; pass --force to overwrite it")
+    pair = load_pair(data_spec_from_args(args))
+    loaded, translator, result = _translate_pair(args, pair)
+    _write_text_atomic(out, "".join(h.replace("\n", " ") + "\n" for h in result.hypotheses), force=True)
+    t = result.timing()
+    print(f"translated {t['segments']} segments in {t['seconds']:.1f} s ({t['segments_per_s']:.2f} seg/s, "
+          f"{t['generated_tokens_per_s']:.1f} generated tokens/s) -> {out}")
+    if args.json:
+        _write_text_atomic(Path(args.json), json.dumps(_run_record(args, pair, loaded, translator, result), indent=2) + "\n", args.force)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import data_spec_from_args
+    from .evaluate import load_pair, score_hypotheses
+    from .metrics import canonical_metric
+
+    if bool(args.model) == bool(args.hyp):
+        raise ConfigError("give either MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
+    metrics = [canonical_metric(m) for m in args.metrics.split(",")]
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
+    pair = load_pair(data_spec_from_args(args))
+    pair.references  # noqa: B018  (refuse data without references before translating)
+    loaded = translator = result = None
+    if args.hyp:
+        hyps = _read_hypotheses(Path(args.hyp))
+    else:
+        loaded, translator, result = _translate_pair(args, pair)
+        hyps = result.hypotheses
+    record = _run_record(args, pair, loaded, translator, result)
+    if args.hyp:
+        record["hypotheses"] = str(args.hyp)
+    record.update(score_hypotheses(pair, hyps, metrics))
+    print(_format_scores(record))
+    if args.json:
+        _write_text_atomic(Path(args.json), json.dumps(record, indent=2) + "\n", args.force)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _read_hypotheses(path: Path) -> list[str]:
+    from .errors import DataError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"--hyp {path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8") from None
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def _format_scores(record: dict) -> str:
+    data = record["data"]
+    lines = [f"{data['name']}  {data['n_segments']} segments  data {data['data']} (hash {data['data_hash']})"]
+    for name, score in record["scores"].items():
+        lines.append(f"  {name:<7} {score['value']:7.2f}   {score['signature']}")
+    f = record["failures"]
+    lines.append(f"  failures: empty {f['empty']}, too long {f['too_long']}, too short {f['too_short']}, "
+                 f"copies {f['copies']}, repetitions {f['repetitions']} (of {f['n']})")
+    if "timing" in record:
+        t = record["timing"]
+        lines.append(f"  speed: {t['seconds']:.1f} s, {t['segments_per_s']:.2f} segments/s, "
+                     f"{t['generated_tokens_per_s']:.1f} generated tokens/s")
+    return "\n".join(lines)
+
+
+def _add_translation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default="auto",
+                   help="auto (chat template if the tokenizer has one, else few-shot), chat, fewshot, "
+                   "or a template FILE with {src}, {tgt}, {text} (default: auto)")
+    p.add_argument("--shots", type=int, default=3,
+                   help="few-shot examples, drawn from the data's train part, never from scored segments (default: 3)")
+    p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
+    p.add_argument("--backend", default="hf", help="translation backend: hf (transformers) (default: hf)")
+
+
+# ----------------------------------------------------------------------------------------
+# search / report / quickstart
+# ----------------------------------------------------------------------------------------
+
+def _pair_configs(args: argparse.Namespace) -> list:
+    """--data/--src/--tgt/--weight groups (repeatable) and --pairs FILE into PairConfigs."""
+    from .data import data_spec_from_args
+    from .search import PairConfig
+
+    groups = _pairs_from_yaml(Path(args.pairs)) if args.pairs else []
+    datas = args.data or []
+    for name in ("src", "tgt", "weight"):
+        values = getattr(args, name) or []
+        if len(values) not in (0, 1, len(datas)) or (len(values) > 1 and not datas):
+            raise ConfigError(f"--{name} is given {len(values)} times for {len(datas)} --data: give it once, or once per --data")
+    for i, data in enumerate(datas):
+        pick = lambda vals: (vals[i] if len(vals) == len(datas) else vals[0]) if vals else None  # noqa: E731
+        groups.append({"data": data, "src": pick(args.src or []), "tgt": pick(args.tgt or []),
+                       "weight": pick(args.weight or []) or 1.0})
+    configs = []
+    for group in groups:
+        ns = argparse.Namespace(**{**vars(args), "data": group["data"], "src": group.get("src"),
+                                   "tgt": group.get("tgt"), "ref": group.get("ref")})
+        configs.append(PairConfig(spec=data_spec_from_args(ns), weight=float(group.get("weight", 1.0))))
+    return configs
+
+
+def _pairs_from_yaml(path: Path) -> list[dict]:
+    import yaml
+
+    from .errors import DataError
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"--pairs {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {exc}") from None
+    pairs = doc.get("pairs") if isinstance(doc, dict) else None
+    if not isinstance(pairs, list) or not pairs:
+        raise DataError(f"{path}: expected a list under 'pairs:' (each with data, and src/tgt/ref/weight)")
+    allowed = {"data", "src", "tgt", "ref", "weight"}
+    for i, pair in enumerate(pairs):
+        unknown = sorted(set(pair) - allowed) if isinstance(pair, dict) else ["(not a mapping)"]
+        if unknown or "data" not in pair:
+            raise DataError(f"{path}: pairs[{i}]: unknown keys {unknown} or no 'data'; allowed: {sorted(allowed)}")
+    return pairs
+
+
+def search_config_from_args(args: argparse.Namespace):
+    from .layers import parse_layer_ids
+    from .search import SearchConfig, StopRule
+
+    protect = None
+    if args.protect is not None:
+        protect = [] if args.protect.strip().lower() == "none" else parse_layer_ids(args.protect, option="--protect")
+    return SearchConfig(
+        model=args.model, pairs=_pair_configs(args), run_dir=Path(args.output),
+        stop=StopRule(remove=args.remove, target_layers=args.target_layers, target_params=args.target_params,
+                      min_quality=args.min_quality),
+        criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
+        protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
+        resume=args.resume, progress=not args.quiet,
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import run_search
+
+    plan = run_search(search_config_from_args(args))
+    print(f"removed (original ids, in order): {plan['removed']}  ({plan['stop_reason']})")
+    print(f"{plan['metric']}: baseline {plan['baseline']['score']:.2f}" +
+          "".join(f" -> {r['score_after']:.2f}" for r in plan["rounds"]))
+    print(f"plan: {Path(args.output) / 'plan.json'}   apply: mtprune prune {args.model} --plan "
+          f"{Path(args.output) / 'plan.json'} -o OUT   report: mtprune report {args.output}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    result = write_report(Path(args.run_dir))
+    print(f"wrote {result.markdown_path}" + "".join(f", {p}" for p in result.plots))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import QuickstartConfig, run_quickstart
+
+    run_quickstart(QuickstartConfig(out=Path(args.output), model=args.model, remove=args.remove,
+                                    dev_size=args.dev_size, test_size=args.test_size, force=args.force))
     return 0
 
 
@@ -230,7 +450,123 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
     p.set_defaults(func=cmd_prune)
 
+    _register_translate(sub)
+    _register_evaluate(sub)
+    _register_search(sub)
+    _register_report(sub)
     return parser
+
+
+def _register_translate(sub) -> None:
+    from .data import add_data_arguments
+
+    p = sub.add_parser("translate", help="translate a data set with a model",
+                       description="Translate the source side of --data with MODEL (greedy, batched) and write one "
+                       "hypothesis per line.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mtprune translate gemma-3-270m --data sample:en-de --limit 32 -o hyp.txt")
+    _add_model_arguments(p)
+    add_data_arguments(p)
+    _add_translation_arguments(p)
+    p.add_argument("-o", "--output", required=True, help="hypothesis file, one line per segment")
+    p.add_argument("--json", help="also write settings and timing as JSON to this file")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(func=cmd_translate)
+
+
+def _register_evaluate(sub) -> None:
+    from .data import add_data_arguments
+
+    p = sub.add_parser("evaluate", help="translate and score, or score existing outputs",
+                       description="Score translations with sacrebleu metrics (each with its signature) and count "
+                       "translation failures (empty, length ratio, copies, repetition loops). Give MODEL to translate "
+                       "first, or --hyp FILE to score existing outputs.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64\n"
+                       "  mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json")
+    p.add_argument("model", metavar="MODEL", nargs="?", help=MODEL_HELP + " (omit with --hyp)")
+    p.add_argument("--dtype", default="auto", help="weights dtype (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+    add_data_arguments(p)
+    _add_translation_arguments(p)
+    p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
+    p.add_argument("--metrics", default="chrf++,bleu,chrf,ter", help="comma-separated: chrf++, chrf, bleu, ter (default: all)")
+    p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _register_search(sub) -> None:
+    p = sub.add_parser(
+        "search", help="iterative layer-importance search -> plan.json",
+        description="Iterative layer pruning (Moslem et al., WMT 2025): each round scores every remaining "
+        "unprotected layer by the model without it, removes the layer whose removal hurts least, and repeats "
+        "until a stop rule is reached (the first one reached wins). The model is loaded once. Every evaluation is "
+        "appended to RUN_DIR/trace.jsonl, so an interrupted search continues with --resume. " + LAYER_IDS_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="criteria:\n  chrf             translate the dev set without the layer, score with --metric (the paper)\n"
+        "  logprob          teacher-forced mean log-likelihood of the references (one forward pass)\n"
+        "  block-influence  ShortGPT: 1 - cos(input, output) of the layer, lowest removed first\n"
+        "  angular          angular distance between the layer's input and output\n"
+        "  last, random     baselines\n\n"
+        "examples:\n  mtprune search gemma-3-270m --data sample:en-de --part dev --limit 32 --remove 4 --fast -o runs/s1\n"
+        "  mtprune search ./aya --data dev.cs-de.tsv --src cs --tgt de --data dev.en-arz.tsv --src en --tgt arz \\\n"
+        "      --target-layers 24 --combine min -o runs/aya\n"
+        "  mtprune search gemma-3-270m --data sample:en-de --remove 4 -o runs/s1 --resume",
+    )
+    _add_model_arguments(p)
+    g = p.add_argument_group("data (repeat --data/--src/--tgt/--weight for several language pairs)")
+    g.add_argument("--data", action="append", metavar="SPEC", help="dev data (see `mtprune translate --help`)")
+    g.add_argument("--src", action="append", metavar="LANG", help="source language of the matching --data")
+    g.add_argument("--tgt", action="append", metavar="LANG", help="target language of the matching --data")
+    g.add_argument("--weight", action="append", type=float, help="weight of the matching pair for --combine weighted")
+    g.add_argument("--pairs", metavar="YAML", help="a YAML file with 'pairs: [{data, src, tgt, ref, weight}, ...]'")
+    g.add_argument("--ref", help=argparse.SUPPRESS)
+    g.add_argument("--split", help="split of an hf: dataset or dataset folder")
+    g.add_argument("--src-col", help="source column or field")
+    g.add_argument("--tgt-col", help="reference column or field")
+    g.add_argument("--part", default="all", choices=("all", "train", "dev", "test"),
+                   help="hash partition of each data set to use (default: all; the quickstart uses dev)")
+    g.add_argument("--limit", type=int, help="segments per pair, drawn with a seeded shuffle")
+    g.add_argument("--seed", type=int, default=0, help="seed for --limit, few-shot examples and --criterion random")
+    s = p.add_argument_group("stop rules (at least one; the first reached stops the search)")
+    s.add_argument("--remove", type=int, metavar="K", help="remove K layers")
+    s.add_argument("--target-layers", type=int, metavar="N", help="remove layers until N remain")
+    s.add_argument("--target-params", type=float, metavar="F", help="until parameters are at most F x the original (e.g. 0.7)")
+    s.add_argument("--min-quality", type=float, metavar="Q", help="never go below Q x the unpruned score (e.g. 0.95)")
+    c = p.add_argument_group("scoring")
+    c.add_argument("--criterion", default="chrf", help="chrf, logprob, block-influence, angular, last, random (default: chrf)")
+    c.add_argument("--metric", help="generation metric: chrf++, chrf, bleu, ter (default: chrf++; chrf for zh/ja/th targets)")
+    c.add_argument("--fast", action="store_true", help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
+    c.add_argument("--proxy", default="logprob", help="proxy for --fast: logprob, block-influence, angular (default: logprob)")
+    c.add_argument("--shortlist", type=int, default=4, help="candidates per round translated in --fast mode (default: 4)")
+    c.add_argument("--protect", help="original layer ids never removed, or 'none' (default: the first and the last)")
+    c.add_argument("--combine", default="mean", help="several pairs: mean, min, weighted (default: mean)")
+    _add_translation_arguments(p)
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder: trace.jsonl and plan.json")
+    p.add_argument("--resume", action="store_true", help="continue the search recorded in RUN_DIR/trace.jsonl")
+    p.set_defaults(func=cmd_search)
+
+
+def _register_report(sub) -> None:
+    p = sub.add_parser("report", help="Markdown report and plots of a search",
+                       description="Write RUN_DIR/report.md with heatmap.png (candidate scores per round x original "
+                       "layer id) and quality.png (score against layers removed) from RUN_DIR/plan.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("quickstart", help="the whole method on the packaged model and bundled sample",
+                       description="Embedded default job: the packaged gemma-3-270m and the bundled en-de sample. "
+                       "Scores the unpruned model, runs a fast-mode search on the dev part, prunes, evaluates both "
+                       "models on the held-out test part, prints a table and writes the run folder with a report. "
+                       "About 10 minutes on 2 CPU cores.")
+    p.add_argument("-o", "--output", default="mtprune-quickstart", help="run folder (default: mtprune-quickstart)")
+    p.add_argument("--model", default="gemma-3-270m", help="model (default: gemma-3-270m)")
+    p.add_argument("--remove", type=int, default=2, help="layers to remove (default: 2)")
+    p.add_argument("--dev-size", type=int, default=24, help="dev segments for the search (default: 24)")
+    p.add_argument("--test-size", type=int, default=48, help="held-out test segments (default: 48)")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=cmd_quickstart)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

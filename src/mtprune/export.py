@@ -199,10 +199,17 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 
 def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp makes 0700 folders; give the final folder the permissions mkdir would."""
+    """Give ``path`` and what it holds the permissions mkdir and open would.
+
+    mkdtemp makes 0700 folders and transformers writes its safetensors 0600: a checkpoint
+    that only its owner can read would fail for a server (vLLM) run as another user.
+    """
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o777 & ~umask)
+    for child in path.rglob("*"):
+        if not child.is_symlink():
+            os.chmod(child, (0o777 if child.is_dir() else 0o666) & ~umask)
 
 
 @dataclass
@@ -249,7 +256,6 @@ def export_pruned(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    _chmod_like_mkdir(tmp)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -257,6 +263,7 @@ def export_pruned(
             record.verification = verify_reload(tmp, model, tokenizer)
         (tmp / RECORD_NAME).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record, out.name))
+        _chmod_like_mkdir(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

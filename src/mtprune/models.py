@@ -28,6 +28,7 @@ from .errors import ConfigError, ModelLoadError, unknown_choice
 logger = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt", "*.tiktoken")
 DTYPES = ("auto", "source", "float32", "bfloat16", "float16")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -139,17 +140,20 @@ def resolve_source(spec: str) -> ModelSource:
 
 
 def check_checkpoint_folder(path: Path) -> None:
-    """A folder must hold config.json and weights; say which is missing."""
+    """A folder must hold config.json, weights and a tokenizer; say which is missing."""
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
     if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
         missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    if not any(any(path.glob(p)) for p in TOKENIZER_PATTERNS):
+        # transformers would raise an unrelated-looking ValueError, or build an empty tokenizer
+        missing.append("tokenizer (tokenizer.json or tokenizer.model)")
     if missing:
         present = sorted(p.name for p in path.iterdir())[:12]
         raise ModelLoadError(
             f"{path}: not a model checkpoint folder: missing {' and '.join(missing)} "
-            f"(folder holds: {', '.join(present) or 'nothing'}). Save one with save_pretrained(), "
+            f"(folder holds: {', '.join(present) or 'nothing'}). Save model and tokenizer with save_pretrained(), "
             "or give a .gguf file, a hub id or a packaged model name"
         )
 
@@ -247,7 +251,7 @@ def choose_dtype(name: str, device: str):
         return getattr(torch, name)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and cpu_has_fast_bf16():
+    if device == "cpu":
         return torch.bfloat16
     return torch.float32
 
@@ -320,8 +324,11 @@ def _cached_conversion(gguf_path: Path | None, target: Path, label: str, make_gg
         ckpt = tmp / "checkpoint"
         convert_gguf(path, ckpt)
         (ckpt / "mtprune-source.json").write_text(json.dumps({"gguf": str(path.name), "label": label}, indent=2))
-        if target.exists():  # another process won the race
+        if (target / "config.json").is_file():  # another process won the race
             return target
+        if target.exists():  # a stale, incomplete folder (not ours: ours appear whole, by rename)
+            logger.warning("replacing the incomplete cached conversion %s", target)
+            os.replace(target, tmp / "stale")
         os.replace(ckpt, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -375,18 +382,25 @@ def checkpoint_for(source: ModelSource) -> str:
 
 def _check_causal_lm(checkpoint: str, revision: str | None) -> None:
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     try:
         config = AutoConfig.from_pretrained(checkpoint, revision=revision)
     except OSError as exc:
+        where = "" if Path(checkpoint).exists() else f" (there is no local file or folder {checkpoint!r} either)"
         raise ModelLoadError(
-            f"cannot load the config of {checkpoint!r}: {exc}. If this is a hub id, check the name and "
+            f"cannot load the config of {checkpoint!r}{where}: {exc}. If this is a hub id, check the name and "
             "your connection (offline: download it elsewhere and pass the local folder)"
         ) from exc
     except ValueError as exc:
         raise ModelLoadError(f"{checkpoint}: unreadable config: {exc}") from exc
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    # The causal-LM mapping also lists encoders with an LM head (BERT, RoBERTa: in the masked-LM
+    # mapping too) and encoder-decoders whose decoder can run alone (BART, Marian, mBART).
+    encoder = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False)
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or encoder:
         raise ModelLoadError(
             f"{checkpoint}: model type {config.model_type!r} is not a causal (decoder-only) language model; "
             "mtprune prunes decoder-only LLMs such as Llama, Qwen, Gemma, Mistral, Cohere/Aya"
@@ -406,7 +420,7 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> Loade
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, revision=source.revision)
         model = AutoModelForCausalLM.from_pretrained(checkpoint, revision=source.revision, dtype=torch_dtype)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {spec!r} from {checkpoint}: {exc}") from exc
     model.to(device).eval()
     torch_dtype = next(model.parameters()).dtype

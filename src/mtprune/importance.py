@@ -1,0 +1,170 @@
+"""Cheap layer-importance signals: pure functions on a model and token batches.
+
+- ``reference_logprob``: teacher-forced mean log-likelihood of the reference translations
+  given the prompt (one forward pass over the dev set; higher = the model still translates);
+- ``layer_similarities``: for every current layer, the cosine between its input and output
+  hidden states, as Block Influence (ShortGPT: 1 - cos) and angular distance (arccos(cos)/pi).
+  A layer whose output barely differs from its input matters little.
+
+Inputs are teacher-forced sequences: prompt ids followed by reference ids.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .layers import find_layer_stack
+
+
+@dataclass(frozen=True)
+class ForcedSequence:
+    """Prompt ids followed by target ids; only the target is scored."""
+
+    prompt_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.target_ids)
+
+
+def forced_sequences(tokenizer, prompts: Sequence[str], targets: Sequence[str], *, add_special_tokens: bool,
+                     separator: str = "") -> list[ForcedSequence]:
+    """Tokenize prompts and targets separately (so the target boundary is exact)."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    target_ids = tokenizer([separator + t for t in targets], add_special_tokens=False)["input_ids"]
+    return [ForcedSequence(tuple(p), tuple(t)) for p, t in zip(prompt_ids, target_ids) if t]
+
+
+def left_padded(seqs: Sequence[ForcedSequence], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each (batch, width), padded on the left."""
+    width = max(s.length for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        full = seq.prompt_ids + seq.target_ids
+        ids[row, width - len(full):] = torch.tensor(full)
+        mask[row, width - len(full):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def length_batches(seqs: Sequence[ForcedSequence], max_tokens: int) -> list[list[ForcedSequence]]:
+    """Batches of similar length (longest first) whose padded size stays under ``max_tokens``."""
+    ordered = sorted(seqs, key=lambda s: -s.length)
+    batches: list[list[ForcedSequence]] = []
+    for seq in ordered:
+        if batches and (len(batches[-1]) + 1) * batches[-1][0].length <= max_tokens:
+            batches[-1].append(seq)
+        else:
+            batches.append([seq])
+    return batches
+
+
+@dataclass(frozen=True)
+class LogProb:
+    total: float  # summed log-probability of all target tokens
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.tokens if self.tokens else float("nan")
+
+
+@torch.inference_mode()
+def reference_logprob(model, seqs: Sequence[ForcedSequence], *, pad_id: int, logits_budget: int = 1 << 26) -> LogProb:
+    """Summed log-likelihood of the target tokens of ``seqs`` under ``model``.
+
+    Only the logits of the last ``max target + 1`` positions are materialized, in batches
+    sized so that batch x positions x vocabulary stays under ``logits_budget`` floats.
+    """
+    vocab = model.get_output_embeddings().weight.shape[0]
+    total, count = 0.0, 0
+    for batch in _logit_batches(seqs, vocab, logits_budget):
+        ids, mask, positions = left_padded(batch, pad_id, model.device)
+        keep = max(len(s.target_ids) for s in batch) + 1
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
+        for row, seq in enumerate(batch):
+            n = len(seq.target_ids)
+            # logits at position p predict token p+1: targets are the last n tokens of the row
+            rows = logprobs[row, keep - n - 1 : keep - 1]  # (n, vocab)
+            target = torch.tensor(seq.target_ids, device=rows.device)
+            total += rows.gather(-1, target[:, None]).sum().item()
+            count += n
+    return LogProb(total=total, tokens=count)
+
+
+def _logit_batches(seqs, vocab: int, budget: int) -> list[list[ForcedSequence]]:
+    ordered = sorted(seqs, key=lambda s: (-len(s.target_ids), -s.length))
+    batches: list[list[ForcedSequence]] = []
+    for seq in ordered:
+        if batches:
+            rows = len(batches[-1]) + 1
+            keep = len(batches[-1][0].target_ids) + 1
+            width = max(batches[-1][0].length, seq.length)
+            if rows * keep * vocab <= budget and rows * width <= 16384:
+                batches[-1].append(seq)
+                continue
+        batches.append([seq])
+    return batches
+
+
+@dataclass(frozen=True)
+class LayerSimilarity:
+    """Per current layer position: mean cosine between input and output hidden states."""
+
+    cosine: tuple[float, ...]
+    angular: tuple[float, ...]  # mean arccos(cos)/pi, in [0, 1]
+
+    @property
+    def block_influence(self) -> tuple[float, ...]:
+        return tuple(1.0 - c for c in self.cosine)
+
+
+@torch.inference_mode()
+def layer_similarities(model, seqs: Sequence[ForcedSequence], *, pad_id: int, max_tokens: int = 4096) -> LayerSimilarity:
+    """Input/output cosine of every layer of the current stack, averaged over real tokens."""
+    layers = list(find_layer_stack(model).layers)
+    n = len(layers)
+    cos_sum = torch.zeros(n, dtype=torch.float64)
+    ang_sum = torch.zeros(n, dtype=torch.float64)
+    count = 0
+    state: dict[str, torch.Tensor] = {}
+    inputs: dict[int, torch.Tensor] = {}
+
+    def pre_hook(pos):
+        def hook(module, args, kwargs):
+            inputs[pos] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    def post_hook(pos):
+        def hook(module, args, kwargs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            cos = torch.nn.functional.cosine_similarity(inputs.pop(pos).float(), out.float(), dim=-1)  # (batch, seq)
+            real = state["mask"]
+            cos = cos[real].double().clamp(-1.0, 1.0)
+            cos_sum[pos] += cos.sum().cpu()
+            ang_sum[pos] += (torch.arccos(cos) / math.pi).sum().cpu()
+        return hook
+
+    handles = []
+    for pos, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(pre_hook(pos), with_kwargs=True))
+        handles.append(layer.register_forward_hook(post_hook(pos), with_kwargs=True))
+    try:
+        for batch in length_batches(seqs, max_tokens):
+            ids, mask, positions = left_padded(batch, pad_id, model.device)
+            state["mask"] = mask.bool()
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+            count += int(mask.sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return LayerSimilarity(
+        cosine=tuple((cos_sum / count).tolist()),
+        angular=tuple((ang_sum / count).tolist()),
+    )

@@ -1,0 +1,611 @@
+"""Iterative layer-importance search (the paper's method, made fast and resumable).
+
+Each round scores every remaining unprotected layer by the model WITHOUT it, removes for
+good the layer whose removal hurts least, and repeats on the pruned model until a stop
+rule is reached.  The model is loaded once; candidates are evaluated through shared-weight
+layer subsets (``LayerSurgeon``), never by reloading.
+
+Every evaluation is appended to ``RUN_DIR/trace.jsonl`` as soon as it is done; a resumed
+search replays the same decisions from the trace and computes only what is missing, so it
+ends with the same plan as an uninterrupted one.  The result is ``RUN_DIR/plan.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import DataSpec
+from .errors import ConfigError, DataError, unknown_choice
+from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer
+
+logger = logging.getLogger(__name__)
+
+CRITERIA = ("chrf", "logprob", "block-influence", "angular", "last", "random")
+PROXIES = ("logprob", "block-influence", "angular")
+COMBINE = ("mean", "min", "weighted")
+SCORE_NAMES = {
+    "chrf": "{metric} without the layer",
+    "logprob": "mean log-likelihood of references without the layer",
+    "block-influence": "- Block Influence (1 - cos) of the layer",
+    "angular": "- angular distance of the layer",
+    "last": "layer position (later = removed first)",
+    "random": "random (seeded)",
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class StopRule:
+    remove: int | None = None  # remove K layers
+    target_layers: int | None = None  # until N layers remain
+    target_params: float | None = None  # until parameters <= this fraction of the original
+    min_quality: float | None = None  # never go below this fraction of the baseline score
+
+    def any(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    def errors(self) -> list[str]:
+        errs = []
+        if not self.any():
+            errs.append("no stop rule: give --remove K, --target-layers N, --target-params F or --min-quality Q")
+        if self.remove is not None and self.remove < 1:
+            errs.append(f"--remove must be at least 1, got {self.remove}")
+        if self.target_layers is not None and self.target_layers < 1:
+            errs.append(f"--target-layers must be at least 1, got {self.target_layers}")
+        if self.target_params is not None and not 0 < self.target_params < 1:
+            errs.append(f"--target-params is a fraction of the original parameters in (0, 1), got {self.target_params}")
+        if self.min_quality is not None and not 0 < self.min_quality <= 1:
+            errs.append(f"--min-quality is a fraction of the unpruned score in (0, 1], got {self.min_quality}")
+        return errs
+
+
+@dataclass
+class PairConfig:
+    spec: DataSpec
+    weight: float = 1.0
+
+
+@dataclass
+class SearchConfig:
+    model: str
+    pairs: list[PairConfig]
+    run_dir: Path
+    stop: StopRule
+    criterion: str = "chrf"
+    metric: str | None = None  # default: chrF++ (chrF for targets written without spaces)
+    fast: bool = False
+    proxy: str = "logprob"
+    shortlist: int = 4
+    protect: list[int] | None = None  # None: first and last layer
+    combine: str = "mean"
+    prompt: str = "auto"
+    shots: int = 3
+    batch_size: int = 16
+    max_new_tokens: int | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def errors(self) -> list[str]:
+        """Every problem with the configuration, found before anything loads."""
+        errs = self.stop.errors()
+        if self.criterion not in CRITERIA:
+            errs.append(unknown_choice("criterion", self.criterion, CRITERIA))
+        if self.proxy not in PROXIES:
+            errs.append(unknown_choice("proxy", self.proxy, PROXIES))
+        if self.fast and self.criterion != "chrf":
+            errs.append(f"--fast shortlists with a proxy, then runs the generation metric: it needs --criterion chrf, not {self.criterion}")
+        if self.shortlist < 1:
+            errs.append(f"--shortlist must be at least 1, got {self.shortlist}")
+        if self.combine not in COMBINE:
+            errs.append(unknown_choice("combination", self.combine, COMBINE))
+        if not self.pairs:
+            errs.append("no data: give --data (repeat --data/--src/--tgt for several pairs)")
+        if any(p.weight <= 0 for p in self.pairs):
+            errs.append("pair weights must be positive")
+        if self.batch_size < 1:
+            errs.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.metric is not None:
+            try:
+                canonical_metric(self.metric)
+            except ConfigError as exc:
+                errs.append(str(exc))
+        return errs
+
+    def validate(self) -> None:
+        errs = self.errors()
+        if errs:
+            raise ConfigError("invalid search settings:\n  - " + "\n  - ".join(errs))
+
+    @property
+    def metric_name(self) -> str:
+        return canonical_metric(self.metric) if self.metric else default_metric(self.pairs[0].spec.tgt)
+
+
+def protected_layers(protect: list[int] | None, num_layers: int) -> list[int]:
+    if protect is None:
+        return sorted({0, num_layers - 1})
+    bad = [i for i in protect if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"--protect: layer ids {bad} out of range 0..{num_layers - 1}")
+    return sorted(set(protect))
+
+
+def check_depth(cfg: SearchConfig, num_layers: int, protected: list[int]) -> None:
+    """Refuse targets the model cannot reach, before any long work."""
+    free = num_layers - len(protected)
+    errs = []
+    if free < 1:
+        errs.append(f"every layer is protected ({protected}); nothing can be removed")
+    if cfg.stop.target_layers is not None and cfg.stop.target_layers >= num_layers:
+        errs.append(f"--target-layers {cfg.stop.target_layers} is not below the model's {num_layers} layers")
+    if cfg.stop.target_layers is not None and cfg.stop.target_layers < len(protected):
+        errs.append(f"--target-layers {cfg.stop.target_layers} is below the {len(protected)} protected layers")
+    if cfg.stop.remove is not None and cfg.stop.remove > free:
+        errs.append(f"--remove {cfg.stop.remove}: only {free} of {num_layers} layers are unprotected")
+    if errs:
+        raise ConfigError("; ".join(errs))
+
+
+# ----------------------------------------------------------------------------------------
+# The trace: an append-only, crash-safe log of every evaluation
+# ----------------------------------------------------------------------------------------
+
+class Trace:
+    """``trace.jsonl``: a header, then one JSON line per evaluation, fsynced as written."""
+
+    NAME = "trace.jsonl"
+
+    def __init__(self, run_dir: Path, identity: dict[str, Any], resume: bool):
+        self.path = Path(run_dir) / self.NAME
+        self.records: dict[str, Any] = {}
+        self.reused = 0
+        self.computed = 0
+        if self.path.exists() and not resume:
+            raise ConfigError(
+                f"{self.path} exists: a search already ran in {run_dir}. Pass --resume to continue it, "
+                "or choose another -o folder"
+            )
+        if self.path.exists():
+            self._load(identity)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"type": "header", "identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _load(self, identity: dict[str, Any]) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if header.get("type") != "header":
+            raise DataError(f"{self.path}:1: not an mtprune trace (no header line)")
+        differs = sorted(k for k in set(identity) | set(header["identity"]) if identity.get(k) != header["identity"].get(k))
+        if differs:
+            raise ConfigError(
+                f"--resume: {self.path} was made with other settings ({', '.join(differs)} differ); "
+                "resume with the same model, data, criterion, metric, prompt and protected layers"
+            )
+        for lineno, line in enumerate(lines[1:], start=2):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if lineno == len(lines):  # a write cut short by a crash
+                    logger.warning("%s:%d: ignoring an incomplete last line", self.path, lineno)
+                    continue
+                raise DataError(f"{self.path}:{lineno}: not valid JSON") from None
+            self.records[rec["key"]] = rec["value"]
+        logger.info("resuming from %s: %d evaluations already done", self.path, len(self.records))
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The recorded value of ``key``, computing and recording it if missing."""
+        if key in self.records:
+            self.reused += 1
+            return self.records[key]
+        value = compute()
+        self.records[key] = value
+        self.computed += 1
+        self._append({"key": key, "value": value})
+        return value
+
+
+def _key(kind: str, kept: Sequence[int]) -> str:
+    return f"{kind}:{','.join(map(str, kept))}"
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluating layer subsets
+# ----------------------------------------------------------------------------------------
+
+class SubsetEvaluator:
+    """Scores of the model restricted to a set of original layers, cached in the trace."""
+
+    def __init__(self, loaded, surgeon, pairs, cfg: SearchConfig, trace: Trace):
+        from .evaluate import make_translator
+
+        self.loaded, self.surgeon, self.pairs, self.cfg, self.trace = loaded, surgeon, pairs, cfg, trace
+        self.metric = cfg.metric_name
+        self.translators = [
+            make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, batch_size=cfg.batch_size,
+                            max_new_tokens=cfg.max_new_tokens, progress=False)
+            for p in pairs
+        ]
+        self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt) for p in pairs]
+        self._forced = None
+        self.pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.tokenizer.eos_token_id
+
+    def signature(self) -> str:
+        return self.scorers[0].signature
+
+    def combine(self, per_pair: dict[str, float], sign: float = 1.0) -> float:
+        """Combine per-pair values (higher is better after ``sign``) into one number."""
+        values = [per_pair[p.name] for p in self.pairs]
+        if self.cfg.combine == "min":
+            return min(values, key=lambda v: sign * v)
+        weights = [p.weight for p in self.pairs] if self.cfg.combine == "weighted" else [1.0] * len(values)
+        return sum(w * v for w, v in zip(weights, values)) / sum(weights)
+
+    def quality(self, kept: Sequence[int]) -> dict[str, Any]:
+        """Translate every pair with only ``kept`` layers and score: {"score", "per_pair", "seconds"}."""
+        def compute():
+            start = time.perf_counter()
+            per_pair = {}
+            with self.surgeon.subset(kept):
+                for pair, translator, scorer in zip(self.pairs, self.translators, self.scorers):
+                    result = translator.translate(pair.sources)
+                    per_pair[pair.name] = round(scorer(result.hypotheses).value, 4)
+            sign = 1.0 if higher_is_better(self.metric) else -1.0
+            return {"score": round(self.combine(per_pair, sign), 4), "per_pair": per_pair,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        return self.trace.cached(_key("quality", kept), compute)
+
+    def forced(self):
+        """Teacher-forced (prompt, reference) token sequences of every pair, built once."""
+        if self._forced is None:
+            from .importance import forced_sequences
+
+            self._forced = []
+            for pair, translator in zip(self.pairs, self.translators):
+                prompter = translator.prompter
+                prompts = [prompter.render(s) for s in pair.sources]
+                sep = " " if prompter.stop_at_newline else ""
+                self._forced.append(forced_sequences(self.loaded.tokenizer, prompts, pair.references,
+                                                     add_special_tokens=prompter.add_special_tokens, separator=sep))
+        return self._forced
+
+    def logprob(self, kept: Sequence[int]) -> dict[str, Any]:
+        """Mean reference log-likelihood per pair with only ``kept`` layers."""
+        from .importance import reference_logprob
+
+        def compute():
+            start = time.perf_counter()
+            with self.surgeon.subset(kept):
+                per_pair = {p.name: round(reference_logprob(self.loaded.model, seqs, pad_id=self.pad_id).mean, 6)
+                            for p, seqs in zip(self.pairs, self.forced())}
+            return {"score": round(self.combine(per_pair), 6), "per_pair": per_pair,
+                    "seconds": round(time.perf_counter() - start, 3)}
+        return self.trace.cached(_key("logprob", kept), compute)
+
+    def similarities(self, kept: Sequence[int]) -> dict[str, dict[str, float]]:
+        """Block Influence and angular distance of each layer in ``kept`` (original id -> value)."""
+        from .importance import layer_similarities
+
+        def compute():
+            bi: dict[str, list[float]] = {}
+            ang: dict[str, list[float]] = {}
+            with self.surgeon.subset(kept):
+                for seqs in self.forced():
+                    sim = layer_similarities(self.loaded.model, seqs, pad_id=self.pad_id)
+                    for layer, b, a in zip(kept, sim.block_influence, sim.angular):
+                        bi.setdefault(str(layer), []).append(b)
+                        ang.setdefault(str(layer), []).append(a)
+            mean = lambda xs: round(sum(xs) / len(xs), 6)  # noqa: E731
+            return {"block-influence": {k: mean(v) for k, v in bi.items()},
+                    "angular": {k: mean(v) for k, v in ang.items()}}
+        return self.trace.cached(_key("similarity", kept), compute)
+
+
+# ----------------------------------------------------------------------------------------
+# One round
+# ----------------------------------------------------------------------------------------
+
+def proxy_scores(evaluator: SubsetEvaluator, name: str, kept: list[int], candidates: list[int],
+                 on_candidate: Callable[[int], None]) -> dict[int, float]:
+    """Proxy value of removing each candidate (higher = better to remove)."""
+    if name == "logprob":
+        scores = {}
+        for layer in candidates:
+            scores[layer] = evaluator.logprob([k for k in kept if k != layer])["score"]
+            on_candidate(layer)
+        return scores
+    sims = evaluator.similarities(kept)[name]
+    return {layer: -sims[str(layer)] for layer in candidates}
+
+
+def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept: list[int],
+              candidates: list[int], progress: "Progress") -> dict[str, Any]:
+    """Score the candidates of one round and pick the layer to remove."""
+    without = lambda layer: [k for k in kept if k != layer]  # noqa: E731
+    sign = 1.0 if higher_is_better(evaluator.metric) else -1.0
+    records: dict[int, dict[str, Any]] = {c: {"layer": c, "score": None} for c in candidates}
+    if cfg.criterion == "chrf" and not cfg.fast:
+        for layer in candidates:
+            q = evaluator.quality(without(layer))
+            records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
+            progress.candidate(round_no, layer, q["score"])
+        best = max(candidates, key=lambda c: (sign * records[c]["score"], -c))
+    elif cfg.fast:
+        proxies = proxy_scores(evaluator, cfg.proxy, kept, candidates, lambda c: progress.candidate(round_no, c, None))
+        shortlist = sorted(candidates, key=lambda c: (-proxies[c], c))[: cfg.shortlist]
+        for layer in candidates:
+            records[layer].update(proxy=proxies[layer], evaluated="proxy")
+        for layer in shortlist:
+            q = evaluator.quality(without(layer))
+            records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
+            progress.candidate(round_no, layer, q["score"])
+        best = max(shortlist, key=lambda c: (sign * records[c]["score"], -c))
+    else:
+        scores = criterion_scores(evaluator, cfg, round_no, kept, candidates, progress)
+        for layer in candidates:
+            records[layer].update(score=scores[layer], evaluated=cfg.criterion)
+        best = max(candidates, key=lambda c: (scores[c], -c))
+    return {"candidates": [records[c] for c in candidates], "removed": best}
+
+
+def criterion_scores(evaluator, cfg, round_no, kept, candidates, progress) -> dict[int, float]:
+    """Scores of the non-generation criteria (higher = better to remove)."""
+    if cfg.criterion in PROXIES:
+        return proxy_scores(evaluator, cfg.criterion, kept, candidates, lambda c: progress.candidate(round_no, c, None))
+    if cfg.criterion == "last":
+        return {c: float(c) for c in candidates}
+    rng = random.Random(f"{cfg.seed}:{round_no}")
+    return {c: rng.random() for c in candidates}
+
+
+# ----------------------------------------------------------------------------------------
+# Progress
+# ----------------------------------------------------------------------------------------
+
+class Progress:
+    """Log lines with round, candidate, elapsed and estimated remaining time."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.done = 0
+        self.round_total = 0
+        self.round_done = 0
+
+    def begin_round(self, round_no: int, n_layers: int, n_candidates: int, evaluations: int) -> None:
+        self.round_total, self.round_done = evaluations, 0
+        logger.info("round %d: %d layers, %d candidates", round_no, n_layers, n_candidates)
+
+    def candidate(self, round_no: int, layer: int, score: float | None) -> None:
+        self.done += 1
+        self.round_done += 1
+        elapsed = time.perf_counter() - self.start
+        per_eval = elapsed / self.done
+        left_this_round = max(self.round_total - self.round_done, 0)
+        eta = per_eval * left_this_round
+        value = f"{score:.2f}" if score is not None else "proxy"
+        logger.info("  round %d candidate %d/%d: without layer %d -> %s  [%s elapsed, round ends in ~%s]",
+                    round_no, self.round_done, self.round_total, layer, value, _clock(elapsed), _clock(eta))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------
+# The search
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class SearchState:
+    kept: list[int]
+    removed: list[int] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+    rejected: dict[str, Any] | None = None  # the round --min-quality refused
+
+
+def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float) -> str | None:
+    """Why the search stops now, or None to go on."""
+    s = cfg.stop
+    if s.remove is not None and len(state.removed) >= s.remove:
+        return f"removed {len(state.removed)} layers (--remove {s.remove})"
+    if s.target_layers is not None and len(state.kept) <= s.target_layers:
+        return f"{len(state.kept)} layers left (--target-layers {s.target_layers})"
+    if s.target_params is not None and params_fraction <= s.target_params:
+        return f"parameters at {params_fraction:.1%} of the original (--target-params {s.target_params})"
+    return None
+
+
+def quality_ok(cfg: SearchConfig, metric: str, score: float, baseline: float) -> bool:
+    if cfg.stop.min_quality is None:
+        return True
+    if higher_is_better(metric):
+        return score >= cfg.stop.min_quality * baseline
+    return score <= baseline / cfg.stop.min_quality
+
+
+def run_search(cfg: SearchConfig) -> dict[str, Any]:
+    """Run (or resume) the search; writes trace.jsonl and plan.json; returns the plan."""
+    from .evaluate import load_pair
+    from .export import count_parameters, software_versions
+    from .layers import LayerSurgeon
+    from .models import load_model, peek_num_layers, resolve_source
+
+    cfg.validate()
+    source = resolve_source(cfg.model)
+    n_peek = peek_num_layers(source)
+    if n_peek is not None:
+        check_depth(cfg, n_peek, protected_layers(cfg.protect, n_peek))
+    pairs = [load_pair(p.spec, p.weight) for p in cfg.pairs]
+    for pair in pairs:
+        pair.references  # noqa: B018  (raises when references are missing)
+    _check_unique_pair_names(pairs)
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    surgeon = LayerSurgeon(loaded.model)
+    n = surgeon.num_original
+    protected = protected_layers(cfg.protect, n)
+    check_depth(cfg, n, protected)
+    params = count_parameters(loaded.model)
+    identity = _identity(cfg, loaded, pairs, protected)
+    trace = Trace(cfg.run_dir, identity, cfg.resume)
+    evaluator = SubsetEvaluator(loaded, surgeon, pairs, cfg, trace)
+    identity_check = evaluator.translators[0].prompter.describe()
+    logger.info("search: %s, %d layers, criterion %s%s, metric %s, pairs %s", cfg.model, n, cfg.criterion,
+                " (fast)" if cfg.fast else "", evaluator.metric, ", ".join(p.name for p in pairs))
+    state = SearchState(kept=list(range(n)))
+    start = time.perf_counter()
+    baseline = evaluator.quality(state.kept)
+    logger.info("baseline %s: %.2f %s", evaluator.metric, baseline["score"], baseline["per_pair"])
+    progress = Progress()
+    last_score = baseline
+    while True:
+        fraction = _params_fraction(params, state.kept)
+        reason = stop_reason(cfg, state, fraction)
+        if reason:
+            state.stop_reason = reason
+            break
+        candidates = [k for k in state.kept if k not in protected]
+        if not candidates:
+            state.stop_reason = "no unprotected layer left"
+            break
+        round_no = len(state.rounds) + 1
+        evaluations = len(candidates) if not cfg.fast else len(candidates) * (cfg.proxy == "logprob") + min(cfg.shortlist, len(candidates))
+        progress.begin_round(round_no, len(state.kept), len(candidates), evaluations)
+        round_start = time.perf_counter()
+        chosen = run_round(evaluator, cfg, round_no, state.kept, candidates, progress)
+        new_kept = [k for k in state.kept if k != chosen["removed"]]
+        after = evaluator.quality(new_kept)
+        record = {
+            "round": round_no,
+            "num_layers_before": len(state.kept),
+            **chosen,
+            "score_after": after["score"],
+            "per_pair_after": after["per_pair"],
+            "params_after": _params_total(params, new_kept),
+            "seconds": round(time.perf_counter() - round_start, 3),
+        }
+        if not quality_ok(cfg, evaluator.metric, after["score"], baseline["score"]):
+            state.stop_reason = (
+                f"removing layer {chosen['removed']} would give {evaluator.metric} {after['score']:.2f}, below "
+                f"{cfg.stop.min_quality} x baseline {baseline['score']:.2f} (--min-quality); not removed"
+            )
+            state.rejected = record
+            break
+        state.rounds.append(record)
+        state.removed.append(chosen["removed"])
+        state.kept = new_kept
+        last_score = after
+        logger.info("round %d: removed layer %d -> %s %.2f (%d layers left)", round_no, chosen["removed"],
+                    evaluator.metric, after["score"], len(new_kept))
+    plan = _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, identity_check)
+    plan["seconds"] = round(time.perf_counter() - start, 3)
+    plan["evaluations"] = {"computed": trace.computed, "reused_from_trace": trace.reused}
+    plan["versions"] = software_versions()
+    write_json_atomic(Path(cfg.run_dir) / "plan.json", plan)
+    logger.info("search done (%s): removed %s, %s %.2f -> %.2f; plan in %s", state.stop_reason, state.removed,
+                evaluator.metric, baseline["score"], last_score["score"], Path(cfg.run_dir) / "plan.json")
+    return plan
+
+
+def _check_unique_pair_names(pairs) -> None:
+    names = [p.name for p in pairs]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ConfigError(f"language pair {dups[0]} is given twice; give each pair once")
+
+
+def _params_total(params: dict[str, Any], kept: Sequence[int]) -> int:
+    return params["total"] - sum(p for i, p in enumerate(params["per_layer"]) if i not in set(kept))
+
+
+def _params_fraction(params: dict[str, Any], kept: Sequence[int]) -> float:
+    return _params_total(params, kept) / params["total"]
+
+
+def _identity(cfg: SearchConfig, loaded, pairs, protected) -> dict[str, Any]:
+    """What must not change between a search and its resumption."""
+    return {
+        "model": cfg.model,
+        "fingerprint": loaded.fingerprint,
+        "dtype": loaded.dtype,
+        "criterion": cfg.criterion,
+        "metric": cfg.metric_name,
+        "fast": [cfg.proxy, cfg.shortlist] if cfg.fast else None,
+        "pairs": [[p.name, p.data_hash, p.weight] for p in pairs],
+        "combine": cfg.combine,
+        "protected": protected,
+        "prompt": cfg.prompt,
+        "shots": cfg.shots,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+    }
+
+
+def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, prompt) -> dict[str, Any]:
+    plan = {
+        "format": "mtprune-plan/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {
+            **loaded.source.to_dict(),
+            "fingerprint": loaded.fingerprint,
+            "architecture": type(loaded.model).__name__,
+            "num_layers": evaluator.surgeon.num_original,
+            "params_total": params["total"],
+            "params_per_layer": params["per_layer"],
+            "params_other": params["total"] - sum(params["per_layer"]),
+            "dtype": loaded.dtype,
+        },
+        "criterion": cfg.criterion,
+        "score_name": SCORE_NAMES[cfg.criterion].format(metric=evaluator.metric),
+        "metric": evaluator.metric,
+        "metric_signature": evaluator.signature(),
+        "higher_is_better": higher_is_better(evaluator.metric),
+        "fast": {"proxy": cfg.proxy, "shortlist": cfg.shortlist} if cfg.fast else None,
+        "pairs": [p.describe() for p in pairs],
+        "combine": cfg.combine,
+        "protected": protected,
+        "stop": asdict(cfg.stop),
+        "stop_reason": state.stop_reason,
+        "baseline": {"score": baseline["score"], "per_pair": baseline["per_pair"]},
+        "rounds": state.rounds,
+        "removed": state.removed,
+        "kept": state.kept,
+        "layer_ids": "original 0-based ids of the unpruned model",
+        "settings": {
+            "prompt": prompt,
+            "batch_size": cfg.batch_size,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+            "dtype": loaded.dtype,
+            "device": loaded.device,
+        },
+    }
+    if state.rejected:
+        plan["rejected_round"] = state.rejected
+    return plan
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
