@@ -149,7 +149,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise ConfigError("--layers only applies with --plan")
     out = Path(args.output)
     check_output_dir(out, args.force)
-    n = peek_num_layers(resolve_source(args.model))
+    source = resolve_source(args.model)
+    if source.path and Path(source.path).resolve() in (out.resolve(), *out.resolve().parents):
+        raise ConfigError(f"-o {out} is the model folder {source.path} or inside it; write the pruned model elsewhere")
+    n = peek_num_layers(source)
     drop, plan_summary = _requested_drop(args, n)
     if drop is not None and n is not None:
         keep_from_drop(drop, n)  # refuse bad ids before loading weights
@@ -422,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, layers, parameters, size of a model",
                        description="Show architecture, layer count, parameters (total, per layer, embeddings, "
                        "head), dtype, size on disk and chat template of MODEL.")
-    _add_model_arguments(p)
+    _add_model_arguments(p, dtype_default="source")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_info)
 

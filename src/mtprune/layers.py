@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 _STACK_PATHS = ("model.layers", "transformer.h", "model.decoder.layers", "gpt_neox.layers", "layers")
 
 # Config keys whose length equals the layer count by coincidence, never per layer.
-_NOT_PER_LAYER = frozenset({"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens"})
+_NOT_PER_LAYER = frozenset({
+    "architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+    "eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id", "forced_decoder_ids",
+})
 
 
 # ----------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def choose_dtype(name: str, device: str):
         return getattr(torch, name)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu":
+    if device == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 

@@ -29,6 +29,9 @@ from ..prompts import END_OF_TURN_MARKERS, Prompter, clean_output
 logger = logging.getLogger(__name__)
 
 
+_NEWLINE_PIECES = ("\n", "\r", "Ċ", "<0x0A>", "<0x0D>")
+
+
 @dataclass(frozen=True)
 class TranslationResult:
     hypotheses: list[str]
@@ -132,10 +135,16 @@ class HFTranslator:
     # -- preparation --------------------------------------------------------------------
 
     def _make_newline_mask(self):
+        """Boolean mask over the vocabulary: tokens whose text contains a line break.
+
+        Decoding each of a 256k vocabulary one by one takes seconds, so only tokens whose
+        piece can hold a newline are decoded: a literal newline (SentencePiece), "Ċ"
+        (byte-level BPE) or the byte-fallback piece "<0x0A>".
+        """
         vocab_size = max(len(self.tokenizer), self.model.get_output_embeddings().weight.shape[0])
         mask = torch.zeros(vocab_size, dtype=torch.bool)
-        for token_id in range(len(self.tokenizer)):
-            if "\n" in self.tokenizer.decode([token_id]):
+        for piece, token_id in self.tokenizer.get_vocab().items():
+            if any(m in piece for m in _NEWLINE_PIECES) and "\n" in self.tokenizer.decode([token_id]):
                 mask[token_id] = True
         return mask.to(self.model.device)
 

