@@ -280,3 +280,29 @@ def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer
         cos = torch.nn.functional.cosine_similarity(hidden[i][0], hidden[i + 1][0], dim=-1).mean().item()
         assert sim.cosine[i] == pytest.approx(cos, abs=1e-5)
         assert sim.block_influence[i] == pytest.approx(1 - cos, abs=1e-5)
+
+
+def test_race_drops_candidates_the_leader_beats(tiny_checkpoints, tmp_path, monkeypatch):
+    from mtprune.search import race_stages
+
+    assert race_stages(64) == [16, 32] and race_stages(20) == [8, 10] and race_stages(8) == []
+    # make the bootstrap decisive so that the race must eliminate everyone but the leader
+    import dataclasses
+
+    from mtprune import metrics
+
+    def decisive(*a, **k):
+        return dataclasses.replace(metrics.paired_bootstrap(*a, **k), p_value=0.0)
+
+    monkeypatch.setattr(search_mod, "paired_bootstrap", decisive)
+    pairs = [PairConfig(DataSpec("sample:en-de", "en", "de", limit=16))]
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "race", pairs=pairs, fast=True, shortlist=3,
+                           race=True, stop=StopRule(remove=1)))
+    cands = plan["rounds"][0]["candidates"]
+    raced_out = [c for c in cands if "race" in c]
+    translated = [c for c in cands if c["score"] is not None]
+    assert len(raced_out) == 2 and len(translated) == 1
+    assert translated[0]["layer"] == plan["removed"][0]
+    assert all(c["race"]["eliminated_at_segments"] == 8 and c["race"]["by_layer"] == plan["removed"][0] for c in raced_out)
+    with pytest.raises(ConfigError, match="--fast"):
+        run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "r2", race=True))

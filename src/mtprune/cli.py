@@ -370,6 +370,7 @@ def search_config_from_args(args: argparse.Namespace):
         stop=StopRule(remove=args.remove, target_layers=args.target_layers, target_params=args.target_params,
                       min_quality=args.min_quality),
         criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
+        race=args.race,
         protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
         resume=args.resume, progress=not args.quiet,
@@ -543,6 +544,9 @@ def _register_search(sub) -> None:
     c.add_argument("--fast", action="store_true", help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
     c.add_argument("--proxy", default="logprob", help="proxy for --fast: logprob, block-influence, angular (default: logprob)")
     c.add_argument("--shortlist", type=int, default=4, help="candidates per round translated in --fast mode (default: 4)")
+    c.add_argument("--race", action="store_true",
+                   help="with --fast: race the shortlist on a quarter, then half of the dev set, dropping candidates "
+                   "the leader beats in a paired bootstrap (p < 0.05) before translating the full set")
     c.add_argument("--protect", help="original layer ids never removed, or 'none' (default: the first and the last)")
     c.add_argument("--combine", default="mean", help="several pairs: mean, min, weighted (default: mean)")
     _add_translation_arguments(p)

@@ -30,6 +30,7 @@ class QuickstartConfig:
     test_size: int = 48
     shortlist: int = 3
     batch_size: int = 16
+    max_new_tokens: int | None = None  # cap per segment (default: the backend's)
     force: bool = False
 
 
@@ -47,7 +48,7 @@ def _evaluate(loaded, pair, cfg: QuickstartConfig) -> dict[str, Any]:
     from .export import count_parameters
     from .layers import num_layers
 
-    translator = make_translator(loaded, pair, batch_size=cfg.batch_size)
+    translator = make_translator(loaded, pair, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, ["chrf++", "bleu"])
     return {
@@ -77,7 +78,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     logger.info("[1/4] fast-mode search on %d dev segments, removing %d layers", cfg.dev_size, cfg.remove)
     plan = run_search(SearchConfig(
         model=cfg.model, pairs=[PairConfig(dev)], run_dir=run_dir, stop=StopRule(remove=cfg.remove),
-        fast=True, shortlist=cfg.shortlist, batch_size=cfg.batch_size,
+        fast=True, shortlist=cfg.shortlist, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
     ))
     report = write_report(run_dir)
     logger.info("[2/4] unpruned model on %d held-out test segments", len(test_pair.segments))

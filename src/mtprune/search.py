@@ -23,7 +23,7 @@ from typing import Any
 
 from .data import DataSpec
 from .errors import ConfigError, DataError, unknown_choice
-from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer
+from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer, paired_bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class SearchConfig:
     fast: bool = False
     proxy: str = "logprob"
     shortlist: int = 4
+    race: bool = False  # fast mode: race the shortlist on growing dev subsets, stop when the leader is ahead
+    race_alpha: float = 0.05
     protect: list[int] | None = None  # None: first and last layer
     combine: str = "mean"
     prompt: str = "auto"
@@ -107,6 +109,10 @@ class SearchConfig:
             errs.append(unknown_choice("proxy", self.proxy, PROXIES))
         if self.fast and self.criterion != "chrf":
             errs.append(f"--fast shortlists with a proxy, then runs the generation metric: it needs --criterion chrf, not {self.criterion}")
+        if self.race and not self.fast:
+            errs.append("--race races the --fast shortlist: add --fast")
+        if self.race and len(self.pairs) > 1:
+            errs.append("--race works on one language pair; drop --race or give one --data")
         if self.shortlist < 1:
             errs.append(f"--shortlist must be at least 1, got {self.shortlist}")
         if self.combine not in COMBINE:
@@ -274,6 +280,13 @@ class SubsetEvaluator:
                     "seconds": round(time.perf_counter() - start, 3)}
         return self.trace.cached(_key("quality", kept), compute)
 
+    def prefix_hypotheses(self, kept: Sequence[int], size: int) -> list[str]:
+        """Hypotheses of the first pair's first ``size`` segments with only ``kept`` layers."""
+        def compute():
+            with self.surgeon.subset(kept):
+                return self.translators[0].translate(self.pairs[0].sources[:size]).hypotheses
+        return self.trace.cached(_key(f"hyps{size}", kept), compute)
+
     def forced(self):
         """Teacher-forced (prompt, reference) token sequences of every pair, built once."""
         if self._forced is None:
@@ -354,6 +367,8 @@ def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept
         shortlist = sorted(candidates, key=lambda c: (-proxies[c], c))[: cfg.shortlist]
         for layer in candidates:
             records[layer].update(proxy=proxies[layer], evaluated="proxy")
+        if cfg.race:
+            shortlist = race(evaluator, cfg, kept, shortlist, records)
         for layer in shortlist:
             q = evaluator.quality(without(layer))
             records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
@@ -365,6 +380,38 @@ def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept
             records[layer].update(score=scores[layer], evaluated=cfg.criterion)
         best = max(candidates, key=lambda c: (scores[c], -c))
     return {"candidates": [records[c] for c in candidates], "removed": best}
+
+
+def race_stages(n_segments: int, minimum: int = 8) -> list[int]:
+    """Growing dev-set prefixes (a quarter, a half), smallest first; the full set is not a stage."""
+    sizes = {max(minimum, n_segments // 4), max(minimum, n_segments // 2)}
+    return sorted(size for size in sizes if size < n_segments)
+
+
+def race(evaluator: SubsetEvaluator, cfg: SearchConfig, kept: list[int], shortlist: list[int],
+         records: dict[int, dict[str, Any]]) -> list[int]:
+    """Drop shortlisted candidates the leader beats significantly on a growing dev prefix.
+
+    Returns the survivors, which then get the full-set evaluation.
+    """
+    refs = evaluator.pairs[0].references
+    sign = 1.0 if higher_is_better(evaluator.metric) else -1.0
+    alive = list(shortlist)
+    for size in race_stages(len(refs)):
+        if len(alive) < 2:
+            break
+        hyps = {c: evaluator.prefix_hypotheses([k for k in kept if k != c], size) for c in alive}
+        scorer = make_scorer(evaluator.metric, refs[:size], tgt_lang=evaluator.pairs[0].spec.tgt)
+        value = {c: scorer(hyps[c]).value for c in alive}
+        leader = max(alive, key=lambda c: (sign * value[c], -c))
+        for c in [c for c in alive if c != leader]:
+            test = paired_bootstrap(evaluator.metric, hyps[c], hyps[leader], refs[:size], seed=cfg.seed,
+                                    tgt_lang=evaluator.pairs[0].spec.tgt)
+            if test.p_value < cfg.race_alpha:
+                alive.remove(c)
+                records[c]["race"] = {"eliminated_at_segments": size, "by_layer": leader, "p_value": test.p_value,
+                                      "score_on_prefix": round(value[c], 4)}
+    return alive
 
 
 def criterion_scores(evaluator, cfg, round_no, kept, candidates, progress) -> dict[int, float]:
@@ -550,7 +597,7 @@ def _identity(cfg: SearchConfig, loaded, pairs, protected) -> dict[str, Any]:
         "dtype": loaded.dtype,
         "criterion": cfg.criterion,
         "metric": cfg.metric_name,
-        "fast": [cfg.proxy, cfg.shortlist] if cfg.fast else None,
+        "fast": [cfg.proxy, cfg.shortlist, cfg.race] if cfg.fast else None,
         "pairs": [[p.name, p.data_hash, p.weight] for p in pairs],
         "combine": cfg.combine,
         "protected": protected,
@@ -580,7 +627,7 @@ def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, pro
         "metric": evaluator.metric,
         "metric_signature": evaluator.signature(),
         "higher_is_better": higher_is_better(evaluator.metric),
-        "fast": {"proxy": cfg.proxy, "shortlist": cfg.shortlist} if cfg.fast else None,
+        "fast": {"proxy": cfg.proxy, "shortlist": cfg.shortlist, "race": cfg.race} if cfg.fast else None,
         "pairs": [p.describe() for p in pairs],
         "combine": cfg.combine,
         "protected": protected,

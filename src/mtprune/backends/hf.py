@@ -88,8 +88,13 @@ def stop_token_ids(tokenizer, model) -> list[int]:
             ids.add(eos)
         elif isinstance(eos, (list, tuple)):
             ids.update(int(i) for i in eos)
+    # Control tokens such as <end_of_turn> or <|im_start|> are often added tokens flagged
+    # special without being in all_special_tokens (which lists only bos/eos/pad/... here);
+    # decode(skip_special_tokens=True) drops them, so clean_output could not cut at them later.
+    special = set(tokenizer.all_special_tokens)
+    special.update(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special)
     vocab = tokenizer.get_vocab()
-    ids.update(vocab[m] for m in END_OF_TURN_MARKERS if m in vocab and m in tokenizer.all_special_tokens)
+    ids.update(vocab[m] for m in END_OF_TURN_MARKERS if m in vocab and m in special)
     return sorted(ids)
 
 
