@@ -437,8 +437,9 @@ class Progress:
         self.round_total = 0
         self.round_done = 0
 
-    def begin_round(self, round_no: int, n_layers: int, n_candidates: int, evaluations: int) -> None:
-        self.round_total, self.round_done = evaluations, 0
+    def begin_round(self, round_no: int, n_layers: int, n_candidates: int, evaluations: int, later: int | None) -> None:
+        """``later``: estimated evaluations in the rounds after this one (None: unknown)."""
+        self.round_total, self.round_done, self.later = evaluations, 0, later
         logger.info("round %d: %d layers, %d candidates", round_no, n_layers, n_candidates)
 
     def candidate(self, round_no: int, layer: int, score: float | None) -> None:
@@ -447,10 +448,12 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         per_eval = elapsed / self.done
         left_this_round = max(self.round_total - self.round_done, 0)
-        eta = per_eval * left_this_round
+        eta = f"round ends in ~{_clock(per_eval * left_this_round)}"
+        if self.later is not None:
+            eta += f", search in ~{_clock(per_eval * (left_this_round + self.later))}"
         value = f"{score:.2f}" if score is not None else "proxy"
-        logger.info("  round %d candidate %d/%d: without layer %d -> %s  [%s elapsed, round ends in ~%s]",
-                    round_no, self.round_done, self.round_total, layer, value, _clock(elapsed), _clock(eta))
+        logger.info("  round %d candidate %d/%d: without layer %d -> %s  [%s elapsed, %s]",
+                    round_no, self.round_done, self.round_total, layer, value, _clock(elapsed), eta)
 
 
 def _clock(seconds: float) -> str:
@@ -536,8 +539,11 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
             state.stop_reason = "no unprotected layer left"
             break
         round_no = len(state.rounds) + 1
-        evaluations = len(candidates) if not cfg.fast else len(candidates) * (cfg.proxy == "logprob") + min(cfg.shortlist, len(candidates))
-        progress.begin_round(round_no, len(state.kept), len(candidates), evaluations)
+        evaluations = _round_evaluations(cfg, len(candidates))
+        rounds_left = _rounds_left(cfg, state)
+        later = None if rounds_left is None else sum(
+            _round_evaluations(cfg, len(candidates) - j) for j in range(1, rounds_left))
+        progress.begin_round(round_no, len(state.kept), len(candidates), evaluations, later)
         round_start = time.perf_counter()
         chosen = run_round(evaluator, cfg, round_no, state.kept, candidates, progress)
         new_kept = [k for k in state.kept if k != chosen["removed"]]
@@ -572,6 +578,23 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     logger.info("search done (%s): removed %s, %s %.2f -> %.2f; plan in %s", state.stop_reason, state.removed,
                 evaluator.metric, baseline["score"], last_score["score"], Path(cfg.run_dir) / "plan.json")
     return plan
+
+
+def _round_evaluations(cfg: SearchConfig, n_candidates: int) -> int:
+    """Progress steps of a round with ``n_candidates`` candidates."""
+    if cfg.fast:
+        return n_candidates * (cfg.proxy == "logprob") + min(cfg.shortlist, n_candidates)
+    return n_candidates if cfg.criterion in ("chrf", "logprob") else 0
+
+
+def _rounds_left(cfg: SearchConfig, state: SearchState) -> int | None:
+    """Rounds still to run, counting this one, where the stop rules tell (None: unknown)."""
+    bounds = []
+    if cfg.stop.remove is not None:
+        bounds.append(cfg.stop.remove - len(state.removed))
+    if cfg.stop.target_layers is not None:
+        bounds.append(len(state.kept) - cfg.stop.target_layers)
+    return max(min(bounds), 1) if bounds else None
 
 
 def _check_unique_pair_names(pairs) -> None:
