@@ -227,8 +227,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .evaluate import load_pair
 
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise ConfigError(f"-o {out} exists; pass --force to overwrite it")
+    for path, option in ((out, "-o"), (Path(args.json) if args.json else None, "--json")):
+        if path is not None and path.exists() and not args.force:
+            raise ConfigError(f"{option} {path} exists; pass --force to overwrite it")
     pair = load_pair(data_spec_from_args(args))
     loaded, translator, result = _translate_pair(args, pair)
     _write_text_atomic(out, "".join(h.replace("\n", " ") + "\n" for h in result.hypotheses), force=True)
@@ -245,8 +246,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import load_pair, score_hypotheses
     from .metrics import canonical_metric
 
-    if bool(args.model) == bool(args.hyp):
-        raise ConfigError("give either MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
+    if args.model and args.hyp:
+        raise ConfigError("give MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
+    if not (args.model or args.hyp):
+        raise ConfigError("nothing to score: give MODEL to translate and score, or --hyp FILE with existing outputs")
     metrics = [canonical_metric(m) for m in args.metrics.split(",")]
     if args.json and Path(args.json).exists() and not args.force:
         raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
@@ -279,7 +282,10 @@ def _read_hypotheses(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8") from None
-    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    except OSError as exc:
+        raise DataError(f"--hyp {path}: cannot read it ({exc.strerror})") from None
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    return [line.removesuffix("\r") for line in lines]
 
 
 def _format_scores(record: dict) -> str:

@@ -2,17 +2,24 @@
 
 Why it is fast, compared with the loop research scripts write:
 - batches are formed from prompts sorted by length, so little padding is computed;
+- the prompt prefix that all segments share (instruction, few-shot examples) is encoded
+  once per call and its KV cache copied into every batch, so only each segment's own
+  tokens are encoded;
 - every segment has its own token budget (from its source length), and a segment stops
-  at EOS, at the end of its turn, or - for few-shot prompts - at the end of its first line,
-  so nothing is generated past a complete answer;
+  at EOS, at the end of its turn, or - for few-shot prompts - at the end of its first line;
+  a finished segment leaves the batch at once, so nothing is computed past its answer;
 - prompts are tokenized once and reused across calls (the search translates the same dev
   set hundreds of times).
 
-Outputs do not depend on the batch size beyond float rounding: padding is on the left
-with an attention mask, and each segment is cut at its own budget, not the batch's.
+Outputs do not depend on the batch size beyond float rounding: padding is masked, position
+ids count real tokens only, and each segment is cut at its own budget, not the batch's.
+Decoding is plain greedy (argmax); the model's generation_config (repetition penalty and
+the like) is not applied.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import math
 import time
@@ -21,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..errors import ConfigError
 from ..prompts import END_OF_TURN_MARKERS, Prompter, clean_output
 
 logger = logging.getLogger(__name__)
+
+_CACHED_SETS = 8  # tokenized source sets kept by HFTranslator.prepare
+_MIN_SHARED_PREFIX = 8  # shorter shared prompt prefixes are not worth a separate cache
 
 
 _NEWLINE_PIECES = ("\n", "\r", "Ċ", "<0x0A>", "<0x0D>")
@@ -77,6 +86,7 @@ class _Prepared:
     order: list[int]  # segment indices sorted by prompt length, longest first
     prompt_ids: list[list[int]]
     budgets: list[int]
+    shared_prefix: int = 0  # leading prompt tokens common to all segments, encoded once (0: off)
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:
@@ -98,6 +108,31 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
+def newline_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of the tokens whose text contains a line break (the end of a few-shot answer).
+
+    Decoding a 256k vocabulary token by token takes seconds, so only tokens whose piece can
+    hold a newline are decoded: a literal newline (SentencePiece), "Ċ" (byte-level BPE) or
+    the byte-fallback pieces "<0x0A>"/"<0x0D>".
+    """
+    return frozenset(
+        token_id for piece, token_id in tokenizer.get_vocab().items()
+        if any(m in piece for m in _NEWLINE_PIECES) and "\n" in tokenizer.decode([token_id])
+    )
+
+
+def _attention_window(config) -> int | None:
+    """The smallest window of the model's local-attention layers; None when all attend fully."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    kinds = set(getattr(config, "layer_types", None) or [])
+    if kinds - {"full_attention", "sliding_attention"}:
+        return 0  # chunked or other local attention: treat as unsafe for a shared prefix
+    if kinds and "sliding_attention" not in kinds:
+        return None
+    return window if isinstance(window, int) and window > 0 else None
+
+
 class HFTranslator:
     """Translate with a transformers causal LM: ``translate(sources) -> TranslationResult``."""
 
@@ -112,6 +147,7 @@ class HFTranslator:
         batch_size: int = 16,
         budget: GenerationBudget | None = None,
         progress: bool = True,
+        prefix_cache: bool = True,
     ):
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
@@ -121,10 +157,17 @@ class HFTranslator:
         self.batch_size = batch_size
         self.budget = budget or GenerationBudget()
         self.progress = progress
+        self.prefix_cache = prefix_cache
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            self.pad_id = 0  # padding is masked out; any valid id will do
         self.stop_ids = stop_token_ids(tokenizer, model)
-        self._newline_mask = self._make_newline_mask() if prompter.stop_at_newline else None
+        self._stop_set = frozenset(self.stop_ids)
+        self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline else None
         self._cache: dict[tuple[str, ...], _Prepared] = {}
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
+        self._keeps_last_logits = "logits_to_keep" in params
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -134,36 +177,45 @@ class HFTranslator:
             "budget": self.budget.to_dict(),
             "stop_token_ids": self.stop_ids,
             "stop_at_newline": self.prompter.stop_at_newline,
+            "prefix_cache": self.prefix_cache,
             "prompt": self.prompter.describe(),
         }
 
     # -- preparation --------------------------------------------------------------------
 
-    def _make_newline_mask(self):
-        """Boolean mask over the vocabulary: tokens whose text contains a line break.
-
-        Decoding each of a 256k vocabulary one by one takes seconds, so only tokens whose
-        piece can hold a newline are decoded: a literal newline (SentencePiece), "Ċ"
-        (byte-level BPE) or the byte-fallback piece "<0x0A>".
-        """
-        vocab_size = max(len(self.tokenizer), self.model.get_output_embeddings().weight.shape[0])
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        for piece, token_id in self.tokenizer.get_vocab().items():
-            if any(m in piece for m in _NEWLINE_PIECES) and "\n" in self.tokenizer.decode([token_id]):
-                mask[token_id] = True
-        return mask.to(self.model.device)
-
     def prepare(self, sources: Sequence[str]) -> _Prepared:
+        """Tokenized prompts, budgets and batch order of ``sources``, cached for later calls."""
         key = tuple(sources)
-        if key not in self._cache:
+        prepared = self._cache.pop(key, None)
+        if prepared is None:
             add_special = self.prompter.add_special_tokens
             prompts = [self.prompter.render(s) for s in sources]
-            prompt_ids = self.tokenizer(prompts, add_special_tokens=add_special)["input_ids"]
-            source_ids = self.tokenizer(list(sources), add_special_tokens=False)["input_ids"]
+            prompt_ids = self.tokenizer(prompts, add_special_tokens=add_special)["input_ids"] if prompts else []
+            source_ids = self.tokenizer(list(sources), add_special_tokens=False)["input_ids"] if prompts else []
             budgets = [self.budget.for_source(len(ids)) for ids in source_ids]
             order = sorted(range(len(sources)), key=lambda i: (-len(prompt_ids[i]), i))
-            self._cache = {key: _Prepared(order=order, prompt_ids=prompt_ids, budgets=budgets)}
-        return self._cache[key]
+            prepared = _Prepared(order, prompt_ids, budgets, self._shared_prefix_length(prompt_ids, budgets))
+        self._cache[key] = prepared  # most recently used last
+        while len(self._cache) > _CACHED_SETS:
+            self._cache.pop(next(iter(self._cache)))
+        return prepared
+
+    def _shared_prefix_length(self, prompt_ids: list[list[int]], budgets: list[int]) -> int:
+        """Tokens at the start of every prompt (the instruction, few-shot examples) to encode once.
+
+        0 when not worth it, or when a sliding attention window could see the padding that sits
+        between the shared prefix and each segment's own tokens (outputs would then change).
+        """
+        if not self.prefix_cache or len(prompt_ids) < 2:
+            return 0
+        first, n = prompt_ids[0], min(len(ids) for ids in prompt_ids) - 1  # >= 1 own token per row
+        for ids in prompt_ids[1:]:
+            n = next((i for i in range(n) if ids[i] != first[i]), n)
+        if n < _MIN_SHARED_PREFIX:
+            return 0
+        window = _attention_window(self.model.config)
+        longest = max(len(ids) for ids in prompt_ids) + max(budgets)
+        return n if window is None or longest <= window else 0
 
     # -- generation ---------------------------------------------------------------------
 
@@ -173,10 +225,11 @@ class HFTranslator:
         prepared = self.prepare(sources)
         outputs: list[list[int]] = [[] for _ in sources]
         start = time.perf_counter()
+        prefix = self._encode_prefix(prepared)
         bar = tqdm(total=len(sources), unit="seg", disable=not self.progress, leave=False, desc="translate")
         for begin in range(0, len(prepared.order), self.batch_size):
             batch = prepared.order[begin : begin + self.batch_size]
-            for index, ids in zip(batch, self._generate(batch, prepared)):
+            for index, ids in zip(batch, self._generate(batch, prepared, prefix)):
                 outputs[index] = ids
             bar.update(len(batch))
         bar.close()
@@ -185,54 +238,95 @@ class HFTranslator:
         hyps = [clean_output(text, self.prompter, source) for text, source in zip(raw, sources)]
         return TranslationResult(hyps, sum(len(o) for o in outputs), seconds, raw)
 
-    def _generate(self, batch: list[int], prepared: _Prepared) -> list[list[int]]:
-        """Greedy continuation token ids of each segment in ``batch`` (cut at stop and budget)."""
-        rows = [prepared.prompt_ids[i] for i in batch]
-        budgets = [prepared.budgets[i] for i in batch]
-        width = max(len(r) for r in rows)
+    def _forward(self, input_ids, attention_mask, position_ids, cache):
+        kwargs = {self._cache_arg: cache, "use_cache": True}
+        if self._keeps_last_logits:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        return out.logits[:, -1, :]  # (batch, vocab)
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _encode_prefix(self, prepared: _Prepared):
+        """KV cache of the shared prompt prefix (batch 1), computed once per call: the model's
+        layers may have changed since the last call (the search prunes them in place)."""
+        if not prepared.shared_prefix:
+            return None
+        ids = torch.tensor([prepared.prompt_ids[0][: prepared.shared_prefix]], device=self.model.device)
+        cache = self._new_cache()
+        with torch.inference_mode():
+            self._forward(ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=ids.device)[None], cache)
+        return cache
+
+    def _generate(self, batch: list[int], prepared: _Prepared, prefix=None) -> list[list[int]]:
+        """Greedy continuation token ids of each segment in ``batch`` (cut at stop and budget).
+
+        Layout of a row: [shared prefix (cached)][left padding][own prompt tokens][generated].
+        Positions count real tokens only, so a row's result does not depend on its padding;
+        a row leaves the batch as soon as it stops, and the batch ends with its last row.
+        """
         device = self.model.device
+        shared = prepared.shared_prefix if prefix is not None else 0
+        rows = [prepared.prompt_ids[i][shared:] for i in batch]
+        budgets = [prepared.budgets[i] for i in batch]
+        input_ids, attention = self._pad_left(rows, shared)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (batch, shared + width)
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(rows))
+        else:
+            cache = self._new_cache()
+        outputs: list[list[int]] = [[] for _ in rows]
+        active = list(range(len(rows)))  # rows still generating, in cache order
+        with torch.inference_mode():
+            logits = self._forward(input_ids, attention, positions[:, shared:], cache)
+            next_pos = positions[:, -1:] + 1  # (active, 1)
+            while True:
+                tokens = logits.argmax(dim=-1)  # (active,)
+                keep = [j for j, (row, token) in enumerate(zip(active, tokens.tolist()))
+                        if not self._append(outputs[row], token, budgets[row])]
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    tokens, attention, next_pos = tokens[index], attention[index], next_pos[index]
+                    active = [active[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+                logits = self._forward(tokens[:, None], attention, next_pos, cache)
+                next_pos = next_pos + 1
+        return [self._cut(ids, budget) for ids, budget in zip(outputs, budgets)]
+
+    def _pad_left(self, rows: list[list[int]], shared: int):
+        """Input ids (batch, width), left-padded, and the attention mask (batch, shared + width)
+        over the cached shared prefix and the inputs."""
+        width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        attention = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        attention[:, :shared] = 1
         for r, ids in enumerate(rows):
             input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[r, width - len(ids):] = 1
-        criteria = _StopCriteria(width, budgets, self._newline_mask, device)
-        with torch.inference_mode():
-            generated = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                max_new_tokens=max(budgets),
-                do_sample=False,
-                num_beams=1,
-                eos_token_id=self.stop_ids or None,
-                pad_token_id=self.pad_id,
-                stopping_criteria=StoppingCriteriaList([criteria]),
-            )
-        new = generated[:, width:].tolist()
-        return [self._cut(ids, budget) for ids, budget in zip(new, budgets)]
+            attention[r, shared + width - len(ids):] = 1
+        device = self.model.device
+        return input_ids.to(device), attention.to(device)
+
+    def _append(self, out: list[int], token: int, budget: int) -> bool:
+        """Add a generated token to a row's output; True when the row is finished."""
+        if token in self._stop_set:
+            return True
+        out.append(token)
+        newline = self._newline_ids is not None and token in self._newline_ids
+        return newline or len(out) >= budget
 
     def _cut(self, ids: list[int], budget: int) -> list[int]:
         """Keep tokens up to the first stop token (excluded) or newline token, at most ``budget``."""
         ids = ids[:budget]
         for pos, token in enumerate(ids):
-            if token in self.stop_ids:
+            if token in self._stop_set:
                 return ids[:pos]
-            if self._newline_mask is not None and bool(self._newline_mask[token]):
+            if self._newline_ids is not None and token in self._newline_ids:
                 return ids[: pos + 1]
         return ids
-
-
-class _StopCriteria(StoppingCriteria):
-    """Per-row stop: own token budget reached, or (few-shot) a newline was generated."""
-
-    def __init__(self, prompt_width: int, budgets: list[int], newline_mask, device):
-        self.prompt_width = prompt_width
-        self.budgets = torch.tensor(budgets, device=device)
-        self.newline_mask = newline_mask
-
-    def __call__(self, input_ids, scores, **kwargs):
-        generated = input_ids.shape[1] - self.prompt_width
-        done = self.budgets <= generated
-        if self.newline_mask is not None:
-            done = done | self.newline_mask[input_ids[:, -1]]
-        return done

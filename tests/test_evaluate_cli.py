@@ -1,0 +1,237 @@
+"""evaluate.py (pairs, translators, scoring) and the translate / evaluate commands on a tiny
+checkpoint folder."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import sacrebleu
+import torch
+
+from mtprune import models
+from mtprune.cli import main
+from mtprune.data import DataSpec, load_segments, segment_part
+from mtprune.errors import ConfigError, DataError
+from mtprune.evaluate import load_pair, make_translator, score_hypotheses
+from tiny import make_model, make_tokenizer
+
+SAMPLE = DataSpec("sample:en-de", "en", "de", limit=8)
+CLI_DATA = ["--data", "sample:en-de", "--limit", "8"]
+FAST = ["--max-new-tokens", "6", "--batch-size", "4"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run single-threaded (much faster on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def sacrebleu_scores(hyps, refs) -> dict[str, float]:
+    return {
+        "chrf++": sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score,
+        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+        "ter": sacrebleu.corpus_ter(hyps, [refs]).score,
+    }
+
+
+def some_hypotheses(refs: list[str]) -> list[str]:
+    """Imperfect translations: every other reference loses its first two words."""
+    return [" ".join(r.split()[2:]) if i % 2 else r for i, r in enumerate(refs)]
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("load_model was called: the error should come before any weights load")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+# -- evaluate.py --------------------------------------------------------------------------------
+
+
+def test_load_pair_describes_its_segments():
+    pair = load_pair(SAMPLE)
+    assert len(pair.segments) == 8 and pair.name == "en-de"
+    d = pair.describe()
+    assert d["n_segments"] == 8 and d["data"] == "sample:en-de" and len(d["data_hash"]) == 16
+    assert load_pair(SAMPLE).data_hash == pair.data_hash != load_pair(replace(SAMPLE, seed=1)).data_hash
+
+
+def test_load_pair_with_an_empty_selection_is_an_error(tmp_path):
+    path = tmp_path / "one.tsv"
+    path.write_text("source\ttarget\nHello.\tHallo.\n", encoding="utf-8")
+    other = next(p for p in ("test", "dev", "train") if p != segment_part("one.tsv:2"))
+    assert len(load_segments(DataSpec(str(path), "en", "de"))) == 1
+    with pytest.raises(DataError, match="no segments selected"):
+        load_pair(DataSpec(str(path), "en", "de", part=other))
+
+
+@pytest.mark.parametrize("part,limit", [("all", 40), ("train", 40), ("test", 8)])
+def test_fewshot_examples_never_come_from_scored_segments(part, limit):
+    tok = make_tokenizer(chat_template=False)
+    loaded = SimpleNamespace(model=make_model("llama", num_layers=2, tokenizer=tok), tokenizer=tok)
+    pair = load_pair(DataSpec("sample:en-de", "en", "de", part=part, limit=limit))
+    tr = make_translator(loaded, pair, prompt="auto", shots=3, progress=False)
+    example_ids = set(tr.prompter.example_ids)
+    assert tr.prompter.mode == "fewshot" and len(example_ids) == 3
+    assert example_ids.isdisjoint(s.id for s in pair.segments)
+    assert all(segment_part(i) == "train" for i in example_ids)
+    # the examples are really in the prompt, with their references
+    by_id = {s.id: s for s in load_segments(DataSpec("sample:en-de", "en", "de", part="train"))}
+    prompt = tr.prompter.render("X")
+    assert all(by_id[i].reference in prompt for i in example_ids)
+
+
+def test_fewshot_examples_are_the_train_segments_left_out():
+    """Score all train segments but three: the examples can only be those three."""
+    tok = make_tokenizer(chat_template=False)
+    loaded = SimpleNamespace(model=make_model("llama", num_layers=2, tokenizer=tok), tokenizer=tok)
+    train = load_segments(DataSpec("sample:en-de", "en", "de", part="train"))
+    pair = load_pair(DataSpec("sample:en-de", "en", "de", part="train", limit=len(train) - 3))
+    left_out = {s.id for s in train} - {s.id for s in pair.segments}
+    tr = make_translator(loaded, pair, prompt="fewshot", shots=3, progress=False)
+    assert set(tr.prompter.example_ids) == left_out
+    with pytest.raises(ConfigError, match="--shots 0"):
+        make_translator(loaded, pair, prompt="fewshot", shots=4, progress=False)
+
+
+def test_make_translator_options():
+    chat_tok = make_tokenizer()
+    loaded = SimpleNamespace(model=make_model("llama", num_layers=2, tokenizer=chat_tok), tokenizer=chat_tok)
+    pair = load_pair(SAMPLE)
+    tr = make_translator(loaded, pair, batch_size=3, max_new_tokens=5, progress=False)
+    assert tr.prompter.mode == "chat" and tr.prompter.example_ids == ()
+    assert tr.batch_size == 3 and tr.budget.cap == 5
+    assert all(b <= 5 for b in tr.prepare(pair.sources).budgets)
+    with pytest.raises(ConfigError, match="--shots"):
+        make_translator(loaded, pair, prompt="fewshot", shots=100_000, progress=False)
+
+
+def test_score_hypotheses_equals_sacrebleu():
+    pair = load_pair(SAMPLE)
+    hyps = some_hypotheses(pair.references)
+    result = score_hypotheses(pair, hyps, ["chrf++", "bleu", "chrf", "ter"])
+    expected = sacrebleu_scores(hyps, pair.references)
+    assert {k: v["value"] for k, v in result["scores"].items()} == pytest.approx(expected, abs=1e-9)
+    assert result["scores"]["chrf++"]["signature"].startswith("nrefs:1|") and "version:" in result["scores"]["bleu"]["signature"]
+    assert result["failures"]["n"] == 8 and result["failures"]["empty"] == 0
+
+
+def test_score_hypotheses_needs_one_per_segment():
+    pair = load_pair(SAMPLE)
+    with pytest.raises(DataError, match="7 hypotheses for 8 segments"):
+        score_hypotheses(pair, pair.references[:7], ["chrf++"])
+
+
+# -- translate command --------------------------------------------------------------------------
+
+
+def test_translate_writes_one_line_per_segment_and_keeps_existing_files(tiny_checkpoints, tmp_path, capsys):
+    folder, out = tiny_checkpoints["llama"], tmp_path / "hyp.txt"
+    code, stdout, _ = run(capsys, "translate", folder, *CLI_DATA, *FAST, "-o", out)
+    assert code == 0 and "translated 8 segments" in stdout
+    lines = out.read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 9 and lines[-1] == ""  # 8 lines, each ended by a newline
+
+    out.write_text("keep me\n", encoding="utf-8")
+    code, _, err = run(capsys, "translate", folder, *CLI_DATA, *FAST, "-o", out)
+    assert code == 2 and "exists; pass --force" in err and out.read_text(encoding="utf-8") == "keep me\n"
+    code, _, _ = run(capsys, "translate", folder, *CLI_DATA, *FAST, "-o", out, "--force")
+    assert code == 0 and out.read_text(encoding="utf-8").split("\n")[:-1] == lines[:-1]
+
+
+# -- evaluate command ---------------------------------------------------------------------------
+
+
+def test_evaluate_model_writes_a_complete_record(tiny_checkpoints, tmp_path, capsys):
+    folder, out = tiny_checkpoints["llama"], tmp_path / "out.json"
+    code, stdout, _ = run(capsys, "evaluate", folder, *CLI_DATA, *FAST, "--json", out)
+    assert code == 0 and "chrf++" in stdout and f"wrote {out}" in stdout
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["command"] == "evaluate"
+    assert record["data"]["data_hash"] == load_pair(SAMPLE).data_hash and record["data"]["n_segments"] == 8
+    settings = record["translation"]
+    assert settings["backend"] == "hf" and settings["batch_size"] == 4 and settings["budget"]["cap"] == 6
+    assert settings["decoding"] == "greedy" and settings["prompt"]["mode"] == "chat"
+    assert record["model"]["kind"] == "folder" and record["model"]["fingerprint"]
+    assert set(record["scores"]) == {"chrf++", "bleu", "chrf", "ter"}
+    for name, score in record["scores"].items():
+        assert score["metric"] == name and score["n_segments"] == 8 and "version:" in score["signature"]
+    assert record["timing"]["segments"] == 8 and record["timing"]["seconds"] > 0
+    assert {"transformers", "torch", "mtprune"} <= set(record["versions"])
+    assert record["failures"]["n"] == 8
+
+    # the same hypotheses, written by translate and scored with --hyp, give the same scores
+    hyp = tmp_path / "hyp.txt"
+    assert run(capsys, "translate", folder, *CLI_DATA, *FAST, "-o", hyp)[0] == 0
+    assert run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--json", tmp_path / "hyp.json")[0] == 0
+    again = json.loads((tmp_path / "hyp.json").read_text(encoding="utf-8"))
+    assert {k: v["value"] for k, v in again["scores"].items()} == {k: v["value"] for k, v in record["scores"].items()}
+
+
+def test_evaluate_hyp_equals_sacrebleu(tmp_path, capsys, no_loading):
+    refs = load_pair(SAMPLE).references
+    hyps = some_hypotheses(refs)
+    hyp, out = tmp_path / "hyp.txt", tmp_path / "scores.json"
+    hyp.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    code, stdout, _ = run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--json", out)
+    assert code == 0
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert {k: v["value"] for k, v in record["scores"].items()} == pytest.approx(sacrebleu_scores(hyps, refs), abs=1e-9)
+    assert record["hypotheses"] == str(hyp) and "timing" not in record and "model" not in record
+    assert f"{record['scores']['chrf++']['value']:7.2f}" in stdout
+
+
+def test_evaluate_json_is_not_overwritten_without_force(tmp_path, capsys, no_loading):
+    hyp, out = tmp_path / "hyp.txt", tmp_path / "scores.json"
+    hyp.write_text("".join(r + "\n" for r in load_pair(SAMPLE).references), encoding="utf-8")
+    out.write_text("{}", encoding="utf-8")
+    code, _, err = run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--json", out)
+    assert code == 2 and "exists; pass --force" in err and out.read_text(encoding="utf-8") == "{}"
+    assert run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--json", out, "--force")[0] == 0
+
+
+def _hyp_file(tmp_path, lines: int):
+    path = tmp_path / "hyp.txt"
+    path.write_text("ein Satz\n" * lines, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("both", "not both"),
+    ("neither", "nothing to score"),
+    ("short", "7 hypotheses for 8 segments"),
+    ("long", "9 hypotheses for 8 segments"),
+    ("missing", "file not found"),
+    ("no_refs", "references are required"),
+    ("no_refs_hyp", "references are required"),
+])
+def test_evaluate_errors(case, message, tmp_path, capsys, no_loading):
+    plain = tmp_path / "source.txt"
+    plain.write_text("Hello world.\nGood morning.\n", encoding="utf-8")
+    argv = {  # built lazily: each case writes its own hypothesis file
+        "both": lambda: ["evaluate", "some-model", "--hyp", _hyp_file(tmp_path, 8), *CLI_DATA],
+        "neither": lambda: ["evaluate", *CLI_DATA],
+        "short": lambda: ["evaluate", "--hyp", _hyp_file(tmp_path, 7), *CLI_DATA],
+        "long": lambda: ["evaluate", "--hyp", _hyp_file(tmp_path, 9), *CLI_DATA],
+        "missing": lambda: ["evaluate", "--hyp", tmp_path / "nope.txt", *CLI_DATA],
+        "no_refs": lambda: ["evaluate", "some-model", "--data", plain, "--src", "en", "--tgt", "de"],
+        "no_refs_hyp": lambda: ["evaluate", "--hyp", _hyp_file(tmp_path, 2), "--data", plain, "--src", "en", "--tgt", "de"],
+    }[case]()
+    code, stdout, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("mtprune evaluate: error:") and message in err
+    assert stdout == ""

@@ -1,0 +1,53 @@
+"""The real packaged gemma-3-270m translating the bundled en-de sample (slow: ~1-2 min on 2 cores).
+
+fp32 on CPU: the batch-size check compares token-exact outputs, which bf16 rounding could upset.
+"""
+from __future__ import annotations
+
+import pytest
+import sacrebleu
+
+from mtprune.data import DataSpec
+from mtprune.evaluate import load_pair, make_translator, score_hypotheses
+
+pytestmark = pytest.mark.slow
+
+SPEC = DataSpec("sample:en-de", "en", "de", part="test", limit=16)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from mtprune.models import load_model
+
+    return load_model("gemma-3-270m", dtype="float32", device="cpu")  # cached conversion: seconds
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return load_pair(SPEC)
+
+
+@pytest.fixture(scope="module")
+def translations(loaded, pair):
+    """Hypotheses at batch size 16 and 4."""
+    out = {}
+    for batch_size in (16, 4):
+        translator = make_translator(loaded, pair, batch_size=batch_size, progress=False)
+        out[batch_size] = translator.translate(pair.sources)
+    return out
+
+
+def test_quality_is_well_above_copying_the_source(translations, pair):
+    result = translations[16]
+    scores = score_hypotheses(pair, result.hypotheses, ["chrf++"])
+    chrf = scores["scores"]["chrf++"]["value"]
+    copy = sacrebleu.corpus_chrf(pair.sources, [pair.references], word_order=2).score  # ~14
+    assert chrf > copy + 5, f"chrF++ {chrf:.1f} vs copy-the-source {copy:.1f}"
+    assert scores["failures"]["empty"] == 0 and all(h.strip() for h in result.hypotheses)
+    assert result.generated_tokens > 0 and all("\n" not in h for h in result.hypotheses)
+
+
+def test_batch_size_does_not_change_outputs(translations):
+    assert translations[4].raw == translations[16].raw
+    assert translations[4].hypotheses == translations[16].hypotheses
+    assert translations[4].generated_tokens == translations[16].generated_tokens
