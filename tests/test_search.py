@@ -306,3 +306,19 @@ def test_race_drops_candidates_the_leader_beats(tiny_checkpoints, tmp_path, monk
     assert all(c["race"]["eliminated_at_segments"] == 8 and c["race"]["by_layer"] == plan["removed"][0] for c in raced_out)
     with pytest.raises(ConfigError, match="--fast"):
         run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "r2", race=True))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3"])
+def test_logprob_with_shared_prefix_equals_without(arch, tiny_checkpoints, tokenizer):
+    from mtprune.importance import forced_sequences, reference_logprob, shared_prefix_length
+    from mtprune.models import load_model
+
+    model = load_model(str(tiny_checkpoints[arch])).model
+    head = "Translate the following text from English to German, carefully and well:\n"
+    seqs = forced_sequences(tokenizer, [head + "a b", head + "the longer source c d e", head + "x"],
+                            ["eins zwei", "eine längere Referenz", "drei"], add_special_tokens=True)
+    assert shared_prefix_length(seqs) >= 8
+    shared = reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id)
+    plain = reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id, share_prefix=False)
+    assert shared.tokens == plain.tokens
+    assert shared.total == pytest.approx(plain.total, rel=1e-4, abs=1e-3)

@@ -10,6 +10,8 @@ Inputs are teacher-forced sequences: prompt ids followed by reference ids.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,19 +76,63 @@ class LogProb:
         return self.total / self.tokens if self.tokens else float("nan")
 
 
+def shared_prefix_length(seqs: Sequence[ForcedSequence], minimum: int = 8) -> int:
+    """Leading prompt tokens common to every sequence (each keeps >= 1 own prompt token)."""
+    if len(seqs) < 2:
+        return 0
+    first = seqs[0].prompt_ids
+    n = min(len(s.prompt_ids) for s in seqs) - 1
+    for seq in seqs[1:]:
+        n = next((i for i in range(n) if seq.prompt_ids[i] != first[i]), n)
+    return n if n >= minimum else 0
+
+
+def _prefix_is_safe(model, seqs: Sequence[ForcedSequence]) -> bool:
+    """A sliding attention window must see the whole row, or padding changes the result."""
+    from .backends.hf import _attention_window
+
+    window = _attention_window(model.config)
+    return window is None or max(s.length for s in seqs) <= window
+
+
+def _cache_kwarg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.inference_mode()
-def reference_logprob(model, seqs: Sequence[ForcedSequence], *, pad_id: int, logits_budget: int = 1 << 26) -> LogProb:
+def reference_logprob(model, seqs: Sequence[ForcedSequence], *, pad_id: int, logits_budget: int = 1 << 26,
+                      share_prefix: bool = True) -> LogProb:
     """Summed log-likelihood of the target tokens of ``seqs`` under ``model``.
 
-    Only the logits of the last ``max target + 1`` positions are materialized, in batches
-    sized so that batch x positions x vocabulary stays under ``logits_budget`` floats.
+    The prompt start that all sequences share (instruction, few-shot examples) is encoded
+    once and its KV cache reused by every batch. Only the logits of the last
+    ``max target + 1`` positions are materialized, in batches sized so that
+    batch x positions x vocabulary stays under ``logits_budget`` floats.
     """
+    from transformers import DynamicCache
+
     vocab = model.get_output_embeddings().weight.shape[0]
+    shared = shared_prefix_length(seqs) if share_prefix and _prefix_is_safe(model, seqs) else 0
+    cache_arg = _cache_kwarg(model)
+    prefix = None
+    if shared:
+        ids = torch.tensor([seqs[0].prompt_ids[:shared]], device=model.device)
+        prefix = DynamicCache(config=model.config)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), **{cache_arg: prefix}, use_cache=True, logits_to_keep=1)
     total, count = 0.0, 0
     for batch in _logit_batches(seqs, vocab, logits_budget):
-        ids, mask, positions = left_padded(batch, pad_id, model.device)
+        own = [ForcedSequence(s.prompt_ids[shared:], s.target_ids) for s in batch]
+        ids, mask, positions = left_padded(own, pad_id, model.device)
+        kwargs = {}
+        if prefix is not None:
+            mask = torch.cat([mask.new_ones((len(own), shared)), mask], dim=-1)  # (batch, shared + width)
+            positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(own))
+            kwargs = {cache_arg: cache, "use_cache": True}
         keep = max(len(s.target_ids) for s in batch) + 1
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
         for row, seq in enumerate(batch):
             n = len(seq.target_ids)
