@@ -576,7 +576,7 @@ def _register_report(sub) -> None:
     p.add_argument("-o", "--output", default="mtprune-quickstart", help="run folder (default: mtprune-quickstart)")
     p.add_argument("--model", default="gemma-3-270m", help="model (default: gemma-3-270m)")
     p.add_argument("--remove", type=int, default=2, help="layers to remove (default: 2)")
-    p.add_argument("--dev-size", type=int, default=24, help="dev segments for the search (default: 24)")
+    p.add_argument("--dev-size", type=int, default=16, help="dev segments for the search (default: 16)")
     p.add_argument("--test-size", type=int, default=48, help="held-out test segments (default: 48)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_quickstart)

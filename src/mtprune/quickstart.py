@@ -26,7 +26,7 @@ class QuickstartConfig:
     model: str = "gemma-3-270m"
     pair: str = "en-de"
     remove: int = 2
-    dev_size: int = 24
+    dev_size: int = 16
     test_size: int = 48
     shortlist: int = 3
     batch_size: int = 16
@@ -80,7 +80,11 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         model=cfg.model, pairs=[PairConfig(dev)], run_dir=run_dir, stop=StopRule(remove=cfg.remove),
         fast=True, shortlist=cfg.shortlist, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
     ))
-    report = write_report(run_dir)
+    try:
+        report_path = write_report(run_dir).markdown_path
+    except ConfigError as exc:  # no matplotlib: the Markdown is written, the plots are not
+        logger.warning("%s", exc)
+        report_path = run_dir / "report.md"
     logger.info("[2/4] unpruned model on %d held-out test segments", len(test_pair.segments))
     loaded = load_model(cfg.model)
     before = _evaluate(loaded, test_pair, cfg)
@@ -96,7 +100,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         "test_data": test_pair.describe(),
         "plan": str(run_dir / "plan.json"),
         "removed": removed,
-        "report": str(report.markdown_path),
+        "report": str(report_path),
         "model_dir": str(export.out),
         "verification": export.record.verification,
         "unpruned": before,
