@@ -76,15 +76,20 @@ class LogProb:
         return self.total / self.tokens if self.tokens else float("nan")
 
 
+def common_prefix_length(id_lists: Sequence[Sequence[int]], minimum: int = 8) -> int:
+    """Leading tokens common to every id list, leaving each >= 1 own token; 0 if under ``minimum``."""
+    if len(id_lists) < 2:
+        return 0
+    first = id_lists[0]
+    n = min(len(ids) for ids in id_lists) - 1
+    for ids in id_lists[1:]:
+        n = next((i for i in range(n) if ids[i] != first[i]), n)
+    return n if n >= minimum else 0
+
+
 def shared_prefix_length(seqs: Sequence[ForcedSequence], minimum: int = 8) -> int:
     """Leading prompt tokens common to every sequence (each keeps >= 1 own prompt token)."""
-    if len(seqs) < 2:
-        return 0
-    first = seqs[0].prompt_ids
-    n = min(len(s.prompt_ids) for s in seqs) - 1
-    for seq in seqs[1:]:
-        n = next((i for i in range(n) if seq.prompt_ids[i] != first[i]), n)
-    return n if n >= minimum else 0
+    return common_prefix_length([s.prompt_ids for s in seqs], minimum)
 
 
 def _prefix_is_safe(model, seqs: Sequence[ForcedSequence]) -> bool:

@@ -206,12 +206,10 @@ class HFTranslator:
         0 when not worth it, or when a sliding attention window could see the padding that sits
         between the shared prefix and each segment's own tokens (outputs would then change).
         """
-        if not self.prefix_cache or len(prompt_ids) < 2:
-            return 0
-        first, n = prompt_ids[0], min(len(ids) for ids in prompt_ids) - 1  # >= 1 own token per row
-        for ids in prompt_ids[1:]:
-            n = next((i for i in range(n) if ids[i] != first[i]), n)
-        if n < _MIN_SHARED_PREFIX:
+        from ..importance import common_prefix_length
+
+        n = common_prefix_length(prompt_ids, _MIN_SHARED_PREFIX) if self.prefix_cache else 0
+        if not n:
             return 0
         window = _attention_window(self.model.config)
         longest = max(len(ids) for ids in prompt_ids) + max(budgets)
