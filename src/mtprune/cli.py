@@ -189,12 +189,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------
 
 def _write_text_atomic(path: Path, text: str, force: bool) -> None:
+    from .files import write_text_atomic
+
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
 
 
 def _translate_pair(args: argparse.Namespace, pair):

@@ -410,7 +410,6 @@ def _check_causal_lm(checkpoint: str, revision: str | None) -> None:
 
 def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
     """Load model and tokenizer for ``spec`` in eval mode on the chosen device and dtype."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_source(spec)

@@ -67,7 +67,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from .models import load_model
     from .plan import plan_summary
     from .report import write_report
-    from .search import PairConfig, SearchConfig, StopRule, run_search, write_json_atomic
+    from .files import write_json_atomic
+    from .search import PairConfig, SearchConfig, StopRule, run_search
 
     _prepare_out(cfg)
     src, tgt = cfg.pair.split("-")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import write_text_atomic
 from .plan import load_plan  # noqa: F401  (re-exported for callers of report)
 
 PLOT_FILES = {"heatmap": "heatmap.png", "quality": "quality.png"}
@@ -64,14 +65,14 @@ def write_report(run_dir: Path, *, force: bool = True) -> ReportResult:
     if existing and not force:
         raise ConfigError(f"report files exist: {', '.join(map(str, existing))} (use --force to replace)")
     if not _have_matplotlib():
-        _write_text(md_path, render_markdown(plan, None, run_dir=str(run_dir)))
+        write_text_atomic(md_path, render_markdown(plan, None, run_dir=str(run_dir)))
         raise ConfigError(
             f"wrote {md_path} without plots: matplotlib is not installed; pip install 'mtprune[report]'"
         )
     plots = [run_dir / PLOT_FILES["heatmap"], run_dir / PLOT_FILES["quality"]]
     _save_atomic(plot_heatmap, plan, plots[0])
     _save_atomic(plot_quality, plan, plots[1])
-    _write_text(md_path, render_markdown(plan, dict(PLOT_FILES), run_dir=str(run_dir)))
+    write_text_atomic(md_path, render_markdown(plan, dict(PLOT_FILES), run_dir=str(run_dir)))
     return ReportResult(markdown_path=md_path, plots=plots)
 
 
@@ -83,16 +84,6 @@ def _have_matplotlib() -> bool:
 def _tmp_name(path: Path) -> Path:
     """A temporary sibling of ``path`` (same folder, so os.replace is atomic)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write text atomically."""
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_atomic(plot: Any, plan: dict[str, Any], path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .data import DataSpec
 from .errors import ConfigError, DataError, unknown_choice
+from .files import write_json_atomic
 from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer, paired_bootstrap
 
 logger = logging.getLogger(__name__)
@@ -519,7 +520,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     identity = _identity(cfg, loaded, pairs, protected)
     trace = Trace(cfg.run_dir, identity, cfg.resume)
     evaluator = SubsetEvaluator(loaded, surgeon, pairs, cfg, trace)
-    identity_check = evaluator.translators[0].prompter.describe()
+    prompt_description = evaluator.translators[0].prompter.describe()
     logger.info("search: %s, %d layers, criterion %s%s, metric %s, pairs %s", cfg.model, n, cfg.criterion,
                 " (fast)" if cfg.fast else "", evaluator.metric, ", ".join(p.name for p in pairs))
     state = SearchState(kept=list(range(n)))
@@ -570,7 +571,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         last_score = after
         logger.info("round %d: removed layer %d -> %s %.2f (%d layers left)", round_no, chosen["removed"],
                     evaluator.metric, after["score"], len(new_kept))
-    plan = _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, identity_check)
+    plan = _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, prompt_description)
     plan["seconds"] = round(time.perf_counter() - start, 3)
     plan["evaluations"] = {"computed": trace.computed, "reused_from_trace": trace.reused}
     plan["versions"] = software_versions()
@@ -675,7 +676,3 @@ def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, pro
     return plan
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
