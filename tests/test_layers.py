@@ -149,3 +149,50 @@ def test_surgeon_refuses_bad_keep(tokenizer):
         surgeon.apply([0, 6])
     with pytest.raises(ConfigError, match="at least one"):
         surgeon.apply([])
+
+
+# -- several subsets side by side ---------------------------------------------------------
+
+VARIANTS = [[0, 2, 3, 5], [0, 1, 2, 3, 4, 5], [1, 3, 4]]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_variant_router_rows_equal_their_subsets(arch, tokenizer):
+    from mtprune.layers import VariantRouter
+
+    model = make_model(arch, tokenizer=tokenizer)
+    enc = _input(tokenizer)
+    surgeon = LayerSurgeon(model)
+    with torch.no_grad():
+        expected = []
+        for keep in VARIANTS:
+            with surgeon.subset(keep):
+                expected.append(model(**enc).logits[0])
+        rows = torch.tensor([2, 0, 1, 0])  # any order, repeats allowed
+        batch = {k: v.repeat(len(rows), 1) for k, v in enc.items()}
+        with VariantRouter(surgeon, VARIANTS) as router:
+            assert surgeon.kept == (0, 1, 2, 3, 4, 5)  # the union runs
+            router.assign(rows)
+            got = model(**batch).logits
+    for row, variant in enumerate(rows.tolist()):
+        torch.testing.assert_close(got[row], expected[variant], rtol=1e-5, atol=1e-5)
+    assert surgeon.kept == (0, 1, 2, 3, 4, 5)
+    assert all(not layer._forward_hooks for layer in surgeon.original_layers), "hooks must be removed on exit"
+
+
+def test_variant_router_follows_rows_and_restores_the_previous_subset(tokenizer):
+    from mtprune.layers import VariantRouter
+
+    model = make_model("llama", tokenizer=tokenizer)
+    surgeon = LayerSurgeon(model)
+    surgeon.apply([0, 1, 2, 3])
+    with VariantRouter(surgeon, [[0, 1, 3], [0, 2, 3]]) as router:
+        assert surgeon.kept == (0, 1, 2, 3)
+        router.assign(torch.tensor([0, 1, 1, 0]))
+        router.select(torch.tensor([1, 3]))
+        assert router.rows.tolist() == [1, 0]
+        with pytest.raises(RuntimeError, match="2 rows assigned"):
+            model(input_ids=torch.tensor([[5, 6, 7]] * 3))
+    assert surgeon.kept == (0, 1, 2, 3)
+    with pytest.raises(ConfigError):
+        VariantRouter(surgeon, [])

@@ -63,50 +63,56 @@ def test_exact_search_matches_brute_force(arch, n_remove, tiny_checkpoints, tmp_
 
 
 def _count_translations(monkeypatch):
+    """Count translated (subset, data set) pairs, whether one at a time or side by side."""
     from mtprune.backends import hf
 
     calls = {"n": 0}
-    original = hf.HFTranslator.translate
+    original = hf.HFTranslator.translate_variants
 
-    def counting(self, sources):
-        calls["n"] += 1
-        return original(self, sources)
+    def counting(self, sources, router=None):
+        results = original(self, sources, router)
+        calls["n"] += len(results)
+        return results
 
-    monkeypatch.setattr(hf.HFTranslator, "translate", counting)
+    monkeypatch.setattr(hf.HFTranslator, "translate_variants", counting)
     return calls
 
 
-def test_resume_after_crash_gives_same_plan_without_recomputing(tiny_checkpoints, tmp_path, monkeypatch):
+@pytest.mark.parametrize("candidate_batch", [1, 3])
+def test_resume_after_crash_gives_same_plan_without_recomputing(candidate_batch, tiny_checkpoints, tmp_path,
+                                                                 monkeypatch):
     folder = tiny_checkpoints["qwen2"]
-    full = run_search(_cfg(folder, tmp_path / "full", stop=StopRule(remove=3)))
+    full = run_search(_cfg(folder, tmp_path / "full", stop=StopRule(remove=3), candidate_batch=candidate_batch))
     calls = _count_translations(monkeypatch)
-    original_cached = search_mod.Trace.cached
-    state = {"computed": 0}
+    original_put = search_mod.Trace.put
+    state = {"recorded": 0}
 
-    def crashing(self, key, compute):
-        if key not in self.records:
-            state["computed"] += 1
-            if state["computed"] == 6:
-                raise KeyboardInterrupt("simulated crash")
-        return original_cached(self, key, compute)
+    def crashing(self, key, value):
+        state["recorded"] += 1
+        if state["recorded"] == 6:
+            raise KeyboardInterrupt("simulated crash")
+        return original_put(self, key, value)
 
-    monkeypatch.setattr(search_mod.Trace, "cached", crashing)
+    monkeypatch.setattr(search_mod.Trace, "put", crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3)))
-    monkeypatch.setattr(search_mod.Trace, "cached", original_cached)
+        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), candidate_batch=candidate_batch))
+    monkeypatch.setattr(search_mod.Trace, "put", original_put)
     assert not (tmp_path / "crash" / "plan.json").exists()
-    before_resume = calls["n"]
-    assert before_resume == 5
+    trace_lines = (tmp_path / "crash" / "trace.jsonl").read_text().splitlines()
+    assert len(trace_lines) == 1 + 5  # the header and the 5 evaluations recorded before the crash
     with pytest.raises(ConfigError, match="--resume"):
-        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3)))
-    resumed = run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), resume=True))
+        run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), candidate_batch=candidate_batch))
+    before_resume = calls["n"]
+    resumed = run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), resume=True,
+                              candidate_batch=candidate_batch))
     assert resumed["removed"] == full["removed"]
-    assert resumed["rounds"] == full["rounds"] or [r["removed"] for r in resumed["rounds"]] == full["removed"]
+    scores = lambda plan: [[(c["layer"], c["score"]) for c in r["candidates"]] for r in plan["rounds"]]  # noqa: E731
+    assert scores(resumed) == scores(full)
     total = full["evaluations"]["computed"]
     # the 5 evaluations done before the crash, plus the within-run hits the full search also had
     assert resumed["evaluations"]["reused_from_trace"] == 5 + full["evaluations"]["reused_from_trace"]
     assert resumed["evaluations"]["computed"] == total - 5
-    assert calls["n"] - before_resume == total - 5
+    assert calls["n"] - before_resume == total - 5  # nothing recorded is translated again
 
 
 def test_resume_tolerates_torn_last_line_and_refuses_other_settings(tiny_checkpoints, tmp_path):
@@ -322,3 +328,28 @@ def test_logprob_with_shared_prefix_equals_without(arch, tiny_checkpoints, token
     plain = reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id, share_prefix=False)
     assert shared.tokens == plain.tokens
     assert shared.total == pytest.approx(plain.total, rel=1e-4, abs=1e-3)
+
+
+@pytest.mark.parametrize("arch,share_prefix", [("llama", True), ("gemma3", False), ("qwen3", True)])
+def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, tiny_checkpoints, tokenizer):
+    from mtprune.importance import forced_sequences, reference_logprob, reference_logprobs
+    from mtprune.layers import LayerSurgeon, VariantRouter
+    from mtprune.models import load_model
+
+    model = load_model(str(tiny_checkpoints[arch])).model
+    head = "Translate the following text from English to German, carefully and well:\n"
+    seqs = forced_sequences(tokenizer, [head + "a b", head + "the longer source c d e", head + "x"],
+                            ["eins zwei", "eine längere Referenz", "drei"], add_special_tokens=True)
+    surgeon = LayerSurgeon(model)
+    variants = [[0, 1, 2, 4, 5], [0, 2, 3, 4, 5], [0, 5]]
+    alone = []
+    for keep in variants:
+        with surgeon.subset(keep):
+            alone.append(reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id, share_prefix=share_prefix))
+    with VariantRouter(surgeon, variants) as router:
+        # a tiny logits budget forces one sequence per batch: several batches per call
+        together = reference_logprobs(model, seqs, pad_id=tokenizer.pad_token_id, router=router,
+                                      share_prefix=share_prefix, logits_budget=1)
+    assert [t.tokens for t in together] == [a.tokens for a in alone]
+    assert [t.total for t in together] == pytest.approx([a.total for a in alone], rel=1e-4, abs=1e-3)
+    assert len({round(a.total, 3) for a in alone}) == 3, "the subsets must score differently"

@@ -68,9 +68,9 @@ def run_with_ids(tr: HFTranslator, sources=SOURCES):
     ids: dict[int, list[int]] = {}
     generate = tr._generate
 
-    def spy(batch, prepared, prefix=None):
-        out = generate(batch, prepared, prefix)
-        ids.update(zip(batch, out))
+    def spy(rows, prepared, prefix=None, router=None):
+        out = generate(rows, prepared, prefix, router)
+        ids.update((index, o) for (_, index), o in zip(rows, out))
         return out
 
     tr._generate = spy
@@ -148,6 +148,29 @@ def test_outputs_equal_plain_generate_per_segment(arch, chat, window, prefix_cac
     assert (prepared.shared_prefix > 0) == (prefix_cache and not sliding)
     _, ids = run_with_ids(tr)
     assert ids == [reference_ids(tr, s, b) for s, b in zip(SOURCES, prepared.budgets)]
+
+
+@pytest.mark.parametrize("arch,chat,window", [
+    ("llama", True, None), ("qwen2", False, None), ("gemma3", False, 512), ("gemma3", True, None),
+    ("cohere2", False, None), ("gpt2", True, None),
+])
+def test_translate_variants_equal_each_subset_alone(arch, chat, window):
+    """Subsets side by side in one batch (rows skip their missing layers) = each subset alone."""
+    from mtprune.layers import LayerSurgeon, VariantRouter
+
+    tr = translator(arch, chat, () if chat else EXAMPLES, window, batch_size=3)
+    surgeon = LayerSurgeon(tr.model)
+    variants = [[0, 2], [0, 1, 2], [1], [0, 1]]
+    alone = []
+    for keep in variants:
+        with surgeon.subset(keep):
+            alone.append(run_with_ids(tr)[1])
+    with VariantRouter(surgeon, variants) as router:
+        together = tr.translate_variants(SOURCES, router)
+    for keep, ids, result in zip(variants, alone, together):
+        assert result.raw == [tr.tokenizer.decode(i, skip_special_tokens=True) for i in ids], keep
+        assert result.generated_tokens == sum(map(len, ids))
+    assert len({tuple(r.raw) for r in together}) > 1, "the subsets must translate differently"
 
 
 def test_shared_prefix_is_the_common_prompt_start():

@@ -377,7 +377,7 @@ def search_config_from_args(args: argparse.Namespace):
         criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race,
         protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
+        candidate_batch=args.candidate_batch, max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
         resume=args.resume, progress=not args.quiet,
     )
 
@@ -555,6 +555,10 @@ def _register_search(sub) -> None:
     c.add_argument("--protect", help="original layer ids never removed, or 'none' (default: the first and the last)")
     c.add_argument("--combine", default="mean", help="several pairs: mean, min, weighted (default: mean)")
     _add_translation_arguments(p)
+    p.add_argument("--candidate-batch", type=int, metavar="N",
+                   help="candidates translated side by side in one batch (N x --batch-size rows; each row skips its "
+                   "own layer). Larger is faster, smaller needs less memory for the KV cache "
+                   "(default: 256 // --batch-size)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder: trace.jsonl and plan.json")
     p.add_argument("--resume", action="store_true", help="continue the search recorded in RUN_DIR/trace.jsonl")
     p.set_defaults(func=cmd_search)

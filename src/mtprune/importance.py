@@ -105,56 +105,72 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-@torch.inference_mode()
 def reference_logprob(model, seqs: Sequence[ForcedSequence], *, pad_id: int, logits_budget: int = 1 << 26,
                       share_prefix: bool = True) -> LogProb:
-    """Summed log-likelihood of the target tokens of ``seqs`` under ``model``.
+    """Summed log-likelihood of the target tokens of ``seqs`` under ``model`` as it is."""
+    return reference_logprobs(model, seqs, pad_id=pad_id, logits_budget=logits_budget, share_prefix=share_prefix)[0]
+
+
+@torch.inference_mode()
+def reference_logprobs(model, seqs: Sequence[ForcedSequence], *, pad_id: int, router=None,
+                       logits_budget: int = 1 << 26, share_prefix: bool = True) -> list[LogProb]:
+    """Summed log-likelihood of the target tokens of ``seqs``, once per layer subset of
+    ``router`` (an active ``VariantRouter``; without one, the model as it is), all subsets in
+    the same batches (rows variant-major).
 
     The prompt start that all sequences share (instruction, few-shot examples) is encoded
-    once and its KV cache reused by every batch. Only the logits of the last
+    once per subset and its KV cache reused by every batch. Only the logits of the last
     ``max target + 1`` positions are materialized, in batches sized so that
-    batch x positions x vocabulary stays under ``logits_budget`` floats.
+    rows x positions x vocabulary stays under ``logits_budget`` floats.
     """
     from transformers import DynamicCache
 
+    n_variants = len(router) if router is not None else 1
     vocab = model.get_output_embeddings().weight.shape[0]
     shared = shared_prefix_length(seqs) if share_prefix and _prefix_is_safe(model, seqs) else 0
     cache_arg = _cache_kwarg(model)
     prefix = None
     if shared:
-        ids = torch.tensor([seqs[0].prompt_ids[:shared]], device=model.device)
+        ids = torch.tensor([seqs[0].prompt_ids[:shared]] * n_variants, device=model.device)
+        if router is not None:
+            router.assign(torch.arange(n_variants, device=ids.device))
         prefix = DynamicCache(config=model.config)
         model(input_ids=ids, attention_mask=torch.ones_like(ids), **{cache_arg: prefix}, use_cache=True, logits_to_keep=1)
-    total, count = 0.0, 0
-    for batch in _logit_batches(seqs, vocab, logits_budget):
+    totals, count = [0.0] * n_variants, 0
+    for batch in _logit_batches(seqs, vocab, logits_budget, n_variants):
         own = [ForcedSequence(s.prompt_ids[shared:], s.target_ids) for s in batch]
         ids, mask, positions = left_padded(own, pad_id, model.device)
         kwargs = {}
         if prefix is not None:
             mask = torch.cat([mask.new_ones((len(own), shared)), mask], dim=-1)  # (batch, shared + width)
             positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
-            cache = copy.deepcopy(prefix)
+            cache = copy.deepcopy(prefix)  # one row per variant
             cache.batch_repeat_interleave(len(own))
             kwargs = {cache_arg: cache, "use_cache": True}
+        ids, mask, positions = (t.repeat(n_variants, 1) for t in (ids, mask, positions))
+        if router is not None:
+            router.assign(torch.arange(n_variants, device=ids.device).repeat_interleave(len(own)))
         keep = max(len(s.target_ids) for s in batch) + 1
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
-        for row, seq in enumerate(batch):
-            n = len(seq.target_ids)
-            # logits at position p predict token p+1: targets are the last n tokens of the row
-            rows = logprobs[row, keep - n - 1 : keep - 1]  # (n, vocab)
-            target = torch.tensor(seq.target_ids, device=rows.device)
-            total += rows.gather(-1, target[:, None]).sum().item()
-            count += n
-    return LogProb(total=total, tokens=count)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # (variants x batch, keep, vocab)
+        for v in range(n_variants):
+            for row, seq in enumerate(batch):
+                n = len(seq.target_ids)
+                # logits at position p predict token p+1: targets are the last n tokens of the row
+                rows = logprobs[v * len(batch) + row, keep - n - 1 : keep - 1]  # (n, vocab)
+                target = torch.tensor(seq.target_ids, device=rows.device)
+                totals[v] += rows.gather(-1, target[:, None]).sum().item()
+        count += sum(len(s.target_ids) for s in batch)
+    return [LogProb(total=total, tokens=count) for total in totals]
 
 
-def _logit_batches(seqs, vocab: int, budget: int) -> list[list[ForcedSequence]]:
+def _logit_batches(seqs, vocab: int, budget: int, copies: int = 1) -> list[list[ForcedSequence]]:
+    """Length-sorted batches whose ``copies`` x rows fit the logits budget and 16k tokens."""
     ordered = sorted(seqs, key=lambda s: (-len(s.target_ids), -s.length))
     batches: list[list[ForcedSequence]] = []
     for seq in ordered:
         if batches:
-            rows = len(batches[-1]) + 1
+            rows = (len(batches[-1]) + 1) * copies
             keep = len(batches[-1][0].target_ids) + 1
             width = max(batches[-1][0].length, seq.length)
             if rows * keep * vocab <= budget and rows * width <= 16384:

@@ -272,3 +272,92 @@ def prune_layers(model, keep: Sequence[int]):
     surgeon.apply(keep)
     surgeon.commit()
     return model
+
+
+# ----------------------------------------------------------------------------------------
+# Several subsets in one batch
+# ----------------------------------------------------------------------------------------
+
+class VariantRouter:
+    """Run several layer subsets ("variants") side by side in one batch, sharing weights.
+
+    The model runs the union of the variants' layers; a row assigned to variant ``v`` passes
+    every layer that ``v`` lacks unchanged (a forward hook puts the layer's input back in
+    place of its output for that row).  Each layer keeps its original identity (type,
+    rotary kind), exactly as in ``LayerSurgeon.subset(variant)``, so a row's result equals
+    the pruned model's up to float rounding.  The bypassed rows of a layer still pass
+    through it (its KV-cache slot holds values nobody reads): the price of one layer per
+    row, against a lm_head that runs on a batch many times larger.
+
+    >>> with VariantRouter(surgeon, [[0, 2, 3], [0, 1, 3]]) as router:
+    ...     router.assign(torch.tensor([0, 0, 1, 1]))   # variant of each batch row
+    ...     logits = model(ids).logits                      # rows 0-1 without layer 1, rows 2-3 without 2
+    """
+
+    def __init__(self, surgeon: LayerSurgeon, variants: Sequence[Sequence[int]]):
+        if not variants:
+            raise ConfigError("VariantRouter needs at least one layer subset")
+        self.surgeon = surgeon
+        self.variants = [surgeon.normalize(v) for v in variants]
+        self.union = tuple(sorted(set().union(*self.variants)))
+        # union position -> variants that skip that layer
+        self._skips = {
+            pos: [v for v, kept in enumerate(self.variants) if layer not in kept]
+            for pos, layer in enumerate(self.union)
+        }
+        self._skips = {pos: vs for pos, vs in self._skips.items() if vs}
+        self._masks: dict[int, Any] = {}
+        self.rows = None  # variant id of every batch row (a LongTensor)
+        self._handles: list[Any] = []
+        self._previous: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.variants)
+
+    def __enter__(self) -> "VariantRouter":
+        self._previous = self.surgeon.kept
+        self.surgeon.apply(self.union)
+        layers = self.surgeon.stack.layers
+        self._handles = [layers[pos].register_forward_hook(self._hook(pos), with_kwargs=True) for pos in self._skips]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.surgeon.apply(self._previous)
+        self.rows, self._masks = None, {}
+
+    def assign(self, rows) -> None:
+        """Set the variant id of every row of the next forward passes (a 1-D LongTensor)."""
+        import torch
+
+        self.rows = rows
+        self._masks = {}
+        for pos, skipping in self._skips.items():
+            mask = torch.isin(rows, torch.tensor(skipping, device=rows.device))
+            if bool(mask.any()):
+                self._masks[pos] = mask
+
+    def select(self, index) -> None:
+        """Keep only the rows at ``index`` (rows that left the batch), like the KV cache does."""
+        self.assign(self.rows[index])
+
+    def _hook(self, pos: int):
+        import torch
+
+        def hook(module, args, kwargs, output):
+            mask = self._masks.get(pos)
+            if mask is None:
+                return None
+            hidden_in = args[0] if args else kwargs["hidden_states"]
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if out.shape[0] != mask.shape[0]:
+                raise RuntimeError(f"VariantRouter: batch of {out.shape[0]} rows, but {mask.shape[0]} rows assigned")
+            mixed = torch.where(mask.view(-1, *([1] * (out.dim() - 1))), hidden_in, out)
+            if isinstance(output, tuple):
+                return (mixed, *output[1:])
+            if isinstance(output, list):
+                return [mixed, *output[1:]]
+            return mixed
+        return hook

@@ -11,12 +11,13 @@ ends with the same plan as an uninterrupted one.  The result is ``RUN_DIR/plan.j
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 CRITERIA = ("chrf", "logprob", "block-influence", "angular", "last", "random")
 PROXIES = ("logprob", "block-influence", "angular")
 COMBINE = ("mean", "min", "weighted")
+DEFAULT_BATCH_ROWS = 256  # default --candidate-batch: this many rows per batch at most
 SCORE_NAMES = {
     "chrf": "{metric} without the layer",
     "logprob": "mean log-likelihood of references without the layer",
@@ -94,6 +96,7 @@ class SearchConfig:
     prompt: str = "auto"
     shots: int = 3
     batch_size: int = 16
+    candidate_batch: int | None = None  # candidates translated together; None: 256 // batch_size
     max_new_tokens: int | None = None
     dtype: str = "auto"
     device: str = "auto"
@@ -124,6 +127,8 @@ class SearchConfig:
             errs.append("pair weights must be positive")
         if self.batch_size < 1:
             errs.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.candidate_batch is not None and self.candidate_batch < 1:
+            errs.append(f"--candidate-batch must be at least 1, got {self.candidate_batch}")
         if self.metric is not None:
             try:
                 canonical_metric(self.metric)
@@ -135,6 +140,13 @@ class SearchConfig:
         errs = self.errors()
         if errs:
             raise ConfigError("invalid search settings:\n  - " + "\n  - ".join(errs))
+
+    @property
+    def candidates_per_batch(self) -> int:
+        """Layer subsets evaluated side by side (rows = subsets x --batch-size segments)."""
+        if self.candidate_batch is not None:
+            return self.candidate_batch
+        return max(1, DEFAULT_BATCH_ROWS // self.batch_size)
 
     @property
     def metric_name(self) -> str:
@@ -221,14 +233,22 @@ class Trace:
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """The recorded value of ``key``, computing and recording it if missing."""
-        if key in self.records:
-            self.reused += 1
-            return self.records[key]
-        value = compute()
+        return self.cached_many([key], lambda keys: [(key, compute())])[key]
+
+    def cached_many(self, keys: Sequence[str], compute: Callable[[list[str]], Iterable[tuple[str, Any]]]) -> dict[str, Any]:
+        """Recorded values of ``keys``; ``compute(missing keys)`` yields ``(key, value)`` pairs
+        for the missing ones, each recorded as soon as it comes."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self.records]
+        self.reused += len(keys) - len(missing)
+        if missing:
+            for key, value in compute(missing):
+                self.put(key, value)
+        return {k: self.records[k] for k in keys}
+
+    def put(self, key: str, value: Any) -> None:
         self.records[key] = value
         self.computed += 1
         self._append({"key": key, "value": value})
-        return value
 
 
 def _key(kind: str, kept: Sequence[int]) -> str:
@@ -269,17 +289,45 @@ class SubsetEvaluator:
 
     def quality(self, kept: Sequence[int]) -> dict[str, Any]:
         """Translate every pair with only ``kept`` layers and score: {"score", "per_pair", "seconds"}."""
-        def compute():
+        return self.qualities([kept])[0]
+
+    def qualities(self, subsets: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+        """``quality`` of every subset; the missing ones are translated ``candidate_batch`` at a time
+        in shared batches (``VariantRouter``)."""
+        keys = {_key("quality", kept): list(kept) for kept in subsets}
+        values = self.trace.cached_many(list(keys), lambda missing: self._translate_groups([keys[k] for k in missing]))
+        return [values[_key("quality", kept)] for kept in subsets]
+
+    def _translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        sign = 1.0 if higher_is_better(self.metric) else -1.0
+        for group in self._groups(subsets):
             start = time.perf_counter()
-            per_pair = {}
-            with self.surgeon.subset(kept):
+            per_pair: list[dict[str, float]] = [{} for _ in group]
+            with self._routed(group) as router:
                 for pair, translator, scorer in zip(self.pairs, self.translators, self.scorers):
-                    result = translator.translate(pair.sources)
-                    per_pair[pair.name] = round(scorer(result.hypotheses).value, 4)
-            sign = 1.0 if higher_is_better(self.metric) else -1.0
-            return {"score": round(self.combine(per_pair, sign), 4), "per_pair": per_pair,
-                    "seconds": round(time.perf_counter() - start, 3)}
-        return self.trace.cached(_key("quality", kept), compute)
+                    results = translator.translate_variants(pair.sources, router)
+                    for v, result in enumerate(results):
+                        per_pair[v][pair.name] = round(scorer(result.hypotheses).value, 4)
+            seconds = round((time.perf_counter() - start) / len(group), 3)
+            for kept, values in zip(group, per_pair):
+                yield _key("quality", kept), {"score": round(self.combine(values, sign), 4), "per_pair": values,
+                                             "seconds": seconds}
+
+    def _groups(self, subsets: list[list[int]]) -> list[list[list[int]]]:
+        size = self.cfg.candidates_per_batch
+        return [subsets[i : i + size] for i in range(0, len(subsets), size)]
+
+    @contextlib.contextmanager
+    def _routed(self, group: list[list[int]]):
+        """One subset: the model switched to it (router None); several: a ``VariantRouter``."""
+        from .layers import VariantRouter
+
+        if len(group) == 1:
+            with self.surgeon.subset(group[0]):
+                yield None
+        else:
+            with VariantRouter(self.surgeon, group) as router:
+                yield router
 
     def prefix_hypotheses(self, kept: Sequence[int], size: int) -> list[str]:
         """Hypotheses of the first pair's first ``size`` segments with only ``kept`` layers."""
@@ -302,18 +350,27 @@ class SubsetEvaluator:
                                                      add_special_tokens=prompter.add_special_tokens, separator=sep))
         return self._forced
 
-    def logprob(self, kept: Sequence[int]) -> dict[str, Any]:
-        """Mean reference log-likelihood per pair with only ``kept`` layers."""
-        from .importance import reference_logprob
+    def logprobs(self, subsets: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+        """Mean reference log-likelihood per pair with only the layers of each subset."""
+        keys = {_key("logprob", kept): list(kept) for kept in subsets}
+        values = self.trace.cached_many(list(keys), lambda missing: self._logprob_groups([keys[k] for k in missing]))
+        return [values[_key("logprob", kept)] for kept in subsets]
 
-        def compute():
+    def _logprob_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        from .importance import reference_logprobs
+
+        for group in self._groups(subsets):
             start = time.perf_counter()
-            with self.surgeon.subset(kept):
-                per_pair = {p.name: round(reference_logprob(self.loaded.model, seqs, pad_id=self.pad_id).mean, 6)
-                            for p, seqs in zip(self.pairs, self.forced())}
-            return {"score": round(self.combine(per_pair), 6), "per_pair": per_pair,
-                    "seconds": round(time.perf_counter() - start, 3)}
-        return self.trace.cached(_key("logprob", kept), compute)
+            per_pair: list[dict[str, float]] = [{} for _ in group]
+            with self._routed(group) as router:
+                for pair, seqs in zip(self.pairs, self.forced()):
+                    lps = reference_logprobs(self.loaded.model, seqs, pad_id=self.pad_id, router=router)
+                    for v, lp in enumerate(lps):
+                        per_pair[v][pair.name] = round(lp.mean, 6)
+            seconds = round((time.perf_counter() - start) / len(group), 3)
+            for kept, values in zip(group, per_pair):
+                yield _key("logprob", kept), {"score": round(self.combine(values), 6), "per_pair": values,
+                                             "seconds": seconds}
 
     def similarities(self, kept: Sequence[int]) -> dict[str, dict[str, float]]:
         """Block Influence and angular distance of each layer in ``kept`` (original id -> value)."""
@@ -342,9 +399,10 @@ def proxy_scores(evaluator: SubsetEvaluator, name: str, kept: list[int], candida
                  on_candidate: Callable[[int], None]) -> dict[int, float]:
     """Proxy value of removing each candidate (higher = better to remove)."""
     if name == "logprob":
+        values = evaluator.logprobs([[k for k in kept if k != layer] for layer in candidates])
         scores = {}
-        for layer in candidates:
-            scores[layer] = evaluator.logprob([k for k in kept if k != layer])["score"]
+        for layer, value in zip(candidates, values):
+            scores[layer] = value["score"]
             on_candidate(layer)
         return scores
     sims = evaluator.similarities(kept)[name]
@@ -354,14 +412,10 @@ def proxy_scores(evaluator: SubsetEvaluator, name: str, kept: list[int], candida
 def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept: list[int],
               candidates: list[int], progress: "Progress") -> dict[str, Any]:
     """Score the candidates of one round and pick the layer to remove."""
-    without = lambda layer: [k for k in kept if k != layer]  # noqa: E731
     sign = 1.0 if higher_is_better(evaluator.metric) else -1.0
     records: dict[int, dict[str, Any]] = {c: {"layer": c, "score": None} for c in candidates}
     if cfg.criterion == "chrf" and not cfg.fast:
-        for layer in candidates:
-            q = evaluator.quality(without(layer))
-            records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
-            progress.candidate(round_no, layer, q["score"])
+        generation_scores(evaluator, round_no, kept, candidates, records, progress)
         best = max(candidates, key=lambda c: (sign * records[c]["score"], -c))
     elif cfg.fast:
         proxies = proxy_scores(evaluator, cfg.proxy, kept, candidates, lambda c: progress.candidate(round_no, c, None))
@@ -370,10 +424,7 @@ def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept
             records[layer].update(proxy=proxies[layer], evaluated="proxy")
         if cfg.race:
             shortlist = race(evaluator, cfg, kept, shortlist, records)
-        for layer in shortlist:
-            q = evaluator.quality(without(layer))
-            records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
-            progress.candidate(round_no, layer, q["score"])
+        generation_scores(evaluator, round_no, kept, shortlist, records, progress)
         best = max(shortlist, key=lambda c: (sign * records[c]["score"], -c))
     else:
         scores = criterion_scores(evaluator, cfg, round_no, kept, candidates, progress)
@@ -381,6 +432,15 @@ def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept
             records[layer].update(score=scores[layer], evaluated=cfg.criterion)
         best = max(candidates, key=lambda c: (scores[c], -c))
     return {"candidates": [records[c] for c in candidates], "removed": best}
+
+
+def generation_scores(evaluator: SubsetEvaluator, round_no: int, kept: list[int], candidates: list[int],
+                      records: dict[int, dict[str, Any]], progress: "Progress") -> None:
+    """Translate and score the model without each candidate; fill in ``records``."""
+    results = evaluator.qualities([[k for k in kept if k != layer] for layer in candidates])
+    for layer, q in zip(candidates, results):
+        records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
+        progress.candidate(round_no, layer, q["score"])
 
 
 def race_stages(n_segments: int, minimum: int = 8) -> list[int]:
@@ -665,6 +725,7 @@ def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, pro
         "settings": {
             "prompt": prompt,
             "batch_size": cfg.batch_size,
+            "candidate_batch": cfg.candidates_per_batch,
             "max_new_tokens": cfg.max_new_tokens,
             "seed": cfg.seed,
             "dtype": loaded.dtype,

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 _CACHED_SETS = 8  # tokenized source sets kept by HFTranslator.prepare
 _MIN_SHARED_PREFIX = 8  # shorter shared prompt prefixes are not worth a separate cache
+# A finished row stays in the batch until 1/_COMPACT_EVERY of the batch is finished: dropping
+# rows copies the whole KV cache, computing a finished row one more step costs little.
+_COMPACT_EVERY = 8
 
 
 _NEWLINE_PIECES = ("\n", "\r", "Ċ", "<0x0A>", "<0x0D>")
@@ -87,6 +90,7 @@ class _Prepared:
     prompt_ids: list[list[int]]
     budgets: list[int]
     shared_prefix: int = 0  # leading prompt tokens common to all segments, encoded once (0: off)
+    in_window: bool = False  # no row fills a sliding attention window (the growing cache is exact)
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:
@@ -194,7 +198,8 @@ class HFTranslator:
             source_ids = self.tokenizer(list(sources), add_special_tokens=False)["input_ids"] if prompts else []
             budgets = [self.budget.for_source(len(ids)) for ids in source_ids]
             order = sorted(range(len(sources)), key=lambda i: (-len(prompt_ids[i]), i))
-            prepared = _Prepared(order, prompt_ids, budgets, self._shared_prefix_length(prompt_ids, budgets))
+            prepared = _Prepared(order, prompt_ids, budgets, self._shared_prefix_length(prompt_ids, budgets),
+                                 self._in_window(prompt_ids, budgets))
         self._cache[key] = prepared  # most recently used last
         while len(self._cache) > _CACHED_SETS:
             self._cache.pop(next(iter(self._cache)))
@@ -209,32 +214,51 @@ class HFTranslator:
         from ..importance import common_prefix_length
 
         n = common_prefix_length(prompt_ids, _MIN_SHARED_PREFIX) if self.prefix_cache else 0
-        if not n:
-            return 0
-        window = _attention_window(self.model.config)
-        longest = max(len(ids) for ids in prompt_ids) + max(budgets)
-        return n if window is None or longest <= window else 0
+        return n if n and self._in_window(prompt_ids, budgets) else 0
+
+    def _in_window(self, prompt_ids: list[list[int]], budgets: list[int]) -> bool:
+        """Whether the longest prompt plus its budget fits every sliding attention window."""
+        from .kvcache import fits_window
+
+        if not prompt_ids:
+            return False
+        return fits_window(_attention_window(self.model.config), max(len(ids) for ids in prompt_ids) + max(budgets))
 
     # -- generation ---------------------------------------------------------------------
 
     def translate(self, sources: Sequence[str]) -> TranslationResult:
+        return self.translate_variants(sources)[0]
+
+    def translate_variants(self, sources: Sequence[str], router=None) -> list[TranslationResult]:
+        """Translate ``sources`` once per layer subset of ``router`` (a ``VariantRouter`` that is
+        active), all subsets in the same batches; without a router, with the model as it is.
+
+        A batch holds every variant of ``batch_size`` segments (variants x segments rows), so
+        the vocabulary projection, which dominates a decoding step of small models, runs on a
+        batch many times larger.  The seconds of each result are the call's time shared evenly.
+        """
         from tqdm.auto import tqdm
 
+        n_variants = len(router) if router is not None else 1
         prepared = self.prepare(sources)
-        outputs: list[list[int]] = [[] for _ in sources]
+        outputs: list[list[list[int]]] = [[[] for _ in sources] for _ in range(n_variants)]
         start = time.perf_counter()
-        prefix = self._encode_prefix(prepared)
+        prefix = self._encode_prefix(prepared, router)
         bar = tqdm(total=len(sources), unit="seg", disable=not self.progress, leave=False, desc="translate")
         for begin in range(0, len(prepared.order), self.batch_size):
             batch = prepared.order[begin : begin + self.batch_size]
-            for index, ids in zip(batch, self._generate(batch, prepared, prefix)):
-                outputs[index] = ids
+            rows = [(v, index) for v in range(n_variants) for index in batch]  # variant-major
+            for (v, index), ids in zip(rows, self._generate(rows, prepared, prefix, router)):
+                outputs[v][index] = ids
             bar.update(len(batch))
         bar.close()
-        seconds = time.perf_counter() - start
-        raw = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in outputs]
-        hyps = [clean_output(text, self.prompter, source) for text, source in zip(raw, sources)]
-        return TranslationResult(hyps, sum(len(o) for o in outputs), seconds, raw)
+        seconds = (time.perf_counter() - start) / n_variants
+        results = []
+        for per_variant in outputs:
+            raw = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in per_variant]
+            hyps = [clean_output(text, self.prompter, source) for text, source in zip(raw, sources)]
+            results.append(TranslationResult(hyps, sum(len(o) for o in per_variant), seconds, raw))
+        return results
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         kwargs = {self._cache_arg: cache, "use_cache": True}
@@ -243,54 +267,74 @@ class HFTranslator:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         return out.logits[:, -1, :]  # (batch, vocab)
 
-    def _new_cache(self):
+    def _new_cache(self, prepared: _Prepared):
+        """The model's own cache, or one that grows in place where that is equivalent."""
         from transformers import DynamicCache
 
+        if prepared.in_window:
+            from .kvcache import growing_cache
+
+            return growing_cache(reserve=max(prepared.budgets))
         return DynamicCache(config=self.model.config)
 
-    def _encode_prefix(self, prepared: _Prepared):
-        """KV cache of the shared prompt prefix (batch 1), computed once per call: the model's
-        layers may have changed since the last call (the search prunes them in place)."""
+    def _encode_prefix(self, prepared: _Prepared, router=None):
+        """KV cache of the shared prompt prefix, one row per variant (1 without a router),
+        computed once per call: the model's layers may have changed since the last call (the
+        search prunes them in place)."""
         if not prepared.shared_prefix:
             return None
-        ids = torch.tensor([prepared.prompt_ids[0][: prepared.shared_prefix]], device=self.model.device)
-        cache = self._new_cache()
+        n_variants = len(router) if router is not None else 1
+        ids = torch.tensor([prepared.prompt_ids[0][: prepared.shared_prefix]] * n_variants, device=self.model.device)
+        if router is not None:
+            router.assign(torch.arange(n_variants, device=ids.device))
+        cache = self._new_cache(prepared)
+        positions = torch.arange(ids.shape[1], device=ids.device)[None].expand(n_variants, -1)
         with torch.inference_mode():
-            self._forward(ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=ids.device)[None], cache)
+            self._forward(ids, torch.ones_like(ids), positions, cache)
         return cache
 
-    def _generate(self, batch: list[int], prepared: _Prepared, prefix=None) -> list[list[int]]:
-        """Greedy continuation token ids of each segment in ``batch`` (cut at stop and budget).
+    def _generate(self, rows: list[tuple[int, int]], prepared: _Prepared, prefix=None, router=None) -> list[list[int]]:
+        """Greedy continuation token ids of each (variant, segment) row (cut at stop and budget).
 
-        Layout of a row: [shared prefix (cached)][left padding][own prompt tokens][generated].
-        Positions count real tokens only, so a row's result does not depend on its padding;
-        a row leaves the batch as soon as it stops, and the batch ends with its last row.
+        Rows come variant-major (all segments of variant 0, then of variant 1...), each variant
+        with the same segments.  Layout of a row: [shared prefix (cached)][left padding][own
+        prompt tokens][generated].  Positions count real tokens only, so a row's result does
+        not depend on its padding; a row leaves the batch as soon as it stops, and the batch
+        ends with its last row.
         """
         device = self.model.device
         shared = prepared.shared_prefix if prefix is not None else 0
-        rows = [prepared.prompt_ids[i][shared:] for i in batch]
-        budgets = [prepared.budgets[i] for i in batch]
-        input_ids, attention = self._pad_left(rows, shared)
+        ids_of = [prepared.prompt_ids[index][shared:] for _, index in rows]
+        budgets = [prepared.budgets[index] for _, index in rows]
+        input_ids, attention = self._pad_left(ids_of, shared)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (batch, shared + width)
         if prefix is not None:
-            cache = copy.deepcopy(prefix)
-            cache.batch_repeat_interleave(len(rows))
+            cache = copy.deepcopy(prefix)  # one row per variant
+            cache.batch_repeat_interleave(len(rows) // (len(router) if router is not None else 1))
         else:
-            cache = self._new_cache()
+            cache = self._new_cache(prepared)
+        if router is not None:
+            router.assign(torch.tensor([v for v, _ in rows], device=device))
         outputs: list[list[int]] = [[] for _ in rows]
-        active = list(range(len(rows)))  # rows still generating, in cache order
+        active = list(range(len(rows)))  # rows in the batch, in cache order
+        finished: set[int] = set()  # rows done but not yet dropped from the batch
         with torch.inference_mode():
             logits = self._forward(input_ids, attention, positions[:, shared:], cache)
             next_pos = positions[:, -1:] + 1  # (active, 1)
             while True:
                 tokens = logits.argmax(dim=-1)  # (active,)
-                keep = [j for j, (row, token) in enumerate(zip(active, tokens.tolist()))
-                        if not self._append(outputs[row], token, budgets[row])]
-                if not keep:
+                for row, token in zip(active, tokens.tolist()):
+                    if row not in finished and self._append(outputs[row], token, budgets[row]):
+                        finished.add(row)
+                if len(finished) == len(rows):
                     break
-                if len(keep) < len(active):
+                done_here = sum(row in finished for row in active)
+                if done_here and done_here * _COMPACT_EVERY >= len(active):
+                    keep = [j for j, row in enumerate(active) if row not in finished]
                     index = torch.tensor(keep, device=device)
                     cache.batch_select_indices(index)
+                    if router is not None:
+                        router.select(index)
                     tokens, attention, next_pos = tokens[index], attention[index], next_pos[index]
                     active = [active[j] for j in keep]
                 attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
