@@ -11,6 +11,11 @@ Same model, dev set, prompts, rounds and protected layers (first and last), fp32
 mode runs in its own subprocess so that its peak memory (max RSS) is its own.
 
     python benchmarks/search_speed.py [--rounds 2] [--dev 12] [--shortlist 3]
+        [--modes exact,fast,reference] [--results FILE] [--keep DIR]
+
+``--results FILE`` keeps each mode's result in FILE, so modes can be run one at a time
+(the summary prints once all three are there); ``--keep DIR`` keeps our run folders
+(trace.jsonl, plan.json) for a look at every candidate's score.
 
 Prints both removal orders, then
     speedup: X.XXx (exact)
@@ -40,9 +45,10 @@ def run_ours(args, fast: bool) -> dict:
     from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
 
     with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(args.keep) / ("fast" if fast else "exact") if args.keep else Path(tmp) / "run"
         start = time.perf_counter()
         plan = run_search(SearchConfig(
-            model=MODEL, pairs=[PairConfig(dev_spec(args))], run_dir=Path(tmp) / "run",
+            model=MODEL, pairs=[PairConfig(dev_spec(args))], run_dir=run_dir,
             stop=StopRule(remove=args.rounds), fast=fast, shortlist=args.shortlist,
             batch_size=args.batch_size, dtype="float32", progress=False,
         ))
@@ -103,13 +109,28 @@ def child(args) -> None:
 
 
 def parent(args) -> None:
-    results = {}
-    for mode in ("exact", "fast", "reference"):
+    results_file = Path(args.results) if args.results else None
+    results = json.loads(results_file.read_text()) if results_file and results_file.exists() else {}
+    settings = {"rounds": args.rounds, "dev": args.dev, "shortlist": args.shortlist, "batch_size": args.batch_size}
+    if results.get("settings", settings) != settings:
+        raise SystemExit(f"{results_file} holds results for other settings {results['settings']}; use another --results")
+    results["settings"] = settings
+    for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--rounds", str(args.rounds), "--dev", str(args.dev),
                "--shortlist", str(args.shortlist), "--batch-size", str(args.batch_size)]
+        if args.keep:
+            cmd += ["--keep", args.keep]
         print(f"running {mode} ...", flush=True)
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"  {mode}: {results[mode]}", flush=True)
+        if results_file:
+            results_file.write_text(json.dumps(results, indent=1))
+    results.pop("settings")
+    missing = [m for m in ("exact", "fast", "reference") if m not in results]
+    if missing:
+        print(f"not run yet: {', '.join(missing)} (run them with --modes and the same --results)")
+        return
     model_bytes = model_size_bytes()
     for mode, r in results.items():
         print(f"{mode:<9} removed {r['removed']}  {r['seconds']:.1f} s  final chrF++ {r['final']:.2f}  "
@@ -134,6 +155,9 @@ def main() -> None:
     p.add_argument("--dev", type=int, default=12, help="dev segments (sample:en-de, part dev)")
     p.add_argument("--shortlist", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--modes", default="exact,fast,reference", help="modes to run now (default: all three)")
+    p.add_argument("--results", help="JSON file that keeps each mode's result between runs")
+    p.add_argument("--keep", help="keep our run folders (exact/, fast/) under this folder")
     p.add_argument("--mode", choices=("exact", "fast", "reference"), help=argparse.SUPPRESS)
     args = p.parse_args()
     import logging

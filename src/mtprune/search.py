@@ -314,7 +314,9 @@ class SubsetEvaluator:
                                              "seconds": seconds}
 
     def _groups(self, subsets: list[list[int]]) -> list[list[list[int]]]:
-        size = self.cfg.candidates_per_batch
+        """At most ``candidates_per_batch`` subsets per group, groups as even as can be."""
+        n_groups = -(-len(subsets) // self.cfg.candidates_per_batch)
+        size = -(-len(subsets) // n_groups) if subsets else 1
         return [subsets[i : i + size] for i in range(0, len(subsets), size)]
 
     @contextlib.contextmanager
@@ -436,8 +438,12 @@ def run_round(evaluator: SubsetEvaluator, cfg: SearchConfig, round_no: int, kept
 
 def generation_scores(evaluator: SubsetEvaluator, round_no: int, kept: list[int], candidates: list[int],
                       records: dict[int, dict[str, Any]], progress: "Progress") -> None:
-    """Translate and score the model without each candidate; fill in ``records``."""
-    results = evaluator.qualities([[k for k in kept if k != layer] for layer in candidates])
+    """Translate and score the model without each candidate; fill in ``records``.
+
+    The current model goes along (its score is recorded from the previous round, so this
+    costs nothing after round 1, and in round 1 it is the baseline, translated in the same
+    batches as the candidates)."""
+    results = evaluator.qualities([kept] + [[k for k in kept if k != layer] for layer in candidates])[1:]
     for layer, q in zip(candidates, results):
         records[layer].update(score=q["score"], per_pair=q["per_pair"], evaluated="generation", seconds=q["seconds"])
         progress.candidate(round_no, layer, q["score"])
@@ -547,6 +553,11 @@ def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float) -
     return None
 
 
+def log_baseline(evaluator: SubsetEvaluator, num_layers: int) -> None:
+    baseline = evaluator.quality(list(range(num_layers)))
+    logger.info("baseline %s: %.2f %s", evaluator.metric, baseline["score"], baseline["per_pair"])
+
+
 def quality_ok(cfg: SearchConfig, metric: str, score: float, baseline: float) -> bool:
     if cfg.stop.min_quality is None:
         return True
@@ -585,10 +596,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
                 " (fast)" if cfg.fast else "", evaluator.metric, ", ".join(p.name for p in pairs))
     state = SearchState(kept=list(range(n)))
     start = time.perf_counter()
-    baseline = evaluator.quality(state.kept)
-    logger.info("baseline %s: %.2f %s", evaluator.metric, baseline["score"], baseline["per_pair"])
+    if cfg.criterion != "chrf":  # generation rounds translate the unpruned model with round 1's candidates
+        log_baseline(evaluator, n)
     progress = Progress()
-    last_score = baseline
     while True:
         fraction = _params_fraction(params, state.kept)
         reason = stop_reason(cfg, state, fraction)
@@ -607,6 +617,8 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         progress.begin_round(round_no, len(state.kept), len(candidates), evaluations, later)
         round_start = time.perf_counter()
         chosen = run_round(evaluator, cfg, round_no, state.kept, candidates, progress)
+        if round_no == 1 and cfg.criterion == "chrf":
+            log_baseline(evaluator, n)
         new_kept = [k for k in state.kept if k != chosen["removed"]]
         after = evaluator.quality(new_kept)
         record = {
@@ -618,6 +630,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
             "params_after": _params_total(params, new_kept),
             "seconds": round(time.perf_counter() - round_start, 3),
         }
+        baseline = evaluator.quality(list(range(n)))  # recorded: no work
         if not quality_ok(cfg, evaluator.metric, after["score"], baseline["score"]):
             state.stop_reason = (
                 f"removing layer {chosen['removed']} would give {evaluator.metric} {after['score']:.2f}, below "
@@ -628,9 +641,10 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         state.rounds.append(record)
         state.removed.append(chosen["removed"])
         state.kept = new_kept
-        last_score = after
         logger.info("round %d: removed layer %d -> %s %.2f (%d layers left)", round_no, chosen["removed"],
                     evaluator.metric, after["score"], len(new_kept))
+    baseline = evaluator.quality(list(range(n)))
+    last_score = evaluator.quality(state.kept)
     plan = _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, prompt_description)
     plan["seconds"] = round(time.perf_counter() - start, 3)
     plan["evaluations"] = {"computed": trace.computed, "reused_from_trace": trace.reused}
