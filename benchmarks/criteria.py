@@ -16,8 +16,9 @@ from pathlib import Path
 
 MODEL = "gemma-3-270m"
 RUNS = [
-    ("chrf (exact)", dict(criterion="chrf")),
-    ("chrf --fast", dict(criterion="chrf", fast=True, shortlist=3)),
+    ("chrf", dict(criterion="chrf")),  # the exact search
+    ("chrf-fast", dict(criterion="chrf", fast=True, shortlist=3)),  # logprob shortlist
+    ("chrf-fast-bi", dict(criterion="chrf", fast=True, shortlist=3, proxy="block-influence")),
     ("logprob", dict(criterion="logprob")),
     ("block-influence", dict(criterion="block-influence")),
     ("angular", dict(criterion="angular")),
@@ -31,7 +32,7 @@ def main() -> None:
     p.add_argument("--remove", type=int, default=3)
     p.add_argument("--dev", type=int, default=16)
     p.add_argument("--test", type=int, default=48)
-    p.add_argument("--only", help="comma-separated subset of the criteria names")
+    p.add_argument("--only", help="comma-separated subset of: " + ", ".join(name for name, _ in RUNS))
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -49,7 +49,7 @@ def run_ours(args, fast: bool) -> dict:
         start = time.perf_counter()
         plan = run_search(SearchConfig(
             model=MODEL, pairs=[PairConfig(dev_spec(args))], run_dir=run_dir,
-            stop=StopRule(remove=args.rounds), fast=fast, shortlist=args.shortlist,
+            stop=StopRule(remove=args.rounds), fast=fast, shortlist=args.shortlist, proxy=args.proxy,
             batch_size=args.batch_size, dtype="float32", progress=False,
         ))
         seconds = time.perf_counter() - start
@@ -111,22 +111,31 @@ def child(args) -> None:
 def parent(args) -> None:
     results_file = Path(args.results) if args.results else None
     results = json.loads(results_file.read_text()) if results_file and results_file.exists() else {}
-    settings = {"rounds": args.rounds, "dev": args.dev, "shortlist": args.shortlist, "batch_size": args.batch_size}
+    settings = {"rounds": args.rounds, "dev": args.dev, "batch_size": args.batch_size}
     if results.get("settings", settings) != settings:
         raise SystemExit(f"{results_file} holds results for other settings {results['settings']}; use another --results")
     results["settings"] = settings
+    if "fast" in args.modes.split(","):
+        results.pop("fast", None)
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--rounds", str(args.rounds), "--dev", str(args.dev),
-               "--shortlist", str(args.shortlist), "--batch-size", str(args.batch_size)]
+               "--shortlist", str(args.shortlist), "--batch-size", str(args.batch_size), "--proxy", args.proxy]
         if args.keep:
             cmd += ["--keep", args.keep]
         print(f"running {mode} ...", flush=True)
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
+        if mode == "fast":
+            results[mode]["settings"] = {"shortlist": args.shortlist, "proxy": args.proxy}
         print(f"  {mode}: {results[mode]}", flush=True)
         if results_file:
             results_file.write_text(json.dumps(results, indent=1))
     results.pop("settings")
+    if "fast" in results:
+        fast_settings = {"shortlist": args.shortlist, "proxy": args.proxy}
+        if results["fast"].get("settings") != fast_settings:
+            print(f"the fast result was measured with {results['fast']['settings']}, not {fast_settings}")
+            return
     missing = [m for m in ("exact", "fast", "reference") if m not in results]
     if missing:
         print(f"not run yet: {', '.join(missing)} (run them with --modes and the same --results)")
@@ -139,7 +148,8 @@ def parent(args) -> None:
     print(f"removal order exact == reference: {same}")
     ex, fa, ref = results["exact"], results["fast"], results["reference"]
     print(f"speedup: {ref['seconds'] / ex['seconds']:.2f}x (exact)")
-    print(f"speedup: {ref['seconds'] / fa['seconds']:.2f}x (fast; final chrF++ exact {ex['final']:.1f}, fast {fa['final']:.1f})")
+    print(f"speedup: {ref['seconds'] / fa['seconds']:.2f}x (fast; final chrF++ exact {ex['final']:.1f}, fast {fa['final']:.1f}; "
+          f"proxy {fa['settings']['proxy']}, shortlist {fa['settings']['shortlist']})")
 
 
 def model_size_bytes() -> int:
@@ -154,6 +164,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--dev", type=int, default=12, help="dev segments (sample:en-de, part dev)")
     p.add_argument("--shortlist", type=int, default=3)
+    p.add_argument("--proxy", default="logprob", help="fast mode's proxy (default: logprob)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--modes", default="exact,fast,reference", help="modes to run now (default: all three)")
     p.add_argument("--results", help="JSON file that keeps each mode's result between runs")

@@ -208,6 +208,7 @@ def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch)
         (dict(criterion="chrff"), "Did you mean 'chrf'"),
         (dict(fast=True, criterion="logprob"), "--fast"),
         (dict(stop=StopRule(target_params=1.5)), "--target-params"),
+        (dict(candidate_batch=0), "--candidate-batch must be at least 1"),
         (dict(pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev", limit=3)),
                      PairConfig(DataSpec("sample:en-de", "en", "de", part="test", limit=3))]), "given twice"),
     ]
@@ -353,3 +354,15 @@ def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, t
     assert [t.tokens for t in together] == [a.tokens for a in alone]
     assert [t.total for t in together] == pytest.approx([a.total for a in alone], rel=1e-4, abs=1e-3)
     assert len({round(a.total, 3) for a in alone}) == 3, "the subsets must score differently"
+
+
+def test_even_groups_and_default_candidate_batch(tiny_checkpoints, tmp_path):
+    from mtprune.search import even_groups
+
+    assert even_groups(list(range(17)), 16) == [list(range(9)), list(range(9, 17))]
+    assert even_groups(list(range(15)), 16) == [list(range(15))]
+    assert even_groups([1, 2, 3], 1) == [[1], [2], [3]]
+    assert even_groups([], 4) == []
+    assert _cfg(tiny_checkpoints["llama"], tmp_path).candidates_per_batch == 16  # 256 // batch size 16
+    assert _cfg(tiny_checkpoints["llama"], tmp_path, batch_size=64).candidates_per_batch == 4
+    assert _cfg(tiny_checkpoints["llama"], tmp_path, candidate_batch=3).candidates_per_batch == 3

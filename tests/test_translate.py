@@ -341,3 +341,30 @@ def test_batch_size_must_be_positive():
 
     with pytest.raises(ConfigError, match="batch-size"):
         translator(batch_size=0)
+
+
+def test_growing_cache_layer_equals_dynamic_layer():
+    """Writes in place, selects and repeats rows exactly like transformers' DynamicLayer."""
+    from transformers.cache_utils import DynamicLayer
+
+    from mtprune.backends.kvcache import GrowingLayer, fits_window
+
+    torch.manual_seed(0)
+    ours, theirs = GrowingLayer(reserve=2), DynamicLayer()
+    steps = [torch.randn(3, 2, 5, 4), torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4), "select", "repeat",
+             torch.randn(4, 2, 1, 4), torch.randn(4, 2, 3, 4)]
+    for step in steps:
+        if step == "select":
+            for layer in (ours, theirs):
+                layer.batch_select_indices(torch.tensor([0, 2]))
+        elif step == "repeat":
+            for layer in (ours, theirs):
+                layer.batch_repeat_interleave(2)
+        else:
+            k_ours, v_ours = ours.update(step, step * 2)
+            k_theirs, v_theirs = theirs.update(step, step * 2)
+            assert torch.equal(k_ours, k_theirs) and torch.equal(v_ours, v_theirs)
+        assert ours.get_seq_length() == theirs.get_seq_length()
+    assert ours.get_seq_length() == 5 + 1 + 1 + 1 + 3
+    assert fits_window(None, 10_000) and fits_window(512, 512)
+    assert not fits_window(512, 513) and not fits_window(0, 1)  # 0: local attention of another kind

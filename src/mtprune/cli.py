@@ -547,7 +547,9 @@ def _register_search(sub) -> None:
     c.add_argument("--criterion", default="chrf", help="chrf, logprob, block-influence, angular, last, random (default: chrf)")
     c.add_argument("--metric", help="generation metric: chrf++, chrf, bleu, ter (default: chrf++; chrf for zh/ja/th targets)")
     c.add_argument("--fast", action="store_true", help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
-    c.add_argument("--proxy", default="logprob", help="proxy for --fast: logprob, block-influence, angular (default: logprob)")
+    c.add_argument("--proxy", default="logprob",
+                   help="proxy for --fast: logprob, block-influence, angular (default: logprob). On a CPU logprob costs "
+                   "about as much as translating; block-influence and angular need one forward pass per round")
     c.add_argument("--shortlist", type=int, default=4, help="candidates per round translated in --fast mode (default: 4)")
     c.add_argument("--race", action="store_true",
                    help="with --fast: race the shortlist on a quarter, then half of the dev set, dropping candidates "

@@ -251,6 +251,15 @@ class Trace:
         self._append({"key": key, "value": value})
 
 
+def even_groups(items: list, max_size: int) -> list[list]:
+    """Consecutive groups of at most ``max_size`` items, as even in size as can be."""
+    if not items:
+        return []
+    n_groups = -(-len(items) // max_size)
+    size = -(-len(items) // n_groups)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def _key(kind: str, kept: Sequence[int]) -> str:
     return f"{kind}:{','.join(map(str, kept))}"
 
@@ -314,10 +323,7 @@ class SubsetEvaluator:
                                              "seconds": seconds}
 
     def _groups(self, subsets: list[list[int]]) -> list[list[list[int]]]:
-        """At most ``candidates_per_batch`` subsets per group, groups as even as can be."""
-        n_groups = -(-len(subsets) // self.cfg.candidates_per_batch)
-        size = -(-len(subsets) // n_groups) if subsets else 1
-        return [subsets[i : i + size] for i in range(0, len(subsets), size)]
+        return even_groups(subsets, self.cfg.candidates_per_batch)
 
     @contextlib.contextmanager
     def _routed(self, group: list[list[int]]):

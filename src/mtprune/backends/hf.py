@@ -9,7 +9,12 @@ Why it is fast, compared with the loop research scripts write:
   at EOS, at the end of its turn, or - for few-shot prompts - at the end of its first line;
   a finished segment leaves the batch at once, so nothing is computed past its answer;
 - prompts are tokenized once and reused across calls (the search translates the same dev
-  set hundreds of times).
+  set hundreds of times);
+- the KV cache grows in place (``kvcache.py``) instead of being copied at every step, and
+  finished rows are dropped in bulk, not one copy of the cache per finished row;
+- ``translate_variants`` translates the same segments with several layer subsets in one
+  batch (``layers.VariantRouter``): the search scores many candidate layers at once, and
+  the vocabulary projection, most of a small model's decoding step, runs on a large batch.
 
 Outputs do not depend on the batch size beyond float rounding: padding is masked, position
 ids count real tokens only, and each segment is cut at its own budget, not the batch's.
