@@ -308,19 +308,28 @@ class SubsetEvaluator:
         return [values[_key("quality", kept)] for kept in subsets]
 
     def _translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        def measure(i: int, router) -> list[float]:
+            results = self.translators[i].translate_variants(self.pairs[i].sources, router)
+            return [self.scorers[i](result.hypotheses).value for result in results]
+
         sign = 1.0 if higher_is_better(self.metric) else -1.0
+        return self._measure_groups("quality", subsets, measure, digits=4, sign=sign)
+
+    def _measure_groups(self, kind: str, subsets: list[list[int]], measure: Callable[[int, Any], list[float]],
+                        digits: int, sign: float = 1.0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Evaluate ``subsets`` group by group: ``measure(pair index, router)`` gives one value per
+        subset of the group; yields each subset's trace key and record."""
         for group in self._groups(subsets):
             start = time.perf_counter()
             per_pair: list[dict[str, float]] = [{} for _ in group]
             with self._routed(group) as router:
-                for pair, translator, scorer in zip(self.pairs, self.translators, self.scorers):
-                    results = translator.translate_variants(pair.sources, router)
-                    for v, result in enumerate(results):
-                        per_pair[v][pair.name] = round(scorer(result.hypotheses).value, 4)
+                for i, pair in enumerate(self.pairs):
+                    for values, value in zip(per_pair, measure(i, router)):
+                        values[pair.name] = round(value, digits)
             seconds = round((time.perf_counter() - start) / len(group), 3)
             for kept, values in zip(group, per_pair):
-                yield _key("quality", kept), {"score": round(self.combine(values, sign), 4), "per_pair": values,
-                                             "seconds": seconds}
+                yield _key(kind, kept), {"score": round(self.combine(values, sign), digits), "per_pair": values,
+                                         "seconds": seconds}
 
     def _groups(self, subsets: list[list[int]]) -> list[list[list[int]]]:
         return even_groups(subsets, self.cfg.candidates_per_batch)
@@ -367,18 +376,11 @@ class SubsetEvaluator:
     def _logprob_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
         from .importance import reference_logprobs
 
-        for group in self._groups(subsets):
-            start = time.perf_counter()
-            per_pair: list[dict[str, float]] = [{} for _ in group]
-            with self._routed(group) as router:
-                for pair, seqs in zip(self.pairs, self.forced()):
-                    lps = reference_logprobs(self.loaded.model, seqs, pad_id=self.pad_id, router=router)
-                    for v, lp in enumerate(lps):
-                        per_pair[v][pair.name] = round(lp.mean, 6)
-            seconds = round((time.perf_counter() - start) / len(group), 3)
-            for kept, values in zip(group, per_pair):
-                yield _key("logprob", kept), {"score": round(self.combine(values), 6), "per_pair": values,
-                                             "seconds": seconds}
+        def measure(i: int, router) -> list[float]:
+            seqs = self.forced()[i]
+            return [lp.mean for lp in reference_logprobs(self.loaded.model, seqs, pad_id=self.pad_id, router=router)]
+
+        return self._measure_groups("logprob", subsets, measure, digits=6)
 
     def similarities(self, kept: Sequence[int]) -> dict[str, dict[str, float]]:
         """Block Influence and angular distance of each layer in ``kept`` (original id -> value)."""
