@@ -346,12 +346,21 @@ class SubsetEvaluator:
             with VariantRouter(self.surgeon, group) as router:
                 yield router
 
-    def prefix_hypotheses(self, kept: Sequence[int], size: int) -> list[str]:
-        """Hypotheses of the first pair's first ``size`` segments with only ``kept`` layers."""
-        def compute():
-            with self.surgeon.subset(kept):
-                return self.translators[0].translate(self.pairs[0].sources[:size]).hypotheses
-        return self.trace.cached(_key(f"hyps{size}", kept), compute)
+    def prefix_hypotheses(self, subsets: Sequence[Sequence[int]], size: int) -> list[list[str]]:
+        """Hypotheses of the first pair's first ``size`` segments with only the layers of each
+        subset (the subsets side by side, like ``qualities``)."""
+        kind = f"hyps{size}"
+        keys = {_key(kind, kept): list(kept) for kept in subsets}
+
+        def compute(missing: list[str]) -> Iterator[tuple[str, list[str]]]:
+            for group in self._groups([keys[k] for k in missing]):
+                with self._routed(group) as router:
+                    results = self.translators[0].translate_variants(self.pairs[0].sources[:size], router)
+                for kept, result in zip(group, results):
+                    yield _key(kind, kept), result.hypotheses
+
+        values = self.trace.cached_many(list(keys), compute)
+        return [values[_key(kind, kept)] for kept in subsets]
 
     def forced(self):
         """Teacher-forced (prompt, reference) token sequences of every pair, built once."""
@@ -475,7 +484,7 @@ def race(evaluator: SubsetEvaluator, cfg: SearchConfig, kept: list[int], shortli
     for size in race_stages(len(refs)):
         if len(alive) < 2:
             break
-        hyps = {c: evaluator.prefix_hypotheses([k for k in kept if k != c], size) for c in alive}
+        hyps = dict(zip(alive, evaluator.prefix_hypotheses([[k for k in kept if k != c] for c in alive], size)))
         scorer = make_scorer(evaluator.metric, refs[:size], tgt_lang=evaluator.pairs[0].spec.tgt)
         value = {c: scorer(hyps[c]).value for c in alive}
         leader = max(alive, key=lambda c: (sign * value[c], -c))
@@ -602,6 +611,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     prompt_description = evaluator.translators[0].prompter.describe()
     logger.info("search: %s, %d layers, criterion %s%s, metric %s, pairs %s", cfg.model, n, cfg.criterion,
                 " (fast)" if cfg.fast else "", evaluator.metric, ", ".join(p.name for p in pairs))
+    if cfg.fast and cfg.proxy == "logprob" and loaded.device == "cpu":
+        logger.info("on a CPU the logprob proxy costs about as much as translating the dev set (measured: "
+                    "benchmarks/search_speed.py); --proxy block-influence needs one forward pass per round")
     state = SearchState(kept=list(range(n)))
     start = time.perf_counter()
     if cfg.criterion != "chrf":  # generation rounds translate the unpruned model with round 1's candidates
