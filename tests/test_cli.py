@@ -176,3 +176,34 @@ def test_help_does_not_load_torch(argv):
     assert result.returncode == 0, result.stderr
     assert "usage: mtprune" in result.stdout or "mtprune 0" in result.stdout
     assert result.stdout.strip().endswith("HEAVY []"), result.stdout
+
+
+def test_search_resume_prune_and_report_from_the_command_line(tiny_checkpoints, tmp_path, capsys):
+    folder = tiny_checkpoints["llama"]
+    run_dir = tmp_path / "run"
+    search = ["--quiet", "search", folder, "--data", "sample:en-de", "--src", "en", "--tgt", "de", "--limit", "6",
+              "--max-new-tokens", "8", "--candidate-batch", "2", "-o", run_dir]
+    code, out, err = run(capsys, *search, "--remove", "1")
+    assert code == 0, err
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert f"removed (original ids, in order): {plan['removed']}" in out
+    assert plan["settings"]["candidate_batch"] == 2 and len(plan["removed"]) == 1
+    code, _, err = run(capsys, *search, "--remove", "2")
+    assert code == 2 and "--resume" in err  # the trace is never overwritten
+    code, out, err = run(capsys, *search, "--remove", "2", "--resume")
+    assert code == 0, err
+    extended = json.loads((run_dir / "plan.json").read_text())
+    assert extended["removed"][:1] == plan["removed"] and len(extended["removed"]) == 2
+    assert extended["evaluations"]["reused_from_trace"] >= len(plan["rounds"][0]["candidates"]) + 1
+    code, out, err = run(capsys, "prune", folder, "--plan", run_dir / "plan.json", "--layers", "1", "-o", tmp_path / "pruned")
+    assert code == 0, err
+    assert json.loads((tmp_path / "pruned" / RECORD_NAME).read_text())["removed"] == plan["removed"]
+    code, out, err = run(capsys, "report", run_dir)
+    assert code == 0 and (run_dir / "report.md").is_file(), err
+
+
+def test_search_bad_candidate_batch_fails_before_loading(tiny_checkpoints, tmp_path, capsys, no_loading):
+    code, out, err = run(capsys, "search", tiny_checkpoints["llama"], "--data", "sample:en-de", "--src", "en",
+                         "--tgt", "de", "--remove", "1", "--candidate-batch", "0", "-o", tmp_path / "run")
+    assert code == 2 and "--candidate-batch must be at least 1" in err
+    assert not (tmp_path / "run").exists()

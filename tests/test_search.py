@@ -366,3 +366,27 @@ def test_even_groups_and_default_candidate_batch(tiny_checkpoints, tmp_path):
     assert _cfg(tiny_checkpoints["llama"], tmp_path).candidates_per_batch == 16  # 256 // batch size 16
     assert _cfg(tiny_checkpoints["llama"], tmp_path, batch_size=64).candidates_per_batch == 4
     assert _cfg(tiny_checkpoints["llama"], tmp_path, candidate_batch=3).candidates_per_batch == 3
+
+
+def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, monkeypatch, caplog):
+    """A batch of candidates too large for the device is split, and the search goes on unchanged."""
+    from mtprune.backends import hf
+
+    folder = tiny_checkpoints["llama"]
+    expected = run_search(_cfg(folder, tmp_path / "plain", candidate_batch=1))
+    original = hf.HFTranslator.translate_variants
+    sizes = []
+
+    def small_memory(self, sources, router=None):
+        sizes.append(len(router) if router is not None else 1)
+        if router is not None and len(router) > 2:
+            raise torch.OutOfMemoryError("simulated: too many rows")
+        return original(self, sources, router)
+
+    monkeypatch.setattr(hf.HFTranslator, "translate_variants", small_memory)
+    with caplog.at_level("WARNING", logger="mtprune.search"):
+        plan = run_search(_cfg(folder, tmp_path / "oom"))
+    assert plan["removed"] == expected["removed"]
+    assert [r["candidates"][0]["score"] for r in plan["rounds"]] == [r["candidates"][0]["score"] for r in expected["rounds"]]
+    assert sizes[0] == 5 and max(sizes[1:]) <= 2  # round 1: baseline + 4 candidates, then never above 2
+    assert "out of memory with 5 candidates" in caplog.text

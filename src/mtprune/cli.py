@@ -559,8 +559,8 @@ def _register_search(sub) -> None:
     _add_translation_arguments(p)
     p.add_argument("--candidate-batch", type=int, metavar="N",
                    help="candidates translated side by side in one batch (N x --batch-size rows; each row skips its "
-                   "own layer). Larger is faster, smaller needs less memory for the KV cache "
-                   "(default: 256 // --batch-size)")
+                   "own layer). Larger is faster, smaller needs less memory for the KV cache; out of memory, the "
+                   "batch is halved by itself (default: 256 // --batch-size)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder: trace.jsonl and plan.json")
     p.add_argument("--resume", action="store_true", help="continue the search recorded in RUN_DIR/trace.jsonl")
     p.set_defaults(func=cmd_search)

@@ -283,6 +283,7 @@ class SubsetEvaluator:
         ]
         self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt) for p in pairs]
         self._forced = None
+        self._max_group = cfg.candidates_per_batch  # lowered after running out of memory
         self.pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.tokenizer.eos_token_id
 
     def signature(self) -> str:
@@ -319,20 +320,42 @@ class SubsetEvaluator:
                         digits: int, sign: float = 1.0) -> Iterator[tuple[str, dict[str, Any]]]:
         """Evaluate ``subsets`` group by group: ``measure(pair index, router)`` gives one value per
         subset of the group; yields each subset's trace key and record."""
+        def run(group: list[list[int]], router) -> list[dict[str, float]]:
+            per_pair: list[dict[str, float]] = [{} for _ in group]
+            for i, pair in enumerate(self.pairs):
+                for values, value in zip(per_pair, measure(i, router)):
+                    values[pair.name] = round(value, digits)
+            return per_pair
+
         for group in self._groups(subsets):
             start = time.perf_counter()
-            per_pair: list[dict[str, float]] = [{} for _ in group]
-            with self._routed(group) as router:
-                for i, pair in enumerate(self.pairs):
-                    for values, value in zip(per_pair, measure(i, router)):
-                        values[pair.name] = round(value, digits)
+            per_pair = self._run_group(group, run)
             seconds = round((time.perf_counter() - start) / len(group), 3)
             for kept, values in zip(group, per_pair):
                 yield _key(kind, kept), {"score": round(self.combine(values, sign), digits), "per_pair": values,
                                          "seconds": seconds}
 
+    def _run_group(self, group: list[list[int]], run: Callable[[list[list[int]], Any], list]) -> list:
+        """``run(group, router)``, one result per subset; out of memory, the group is halved (and
+        later groups stay at most that large)."""
+        import torch
+
+        out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        try:
+            with self._routed(group) as router:
+                return run(group, router)
+        except out_of_memory:
+            if len(group) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._max_group = len(group) // 2
+            logger.warning("out of memory with %d candidates side by side; going on with at most %d "
+                           "(--candidate-batch sets this)", len(group), self._max_group)
+            return [result for part in even_groups(group, self._max_group) for result in self._run_group(part, run)]
+
     def _groups(self, subsets: list[list[int]]) -> list[list[list[int]]]:
-        return even_groups(subsets, self.cfg.candidates_per_batch)
+        return even_groups(subsets, min(self.cfg.candidates_per_batch, self._max_group))
 
     @contextlib.contextmanager
     def _routed(self, group: list[list[int]]):
@@ -353,9 +376,9 @@ class SubsetEvaluator:
         keys = {_key(kind, kept): list(kept) for kept in subsets}
 
         def compute(missing: list[str]) -> Iterator[tuple[str, list[str]]]:
+            sources = self.pairs[0].sources[:size]
             for group in self._groups([keys[k] for k in missing]):
-                with self._routed(group) as router:
-                    results = self.translators[0].translate_variants(self.pairs[0].sources[:size], router)
+                results = self._run_group(group, lambda g, router: self.translators[0].translate_variants(sources, router))
                 for kept, result in zip(group, results):
                     yield _key(kind, kept), result.hypotheses
 
