@@ -177,6 +177,10 @@ def test_proxy_and_baseline_criteria(criterion, tiny_checkpoints, tmp_path):
         scores = {c["layer"]: c["score"] for c in rnd["candidates"]}
         assert rnd["removed"] == max(scores, key=lambda c: (scores[c], -c))
         assert rnd["score_after"] is not None
+    records = [json.loads(line) for line in (tmp_path / criterion / "trace.jsonl").read_text().splitlines()[1:]]
+    measured = [r for r in records if not r["key"].startswith("quality:")]
+    assert len(measured) == (0 if criterion == "random" else 2 if criterion != "logprob" else 4 + 3)
+    assert all(r["value"]["seconds"] >= 0 for r in measured)  # every evaluation says what it cost
 
 
 def test_fast_mode_translates_only_the_shortlist(tiny_checkpoints, tmp_path, monkeypatch):

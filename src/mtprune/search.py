@@ -414,11 +414,13 @@ class SubsetEvaluator:
 
         return self._measure_groups("logprob", subsets, measure, digits=6)
 
-    def similarities(self, kept: Sequence[int]) -> dict[str, dict[str, float]]:
-        """Block Influence and angular distance of each layer in ``kept`` (original id -> value)."""
+    def similarities(self, kept: Sequence[int]) -> dict[str, Any]:
+        """Block Influence and angular distance of each layer in ``kept`` (original id -> value),
+        and the seconds they took."""
         from .importance import layer_similarities
 
         def compute():
+            start = time.perf_counter()
             bi: dict[str, list[float]] = {}
             ang: dict[str, list[float]] = {}
             with self.surgeon.subset(kept):
@@ -429,7 +431,8 @@ class SubsetEvaluator:
                         ang.setdefault(str(layer), []).append(a)
             mean = lambda xs: round(sum(xs) / len(xs), 6)  # noqa: E731
             return {"block-influence": {k: mean(v) for k, v in bi.items()},
-                    "angular": {k: mean(v) for k, v in ang.items()}}
+                    "angular": {k: mean(v) for k, v in ang.items()},
+                    "seconds": round(time.perf_counter() - start, 3)}
         return self.trace.cached(_key("similarity", kept), compute)
 
 
