@@ -95,9 +95,9 @@ def shared_prefix_length(seqs: Sequence[ForcedSequence], minimum: int = 8) -> in
 def _prefix_is_safe(model, seqs: Sequence[ForcedSequence]) -> bool:
     """A sliding attention window must see the whole row, or padding changes the result."""
     from .backends.hf import _attention_window
+    from .backends.kvcache import fits_window
 
-    window = _attention_window(model.config)
-    return window is None or max(s.length for s in seqs) <= window
+    return fits_window(_attention_window(model.config), max(s.length for s in seqs))
 
 
 def _cache_kwarg(model) -> str:

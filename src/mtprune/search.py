@@ -304,9 +304,15 @@ class SubsetEvaluator:
     def qualities(self, subsets: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
         """``quality`` of every subset; the missing ones are translated ``candidate_batch`` at a time
         in shared batches (``VariantRouter``)."""
-        keys = {_key("quality", kept): list(kept) for kept in subsets}
-        values = self.trace.cached_many(list(keys), lambda missing: self._translate_groups([keys[k] for k in missing]))
-        return [values[_key("quality", kept)] for kept in subsets]
+        return self._cached_subsets("quality", subsets, self._translate_groups)
+
+    def _cached_subsets(self, kind: str, subsets: Sequence[Sequence[int]],
+                        compute: Callable[[list[list[int]]], Iterable[tuple[str, Any]]]) -> list[Any]:
+        """The trace's value of ``kind`` for every subset, in order; ``compute(missing subsets)``
+        yields ``(key, value)`` for those not recorded yet."""
+        keys = {_key(kind, kept): list(kept) for kept in subsets}
+        values = self.trace.cached_many(list(keys), lambda missing: compute([keys[k] for k in missing]))
+        return [values[_key(kind, kept)] for kept in subsets]
 
     def _translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
         def measure(i: int, router) -> list[float]:
@@ -373,17 +379,15 @@ class SubsetEvaluator:
         """Hypotheses of the first pair's first ``size`` segments with only the layers of each
         subset (the subsets side by side, like ``qualities``)."""
         kind = f"hyps{size}"
-        keys = {_key(kind, kept): list(kept) for kept in subsets}
 
-        def compute(missing: list[str]) -> Iterator[tuple[str, list[str]]]:
+        def compute(missing: list[list[int]]) -> Iterator[tuple[str, list[str]]]:
             sources = self.pairs[0].sources[:size]
-            for group in self._groups([keys[k] for k in missing]):
+            for group in self._groups(missing):
                 results = self._run_group(group, lambda g, router: self.translators[0].translate_variants(sources, router))
                 for kept, result in zip(group, results):
                     yield _key(kind, kept), result.hypotheses
 
-        values = self.trace.cached_many(list(keys), compute)
-        return [values[_key(kind, kept)] for kept in subsets]
+        return self._cached_subsets(kind, subsets, compute)
 
     def forced(self):
         """Teacher-forced (prompt, reference) token sequences of every pair, built once."""
@@ -401,9 +405,7 @@ class SubsetEvaluator:
 
     def logprobs(self, subsets: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
         """Mean reference log-likelihood per pair with only the layers of each subset."""
-        keys = {_key("logprob", kept): list(kept) for kept in subsets}
-        values = self.trace.cached_many(list(keys), lambda missing: self._logprob_groups([keys[k] for k in missing]))
-        return [values[_key("logprob", kept)] for kept in subsets]
+        return self._cached_subsets("logprob", subsets, self._logprob_groups)
 
     def _logprob_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
         from .importance import reference_logprobs
@@ -596,11 +598,6 @@ def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float) -
     return None
 
 
-def log_baseline(evaluator: SubsetEvaluator, num_layers: int) -> None:
-    baseline = evaluator.quality(list(range(num_layers)))
-    logger.info("baseline %s: %.2f %s", evaluator.metric, baseline["score"], baseline["per_pair"])
-
-
 def quality_ok(cfg: SearchConfig, metric: str, score: float, baseline: float) -> bool:
     if cfg.stop.min_quality is None:
         return True
@@ -642,8 +639,6 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
                     "benchmarks/search_speed.py); --proxy block-influence needs one forward pass per round")
     state = SearchState(kept=list(range(n)))
     start = time.perf_counter()
-    if cfg.criterion != "chrf":  # generation rounds translate the unpruned model with round 1's candidates
-        log_baseline(evaluator, n)
     progress = Progress()
     while True:
         fraction = _params_fraction(params, state.kept)
@@ -663,8 +658,10 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         progress.begin_round(round_no, len(state.kept), len(candidates), evaluations, later)
         round_start = time.perf_counter()
         chosen = run_round(evaluator, cfg, round_no, state.kept, candidates, progress)
-        if round_no == 1 and cfg.criterion == "chrf":
-            log_baseline(evaluator, n)
+        # generation rounds translated the unpruned model with round 1's candidates: recorded, no work
+        baseline = evaluator.quality(list(range(n)))
+        if round_no == 1:
+            logger.info("baseline %s: %.2f %s", evaluator.metric, baseline["score"], baseline["per_pair"])
         new_kept = [k for k in state.kept if k != chosen["removed"]]
         after = evaluator.quality(new_kept)
         record = {
@@ -676,7 +673,6 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
             "params_after": _params_total(params, new_kept),
             "seconds": round(time.perf_counter() - round_start, 3),
         }
-        baseline = evaluator.quality(list(range(n)))  # recorded: no work
         if not quality_ok(cfg, evaluator.metric, after["score"], baseline["score"]):
             state.stop_reason = (
                 f"removing layer {chosen['removed']} would give {evaluator.metric} {after['score']:.2f}, below "

@@ -203,23 +203,21 @@ class HFTranslator:
             source_ids = self.tokenizer(list(sources), add_special_tokens=False)["input_ids"] if prompts else []
             budgets = [self.budget.for_source(len(ids)) for ids in source_ids]
             order = sorted(range(len(sources)), key=lambda i: (-len(prompt_ids[i]), i))
-            prepared = _Prepared(order, prompt_ids, budgets, self._shared_prefix_length(prompt_ids, budgets),
-                                 self._in_window(prompt_ids, budgets))
+            in_window = self._in_window(prompt_ids, budgets)
+            shared = self._shared_prefix_length(prompt_ids) if in_window else 0
+            prepared = _Prepared(order, prompt_ids, budgets, shared, in_window)
         self._cache[key] = prepared  # most recently used last
         while len(self._cache) > _CACHED_SETS:
             self._cache.pop(next(iter(self._cache)))
         return prepared
 
-    def _shared_prefix_length(self, prompt_ids: list[list[int]], budgets: list[int]) -> int:
-        """Tokens at the start of every prompt (the instruction, few-shot examples) to encode once.
-
-        0 when not worth it, or when a sliding attention window could see the padding that sits
-        between the shared prefix and each segment's own tokens (outputs would then change).
-        """
+    def _shared_prefix_length(self, prompt_ids: list[list[int]]) -> int:
+        """Tokens at the start of every prompt (the instruction, few-shot examples) to encode once;
+        0 when not worth it.  Only asked where no row fills a sliding attention window: there,
+        a window could see the padding between the shared prefix and each segment's own tokens."""
         from ..importance import common_prefix_length
 
-        n = common_prefix_length(prompt_ids, _MIN_SHARED_PREFIX) if self.prefix_cache else 0
-        return n if n and self._in_window(prompt_ids, budgets) else 0
+        return common_prefix_length(prompt_ids, _MIN_SHARED_PREFIX) if self.prefix_cache else 0
 
     def _in_window(self, prompt_ids: list[list[int]], budgets: list[int]) -> bool:
         """Whether the longest prompt plus its budget fits every sliding attention window."""

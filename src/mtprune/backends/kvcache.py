@@ -52,9 +52,9 @@ class GrowingLayer(DynamicLayer):
         self._key_buffer, self._value_buffer = keys, values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() == 0:
-            return
         n = self.get_seq_length()
+        if n == 0:
+            return
         if self._owns_views():
             self._key_buffer = self._key_buffer.index_select(0, indices)
             self._value_buffer = self._value_buffer.index_select(0, indices)
