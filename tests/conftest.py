@@ -30,3 +30,21 @@ def tiny_checkpoints(tmp_path_factory, tokenizer):
         tokenizer.save_pretrained(folder)
         folders[arch] = folder
     return folders
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty mtprune cache, so no test reads or writes the user's."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MTPRUNE_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory, tokenizer):
+    from tiny import make_model
+    from tiny_gguf import write_llama_gguf
+
+    model = make_model("llama", num_layers=2, tokenizer=tokenizer)
+    path = write_llama_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+    return path, model

@@ -16,7 +16,9 @@ from mtprune.data import (
     add_data_arguments,
     data_hash,
     data_spec_from_args,
+    draw_examples,
     fewshot_pool,
+    sample_spec_for,
     load_segments,
     sample_pairs,
     segment_part,
@@ -321,23 +323,32 @@ def test_sample_pairs_and_unknown_pair() -> None:
 # --- few-shot pool ----------------------------------------------------------------------------
 
 
-def test_fewshot_pool_excludes_ids_and_is_deterministic() -> None:
-    spec = DataSpec(spec="sample:en-de", src="en", tgt="de", part="test", limit=50)
-    scored = load_segments(spec)
-    train_ids = [s.id for s in load_segments(DataSpec(spec="sample:en-de", src="en", tgt="de", part="train"))]
-    exclude = {s.id for s in scored} | set(train_ids[:100])
-    pool = fewshot_pool(spec, exclude, 5)
-    assert len(pool) == 5 and not {s.id for s in pool} & exclude
-    assert all(segment_part(s.id) == "train" and s.reference for s in pool)
-    assert pool == fewshot_pool(spec, exclude, 5)
-    assert pool != fewshot_pool(DataSpec(spec="sample:en-de", src="en", tgt="de", seed=1), exclude, 5)
+def test_fewshot_pool_excludes_ids_and_sources_and_draws_deterministically() -> None:
+    spec = DataSpec(spec="sample:en-de", src="en", tgt="de", part="train")
+    train = load_segments(spec)
+    exclude_ids = {s.id for s in train[:100]}
+    exclude_sources = [train[100].source, "  " + train[101].source + " "]
+    pool = fewshot_pool(spec, exclude_ids, exclude_sources)
+    assert len(pool) == len(train) - 102 and all(s.reference and segment_part(s.id) == "train" for s in pool)
+    assert not {s.id for s in pool} & (exclude_ids | {train[100].id, train[101].id})
+    drawn = draw_examples(pool, 5, seed=0)
+    assert len(drawn) == 5 and drawn == draw_examples(pool, 5, seed=0) != draw_examples(pool, 5, seed=1)
+    assert draw_examples(pool[:3], 5, seed=0) == pool[:3]  # fewer than asked: all of them
+    with pytest.raises(DataError, match=">= 0"):
+        draw_examples(pool, -1, seed=0)
 
 
-def test_fewshot_pool_too_small_says_how_many(numbered_tsv: Path) -> None:
-    spec = DataSpec(spec=str(numbered_tsv), src="en", tgt="de")
-    train = load_segments(DataSpec(spec=str(numbered_tsv), src="en", tgt="de", part="train"))
-    with pytest.raises(DataError, match=rf"need 1000 few-shot examples but only {len(train) - 3} "):
-        fewshot_pool(spec, [s.id for s in train[:3]], 1000)
+def test_fewshot_pool_skips_segments_without_references(tmp_path: Path) -> None:
+    src = write(tmp_path / "src.txt", "one\ntwo\n")
+    assert fewshot_pool(DataSpec(spec=str(src), src="en", tgt="de")) == []
+
+
+@pytest.mark.parametrize("src,tgt,expected", [("en", "de", "sample:en-de"), ("eng", "fra", "sample:en-fr"),
+                                               ("en", "cs", None), ("en", "en", None)])
+def test_sample_spec_for_a_pair(src, tgt, expected) -> None:
+    spec = sample_spec_for(src, tgt)
+    assert (spec.spec if spec else None) == expected
+    assert spec is None or spec.part == "train"
 
 
 # --- argparse ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,7 @@ from mtprune.models import (
     peek_num_layers,
     resolve_source,
 )
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty mtprune cache, so no test reads or writes the user's."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("MTPRUNE_CACHE", str(folder))
-    return folder
-
-
-def copy_without(src: Path, dst: Path, *drop: str) -> Path:
-    dst.mkdir()
-    for path in src.iterdir():
-        if path.name not in drop:
-            shutil.copy(path, dst / path.name)
-    return dst
+from tiny import copy_without
 
 
 # ----------------------------------------------------------------------------------------
@@ -209,8 +193,21 @@ def test_unknown_dtype_lists_valid_ones():
 
 @pytest.mark.parametrize("fast_bf16, expected", [(False, torch.float32), (True, torch.bfloat16)])
 def test_auto_dtype_on_cpu(monkeypatch, fast_bf16, expected):
+    monkeypatch.delenv("MTPRUNE_AUTO_DTYPE", raising=False)
     monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: fast_bf16)
     assert choose_dtype("auto", "cpu") is expected
+
+
+@pytest.mark.parametrize("fast_bf16", [False, True])
+@pytest.mark.parametrize("forced, expected", [("float32", torch.float32), ("bf16", torch.bfloat16)])
+def test_auto_dtype_forced_as_on_the_other_kind_of_cpu(monkeypatch, fast_bf16, forced, expected):
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setenv("MTPRUNE_AUTO_DTYPE", forced)
+    assert choose_dtype("auto", "cpu") is expected
+    assert choose_dtype("float16", "cpu") is torch.float16  # an explicit dtype is never overridden
+    monkeypatch.setenv("MTPRUNE_AUTO_DTYPE", "int8")
+    with pytest.raises(ConfigError, match=r"MTPRUNE_AUTO_DTYPE='int8': must be float32 or bfloat16"):
+        choose_dtype("auto", "cpu")
 
 
 def test_explicit_and_source_dtypes(monkeypatch):
@@ -279,77 +276,6 @@ def test_fingerprint_follows_the_weights(tiny_checkpoints):
 # GGUF: a real (tiny, F32) Llama GGUF written here, and the conversion cache
 # ----------------------------------------------------------------------------------------
 
-_GGUF_LAYER_NAMES = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
-
-
-def _llama_cpp_permute(weight, n_head: int):
-    """llama.cpp's rotary layout for q/k (transformers undoes it on load)."""
-    return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
-def write_llama_gguf(model, tokenizer, path: Path) -> Path:
-    """Write a Llama model and its byte-level BPE tokenizer as a GGUF file, as llama.cpp would."""
-    import gguf
-    import numpy as np
-
-    cfg = model.config
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("tiny-llama")
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_rope_dimension_count(cfg.head_dim)
-    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    vocab = dict(spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec["added_tokens"]})
-    tokens = sorted(vocab, key=vocab.get)
-    specials = {t["content"] for t in spec["added_tokens"]}
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]])
-    writer.add_token_types([3 if t in specials else 1 for t in tokens])  # 3: control
-    writer.add_bos_token_id(tokenizer.bos_token_id)
-    writer.add_eos_token_id(tokenizer.eos_token_id)
-    writer.add_pad_token_id(tokenizer.pad_token_id)
-
-    state = {k: v.float().numpy() for k, v in model.state_dict().items()}
-    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
-    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
-    writer.add_tensor("output.weight", state["lm_head.weight"])
-    for i in range(cfg.num_hidden_layers):
-        for gguf_name, hf_name in _GGUF_LAYER_NAMES.items():
-            weight = state[f"model.layers.{i}.{hf_name}.weight"]
-            if gguf_name == "attn_q":
-                weight = _llama_cpp_permute(weight, cfg.num_attention_heads)
-            elif gguf_name == "attn_k":
-                weight = _llama_cpp_permute(weight, cfg.num_key_value_heads)
-            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", np.ascontiguousarray(weight))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory, tokenizer):
-    from tiny import make_model
-
-    model = make_model("llama", num_layers=2, tokenizer=tokenizer)
-    path = write_llama_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
-    return path, model
-
-
 def test_gguf_loads_and_converts_once(tiny_gguf, cache, tokenizer, monkeypatch):
     path, original = tiny_gguf
     calls = []
@@ -361,7 +287,10 @@ def test_gguf_loads_and_converts_once(tiny_gguf, cache, tokenizer, monkeypatch):
     loaded = load_model(str(path), dtype="float32", device="cpu")
     checkpoint = Path(loaded.checkpoint)
     assert checkpoint.parent == cache / "gguf" and checkpoint.name.startswith("tiny-llama-")
-    assert json.loads((checkpoint / "mtprune-source.json").read_text())["gguf"] == path.name
+    record = json.loads((checkpoint / "mtprune-source.json").read_text())
+    assert record["gguf"] == path.name and record["conversion_version"] == models.CONVERSION_VERSION
+    assert record["special_tokens"] == {"add_bos": False, "add_eos": False, "bos_token_id": tokenizer.bos_token_id,
+                                        "eos_token_id": tokenizer.eos_token_id}  # BPE vocabulary: llama.cpp adds no BOS
     assert type(loaded.model).__name__ == "LlamaForCausalLM" and loaded.model.config.num_hidden_layers == 2
     text = "In the beginning God created the heaven and the earth."
     assert loaded.tokenizer(text).input_ids == tokenizer(text).input_ids
@@ -439,3 +368,15 @@ def test_incomplete_cache_folder_is_replaced(cache, monkeypatch, tmp_path):
     (target / "model.safetensors").write_bytes(b"left over by a copy that failed")
     assert (models._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
     assert len(calls) == 1 and sorted(p.name for p in target.parent.iterdir()) == ["m-0123"]
+
+
+def test_conversion_version_is_part_of_the_cache_key(cache, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    monkeypatch.setattr(models, "sha256_file", lambda path: "0123456789abcdef0123")
+    gguf_file = tmp_path / "m.gguf"
+    first = models.gguf_checkpoint(gguf_file)
+    monkeypatch.setattr(models, "CONVERSION_VERSION", models.CONVERSION_VERSION + 1)
+    second = models.gguf_checkpoint(gguf_file)
+    assert first != second and len(calls) == 2  # an older conversion is never reused
+    assert models._packaged_cache_folder(PACKAGED["gemma-3-270m"]).name.endswith(f"-v{models.CONVERSION_VERSION}")

@@ -19,6 +19,7 @@ MAX_NEW = 8
 def _cfg(folder, run_dir, **kw):
     pairs = kw.pop("pairs", None) or [PairConfig(DataSpec("sample:en-de", "en", "de", **DEV))]
     stop = kw.pop("stop", None) or StopRule(remove=2)
+    kw.setdefault("dtype", "float32")  # exact agreement (side by side == each alone) holds in fp32
     return SearchConfig(model=str(folder), pairs=pairs, run_dir=Path(run_dir), stop=stop,
                         max_new_tokens=MAX_NEW, progress=False, **kw)
 
@@ -29,7 +30,7 @@ def _brute_force_order(folder, n_remove):
     from mtprune.layers import prune_layers
     from mtprune.models import load_model
 
-    loaded = load_model(str(folder))
+    loaded = load_model(str(folder), dtype="float32")
     pair = load_pair(DataSpec("sample:en-de", "en", "de", **DEV))
     n = loaded.model.config.num_hidden_layers
     kept, removed = list(range(n)), []
@@ -260,7 +261,7 @@ def test_importance_logprob_equals_full_forward(tiny_checkpoints, tokenizer):
     from mtprune.importance import forced_sequences, reference_logprob
     from mtprune.models import load_model
 
-    model = load_model(str(tiny_checkpoints["gpt2"])).model  # absolute positions: padding bugs show
+    model = load_model(str(tiny_checkpoints["gpt2"]), dtype="float32").model  # absolute positions: padding bugs show
     seqs = forced_sequences(tokenizer, ["Translate: a b", "Translate this longer prompt: c d e f"],
                             ["x y", "some longer reference text"], add_special_tokens=True)
     got = reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id)
@@ -281,7 +282,7 @@ def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer
     from mtprune.importance import forced_sequences, layer_similarities
     from mtprune.models import load_model
 
-    model = load_model(str(tiny_checkpoints["llama"])).model
+    model = load_model(str(tiny_checkpoints["llama"]), dtype="float32").model
     seqs = forced_sequences(tokenizer, ["Translate: a b c"], ["x y z"], add_special_tokens=True)
     sim = layer_similarities(model, seqs, pad_id=tokenizer.pad_token_id)
     ids = torch.tensor([seqs[0].prompt_ids + seqs[0].target_ids])
@@ -324,7 +325,7 @@ def test_logprob_with_shared_prefix_equals_without(arch, tiny_checkpoints, token
     from mtprune.importance import forced_sequences, reference_logprob, shared_prefix_length
     from mtprune.models import load_model
 
-    model = load_model(str(tiny_checkpoints[arch])).model
+    model = load_model(str(tiny_checkpoints[arch]), dtype="float32").model
     head = "Translate the following text from English to German, carefully and well:\n"
     seqs = forced_sequences(tokenizer, [head + "a b", head + "the longer source c d e", head + "x"],
                             ["eins zwei", "eine längere Referenz", "drei"], add_special_tokens=True)
@@ -341,7 +342,7 @@ def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, t
     from mtprune.layers import LayerSurgeon, VariantRouter
     from mtprune.models import load_model
 
-    model = load_model(str(tiny_checkpoints[arch])).model
+    model = load_model(str(tiny_checkpoints[arch]), dtype="float32").model
     head = "Translate the following text from English to German, carefully and well:\n"
     seqs = forced_sequences(tokenizer, [head + "a b", head + "the longer source c d e", head + "x"],
                             ["eins zwei", "eine längere Referenz", "drei"], add_special_tokens=True)
@@ -394,3 +395,45 @@ def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, mo
     assert [r["candidates"][0]["score"] for r in plan["rounds"]] == [r["candidates"][0]["score"] for r in expected["rounds"]]
     assert sizes[0] == 5 and max(sizes[1:]) <= 2  # round 1: baseline + 4 candidates, then never above 2
     assert "out of memory with 5 candidates" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------
+# bf16 (what `auto` picks on CPUs with AMX / AVX512-BF16): the same numbers within bf16 noise
+# ----------------------------------------------------------------------------------------
+
+def test_similarities_in_bf16_are_close_to_fp32(tiny_checkpoints, tokenizer):
+    from mtprune.importance import forced_sequences, layer_similarities
+    from mtprune.models import load_model
+
+    seqs = forced_sequences(tokenizer, ["Translate: a b c"], ["x y z"], add_special_tokens=True)
+    sims = {dtype: layer_similarities(load_model(str(tiny_checkpoints["llama"]), dtype=dtype).model, seqs,
+                                      pad_id=tokenizer.pad_token_id) for dtype in ("float32", "bfloat16")}
+    assert sims["bfloat16"].cosine == pytest.approx(sims["float32"].cosine, abs=2e-2)
+    assert sims["bfloat16"].cosine != sims["float32"].cosine  # really computed in bf16
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_logprobs_side_by_side_in_bf16_within_bf16_noise(arch, tiny_checkpoints, tokenizer):
+    from mtprune.importance import forced_sequences, reference_logprob, reference_logprobs
+    from mtprune.layers import LayerSurgeon, VariantRouter
+    from mtprune.models import load_model
+
+    model = load_model(str(tiny_checkpoints[arch]), dtype="bfloat16").model
+    seqs = forced_sequences(tokenizer, ["Translate: a b", "Translate: the longer source c d e"],
+                            ["eins zwei", "eine längere Referenz"], add_special_tokens=True)
+    surgeon, variants = LayerSurgeon(model), [[0, 1, 2, 4, 5], [0, 5]]
+    alone = []
+    for keep in variants:
+        with surgeon.subset(keep):
+            alone.append(reference_logprob(model, seqs, pad_id=tokenizer.pad_token_id))
+    with VariantRouter(surgeon, variants) as router:
+        together = reference_logprobs(model, seqs, pad_id=tokenizer.pad_token_id, router=router, logits_budget=1)
+    # batch composition changes bf16 rounding: equal within ~1% (fp32: 1e-4, see above)
+    assert [t.total for t in together] == pytest.approx([a.total for a in alone], rel=2e-2)
+
+
+def test_search_in_bf16_records_its_dtype(tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "bf16", dtype="bfloat16", stop=StopRule(remove=1)))
+    assert plan["settings"]["dtype"] == "bfloat16"
+    assert len(plan["removed"]) == 1 and plan["removed"][0] not in (0, 5)
+    assert all(0 <= c["score"] <= 100 for c in plan["rounds"][0]["candidates"])

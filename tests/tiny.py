@@ -6,6 +6,8 @@ Everything here is built in memory: no download, no file from a hub.  head_dim i
 from __future__ import annotations
 
 import functools
+import shutil
+from pathlib import Path
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
@@ -130,3 +132,12 @@ def make_model(arch: str, num_layers: int = 6, seed: int = 0, tokenizer=None):
             if p.dim() >= 2:
                 p.normal_(0.0, 0.15)
     return model.eval()
+
+
+def copy_without(src: Path, dst: Path, *drop: str) -> Path:
+    """A copy of the folder ``src`` at ``dst`` without the files named in ``drop``."""
+    dst.mkdir()
+    for path in src.iterdir():
+        if path.name not in drop:
+            shutil.copy(path, dst / path.name)
+    return dst

@@ -6,6 +6,7 @@ and exit codes.  Nothing heavy (torch, transformers) is imported until a command
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -21,6 +22,9 @@ LAYER_IDS_NOTE = (
     "Layer ids are always the ORIGINAL 0-based ids of the model you pass (layer 0 is the first "
     "decoder layer), in options, files and messages."
 )
+
+# subcommands in mtprune/commands/, each with add_parser(subparsers) (registered in this order)
+COMMAND_MODULES: tuple[str, ...] = ()
 
 MODEL_HELP = (
     "model: a packaged default (gemma-3-270m, smollm2-135m), a local checkpoint folder, "
@@ -202,7 +206,8 @@ def _translate_pair(args: argparse.Namespace, pair):
     from .models import load_model
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, backend=args.backend,
+    translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
+                                 backend=args.backend,
                                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                  progress=not args.quiet)
     result = translator.translate(pair.sources)
@@ -307,7 +312,11 @@ def _add_translation_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (chat template if the tokenizer has one, else few-shot), chat, fewshot, "
                    "or a template FILE with {src}, {tgt}, {text} (default: auto)")
     p.add_argument("--shots", type=int, default=3,
-                   help="few-shot examples, drawn from the data's train part, never from scored segments (default: 3)")
+                   help="few-shot examples for base models, never among the scored segments (default: 3)")
+    p.add_argument("--shots-from", metavar="SPEC", default=None,
+                   help="data to draw the few-shot examples from: a file or sample:SRC-TGT (default: the data's "
+                   "train part; if it has too few outside the scored segments, the bundled sample for the pair; "
+                   "else zero-shot)")
     p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
@@ -376,7 +385,8 @@ def search_config_from_args(args: argparse.Namespace):
                       min_quality=args.min_quality),
         criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race,
-        protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, batch_size=args.batch_size,
+        protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
+        batch_size=args.batch_size,
         candidate_batch=args.candidate_batch, max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
         resume=args.resume, progress=not args.quiet,
     )
@@ -406,7 +416,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import QuickstartConfig, run_quickstart
 
     run_quickstart(QuickstartConfig(out=Path(args.output), model=args.model, remove=args.remove,
-                                    dev_size=args.dev_size, test_size=args.test_size, force=args.force))
+                                    dev_size=args.dev_size, test_size=args.test_size, shots_from=args.shots_from,
+                                    force=args.force))
     return 0
 
 
@@ -518,6 +529,11 @@ def _register_search(sub) -> None:
         "  block-influence  ShortGPT: 1 - cos(input, output) of the layer, lowest removed first\n"
         "  angular          angular distance between the layer's input and output\n"
         "  last, random     baselines\n\n"
+        "reproducibility: candidates are translated side by side in one batch; in float32 that gives exactly the "
+        "scores of\n  each candidate alone, so the same settings give the same plan on any machine. --dtype auto "
+        "picks bf16 on\n  GPUs and on CPUs with AMX/AVX512-BF16: there side by side and alone agree only within bf16 "
+        "rounding,\n  and two layers whose removal scores almost the same may swap. For a plan that does "
+        "not depend on the\n  machine, pass --dtype float32 (or set MTPRUNE_AUTO_DTYPE=float32).\n\n"
         "examples:\n  mtprune search gemma-3-270m --data sample:en-de --part dev --limit 32 --remove 4 --fast -o runs/s1\n"
         "  mtprune search ./aya --data dev.cs-de.tsv --src cs --tgt de --data dev.en-arz.tsv --src en --tgt arz \\\n"
         "      --target-layers 24 --combine min -o runs/aya\n"
@@ -583,8 +599,13 @@ def _register_report(sub) -> None:
     p.add_argument("--remove", type=int, default=2, help="layers to remove (default: 2)")
     p.add_argument("--dev-size", type=int, default=16, help="dev segments for the search (default: 16)")
     p.add_argument("--test-size", type=int, default=48, help="held-out test segments (default: 48)")
+    p.add_argument("--shots-from", metavar="SPEC", default=None,
+                   help="few-shot examples from this data (default: the sample's train part)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_quickstart)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.commands.{name}").add_parser(sub)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

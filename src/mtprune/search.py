@@ -95,6 +95,7 @@ class SearchConfig:
     combine: str = "mean"
     prompt: str = "auto"
     shots: int = 3
+    shots_from: str | None = None
     batch_size: int = 16
     candidate_batch: int | None = None  # candidates translated together; None: 256 // batch_size
     max_new_tokens: int | None = None
@@ -277,8 +278,8 @@ class SubsetEvaluator:
         self.loaded, self.surgeon, self.pairs, self.cfg, self.trace = loaded, surgeon, pairs, cfg, trace
         self.metric = cfg.metric_name
         self.translators = [
-            make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, batch_size=cfg.batch_size,
-                            max_new_tokens=cfg.max_new_tokens, progress=False)
+            make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
+                            batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=False)
             for p in pairs
         ]
         self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt) for p in pairs]
@@ -743,6 +744,7 @@ def _identity(cfg: SearchConfig, loaded, pairs, protected) -> dict[str, Any]:
         "protected": protected,
         "prompt": cfg.prompt,
         "shots": cfg.shots,
+        "shots_from": cfg.shots_from,
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
     }
