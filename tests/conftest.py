@@ -9,6 +9,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run single-threaded: with other processes on the cores, thread hand-offs
+    make each small matmul ms slow (30x slower tests on a loaded 2-core machine).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from tiny import make_tokenizer

@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 
 from mtprune import models
+from clirun import run
 from mtprune.cli import main
 from mtprune.export import RECORD_NAME
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

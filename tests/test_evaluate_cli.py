@@ -8,10 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import sacrebleu
-import torch
 
 from mtprune import models
-from mtprune.cli import main
+from clirun import run
 from mtprune.data import DataSpec, load_segments, segment_part
 from mtprune.errors import ConfigError, DataError
 from mtprune.evaluate import load_pair, make_translator, score_hypotheses
@@ -22,19 +21,9 @@ CLI_DATA = ["--data", "sample:en-de", "--limit", "8"]
 FAST = ["--max-new-tokens", "6", "--batch-size", "4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run single-threaded (much faster on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def sacrebleu_scores(hyps, refs) -> dict[str, float]:
@@ -306,3 +295,20 @@ def test_evaluate_errors(case, message, tmp_path, capsys, no_loading):
     assert code == 2
     assert err.startswith("mtprune evaluate: error:") and message in err
     assert stdout == ""
+
+
+@pytest.mark.parametrize("mode", ["zeroshot", "fewshot", "chat"])
+def test_auto_prompt_is_the_format_the_model_was_fine_tuned_with(mode, tiny_checkpoints, tmp_path, caplog):
+    from mtprune.evaluate import default_prompt
+    from tiny import copy_without
+
+    folder = copy_without(tiny_checkpoints["llama"], tmp_path / "m")
+    record = {"recovery": [{"method": "heal"}, {"method": "sft", "prompt": {"mode": mode, "template_file": None}}]}
+    (folder / "mtprune.json").write_text(json.dumps(record))
+    loaded = SimpleNamespace(checkpoint=str(folder), source=SimpleNamespace(spec="m"), tokenizer=make_tokenizer())
+    with caplog.at_level("INFO", logger="mtprune.evaluate"):
+        assert default_prompt(loaded, "auto") == mode
+    assert "fine-tuned with" in caplog.text
+    assert default_prompt(loaded, "fewshot" if mode != "fewshot" else "chat") != mode  # --prompt overrides
+    plain = SimpleNamespace(checkpoint=str(tiny_checkpoints["llama"]), source=None, tokenizer=make_tokenizer())
+    assert default_prompt(plain, "auto") == "auto"  # never fine-tuned: the usual choice

@@ -14,14 +14,7 @@ from mtprune.prompts import build_prompter, clean_output
 from tiny import make_model, make_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run single-threaded: with other processes on the cores, thread hand-offs
-    make each small matmul ms slow (30x slower tests on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 SOURCES = [
     "In the beginning God created the heaven.",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .commands.options import MODEL_HELP, add_model_arguments, add_translation_arguments
 from .errors import ConfigError, MtpruneError
 
 logger = logging.getLogger("mtprune")
@@ -24,24 +25,7 @@ LAYER_IDS_NOTE = (
 )
 
 # subcommands in mtprune/commands/, each with add_parser(subparsers) (registered in this order)
-COMMAND_MODULES: tuple[str, ...] = ()
-
-MODEL_HELP = (
-    "model: a packaged default (gemma-3-270m, smollm2-135m), a local checkpoint folder, "
-    "a .gguf file, or a Hugging Face hub id (org/name[@revision])"
-)
-
-
-def _add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto") -> None:
-    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    parser.add_argument(
-        "--dtype",
-        default=dtype_default,
-        help=f"weights dtype: auto, source, float32, bfloat16, float16 (default: {dtype_default}; auto = bf16 "
-        "on GPUs and on CPUs with native bf16, else float32; source = as the checkpoint was saved)",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
-
+COMMAND_MODULES: tuple[str, ...] = ("synthesize", "heal", "finetune")
 
 # ----------------------------------------------------------------------------------------
 # info
@@ -116,11 +100,14 @@ def _format_info(info: dict) -> str:
         f"per-layer cfg  {', '.join(info['per_layer_config_keys']) or 'none'}",
     ]
     record = info.get("pruning_record")
-    if record:
+    if record and record.get("kept") is not None:
         lines.append(
             f"pruned         from {record['source']['spec']}: {record['original_num_layers']} -> "
             f"{len(record['kept'])} layers, removed (original ids) {record['removed']}"
         )
+    from .recover.checkpoint import recovery_summary
+
+    lines += [f"recovered      {line}" for line in (recovery_summary(record) or "").splitlines()]
     return "\n".join(lines)
 
 
@@ -307,22 +294,6 @@ def _format_scores(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _add_translation_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt", default="auto",
-                   help="auto (chat template if the tokenizer has one, else few-shot), chat, fewshot, "
-                   "or a template FILE with {src}, {tgt}, {text} (default: auto)")
-    p.add_argument("--shots", type=int, default=3,
-                   help="few-shot examples for base models, never among the scored segments (default: 3)")
-    p.add_argument("--shots-from", metavar="SPEC", default=None,
-                   help="data to draw the few-shot examples from: a file or sample:SRC-TGT (default: the data's "
-                   "train part; if it has too few outside the scored segments, the bundled sample for the pair; "
-                   "else zero-shot)")
-    p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
-    p.add_argument("--backend", default="hf", help="translation backend: hf (transformers) (default: hf)")
-
-
 # ----------------------------------------------------------------------------------------
 # search / report / quickstart
 # ----------------------------------------------------------------------------------------
@@ -442,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, layers, parameters, size of a model",
                        description="Show architecture, layer count, parameters (total, per layer, embeddings, "
                        "head), dtype, size on disk and chat template of MODEL.")
-    _add_model_arguments(p, dtype_default="source")
+    add_model_arguments(p, dtype_default="source")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_info)
 
@@ -458,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  mtprune prune ./my-model --keep 0-11,14,15 -o out/m\n"
         "  mtprune prune gemma-3-270m --plan runs/s1/plan.json --layers 2 -o out/g",
     )
-    _add_model_arguments(p, dtype_default="source")
+    add_model_arguments(p, dtype_default="source")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--drop", help="original layer ids to remove, e.g. 3,7 or 10-13")
     which.add_argument("--keep", help="original layer ids to keep (all others are removed)")
@@ -485,9 +456,9 @@ def _register_translate(sub) -> None:
                        "hypothesis per line.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  mtprune translate gemma-3-270m --data sample:en-de --limit 32 -o hyp.txt")
-    _add_model_arguments(p)
+    add_model_arguments(p)
     add_data_arguments(p)
-    _add_translation_arguments(p)
+    add_translation_arguments(p)
     p.add_argument("-o", "--output", required=True, help="hypothesis file, one line per segment")
     p.add_argument("--json", help="also write settings and timing as JSON to this file")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -508,7 +479,7 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--dtype", default="auto", help="weights dtype (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     add_data_arguments(p)
-    _add_translation_arguments(p)
+    add_translation_arguments(p)
     p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
     p.add_argument("--metrics", default="chrf++,bleu,chrf,ter", help="comma-separated: chrf++, chrf, bleu, ter (default: all)")
     p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")
@@ -539,7 +510,7 @@ def _register_search(sub) -> None:
         "      --target-layers 24 --combine min -o runs/aya\n"
         "  mtprune search gemma-3-270m --data sample:en-de --remove 4 -o runs/s1 --resume",
     )
-    _add_model_arguments(p)
+    add_model_arguments(p)
     g = p.add_argument_group("data (repeat --data/--src/--tgt/--weight for several language pairs)")
     g.add_argument("--data", action="append", metavar="SPEC", help="dev data (see `mtprune translate --help`)")
     g.add_argument("--src", action="append", metavar="LANG", help="source language of the matching --data")
@@ -572,7 +543,7 @@ def _register_search(sub) -> None:
                    "the leader beats in a paired bootstrap (p < 0.05) before translating the full set")
     c.add_argument("--protect", help="original layer ids never removed, or 'none' (default: the first and the last)")
     c.add_argument("--combine", default="mean", help="several pairs: mean, min, weighted (default: mean)")
-    _add_translation_arguments(p)
+    add_translation_arguments(p)
     p.add_argument("--candidate-batch", type=int, metavar="N",
                    help="candidates translated side by side in one batch (N x --batch-size rows; each row skips its "
                    "own layer). Larger is faster, smaller needs less memory for the KV cache; out of memory, the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from .data import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
@@ -133,13 +134,43 @@ def wants_examples(tokenizer, prompt: str) -> bool:
     return prompt == "fewshot" or (prompt == "auto" and not getattr(tokenizer, "chat_template", None))
 
 
+def trained_prompt(checkpoint: str | None) -> dict[str, Any] | None:
+    """The prompt (Prompter.describe()) the checkpoint was last fine-tuned with, from its mtprune.json."""
+    from .export import read_record
+
+    record = read_record(Path(checkpoint)) if checkpoint and Path(checkpoint).is_dir() else None
+    for entry in reversed((record or {}).get("recovery") or []):
+        if entry.get("prompt"):
+            return entry["prompt"]
+    return None
+
+
+def default_prompt(loaded, prompt: str) -> str:
+    """``auto`` becomes the prompt format the model was fine-tuned with, where it was."""
+    trained = trained_prompt(getattr(loaded, "checkpoint", None)) if prompt == "auto" else None
+    if not trained:
+        return prompt
+    mode = trained["mode"] if trained["mode"] != "template" else trained.get("template_file")
+    if not mode or (trained["mode"] == "template" and not Path(mode).is_file()):
+        logger.warning("%s was fine-tuned with the template file %s, which is gone: prompt 'auto'",
+                       loaded.source.spec, mode)
+        return prompt
+    logger.info("prompt: %s, the format %s was fine-tuned with (--prompt overrides)", mode, loaded.source.spec)
+    return mode
+
+
 def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
                     backend: str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
                     progress: bool = True):
-    """A translator for ``pair``; few-shot examples never come from the scored segments."""
+    """A translator for ``pair``; few-shot examples never come from the scored segments.
+
+    ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
+    else the chat template if the tokenizer has one, else few-shot.
+    """
     from .backends import backend_class
     from .prompts import build_prompter
 
+    prompt = default_prompt(loaded, prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
         examples = few_shot_examples(pair, shots, shots_from)

@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,21 +254,32 @@ def export_pruned(
         versions=software_versions(),
         plan=plan_summary,
     )
+
+    def finish(folder: Path, verification: dict[str, Any] | None) -> None:
+        record.verification = verification
+        (folder / RECORD_NAME).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+        (folder / "README.md").write_text(model_card(record, out.name))
+
+    write_checkpoint(model, tokenizer, out, verify=verify, finish=finish)
+    return ExportResult(out=out, record=record)
+
+
+def write_checkpoint(model, tokenizer, out: Path, *, verify: bool,
+                     finish: Callable[[Path, dict[str, Any] | None], None]) -> None:
+    """Save ``model`` and ``tokenizer`` under a temporary name beside ``out``, run the reload check
+    (``verify``), let ``finish(folder, verification)`` add the record and model card, then move
+    the folder to ``out``. On any error nothing is left at ``out`` or beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if verify:
-            record.verification = verify_reload(tmp, model, tokenizer)
-        (tmp / RECORD_NAME).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
-        (tmp / "README.md").write_text(model_card(record, out.name))
+        finish(tmp, verify_reload(tmp, model, tokenizer) if verify else None)
         _chmod_like_mkdir(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(out=out, record=record)
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:

@@ -1,0 +1,37 @@
+"""Options shared by several commands (MODEL with --dtype/--device; the translation options)."""
+from __future__ import annotations
+
+import argparse
+
+MODEL_HELP = (
+    "model: a packaged default (gemma-3-270m, smollm2-135m), a local checkpoint folder, "
+    "a .gguf file, or a Hugging Face hub id (org/name[@revision])"
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto") -> None:
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument(
+        "--dtype",
+        default=dtype_default,
+        help=f"weights dtype: auto, source, float32, bfloat16, float16 (default: {dtype_default}; auto = bf16 "
+        "on GPUs and on CPUs with native bf16, else float32; source = as the checkpoint was saved)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+
+
+def add_translation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default="auto",
+                   help="auto (the format the model was fine-tuned with, if it was; else the chat template if "
+                   "the tokenizer has one, else few-shot), chat, fewshot, zeroshot (the paper's instruction as "
+                   "plain text), or a template FILE with {src}, {tgt}, {text} (default: auto)")
+    p.add_argument("--shots", type=int, default=3,
+                   help="few-shot examples for base models, never among the scored segments (default: 3)")
+    p.add_argument("--shots-from", metavar="SPEC", default=None,
+                   help="data to draw the few-shot examples from: a file or sample:SRC-TGT (default: the data's "
+                   "train part; if it has too few outside the scored segments, the bundled sample for the pair; "
+                   "else zero-shot)")
+    p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
+    p.add_argument("--backend", default="hf", help="translation backend: hf (transformers) (default: hf)")

@@ -1,0 +1,401 @@
+"""Recovery fine-tuning of a (pruned) model: supervised fine-tuning on target tokens, with
+optional logit distillation from a teacher, on transformers' Trainer.
+
+The order of work (every check that can fail runs before any weights load):
+1. ``validate``: the options, all problems reported at once;
+2. ``prepare``: output and checkpoint folders, the student's pruning record, --train-layers
+   (original ids), tokenizers, the teacher's vocabulary, data with references, prompts and
+   tokenized examples;
+3. load the student; trainable parameters (all, some layers, or LoRA adapters);
+4. the teacher's top-k log-probs, computed once and cached on disk;
+5. ``Trainer.train``: cosine schedule with warm-up, batches grouped by length, dev loss every
+   --eval-every steps, early stopping, best checkpoint kept, resumable checkpoints;
+6. LoRA merged, the model saved by ``checkpoint.save_recovered`` with its recovery record.
+
+Because the loop is the Trainer's, ``accelerate launch --num_processes N -m mtprune finetune``
+trains data-parallel (or with FSDP / DeepSpeed from an accelerate config) with no code here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import DataSpec
+from ..errors import ConfigError
+from ..export import check_output_dir, read_record
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "finetune-run.json"  # in the checkpoint folder: the settings a --resume must match
+# settings that may differ between an interrupted run and its --resume
+RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything ``run_finetune`` needs; the CLI fills it from its options."""
+
+    student: str
+    out: Path
+    data: list[DataSpec]  # training pairs (their ``part`` is the training part)
+    prompt: str = "auto"
+    shots: int = 3
+    shots_from: str | None = None  # few-shot examples from this data (default: as evaluate picks them)
+    dev_part: str | None = "dev"  # None: no dev loss, no early stopping, the last step is kept
+    dev_limit: int | None = 200
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    warmup: float = 0.03  # < 1: fraction of the steps; >= 1: steps
+    eval_every: int = 100
+    patience: int | None = 5
+    save_every: int | None = None  # default: eval_every (or 100 without dev)
+    resume: bool = False
+    seed: int = 0
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    train_layers: str | None = None  # original ids ("8,10", "7-9") or "gaps"
+    freeze_embeddings: bool = False
+    gradient_checkpointing: bool = False
+    dtype: str = "auto"  # compute precision: auto | float32 | bfloat16 | float16
+    device: str = "auto"
+    teacher: str | None = None  # a model, or "auto": the unpruned source named in mtprune.json
+    kd_weight: float = 0.5
+    temperature: float = 1.0
+    top_k: int = 32
+    teacher_cache: Path | None = None
+    checkpoint_dir: Path | None = None
+    keep_checkpoints: bool = False
+    force: bool = False
+    verify: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise one ConfigError that lists every invalid option."""
+        problems = [msg for bad, msg in self._checks() if bad]
+        if problems:
+            raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (not self.data, "no training data: give --data SPEC (with --src/--tgt)"),
+            (not self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate:g}"),
+            (not self.epochs > 0, f"--epochs must be > 0, got {self.epochs:g}"),
+            (self.max_steps is not None and self.max_steps < 1, f"--max-steps must be >= 1, got {self.max_steps}"),
+            (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
+            (self.max_length < 8, f"--max-length must be >= 8 tokens, got {self.max_length}"),
+            (self.warmup < 0, f"--warmup must be >= 0, got {self.warmup:g}"),
+            (self.eval_every < 1, f"--eval-every must be >= 1, got {self.eval_every}"),
+            (self.patience is not None and self.patience < 1, f"--patience must be >= 1, got {self.patience}"),
+            (self.save_every is not None and self.save_every < 1, f"--save-every must be >= 1, got {self.save_every}"),
+            (self.dev_part is not None and self.save_every is not None and self.save_every % self.eval_every != 0,
+             f"--save-every {self.save_every} must be a multiple of --eval-every {self.eval_every} (the best "
+             "checkpoint is chosen among saved ones)"),
+            (self.shots < 0, f"--shots must be >= 0, got {self.shots}"),
+            (self.dev_limit is not None and self.dev_limit < 1, f"--dev-limit must be >= 1, got {self.dev_limit}"),
+            (not 0.0 <= self.kd_weight <= 1.0, f"--kd-weight must be in [0, 1], got {self.kd_weight:g}"),
+            (not self.temperature > 0, f"--temperature must be > 0, got {self.temperature:g}"),
+            (self.top_k < 1, f"--top-k must be >= 1, got {self.top_k}"),
+            (self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0), "--lora-rank and --lora-alpha must be > 0"),
+            (self.lora and self.freeze_embeddings, "--freeze-embeddings is implied by --lora: drop one"),
+            (any(d.part == self.dev_part for d in self.data) or
+             (self.dev_part is not None and any(d.part == "all" for d in self.data)),
+             f"training part and dev part overlap (--part and --dev-part {self.dev_part}): choose different "
+             "parts, or --dev-part none"),
+        ]
+
+    @property
+    def save_steps(self) -> int:
+        return self.save_every or (self.eval_every if self.dev_part else 100)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.out.parent / f"{self.out.name}.checkpoints"
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as JSON-able values (for the run file and the recovery record)."""
+        values = dataclasses.asdict(self)
+        values["data"] = [dataclasses.asdict(d) for d in self.data]
+        return json.loads(json.dumps(values, default=str))
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    record: dict[str, Any]
+    recovery: dict[str, Any] = field(default_factory=dict)
+
+
+def run_finetune(config: FinetuneConfig, callbacks: tuple = ()) -> FinetuneResult:
+    """Fine-tune ``config.student`` and save it to ``config.out``; ``callbacks``: extra TrainerCallbacks."""
+    from . import trainer as tr
+
+    started = time.time()
+    config.validate()
+    prepared = prepare(config)
+    loaded = tr.load_student(config, prepared)
+    teacher_rows = tr.teacher_rows(config, prepared) if prepared.teacher else None
+    trainer = tr.build_trainer(config, prepared, loaded, teacher_rows, callbacks)
+    tr.train(trainer, config, prepared)
+    return tr.finish(trainer, config, prepared, loaded, started)
+
+
+# ----------------------------------------------------------------------------------------
+# Preparation: every check before any weights load
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    source: Any  # models.ModelSource of the student
+    base_record: dict[str, Any] | None
+    num_layers: int
+    train_layers: list[int] | None  # current (0-based) indices of the layers to train
+    train_layers_original: list[int] | None
+    tokenizer: Any
+    pairs: list[Any]  # evaluate.PairTask, training segments
+    dev_pairs: list[Any]
+    prompts: list[Any]  # sft_data.PairPrompt per pair
+    train_examples: list[dict[str, Any]]
+    dev_examples: list[dict[str, Any]]
+    teacher: dict[str, Any] | None  # {"spec", "checkpoint"}
+
+
+def prepare(config: FinetuneConfig) -> Prepared:
+    from ..models import resolve_source
+
+    check_output_dir(config.out, config.force)
+    source = resolve_source(config.student)
+    _check_out_not_in_source(config, source)
+    _check_checkpoint_dir(config)
+    base_record = read_record(Path(source.path)) if source.kind == "folder" else None
+    num_layers = _num_layers(source)
+    train_ids = resolve_train_layers(config.train_layers, num_layers, base_record)
+    tokenizer = _load_tokenizer(source)
+    teacher = resolve_teacher(config, base_record, tokenizer, source)
+    pairs, dev_pairs = _load_pairs(config)
+    prompt_mode = _inference_prompt(config.prompt, source)
+    prompts, train_examples, dev_examples = _tokenize(config, prompt_mode, tokenizer, pairs, dev_pairs)
+    return Prepared(
+        source=source, base_record=base_record, num_layers=num_layers,
+        train_layers=train_ids[0] if train_ids else None, train_layers_original=train_ids[1] if train_ids else None,
+        tokenizer=tokenizer, pairs=pairs, dev_pairs=dev_pairs, prompts=prompts,
+        train_examples=train_examples, dev_examples=dev_examples, teacher=teacher,
+    )
+
+
+def _check_out_not_in_source(config: FinetuneConfig, source) -> None:
+    if source.path and Path(source.path).resolve() in (config.out.resolve(), *config.out.resolve().parents):
+        raise ConfigError(f"-o {config.out} is the student's folder {source.path} or inside it; write elsewhere")
+
+
+def _check_checkpoint_dir(config: FinetuneConfig) -> None:
+    """A folder with checkpoints is continued with --resume, or replaced with --force."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = config.checkpoints
+    has_checkpoints = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
+    if config.resume:
+        if not has_checkpoints:
+            raise ConfigError(f"--resume: no checkpoint to continue from in {folder} (checkpoints are written every "
+                              "--save-every steps); run without --resume to start")
+        _check_resume_settings(config, folder)
+    elif has_checkpoints and not config.force:
+        raise ConfigError(f"{folder} holds checkpoints of an earlier run: pass --resume to continue it, or --force "
+                          "to start over (deletes them)")
+
+
+def _check_resume_settings(config: FinetuneConfig, folder: Path) -> None:
+    path = folder / RUN_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = config.settings()
+    changed = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+    if changed:
+        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"--resume: settings differ from the interrupted run ({detail}); use the same options, "
+                          "or --force without --resume to start over")
+
+
+def _num_layers(source) -> int:
+    from ..models import peek_num_layers
+
+    n = peek_num_layers(source)
+    if n is None:
+        raise ConfigError(f"{source.spec}: cannot read the number of layers from its config")
+    return n
+
+
+def resolve_train_layers(text: str | None, num_layers: int,
+                         record: dict[str, Any] | None) -> tuple[list[int], list[int]] | None:
+    """(current indices, original ids) of --train-layers, which names ORIGINAL ids (or "gaps")."""
+    if not text:
+        return None
+    from ..layers import parse_layer_ids
+
+    kept = list(record["kept"]) if record and record.get("kept") else list(range(num_layers))
+    removed = list(record.get("removed") or []) if record else []
+    if text.strip() == "gaps":
+        original = gap_neighbours(kept, removed)
+        if not original:
+            raise ConfigError("--train-layers gaps: the model has no removed layers (no mtprune.json pruning record)")
+    else:
+        original = parse_layer_ids(text, option="--train-layers")
+    unknown = [i for i in original if i not in kept]
+    if unknown:
+        why = f"removed by pruning: {sorted(set(unknown) & set(removed))}; " if set(unknown) & set(removed) else ""
+        raise ConfigError(f"--train-layers: unknown layer ids {unknown} ({why}the model's layers have original ids "
+                          f"{_ranges(kept)}). Layer ids are the ORIGINAL 0-based ids")
+    return [kept.index(i) for i in original], original
+
+
+def gap_neighbours(kept: list[int], removed: list[int]) -> list[int]:
+    """Original ids of the kept layers right before and right after each run of removed layers."""
+    chosen: set[int] = set()
+    for r in removed:
+        before = [k for k in kept if k < r]
+        after = [k for k in kept if k > r]
+        chosen.update(x for x in (before[-1] if before else None, after[0] if after else None) if x is not None)
+    return sorted(chosen)
+
+
+def _ranges(ids: list[int]) -> str:
+    out, start = [], None
+    for i, x in enumerate(ids):
+        if start is None:
+            start = x
+        if i + 1 == len(ids) or ids[i + 1] != x + 1:
+            out.append(f"{start}" if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(out)
+
+
+def _load_tokenizer(source):
+    from transformers import AutoTokenizer
+
+    from ..models import checkpoint_for
+
+    return AutoTokenizer.from_pretrained(checkpoint_for(source), revision=source.revision)
+
+
+def resolve_teacher(config: FinetuneConfig, record: dict[str, Any] | None, student_tok, student_source):
+    """{"spec", "checkpoint"} of the teacher after the vocabulary check, or None without --teacher."""
+    if not config.teacher:
+        return None
+    from transformers import AutoConfig
+
+    from ..models import checkpoint_for, resolve_source
+    from .teacher import check_same_vocabulary
+
+    spec = config.teacher
+    if spec == "auto":
+        spec = _source_of(record, config.student)
+    source = resolve_source(spec)
+    checkpoint = checkpoint_for(source)
+    teacher_tok = _load_tokenizer(source)
+    student_cfg = AutoConfig.from_pretrained(checkpoint_for(student_source), revision=student_source.revision)
+    teacher_cfg = AutoConfig.from_pretrained(checkpoint, revision=source.revision)
+    check_same_vocabulary(student_tok, teacher_tok, _vocab_size(student_cfg), _vocab_size(teacher_cfg), spec)
+    return {"spec": spec, "checkpoint": checkpoint, "recorded_fingerprint": (record or {}).get("source", {}).get("fingerprint")}
+
+
+def _vocab_size(cfg) -> int:
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return int(getattr(text, "vocab_size", 0) or 0)
+
+
+def _source_of(record: dict[str, Any] | None, student: str) -> str:
+    """The unpruned model a pruned checkpoint came from, as its mtprune.json names it."""
+    source = (record or {}).get("source")
+    if not source:
+        raise ConfigError(f"--teacher without a model: {student} has no pruning record (mtprune.json) naming its "
+                          "unpruned source; give the teacher: --teacher MODEL")
+    path = source.get("path")
+    if source.get("kind") in ("folder", "gguf") and path and Path(path).exists():
+        return path
+    return source["spec"]
+
+
+def _load_pairs(config: FinetuneConfig):
+    """Training and dev PairTasks; every segment must have a reference."""
+    from dataclasses import replace
+
+    from ..evaluate import load_pair
+    from .sft_data import check_references
+
+    pairs = [load_pair(spec) for spec in config.data]
+    dev_pairs = []
+    if config.dev_part:
+        dev_pairs = [load_pair(replace(spec, part=config.dev_part, limit=config.dev_limit)) for spec in config.data]
+    for pair in (*pairs, *dev_pairs):
+        check_references(pair)
+    return pairs, dev_pairs
+
+
+def _inference_prompt(prompt: str, source) -> str:
+    """The prompt mode translate/evaluate would use for the student: ``auto`` becomes the format
+    an already fine-tuned student was trained with (``evaluate.default_prompt``)."""
+    from types import SimpleNamespace
+
+    from ..evaluate import default_prompt
+    from ..models import checkpoint_for
+
+    return default_prompt(SimpleNamespace(checkpoint=checkpoint_for(source), source=source), prompt)
+
+
+def _tokenize(config: FinetuneConfig, prompt_mode: str, tokenizer, pairs, dev_pairs):
+    from ..errors import DataError
+    from .sft_data import build_pair_prompt, tokenize_pair
+
+    held_out = dev_pairs or [None] * len(pairs)
+    prompts = [build_pair_prompt(tokenizer, pair, dev, prompt_mode, config.shots, config.shots_from)
+               for pair, dev in zip(pairs, held_out)]
+    train, dev = [], []
+    for pair, prompt in zip(pairs, prompts):
+        train += tokenize_pair(tokenizer, pair, prompt, config.max_length, start_index=len(train)).examples
+    for pair, prompt in zip(dev_pairs, prompts):
+        dev += tokenize_pair(tokenizer, pair, prompt, config.max_length, start_index=None).examples
+    if not train:
+        raise DataError(f"no training examples left: every segment is longer than --max-length {config.max_length} "
+                        "tokens (prompt included) or is a few-shot example; raise --max-length")
+    return prompts, train, dev
+
+
+def describe_data(pairs, dev_pairs, prompts) -> list[dict[str, Any]]:
+    """Per pair: its description (spec, part, hash, size), the dev part's hash, its prompt mode."""
+    entries = []
+    for i, (pair, prompt) in enumerate(zip(pairs, prompts)):
+        entry = pair.describe()
+        entry["few_shot_examples_left_out"] = len(prompt.example_ids)
+        if dev_pairs:
+            entry["dev"] = {"part": dev_pairs[i].spec.part, "n_segments": len(dev_pairs[i].segments),
+                            "data_hash": dev_pairs[i].data_hash}
+        entries.append(entry)
+    return entries
+
+
+def examples_hash(examples: list[dict[str, Any]]) -> str:
+    """Hash of the exact training token ids (data, prompt, tokenizer and --max-length together)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex["input_ids"], ex["labels"]]).encode())
+    return digest.hexdigest()[:16]
+
+
+def remove_checkpoints(config: FinetuneConfig) -> None:
+    if config.checkpoints.is_dir():
+        shutil.rmtree(config.checkpoints, ignore_errors=True)
+

@@ -1,0 +1,289 @@
+"""Sequence-level distillation data: a teacher translates source sentences, failures and
+duplicates are dropped, and the pairs are written as a TSV that ``finetune --data`` reads.
+
+Crash safety: translations are appended, one chunk per line, to a progress log beside the
+output (``OUT.progress.jsonl``, fsynced).  A rerun with the same teacher and settings reads
+it back and translates only the sources it lacks, so nothing is translated twice; sources
+are keyed by their text, so a larger ``--limit`` later extends the same log (where the prompt
+stays the same: a chat teacher, or few-shot examples from ``--shots-from``).  The TSV and
+its sidecar JSON (``OUT.json``: provenance and counts) are written atomically at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import DataSpec
+from ..errors import ConfigError, DataError
+from ..files import write_json_atomic, write_text_atomic
+from ..metrics import FAILURE_FLAGS, segment_failures
+
+logger = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".progress.jsonl"
+SIDECAR_SUFFIX = ".json"
+TSV_HEADER = "source\ttarget"
+
+
+@dataclass
+class SynthesizeConfig:
+    """Everything ``mtprune synthesize`` needs; ``validate`` checks it before any model loads."""
+
+    teacher: str
+    data: DataSpec
+    out: Path
+    prompt: str = "auto"
+    shots: int = 3
+    shots_from: str | None = None  # few-shot examples from this data (default: the data's train part)
+    backend: str = "hf"
+    batch_size: int = 16
+    max_new_tokens: int | None = None
+    chunk_size: int = 128  # sources translated (and logged) per chunk
+    max_length_ratio: float = 3.0  # failure rules of metrics.segment_failures
+    min_length_ratio: float = 0.25
+    dtype: str = "auto"
+    device: str = "auto"
+    force: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        errors = []
+        if Path(self.out).exists() and not self.force:
+            errors.append(f"-o {self.out} exists; pass --force to overwrite it")
+        if Path(self.out).is_dir():
+            errors.append(f"-o {self.out} is a folder; give a .tsv file name")
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                errors.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            errors.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_length_ratio < self.max_length_ratio:
+            errors.append(f"need 0 <= --min-length-ratio < --max-length-ratio, got {self.min_length_ratio} "
+                          f"and {self.max_length_ratio}")
+        if errors:
+            raise ConfigError("; ".join(errors))
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.out).with_name(Path(self.out).name + LOG_SUFFIX)
+
+    @property
+    def sidecar_path(self) -> Path:
+        return Path(self.out).with_name(Path(self.out).name + SIDECAR_SUFFIX)
+
+
+@dataclass
+class SynthesisResult:
+    out: Path
+    sidecar: Path
+    counts: dict[str, Any]
+    record: dict[str, Any] = field(repr=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Pure steps: keys, deduplication, filtering, TSV text
+# ----------------------------------------------------------------------------------------
+
+def normalize_text(text: str) -> str:
+    """One line, single spaces: what the TSV holds and what duplicates are compared on."""
+    return " ".join(text.split())
+
+
+def source_key(source: str) -> str:
+    return hashlib.sha256(normalize_text(source).encode("utf-8")).hexdigest()[:20]
+
+
+def unique_sources(sources: Sequence[str]) -> tuple[list[str], int]:
+    """Sources in first-seen order without duplicates (after whitespace normalization), and
+    how many were dropped.  Greedy decoding gives a source the same translation every time,
+    so a duplicate source would only give a duplicate pair: it is dropped before translating."""
+    seen: set[str] = set()
+    unique = []
+    for source in sources:
+        key = normalize_text(source)
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique, len(sources) - len(unique)
+
+
+def filter_translations(sources: Sequence[str], hypotheses: Sequence[str], *, max_length_ratio: float = 3.0,
+                        min_length_ratio: float = 0.25) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """Pairs that trip none of metrics.segment_failures' flags (empty, too long, too short,
+    source copy, repetition), and the count of each flag (a pair may trip several)."""
+    kept: list[tuple[str, str]] = []
+    counts = {flag: 0 for flag in FAILURE_FLAGS}
+    failed = 0
+    for source, hyp in zip(sources, hypotheses, strict=True):
+        source, hyp = normalize_text(source), normalize_text(hyp)
+        flags = segment_failures(source, hyp, max_length_ratio=max_length_ratio, min_length_ratio=min_length_ratio)
+        for flag in flags:
+            counts[flag] += 1
+        if flags:
+            failed += 1
+        else:
+            kept.append((source, hyp))
+    return kept, {"failed": failed, **counts}
+
+
+def tsv_text(pairs: Sequence[tuple[str, str]]) -> str:
+    """The TSV that data.load_segments reads: header, one pair a line (texts are one-line, tab-free)."""
+    return TSV_HEADER + "\n" + "".join(f"{source}\t{target}\n" for source, target in pairs)
+
+
+# ----------------------------------------------------------------------------------------
+# The progress log
+# ----------------------------------------------------------------------------------------
+
+class ProgressLog:
+    """``OUT.progress.jsonl``: a header with the settings, then one fsynced JSON line per chunk
+    of translations ``{"items": [[key, hypothesis], ...]}``.  A rerun with other settings is
+    refused (its translations would not be the same teacher's)."""
+
+    def __init__(self, path: Path, identity: dict[str, Any]):
+        self.path = Path(path)
+        self.translations: dict[str, str] = {}
+        if self.path.exists():
+            self._load(identity)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"type": "header", "identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _load(self, identity: dict[str, Any]) -> None:
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]
+        if len(complete) < len(raw):  # a chunk cut short by a crash: drop it, it is translated again
+            logger.warning("%s: dropping an incomplete last line (a write cut short)", self.path)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(len(complete))
+        lines = complete.decode("utf-8").split("\n")[:-1]  # not splitlines(): texts may hold U+2028 and the like
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("type") != "header":
+            raise DataError(f"{self.path}:1: not an mtprune synthesize progress log (no header line); delete it")
+        differs = sorted(k for k in set(identity) | set(header["identity"])
+                         if identity.get(k) != header["identity"].get(k))
+        if differs:
+            raise ConfigError(
+                f"{self.path} holds translations made with other settings ({', '.join(differs)} differ); "
+                "rerun with the same teacher and settings to continue it, or delete it to start over"
+            )
+        for lineno, line in enumerate(lines[1:], start=2):
+            try:
+                self.translations.update(dict(json.loads(line)["items"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise DataError(f"{self.path}:{lineno}: not a progress record; delete the file to start over") from None
+        logger.info("resuming from %s: %d translations already done", self.path, len(self.translations))
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def add(self, items: Sequence[tuple[str, str]]) -> None:
+        self._append({"items": [list(item) for item in items]})
+        self.translations.update(items)
+
+
+def translate_missing(log: ProgressLog, sources: Sequence[str], translate: Callable[[list[str]], list[str]],
+                      chunk_size: int, progress: bool = True) -> int:
+    """Translate the sources the log lacks, ``chunk_size`` at a time, logging each chunk as it
+    is done; returns how many were translated now."""
+    from tqdm.auto import tqdm
+
+    missing = [s for s in sources if source_key(s) not in log.translations]
+    bar = tqdm(total=len(missing), unit="seg", desc="synthesize", disable=not progress)
+    for begin in range(0, len(missing), chunk_size):
+        chunk = missing[begin : begin + chunk_size]
+        hyps = translate(chunk)
+        if len(hyps) != len(chunk):
+            raise RuntimeError(f"the translator returned {len(hyps)} outputs for {len(chunk)} sources")
+        log.add([(source_key(s), h) for s, h in zip(chunk, hyps)])
+        bar.update(len(chunk))
+    bar.close()
+    return len(missing)
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------
+
+def _translator(loaded, pair, cfg: SynthesizeConfig):
+    """The evaluation translator.  Few-shot examples (base teachers) are never among the
+    translated segments: the teacher would copy their references, which are not its own
+    translations.  Synthesizing a whole data set?  Take examples from elsewhere with ``shots_from``."""
+    from ..evaluate import make_translator
+
+    return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
+                           backend=cfg.backend, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                           progress=False)
+
+
+def _identity(loaded, translator, pair) -> dict[str, Any]:
+    """What determines a translation: resuming needs all of it equal.  Not the batch size
+    (outputs do not depend on it), so a run that ran out of memory resumes with a smaller one."""
+    settings = {k: v for k, v in translator.describe().items() if k != "batch_size"}
+    return {
+        "teacher_fingerprint": loaded.fingerprint,
+        "dtype": loaded.dtype,
+        "src": pair.spec.src,
+        "tgt": pair.spec.tgt,
+        "translation": settings,
+    }
+
+
+def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
+    """Translate ``cfg.data``'s sources with the teacher (resumable), filter, dedupe, write TSV + JSON."""
+    from ..evaluate import load_pair
+    from ..export import software_versions
+    from ..models import load_model
+
+    cfg.validate()
+    start = time.perf_counter()
+    pair = load_pair(cfg.data)
+    sources, duplicates = unique_sources(pair.sources)
+    loaded = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device)
+    translator = _translator(loaded, pair, cfg)
+    log = ProgressLog(cfg.log_path, _identity(loaded, translator, pair))
+    reused = sum(source_key(s) in log.translations for s in sources)
+    translated_now = translate_missing(log, sources, lambda chunk: translator.translate(chunk).hypotheses,
+                                       cfg.chunk_size, cfg.progress)
+    hypotheses = [log.translations[source_key(s)] for s in sources]
+    kept, failures = filter_translations(sources, hypotheses, max_length_ratio=cfg.max_length_ratio,
+                                         min_length_ratio=cfg.min_length_ratio)
+    counts = {"input": len(pair.sources), "duplicates": duplicates, "translated": len(sources),
+              "translated_now": translated_now, "reused_from_log": reused, "failures": failures, "kept": len(kept)}
+    text = tsv_text(kept)
+    record = {
+        "command": "synthesize",
+        "output": str(cfg.out),
+        "output_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+        "teacher": {**loaded.source.to_dict(), "fingerprint": loaded.fingerprint, "dtype": loaded.dtype,
+                    "device": loaded.device},
+        "data": pair.describe(),
+        "translation": translator.describe(),
+        "filter": {"rules": "mtprune.metrics.segment_failures", "flags": list(FAILURE_FLAGS),
+                   "max_length_ratio": cfg.max_length_ratio, "min_length_ratio": cfg.min_length_ratio,
+                   "duplicates": "sources compared after whitespace normalization, first kept"},
+        "counts": counts,
+        "progress_log": str(cfg.log_path),
+        "seconds": round(time.perf_counter() - start, 1),
+        "versions": software_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if not kept:
+        raise DataError(f"all {len(sources)} teacher translations failed the filters ({failures}); nothing written. "
+                        f"Check the teacher and --prompt (progress log kept: {cfg.log_path})")
+    write_text_atomic(Path(cfg.out), text)
+    write_json_atomic(cfg.sidecar_path, record)
+    return SynthesisResult(out=Path(cfg.out), sidecar=cfg.sidecar_path, counts=counts, record=record)
