@@ -346,6 +346,15 @@ def test_help_explains_costs(capsys):
 # Data-parallel: accelerate launch, 2 CPU processes
 # ----------------------------------------------------------------------------------------
 
+def _free_port() -> int:
+    """A TCP port nobody listens on (the default 29500 may be taken by another run on the machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow  # 20-30 s: two processes each import torch and transformers
 def test_accelerate_launch_two_processes(pruned, data_tsv, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine: torchrun, 2 gloo processes.
@@ -358,9 +367,10 @@ def test_accelerate_launch_two_processes(pruned, data_tsv, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", str(_free_port()),
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtprune", "-q", "finetune", str(pruned),
            "--data", str(data_tsv), "--src", "en", "--tgt", "de", "-o", str(out), *FAST, "--batch-size", "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)  # slow when the cores are busy
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = read_record(out)["recovery"][-1]
     assert rec["processes"] == 2 and rec["steps"] == 4
