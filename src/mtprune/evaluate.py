@@ -98,8 +98,10 @@ def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None) -> 
         return Examples(tuple(draw_examples(found, n, pair.spec.seed)), spec.spec)
     sample = sample_spec_for(pair.spec.src, pair.spec.tgt, seed=pair.spec.seed)
     sources = [replace(pair.spec, part="train")] + ([sample] if sample and sample.spec != pair.spec.spec else [])
-    found = [pool(spec) for spec in sources]
-    for spec, candidates in zip(sources, found):
+    found = []  # each source's pool, read only when the ones before it have too few
+    for spec in sources:
+        candidates = pool(spec)
+        found.append(candidates)
         if len(candidates) >= n:
             if spec is sample:
                 logger.info("few-shot examples: %d from the bundled %s (train part): %s has only %d outside the "
