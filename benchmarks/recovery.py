@@ -71,8 +71,10 @@ def removed_layers(work: Path, args) -> list[int]:
 def sft(student, out: Path, args, *extra, data=("--data", "sample:en-de", "--part", "train")) -> Path:
     """``finetune`` with the benchmark's settings (dev loss on the sample's dev part)."""
     if not (out / "mtprune.json").exists():
-        run("finetune", student, *data, "--dev-limit", args.dev_loss, "--max-steps", args.steps,
-            "--batch-size", args.batch_size, "--lr", args.lr, "--eval-every", max(args.steps // 4, 1),
+        eval_every = args.eval_every or max(args.steps // 4, 1)
+        limit = ["--limit", args.train_limit] if args.train_limit else []
+        run("finetune", student, *data, *limit, "--dev-limit", args.dev_loss, "--max-steps", args.steps,
+            "--batch-size", args.batch_size, "--lr", args.lr, "--eval-every", eval_every, "--prompt", args.prompt,
             "--dtype", args.train_dtype, "--freeze-embeddings", *extra, "-o", out, "--force")
     return out
 
@@ -91,6 +93,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--dev-loss", type=int, default=32, help="dev segments for the dev loss (default: 32)")
+    p.add_argument("--train-limit", type=int,
+                   help="finetune --limit: training segments drawn (default: all; the KD teacher runs on all of "
+                        "them once, so set it near --steps x --batch-size for short runs)")
+    p.add_argument("--eval-every", type=int, help="steps between dev losses (default: a quarter of --steps)")
+    p.add_argument("--prompt", default="auto",
+                   help="finetune --prompt: the format trained, then used to translate (default: auto = the "
+                        "model's inference format, few-shot for the packaged base model)")
     p.add_argument("--train-dtype", default="auto", help="finetune --dtype (default: auto)")
     p.add_argument("--synth", type=int, default=800, help="train sources the teacher translates (default: 800)")
     args = p.parse_args()

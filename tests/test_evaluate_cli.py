@@ -308,7 +308,7 @@ def test_auto_prompt_is_the_format_the_model_was_fine_tuned_with(mode, tiny_chec
     loaded = SimpleNamespace(checkpoint=str(folder), source=SimpleNamespace(spec="m"), tokenizer=make_tokenizer())
     with caplog.at_level("INFO", logger="mtprune.evaluate"):
         assert default_prompt(loaded, "auto") == mode
-    assert "fine-tuned with" in caplog.text
+    assert "trained with" in caplog.text
     assert default_prompt(loaded, "fewshot" if mode != "fewshot" else "chat") != mode  # --prompt overrides
     plain = SimpleNamespace(checkpoint=str(tiny_checkpoints["llama"]), source=None, tokenizer=make_tokenizer())
     assert default_prompt(plain, "auto") == "auto"  # never fine-tuned: the usual choice

@@ -128,12 +128,15 @@ def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kd_with_default_teacher_caches_the_teacher(pruned, data_tsv, tmp_path, monkeypatch, tiny_checkpoints):
+def test_kd_with_default_teacher_caches_the_teacher(pruned, data_tsv, tmp_path, monkeypatch, tiny_checkpoints, caplog):
     from mtprune.recover import teacher as teacher_module
 
     cache = tmp_path / "topk"
-    assert finetune(pruned, data_tsv, tmp_path / "kd", "--teacher", "--kd-weight", "0.7", "--temperature", "2",
-                    "--top-k", "8", "--teacher-cache", str(cache)) == 0
+    with caplog.at_level("WARNING", logger="mtprune.recover.trainer"):
+        assert finetune(pruned, data_tsv, tmp_path / "kd", "--teacher", "--kd-weight", "0.7", "--temperature", "2",
+                        "--top-k", "8", "--teacher-cache", str(cache)) == 0
+    # 4 steps x batch 4 use 16 of the ~96 training examples: the user is told how to spare the teacher the rest
+    assert "pass --limit 16 to draw only those" in caplog.text
     rec = read_record(tmp_path / "kd")["recovery"][-1]
     assert rec["method"] == "kd"
     assert rec["teacher"]["spec"] == str(tiny_checkpoints["llama"])  # the unpruned source from mtprune.json
@@ -186,6 +189,24 @@ def test_zeroshot_prompt_is_recorded_and_kept_by_the_next_finetune(pruned, data_
     assert finetune(out, data_tsv, tmp_path / "again", "--max-steps", "1") == 0
     again = read_record(tmp_path / "again")["recovery"]
     assert [r["prompt"]["mode"] for r in again] == ["zeroshot", "zeroshot"]
+
+
+def test_template_file_prompt_is_trained_recorded_and_used_to_translate(pruned, data_tsv, tmp_path, caplog):
+    from mtprune.evaluate import default_prompt
+    from mtprune.models import load_model
+
+    template = tmp_path / "prompt.txt"
+    template.write_text("{src} => {tgt}\n{text}\n")
+    out = tmp_path / "tpl"
+    assert finetune(pruned, data_tsv, out, "--prompt", str(template), "--max-steps", "1") == 0
+    prompt = read_record(out)["recovery"][-1]["prompt"]
+    assert prompt["mode"] == "template" and prompt["template_file"] == str(template)
+    loaded = load_model(str(out), dtype="float32", device="cpu")
+    with caplog.at_level("INFO", logger="mtprune.evaluate"):
+        assert default_prompt(loaded, "auto") == str(template)  # translate/evaluate default to it
+    assert "trained with" in caplog.text
+    template.unlink()  # gone: 'auto' falls back with a warning instead of failing
+    assert default_prompt(loaded, "auto") == "auto"
 
 
 def test_several_pairs_are_mixed(pruned, data_tsv, tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .commands.options import MODEL_HELP, add_model_arguments, add_translation_arguments
+from .commands.options import MODEL_HELP, add_budget_arguments, add_model_arguments, add_translation_arguments
 from .errors import ConfigError, MtpruneError
 
 logger = logging.getLogger("mtprune")
@@ -25,21 +25,16 @@ LAYER_IDS_NOTE = (
 )
 
 # subcommands in mtprune/commands/, each with add_parser(subparsers) (registered in this order)
-COMMAND_MODULES: tuple[str, ...] = ("synthesize", "heal", "finetune")
+COMMAND_MODULES: tuple[str, ...] = ("synthesize", "heal", "finetune", "bench")
 
 
 # ----------------------------------------------------------------------------------------
 # info
 # ----------------------------------------------------------------------------------------
 
-def _folder_size(path: str | None) -> int | None:
-    if not path or not Path(path).is_dir():
-        return None
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from .export import count_parameters, read_record
+    from .files import folder_size
     from .layers import find_layer_stack
     from .models import load_model
 
@@ -57,7 +52,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parameters": params,
         "dtype": loaded.dtype,
         "device": loaded.device,
-        "size_on_disk_bytes": _folder_size(loaded.checkpoint),
+        "size_on_disk_bytes": folder_size(loaded.checkpoint),
         "chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),
         "per_layer_config_keys": _per_layer_keys(model),
         "pruning_record": read_record(Path(loaded.checkpoint)) if Path(loaded.checkpoint).is_dir() else None,
@@ -125,6 +120,8 @@ def _requested_drop(args: argparse.Namespace, n: int | None) -> tuple[list[int] 
 
         plan = load_plan(Path(args.plan))
         check_plan_model(plan, args.model, n, path=args.plan)
+        if args.depth_for:
+            return _depth_for_plan(args, plan), plan_summary(plan, args.plan)
         return removed_prefix(plan, args.layers, path=args.plan), plan_summary(plan, args.plan)
     if args.drop:
         return parse_layer_ids(args.drop, option="--drop"), None
@@ -132,13 +129,33 @@ def _requested_drop(args: argparse.Namespace, n: int | None) -> tuple[list[int] 
     return (drop_from_keep(keep, n) if n is not None else None), None
 
 
+def _depth_for_plan(args: argparse.Namespace, plan: dict) -> list[int]:
+    """The plan's removals up to the first depth that meets --depth-for."""
+    from .budget import depth_for, parse_budget, speed_model_from_bench
+
+    budget = parse_budget(args.depth_for)
+    speed = speed_model_from_bench(args.speed_from, args.speed_batch_size) if args.speed_from else None
+    n, prediction = depth_for(budget, plan, speed)
+    if n == 0:
+        raise ConfigError(f"--depth-for {args.depth_for}: the unpruned model already meets it; nothing to remove")
+    speed_text = (f", {prediction['tokens_per_s']:.1f} tokens/s ({prediction['speed_from']}, batch "
+                  f"{speed.batch_size})" if speed else "")
+    print(f"--depth-for {args.depth_for}: removing the plan's first {n} of {len(plan['removed'])} layers "
+          f"-> {prediction['params'] / 1e6:.1f}M parameters, {prediction['size_bytes'] / 1e9:.3f} GB{speed_text}")
+    return list(plan["removed"][:n])
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from .export import check_output_dir, export_pruned
     from .layers import keep_from_drop, num_layers
     from .models import load_model, peek_num_layers, resolve_source
 
-    if args.layers is not None and not args.plan:
-        raise ConfigError("--layers only applies with --plan")
+    if (args.layers is not None or args.depth_for) and not args.plan:
+        raise ConfigError("--layers and --depth-for only apply with --plan")
+    if args.layers is not None and args.depth_for:
+        raise ConfigError("give --layers N or --depth-for BUDGET, not both")
+    if args.speed_from and not args.depth_for:
+        raise ConfigError("--speed-from only applies with --depth-for")
     out = Path(args.output)
     check_output_dir(out, args.force)
     source = resolve_source(args.model)
@@ -354,7 +371,8 @@ def search_config_from_args(args: argparse.Namespace):
     return SearchConfig(
         model=args.model, pairs=_pair_configs(args), run_dir=Path(args.output),
         stop=StopRule(remove=args.remove, target_layers=args.target_layers, target_params=args.target_params,
-                      min_quality=args.min_quality),
+                      min_quality=args.min_quality, depth_for=args.depth_for, speed_from=args.speed_from,
+                      speed_batch_size=args.speed_batch_size),
         criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race,
         protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
@@ -389,7 +407,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     run_quickstart(QuickstartConfig(out=Path(args.output), model=args.model, remove=args.remove,
                                     dev_size=args.dev_size, test_size=args.test_size, shots_from=args.shots_from,
-                                    force=args.force))
+                                    recover=args.recover, heal_segments=args.heal_segments,
+                                    heal_epochs=args.heal_epochs, force=args.force))
     return 0
 
 
@@ -428,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mtprune prune gemma-3-270m --drop 3,7 -o out/gemma-16l\n"
         "  mtprune prune ./my-model --keep 0-11,14,15 -o out/m\n"
-        "  mtprune prune gemma-3-270m --plan runs/s1/plan.json --layers 2 -o out/g",
+        "  mtprune prune gemma-3-270m --plan runs/s1/plan.json --layers 2 -o out/g\n"
+        "  mtprune prune gemma-3-270m --plan runs/s1/plan.json --depth-for 'params<=230M' -o out/g\n"
+        "  mtprune prune ./aya-8b --plan runs/aya/plan.json --depth-for 'tokens/s>=900' --speed-from bench.json -o out/a",
     )
     add_model_arguments(p, dtype_default="source")
     which = p.add_mutually_exclusive_group(required=True)
@@ -437,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--plan", help="plan.json written by `mtprune search`: remove its layers in its order")
     p.add_argument("--layers", type=int, default=None,
                    help="with --plan: apply only the first N removals of the plan (default: all)")
+    add_budget_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output folder (must be empty or absent, or use --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
@@ -530,6 +552,7 @@ def _register_search(sub) -> None:
     s.add_argument("--remove", type=int, metavar="K", help="remove K layers")
     s.add_argument("--target-layers", type=int, metavar="N", help="remove layers until N remain")
     s.add_argument("--target-params", type=float, metavar="F", help="until parameters are at most F x the original (e.g. 0.7)")
+    add_budget_arguments(s)
     s.add_argument("--min-quality", type=float, metavar="Q", help="never go below Q x the unpruned score (e.g. 0.95)")
     c = p.add_argument_group("scoring")
     c.add_argument("--criterion", default="chrf", help="chrf, logprob, block-influence, angular, last, random (default: chrf)")
@@ -563,9 +586,10 @@ def _register_report(sub) -> None:
 
     p = sub.add_parser("quickstart", help="the whole method on the packaged model and bundled sample",
                        description="Embedded default job: the packaged gemma-3-270m and the bundled en-de sample. "
-                       "Scores the unpruned model, runs a fast-mode search on the dev part, prunes, evaluates both "
-                       "models on the held-out test part, prints a table and writes the run folder with a report. "
-                       "About 6 minutes on 2 CPU cores.")
+                       "Runs a fast-mode search on the dev part, prunes, heals the pruned model (local healing of the "
+                       "layers after each gap, `mtprune heal`, on the train part), evaluates the unpruned, pruned and "
+                       "healed models on the held-out test part, prints a table and writes the run folder with a "
+                       "report. About 10 minutes on 2 CPU cores (AVX2, float32).")
     p.add_argument("-o", "--output", default="mtprune-quickstart", help="run folder (default: mtprune-quickstart)")
     p.add_argument("--model", default="gemma-3-270m", help="model (default: gemma-3-270m)")
     p.add_argument("--remove", type=int, default=2, help="layers to remove (default: 2)")
@@ -573,6 +597,11 @@ def _register_report(sub) -> None:
     p.add_argument("--test-size", type=int, default=48, help="held-out test segments (default: 48)")
     p.add_argument("--shots-from", metavar="SPEC", default=None,
                    help="few-shot examples from this data (default: the sample's train part)")
+    p.add_argument("--recover", default="heal", choices=("heal", "none"),
+                   help="recovery after pruning: heal (default, about 2 minutes) or none")
+    p.add_argument("--heal-segments", type=int, default=64, metavar="N",
+                   help="train segments healed on, 4 per text (default: 64)")
+    p.add_argument("--heal-epochs", type=float, default=3.0, help="passes over them (default: 3)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_quickstart)
 

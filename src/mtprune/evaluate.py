@@ -154,10 +154,10 @@ def default_prompt(loaded, prompt: str) -> str:
         return prompt
     mode = trained["mode"] if trained["mode"] != "template" else trained.get("template_file")
     if not mode or (trained["mode"] == "template" and not Path(mode).is_file()):
-        logger.warning("%s was fine-tuned with the template file %s, which is gone: prompt 'auto'",
+        logger.warning("%s was trained with the template file %s, which is gone: prompt 'auto'",
                        loaded.source.spec, mode)
         return prompt
-    logger.info("prompt: %s, the format %s was fine-tuned with (--prompt overrides)", mode, loaded.source.spec)
+    logger.info("prompt: %s, the format %s was trained with (--prompt overrides)", mode, loaded.source.spec)
     return mode
 
 

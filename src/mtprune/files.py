@@ -20,3 +20,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def folder_size(path: str | Path | None) -> int | None:
+    """Bytes of every file under a folder (a checkpoint); None when it is not a folder (a hub id)."""
+    if not path or not Path(path).is_dir():
+        return None
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

@@ -53,14 +53,30 @@ class StopRule:
     target_layers: int | None = None  # until N layers remain
     target_params: float | None = None  # until parameters <= this fraction of the original
     min_quality: float | None = None  # never go below this fraction of the baseline score
+    depth_for: str | None = None  # until a deployment budget is met (budget.py), e.g. "params<=200M"
+    speed_from: str | None = None  # mtprune bench --json file, for tokens/s budgets
+    speed_batch_size: int | None = None  # its batch size (default: the largest measured)
 
     def any(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
+        rules = ("remove", "target_layers", "target_params", "min_quality", "depth_for")
+        return any(getattr(self, name) is not None for name in rules)
 
     def errors(self) -> list[str]:
+        from .budget import parse_budget
+
         errs = []
         if not self.any():
-            errs.append("no stop rule: give --remove K, --target-layers N, --target-params F or --min-quality Q")
+            errs.append("no stop rule: give --remove K, --target-layers N, --target-params F, --min-quality Q "
+                        "or --depth-for BUDGET")
+        if self.depth_for is not None:
+            try:
+                if parse_budget(self.depth_for).needs_speed and not self.speed_from:
+                    errs.append(f"--depth-for {self.depth_for}: tokens/s needs --speed-from BENCH.json "
+                                "(mtprune bench --json)")
+            except ConfigError as exc:
+                errs.append(str(exc))
+        if self.speed_from is not None and self.depth_for is None:
+            errs.append("--speed-from only applies with --depth-for")
         if self.remove is not None and self.remove < 1:
             errs.append(f"--remove must be at least 1, got {self.remove}")
         if self.target_layers is not None and self.target_layers < 1:
@@ -587,9 +603,13 @@ class SearchState:
     rejected: dict[str, Any] | None = None  # the round --min-quality refused
 
 
-def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float) -> str | None:
-    """Why the search stops now, or None to go on."""
+def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float,
+                budget_misses: list[str] | None = None) -> str | None:
+    """Why the search stops now, or None to go on; ``budget_misses``: the --depth-for conditions
+    the model without ``state.removed`` does not meet yet (None without a budget)."""
     s = cfg.stop
+    if budget_misses is not None and not budget_misses:
+        return f"deployment budget met (--depth-for {s.depth_for})"
     if s.remove is not None and len(state.removed) >= s.remove:
         return f"removed {len(state.removed)} layers (--remove {s.remove})"
     if s.target_layers is not None and len(state.kept) <= s.target_layers:
@@ -597,6 +617,18 @@ def stop_reason(cfg: SearchConfig, state: SearchState, params_fraction: float) -
     if s.target_params is not None and params_fraction <= s.target_params:
         return f"parameters at {params_fraction:.1%} of the original (--target-params {s.target_params})"
     return None
+
+
+def _budget_check(cfg: SearchConfig, loaded, params: dict[str, Any]):
+    """removed ids -> the --depth-for conditions not met yet (None without --depth-for)."""
+    from .budget import parse_budget, predict, speed_model_from_bench, unmet
+
+    if cfg.stop.depth_for is None:
+        return None
+    budget = parse_budget(cfg.stop.depth_for)
+    speed = speed_model_from_bench(cfg.stop.speed_from, cfg.stop.speed_batch_size) if cfg.stop.speed_from else None
+    model = {"params_total": params["total"], "params_per_layer": params["per_layer"], "dtype": loaded.dtype}
+    return lambda removed: unmet(budget, predict(model, removed, speed))
 
 
 def quality_ok(cfg: SearchConfig, metric: str, score: float, baseline: float) -> bool:
@@ -641,9 +673,10 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     state = SearchState(kept=list(range(n)))
     start = time.perf_counter()
     progress = Progress()
+    budget_misses = _budget_check(cfg, loaded, params)
     while True:
         fraction = _params_fraction(params, state.kept)
-        reason = stop_reason(cfg, state, fraction)
+        reason = stop_reason(cfg, state, fraction, budget_misses(state.removed) if budget_misses else None)
         if reason:
             state.stop_reason = reason
             break

@@ -9,8 +9,13 @@ MODEL_HELP = (
 )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto") -> None:
-    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto",
+                        several: str | None = None) -> None:
+    """MODEL, --dtype, --device; with ``several`` (its help), one or more MODELs into ``args.models``."""
+    if several:
+        parser.add_argument("models", metavar="MODEL", nargs="+", help=f"{MODEL_HELP}; {several}")
+    else:
+        parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument(
         "--dtype",
         default=dtype_default,
@@ -20,10 +25,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str =
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
 
 
-def add_translation_arguments(p: argparse.ArgumentParser) -> None:
+def add_translation_arguments(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
+    """--prompt, --shots, --shots-from, --batch-size (unless ``batch_size`` is False), --max-new-tokens, --backend."""
     p.add_argument("--prompt", default="auto",
-                   help="auto (the format the model was fine-tuned with, if it was; else the chat template if "
-                   "the tokenizer has one, else few-shot), chat, fewshot, zeroshot (the paper's instruction as "
+                   help="auto (the format the model was fine-tuned or healed with, if it was; else the chat "
+                   "template if the tokenizer has one, else few-shot), chat, fewshot, zeroshot (the paper's instruction as "
                    "plain text), or a template FILE with {src}, {tgt}, {text} (default: auto)")
     p.add_argument("--shots", type=int, default=3,
                    help="few-shot examples for base models, never among the scored segments (default: 3)")
@@ -31,7 +37,22 @@ def add_translation_arguments(p: argparse.ArgumentParser) -> None:
                    help="data to draw the few-shot examples from: a file or sample:SRC-TGT (default: the data's "
                    "train part; if it has too few outside the scored segments, the bundled sample for the pair; "
                    "else zero-shot)")
-    p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
+    if batch_size:
+        p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
     p.add_argument("--backend", default="hf", help="translation backend: hf (transformers) (default: hf)")
+
+
+def add_budget_arguments(p) -> None:
+    """--depth-for BUDGET, --speed-from, --speed-batch-size (prune --plan, search)."""
+    p.add_argument("--depth-for", metavar="BUDGET",
+                   help="remove layers until a deployment budget is met: comma-separated tokens/s>=X, "
+                   "params<=Y (K/M/B), size<=Z (MB/GB, weights in the model's dtype), "
+                   "e.g. 'params<=200M,tokens/s>=40'")
+    p.add_argument("--speed-from", metavar="BENCH.json",
+                   help="for tokens/s budgets: a `mtprune bench --json` file whose first model is the unpruned one "
+                   "(measured tokens/s where it has a model of that depth, else its tokens/s x the ideal speed-up "
+                   "from FLOPs)")
+    p.add_argument("--speed-batch-size", type=int, metavar="N",
+                   help="batch size of --speed-from to use (default: the largest measured)")

@@ -1,0 +1,131 @@
+"""mtprune bench: the FLOPs and percentile core, and the whole protocol on tiny models."""
+import json
+
+import pytest
+
+from clirun import run
+from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, format_table, model_shape,
+                           parse_batch_sizes, per_token_flops, percentile, render_markdown, run_bench)
+from mtprune.data import DataSpec
+from mtprune.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_percentile_interpolates_like_numpy():
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0) == 1.0 and percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
+
+
+def test_per_token_flops_counts_linear_head_and_windowed_attention():
+    shape = ModelShape(linear_per_layer=(100, 100), attention_width=(8, 8), window=(None, 16), head=1000)
+    flops = per_token_flops(shape, context=40)
+    assert flops["linear"] == 2 * 200
+    assert flops["head"] == 2 * 1000
+    # full attention sees 40 tokens, the sliding layer only its 16
+    assert flops["attention"] == 4 * 8 * 40 + 4 * 8 * 16
+    assert flops["total"] == flops["linear"] + flops["head"] + flops["attention"]
+    short = per_token_flops(shape, context=10)  # inside the window both layers see 10
+    assert short["attention"] == 2 * 4 * 8 * 10
+
+
+def test_model_shape_of_real_architectures(tokenizer):
+    from tiny import make_model
+
+    llama = model_shape(make_model("llama", num_layers=3, tokenizer=tokenizer))
+    # q 64->64, k/v 64->32 (1 kv head of 32), o 64->64, gate/up 64->128, down 128->64
+    per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128
+    assert llama.linear_per_layer == (per_layer,) * 3
+    assert llama.attention_width == (64,) * 3 and llama.window == (None,) * 3
+    assert llama.head == len(tokenizer) * 64
+    gemma = model_shape(make_model("gemma3", num_layers=6, tokenizer=tokenizer))
+    assert gemma.window == (8, 8, None, 8, 8, None)  # sliding layers, every 3rd full
+
+
+def test_ideal_speedup_follows_flops_not_layer_count():
+    def entry(layers, head):
+        shape = {"linear_per_layer": [100] * layers, "attention_width": [8] * layers, "window": [None] * layers,
+                 "head": head}
+        return {"shape": shape, "batches": [{"tokens_per_s": 10.0, "mean_context": 20.0}]}
+
+    # a large head dominates: removing half the layers gains little
+    big_head = [entry(4, 10_000), entry(2, 10_000)]
+    big_head[1]["batches"][0]["tokens_per_s"] = 10.5
+    add_ratios(big_head)
+    row = big_head[1]["batches"][0]
+    base_flops = 2 * 400 + 2 * 10_000 + 4 * 4 * 8 * 20
+    flops = 2 * 200 + 2 * 10_000 + 4 * 2 * 8 * 20
+    assert row["ideal_speedup"] == pytest.approx(base_flops / flops, abs=1e-4)
+    assert row["speedup"] == 1.05
+    assert row["gain_over_ideal"] == pytest.approx(0.05 / (base_flops / flops - 1), abs=2e-3)
+    assert big_head[0]["batches"][0]["speedup"] == 1.0 and big_head[0]["batches"][0]["gain_over_ideal"] is None
+    # without a head the ideal approaches the layer ratio
+    no_head = [entry(4, 0), entry(2, 0)]
+    add_ratios(no_head)
+    assert no_head[1]["batches"][0]["ideal_speedup"] == pytest.approx(2.0)
+
+
+def test_peak_memory_sees_an_allocation_after_reset():
+    memory = PeakMemory("cpu")
+    memory.reset()
+    before = memory.peak_bytes()
+    block = bytearray(64 * 2**20)
+    block[:: 4096] = b"\1" * len(block[:: 4096])  # touch every page
+    assert memory.peak_bytes() >= before + 60 * 2**20
+    del block
+
+
+def test_parse_batch_sizes_errors():
+    assert parse_batch_sizes("1,16,64") == (1, 16, 64)
+    for bad in ("1,x", "0,4", ""):
+        with pytest.raises(ConfigError, match="--batch-sizes"):
+            parse_batch_sizes(bad)
+    with pytest.raises(ConfigError, match="--runs must be at least 1"):
+        BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"), runs=0).validate()
+
+
+def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
+    from tiny import make_model
+
+    small = tmp_path / "llama-4"
+    make_model("llama", num_layers=4, tokenizer=tokenizer).save_pretrained(small)
+    tokenizer.save_pretrained(small)
+    cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(small)], batch_sizes=(1, 3), warmup=1, runs=2,
+                      data=DataSpec("sample:en-de", "en", "de", part="test", limit=5), max_new_tokens=6)
+    result = run_bench(cfg)
+    first, second = result["models"]
+    assert (first["layers"], second["layers"]) == (6, 4)
+    assert second["parameters"] < first["parameters"] and second["size_on_disk_bytes"] < first["size_on_disk_bytes"]
+    for entry in result["models"]:
+        assert [r["batch_size"] for r in entry["batches"]] == [1, 3]
+        for row in entry["batches"]:
+            assert len(row["hypotheses"]) == 5 and len(row["runs_tokens_per_s"]) == 2
+            assert row["tokens_per_s"] > 0 and 0 < row["latency_median_s"] <= row["latency_p95_s"]
+            assert row["peak_memory_bytes"] > 0 and row["quality"] is not None
+    assert all(r["speedup"] == 1.0 for r in first["batches"])
+    assert all(r["ideal_speedup"] > 1.0 for r in second["batches"])
+    table = format_table(result)
+    assert "chrf++" in table and "gain/ideal" in table and "flags" in table and "dtype float32" in table
+    md = render_markdown(result, "bench.png")
+    assert md.count("\n| ") >= 5 and "![tokens/s by batch size](bench.png)" in md
+    json.dumps(result)  # everything is JSON
+
+
+def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    md = tmp_path / "b.md"
+    argv = ["bench", str(tiny_checkpoints["qwen2"]), "--data", "sample:en-de", "--part", "test", "--limit", "3",
+            "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--json", str(out),
+            "--markdown", str(md)]
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0, stdout
+    saved = json.loads(out.read_text())
+    assert saved["models"][0]["batches"][0]["batch_size"] == 2 and saved["config"]["runs"] == 1
+    assert saved["machine"]["cpu_count"] >= 1 and "transformers" in saved["versions"]
+    assert md.read_text().startswith("# mtprune bench")
+    code, _, err = run(capsys, *argv)
+    assert code != 0 and "--force" in err
+    code, _, err = run(capsys, "bench", "m", "--data", "sample:en-de", "--batch-sizes", "4,-1")
+    assert code != 0 and "--batch-sizes" in err
