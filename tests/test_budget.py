@@ -82,7 +82,6 @@ def test_speed_model_from_bench_file(tmp_path):
 
 def test_search_stops_at_the_budget_and_prune_applies_it(tiny_checkpoints, tmp_path, capsys):
     folder = tiny_checkpoints["llama"]
-    plan_model = None
     run_dir = tmp_path / "run"
     # the tiny llama's layers are all the same size: a budget between 5 and 4 layers' worth needs 2 removals
     from mtprune.export import count_parameters

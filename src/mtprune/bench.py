@@ -110,6 +110,11 @@ class ModelShape:
     def layers(self) -> int:
         return len(self.linear_per_layer)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelShape:
+        """From ``asdict(shape)`` as a bench JSON holds it (lists for tuples)."""
+        return cls(tuple(d["linear_per_layer"]), tuple(d["attention_width"]), tuple(d["window"]), d["head"])
+
 
 def per_token_flops(shape: ModelShape, context: float) -> dict[str, float]:
     """Matmul FLOPs of one decoded token at ``context`` tokens attended:
@@ -295,9 +300,9 @@ def add_ratios(models: list[dict[str, Any]]) -> None:
     at the first model's measured context for that batch size, so that both models are
     charged the same attention), and their quotient ``gain_over_ideal``."""
     base = models[0]
-    base_shape = ModelShape(**{k: tuple(v) for k, v in base["shape"].items() if k != "head"}, head=base["shape"]["head"])
+    base_shape = ModelShape.from_dict(base["shape"])
     for entry in models:
-        shape = ModelShape(**{k: tuple(v) for k, v in entry["shape"].items() if k != "head"}, head=entry["shape"]["head"])
+        shape = ModelShape.from_dict(entry["shape"])
         for row, base_row in zip(entry["batches"], base["batches"]):
             context = base_row["mean_context"]
             flops = per_token_flops(shape, context)

@@ -115,7 +115,7 @@ def speed_model_from_bench(path: str | Path, batch_size: int | None = None) -> S
     if size not in sizes:
         raise ConfigError(f"--speed-from {path}: no batch size {size} measured (measured: {sizes})")
     row = next(r for r in base["batches"] if r["batch_size"] == size)
-    shape = ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in base["shape"].items()})
+    shape = ModelShape.from_dict(base["shape"])
     measured = {}
     for entry in models[1:]:
         if entry.get("fingerprint") == base.get("fingerprint"):
