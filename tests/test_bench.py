@@ -4,8 +4,9 @@ import json
 import pytest
 
 from clirun import run
-from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, format_table, model_shape,
-                           parse_batch_sizes, per_token_flops, percentile, render_markdown, run_bench)
+from mtprune.backends import BackendConfig
+from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
+                           parse_batch_sizes, per_token_flops, percentile, render_markdown, run_bench, skeleton_model)
 from mtprune.data import DataSpec
 from mtprune.errors import ConfigError
 
@@ -42,6 +43,29 @@ def test_model_shape_of_real_architectures(tokenizer):
     assert llama.head == len(tokenizer) * 64
     gemma = model_shape(make_model("gemma3", num_layers=6, tokenizer=tokenizer))
     assert gemma.window == (8, 8, None, 8, 8, None)  # sliding layers, every 3rd full
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2"])
+def test_skeleton_of_the_config_has_the_real_models_shape_and_parameters(tokenizer, arch):
+    """What bench reads where vLLM holds the weights: the meta-device model of the config."""
+    from tiny import make_model
+
+    from mtprune.export import count_parameters
+
+    real = make_model(arch, num_layers=3, tokenizer=tokenizer)
+    skeleton = skeleton_model(real.config)
+    assert next(skeleton.parameters()).device.type == "meta"
+    assert model_shape(skeleton) == model_shape(real)
+    assert count_parameters(skeleton) == count_parameters(real)
+
+
+def test_backend_label_names_the_engine_options():
+    assert backend_label("hf") == "hf"  # a JSON of an older bench
+    assert backend_label({"name": "hf", "tensor_parallel": None}) == "hf"
+    assert backend_label({"name": "vllm", "tensor_parallel": 2, "max_model_len": None}) == "vllm (tensor_parallel 2)"
+    with pytest.raises(ConfigError, match="only apply to --backend vllm"):
+        BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"),
+                    backend=BackendConfig("hf", max_model_len=64)).validate()
 
 
 def test_ideal_speedup_follows_flops_not_layer_count():

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .backends import BackendConfig
 from .data import DataSpec
 from .errors import ConfigError
 
@@ -44,7 +45,7 @@ class BenchConfig:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     warmup: int = 1
     runs: int = 3
-    backend: str = "hf"
+    backend: BackendConfig | str = "hf"  # a name, or with vLLM's engine options
     dtype: str = "auto"
     device: str = "auto"
     prompt: str = "auto"
@@ -63,8 +64,13 @@ class BenchConfig:
             errors.append(f"--runs must be at least 1, got {self.runs}")
         if self.warmup < 0:
             errors.append(f"--warmup must be >= 0, got {self.warmup}")
+        errors += self.backend_config.errors()
         if errors:
             raise ConfigError("; ".join(errors))
+
+    @property
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(self.backend) if isinstance(self.backend, str) else self.backend
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -147,6 +153,16 @@ def model_shape(model) -> ModelShape:
     return ModelShape(linear, (heads * head_dim,) * len(layers), window, head)
 
 
+def skeleton_model(config):
+    """The transformers model of ``config`` on the meta device (shapes, no memory, no weights):
+    what ``model_shape`` and ``count_parameters`` read where another engine holds the weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
 # ----------------------------------------------------------------------------------------
 # Memory and machine
 # ----------------------------------------------------------------------------------------
@@ -156,11 +172,19 @@ class PeakMemory:
     device; else the peak resident set size (Linux VmHWM, reset through clear_refs; elsewhere
     the process's lifetime peak, which is then said in ``kind``)."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, engine_process: bool = False):
+        """``engine_process``: the model runs in another process (vLLM's GPU engine), whose
+        memory this process cannot see: ``peak_bytes`` is then None."""
         self.device = device
-        self.kind = "cuda max_memory_allocated" if device.startswith("cuda") else "process peak RSS"
+        self.engine_process = engine_process
+        if engine_process:
+            self.kind = "not measured (vLLM's engine process; see nvidia-smi)"
+        else:
+            self.kind = "cuda max_memory_allocated" if device.startswith("cuda") else "process peak RSS"
 
     def reset(self) -> None:
+        if self.engine_process:
+            return
         if self.device.startswith("cuda"):
             import torch
 
@@ -172,6 +196,8 @@ class PeakMemory:
             self.kind = "process peak RSS (since start: could not be reset here)"
 
     def peak_bytes(self) -> int | None:
+        if self.engine_process:
+            return None
         if self.device.startswith("cuda"):
             import torch
 
@@ -270,18 +296,22 @@ def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
     from .files import folder_size
     from .models import load_model
 
-    loaded = load_model(spec, dtype=cfg.dtype, device=cfg.device)
-    shape = model_shape(loaded.model)
-    memory = PeakMemory(loaded.device)
+    backend = cfg.backend_config
+    weights = backend.needs_weights()
+    loaded = load_model(spec, dtype=cfg.dtype, device=cfg.device, weights=weights)
+    model = loaded.model if weights else skeleton_model(loaded.model.config)
+    shape = model_shape(model)
+    # vLLM on CPU runs in this process (the backend turns multiprocessing off); on a GPU it does not
+    memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))
     entry: dict[str, Any] = {
         "model": spec, "checkpoint": loaded.checkpoint, "fingerprint": loaded.fingerprint,
         "dtype": loaded.dtype, "device": loaded.device, "layers": shape.layers,
-        "parameters": count_parameters(loaded.model)["total"], "size_on_disk_bytes": folder_size(loaded.checkpoint),
+        "parameters": count_parameters(model)["total"], "size_on_disk_bytes": folder_size(loaded.checkpoint),
         "shape": asdict(shape), "memory_kind": memory.kind, "batches": [],
     }
     for batch_size in cfg.batch_sizes:
         translator = make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                                     backend=cfg.backend, batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
+                                     backend=backend, batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
                                      progress=False)
         row = measure_batch_size(translator, pair, batch_size, cfg, memory)
         row["mean_context"] = round(_mean_context(loaded, translator, pair.sources, row["generated_tokens"]), 1)
@@ -290,7 +320,7 @@ def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
         logger.info("%s batch %d: %.1f tokens/s, %.2f segments/s, latency median %.2f s, %s %s", spec, batch_size,
                     row["tokens_per_s"], row["segments_per_s"], row["latency_median_s"], cfg.metric,
                     _fmt(row["quality"]))
-    del loaded, translator
+    del loaded, model, translator
     gc.collect()
     return entry
 
@@ -326,7 +356,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     ",".join(map(str, cfg.batch_sizes)), cfg.warmup, cfg.runs, len(pair.segments))
         models.append(bench_model(spec, pair, cfg))
     add_ratios(models)
-    config = {**asdict(cfg), "data": asdict(cfg.data)}
+    config = {**asdict(cfg), "data": asdict(cfg.data), "backend": asdict(cfg.backend_config)}
     return {"config": config, "data": pair.describe(), "versions": software_versions(),
             "machine": machine_info(models[0]["device"]), "metric": cfg.metric, "models": models}
 
@@ -334,6 +364,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # Output: table, Markdown, plot
 # ----------------------------------------------------------------------------------------
+
+def backend_label(backend: dict[str, Any] | str) -> str:
+    """'hf', or 'vllm (max_model_len 512)': the backend of a result's config and its engine options."""
+    if isinstance(backend, str):
+        return backend
+    options = ", ".join(f"{key} {value}" for key, value in backend.items() if key != "name" and value is not None)
+    return f"{backend['name']} ({options})" if options else backend["name"]
+
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
@@ -378,7 +416,7 @@ def _footer(result: dict[str, Any]) -> list[str]:
     m, data, cfg = result["machine"], result["data"], result["config"]
     first = result["models"][0]
     return [
-        f"data: {data['n_segments']} segments of {data['data']} (hash {data['data_hash']}); backend {cfg['backend']}, "
+        f"data: {data['n_segments']} segments of {data['data']} (hash {data['data_hash']}); backend {backend_label(cfg['backend'])}, "
         f"{cfg['warmup']} warm-up + {cfg['runs']} timed runs; tok/s = generated tokens/s (median of runs)",
         f"machine: {m.get('cpu', '?')} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']}, flags "
         f"{','.join(m.get('cpu_flags', [])) or '-'}){', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
@@ -414,7 +452,7 @@ def plot_speed(result: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("batch size")
     ax.set_ylabel("generated tokens / s")
     first = result["models"][0]
-    ax.set_title(f"{result['config']['backend']} backend, {first['dtype']} on {first['device']}")
+    ax.set_title(f"{backend_label(result['config']['backend'])} backend, {first['dtype']} on {first['device']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

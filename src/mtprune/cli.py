@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .commands.options import MODEL_HELP, add_budget_arguments, add_model_arguments, add_translation_arguments
+from .commands.options import (MODEL_HELP, add_backend_arguments, add_budget_arguments, add_model_arguments,
+                               add_translation_arguments)
 from .errors import ConfigError, MtpruneError
 
 logger = logging.getLogger("mtprune")
@@ -205,15 +206,25 @@ def _write_text_atomic(path: Path, text: str, force: bool) -> None:
     write_text_atomic(path, text)
 
 
+def _backend(args: argparse.Namespace):
+    """--backend and its engine options, checked before any data or model loads."""
+    from .backends import BackendConfig
+
+    backend = BackendConfig.from_args(args)
+    backend.validate()
+    return backend
+
+
 def _translate_pair(args: argparse.Namespace, pair):
-    """Load MODEL and translate ``pair``; returns (loaded, translator, result)."""
+    """Load MODEL (its weights only where the backend runs them) and translate ``pair``;
+    returns (loaded, translator, result)."""
     from .evaluate import make_translator
     from .models import load_model
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    backend = _backend(args)
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device, weights=backend.needs_weights())
     translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
-                                 backend=args.backend,
-                                 batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                 backend=backend, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                  progress=not args.quiet)
     result = translator.translate(pair.sources)
     return loaded, translator, result
@@ -239,6 +250,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     for path, option in ((out, "-o"), (Path(args.json) if args.json else None, "--json")):
         if path is not None and path.exists() and not args.force:
             raise ConfigError(f"{option} {path} exists; pass --force to overwrite it")
+    _backend(args)
     pair = load_pair(data_spec_from_args(args))
     loaded, translator, result = _translate_pair(args, pair)
     _write_text_atomic(out, "".join(h.replace("\n", " ") + "\n" for h in result.hypotheses), force=True)
@@ -262,6 +274,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = [canonical_metric(m) for m in args.metrics.split(",")]
     if args.json and Path(args.json).exists() and not args.force:
         raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
+    if args.model:
+        _backend(args)
     pair = load_pair(data_spec_from_args(args))
     pair.references  # noqa: B018  (refuse data without references before translating)
     loaded = translator = result = None
@@ -482,6 +496,7 @@ def _register_translate(sub) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
     add_translation_arguments(p)
+    add_backend_arguments(p)
     p.add_argument("-o", "--output", required=True, help="hypothesis file, one line per segment")
     p.add_argument("--json", help="also write settings and timing as JSON to this file")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -503,6 +518,7 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     add_data_arguments(p)
     add_translation_arguments(p)
+    add_backend_arguments(p)
     p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
     p.add_argument("--metrics", default="chrf++,bleu,chrf,ter", help="comma-separated: chrf++, chrf, bleu, ter (default: all)")
     p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")

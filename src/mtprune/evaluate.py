@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .backends import BackendConfig
 from .data import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
 from .errors import ConfigError, DataError
 from .metrics import failure_indicators, score_all
@@ -162,28 +163,31 @@ def default_prompt(loaded, prompt: str) -> str:
 
 
 def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
-                    backend: str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
+                    backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
                     progress: bool = True):
     """A translator for ``pair``; few-shot examples never come from the scored segments.
 
     ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
-    else the chat template if the tokenizer has one, else few-shot.
+    else the chat template if the tokenizer has one, else few-shot.  ``backend``: a name, or a
+    ``BackendConfig`` with engine options (vLLM's).
     """
     from .backends import backend_class
     from .prompts import build_prompter
 
+    backend = BackendConfig(backend) if isinstance(backend, str) else backend
+    backend.validate()
     prompt = default_prompt(loaded, prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
         examples = few_shot_examples(pair, shots, shots_from)
     prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
                               examples_from=examples.origin)
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress}
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress, **backend.engine_options()}
     if max_new_tokens is not None:
         from .backends.hf import GenerationBudget
 
         kwargs["budget"] = GenerationBudget(cap=max_new_tokens)
-    return backend_class(backend)(loaded.model, loaded.tokenizer, prompter, **kwargs)
+    return backend_class(backend.name).from_loaded(loaded, prompter, **kwargs)
 
 
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:

@@ -453,8 +453,21 @@ def _check_causal_lm(checkpoint: str, revision: str | None) -> None:
         )
 
 
-def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> LoadedModel:
-    """Load model and tokenizer for ``spec`` in eval mode on the chosen device and dtype."""
+@dataclass
+class ModelConfigs:
+    """Stands in for the model where another engine (vLLM) loads the weights from the checkpoint
+    folder itself: what the translators read from a model, without its weights."""
+
+    config: Any
+    generation_config: Any
+
+
+def load_model(spec: str, *, dtype: str = "auto", device: str = "auto", weights: bool = True) -> LoadedModel:
+    """Load model and tokenizer for ``spec`` in eval mode on the chosen device and dtype.
+
+    ``weights=False``: tokenizer and configs only (``model`` is a :class:`ModelConfigs`), for a
+    backend that loads ``checkpoint`` itself; ``dtype`` is then the dtype it should run in.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_source(spec)
@@ -464,17 +477,24 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> Loade
     _check_causal_lm(checkpoint, source.revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, revision=source.revision)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, revision=source.revision, dtype=torch_dtype)
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, revision=source.revision, dtype=torch_dtype)
+        else:
+            model = _model_configs(checkpoint, source.revision)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {spec!r} from {checkpoint}: {exc}") from exc
     special_tokens.check_bos(tokenizer, checkpoint, label=spec, strict=source.kind == "packaged")
-    model.to(device).eval()
-    torch_dtype = next(model.parameters()).dtype
+    if weights:
+        model.to(device).eval()
+        torch_dtype = next(model.parameters()).dtype
+    elif torch_dtype == "auto":  # --dtype source: the dtype the checkpoint was saved in
+        torch_dtype = _saved_dtype(model.config)
     if source.kind == "packaged":
         _check_packaged_depth(model, PACKAGED[source.spec])
     local = Path(checkpoint)
     fingerprint = fingerprint_checkpoint(local) if local.is_dir() else str(getattr(model.config, "_commit_hash", None))
-    logger.info("loaded %s (%s, %s on %s)", spec, type(model).__name__, str(torch_dtype).replace("torch.", ""), device)
+    what = type(model).__name__ if weights else "configs only"
+    logger.info("loaded %s (%s, %s on %s)", spec, what, str(torch_dtype).replace("torch.", ""), device)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -486,9 +506,37 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto") -> Loade
     )
 
 
+def _model_configs(checkpoint: str, revision: str | None) -> ModelConfigs:
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(checkpoint, revision=revision)
+    try:
+        generation = GenerationConfig.from_pretrained(checkpoint, revision=revision)
+    except OSError:  # no generation_config.json: what transformers derives from the model config
+        generation = GenerationConfig.from_model_config(config)
+    return ModelConfigs(config=config, generation_config=generation)
+
+
+def _saved_dtype(config):
+    """The dtype a checkpoint was saved in (float32 where its config does not say, as transformers)."""
+    import torch
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for cfg in (config, text):
+        saved = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
+        if isinstance(saved, str):
+            saved = getattr(torch, saved, None)
+        if isinstance(saved, torch.dtype):
+            return saved
+    return torch.float32
+
+
 def _check_packaged_depth(model, pkg: PackagedModel) -> None:
     from .layers import num_layers
 
-    found = num_layers(model)
+    if isinstance(model, ModelConfigs):
+        found = model.config.get_text_config().num_hidden_layers
+    else:
+        found = num_layers(model)
     if found != pkg.num_layers:
         raise ModelLoadError(f"packaged {pkg.name}: expected {pkg.num_layers} layers, found {found}; clear {cache_dir()}")

@@ -130,6 +130,31 @@ def newline_token_ids(tokenizer) -> frozenset[int]:
     )
 
 
+def tokenize_prompts(tokenizer, prompter: Prompter, budget: GenerationBudget,
+                     sources: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each segment's full prompt, and each segment's token budget (from its source
+    tokens): what every backend feeds its model."""
+    if not sources:
+        return [], []
+    prompts = [prompter.render(s) for s in sources]
+    prompt_ids = tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    source_ids = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
+    return prompt_ids, [budget.for_source(len(ids)) for ids in source_ids]
+
+
+def cut_generation(ids: Sequence[int], budget: int, stop_ids: frozenset[int],
+                   newline_ids: frozenset[int] | None) -> list[int]:
+    """A segment's generated tokens up to the first stop token (excluded) or newline token
+    (kept: ``clean_output`` cuts the text there), at most ``budget``."""
+    ids = list(ids[:budget])
+    for pos, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:pos]
+        if newline_ids is not None and token in newline_ids:
+            return ids[: pos + 1]
+    return ids
+
+
 def _attention_window(config) -> int | None:
     """The smallest window of the model's local-attention layers; None when all attend fully."""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -146,6 +171,15 @@ class HFTranslator:
     """Translate with a transformers causal LM: ``translate(sources) -> TranslationResult``."""
 
     name = "hf"
+    needs_weights = True  # runs the model that load_model loaded
+
+    @classmethod
+    def from_loaded(cls, loaded, prompter: Prompter, **kwargs) -> HFTranslator:
+        """The translator of a ``models.LoadedModel`` (anything with ``model`` and ``tokenizer``)."""
+        if not callable(getattr(loaded.model, "forward", None)):
+            raise ConfigError("the hf backend runs the transformers model, but this one was loaded without its "
+                              "weights (load_model(weights=False), for vllm)")
+        return cls(loaded.model, loaded.tokenizer, prompter, **kwargs)
 
     def __init__(
         self,
@@ -197,11 +231,7 @@ class HFTranslator:
         key = tuple(sources)
         prepared = self._cache.pop(key, None)
         if prepared is None:
-            add_special = self.prompter.add_special_tokens
-            prompts = [self.prompter.render(s) for s in sources]
-            prompt_ids = self.tokenizer(prompts, add_special_tokens=add_special)["input_ids"] if prompts else []
-            source_ids = self.tokenizer(list(sources), add_special_tokens=False)["input_ids"] if prompts else []
-            budgets = [self.budget.for_source(len(ids)) for ids in source_ids]
+            prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources)
             order = sorted(range(len(sources)), key=lambda i: (-len(prompt_ids[i]), i))
             in_window = self._in_window(prompt_ids, budgets)
             shared = self._shared_prefix_length(prompt_ids) if in_window else 0
@@ -367,11 +397,4 @@ class HFTranslator:
         return newline or len(out) >= budget
 
     def _cut(self, ids: list[int], budget: int) -> list[int]:
-        """Keep tokens up to the first stop token (excluded) or newline token, at most ``budget``."""
-        ids = ids[:budget]
-        for pos, token in enumerate(ids):
-            if token in self._stop_set:
-                return ids[:pos]
-            if self._newline_ids is not None and token in self._newline_ids:
-                return ids[: pos + 1]
-        return ids
+        return cut_generation(ids, budget, self._stop_set, self._newline_ids)

@@ -20,14 +20,17 @@ EPILOG = """examples:
   mtprune bench gemma-3-270m runs/pruned runs/healed --data sample:en-de --part test --limit 64
   mtprune bench ./aya-8b ./aya-8b-24l --data wmt.cs-de.tsv --src cs --tgt de --batch-sizes 1,16,64,256,512 \\
       --json bench.json --markdown bench.md --plot bench.png
+  mtprune bench ./aya-8b ./aya-8b-24l --data wmt.cs-de.tsv --src cs --tgt de --backend vllm --max-model-len 2048
 
 cost: (warm-up + runs) x the data's translation time per model and batch size; batch size 1 is the slowest
-(on 2 CPU cores, gemma-3-270m translates 64 short segments in about 1.5 min at batch 16)."""
+(on 2 CPU cores, gemma-3-270m translates 64 short segments in about 1.5 min at batch 16).
+--backend vllm: each model's engine starts once (not timed; its start-up seconds are in --json), and
+each batch is given to vLLM whole, so the batch size is the number of sequences it decodes at once."""
 
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import add_model_arguments, add_translation_arguments
+    from .options import add_backend_arguments, add_model_arguments, add_translation_arguments
 
     p = subparsers.add_parser("bench", help="speed, memory and quality of models side by side (WMT protocol)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -35,6 +38,7 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p, several="the first is the reference for the speed-ups")
     add_data_arguments(p)
     add_translation_arguments(p, batch_size=False)
+    add_backend_arguments(p)
     p.add_argument("--batch-sizes", default="1,16,64", help="comma-separated batch sizes (default: 1,16,64)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls on the first batch (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="timed passes over the data (default: 3)")
@@ -48,6 +52,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import BackendConfig
     from ..bench import BenchConfig, format_table, parse_batch_sizes, plot_speed, render_markdown, run_bench
     from ..data import data_spec_from_args
     from ..errors import ConfigError
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(existing)} exists; pass --force to overwrite")
     cfg = BenchConfig(
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
-        warmup=args.warmup, runs=args.runs, backend=args.backend, dtype=args.dtype, device=args.device,
+        warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, max_new_tokens=args.max_new_tokens,
         metric=canonical_metric(args.metric),
     )

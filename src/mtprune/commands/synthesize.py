@@ -18,7 +18,7 @@ DESCRIPTION = (
 EPILOG = """examples:
   mtprune synthesize gemma-3-270m --data sample:en-de --part train --limit 512 -o synth.en-de.tsv
   mtprune synthesize gemma-3-270m --data mono.en.txt --src en --tgt de --shots-from dev.en-de.tsv -o synth.tsv
-  mtprune synthesize ./aya-32b --data news.cs.txt --src cs --tgt de --prompt chat --batch-size 64 -o synth.tsv
+  mtprune synthesize ./aya-32b --data news.cs.txt --src cs --tgt de --prompt chat --backend vllm --tensor-parallel 2 -o synth.tsv
   mtprune finetune ./pruned --data synth.tsv --src cs --tgt de -o ./pruned-kd
 
 cost: one greedy translation per unique source, as `mtprune translate` (gemma-3-270m on 2 CPU cores:
@@ -26,7 +26,7 @@ about 5 s per 32 short sentences); the rest (filtering, writing) takes seconds."
 
 
 def add_parser(subparsers) -> None:
-    from .options import add_model_arguments, add_translation_arguments
+    from .options import add_backend_arguments, add_model_arguments, add_translation_arguments
     from ..data import add_data_arguments
 
     p = subparsers.add_parser("synthesize", help="teacher translations for distillation -> TSV (resumable)",
@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
     add_translation_arguments(p)
+    add_backend_arguments(p)
     p.add_argument("--chunk-size", type=int, default=128,
                    help="sources translated and logged per chunk: at most this many are redone after a crash "
                    "(default: 128)")
@@ -48,12 +49,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import BackendConfig
     from ..data import data_spec_from_args
     from ..recover.synthesize import SynthesizeConfig, synthesize
 
     cfg = SynthesizeConfig(
         teacher=args.model, data=data_spec_from_args(args), out=Path(args.output), prompt=args.prompt,
-        shots=args.shots, shots_from=args.shots_from, backend=args.backend, batch_size=args.batch_size,
+        shots=args.shots, shots_from=args.shots_from, backend=BackendConfig.from_args(args), batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         chunk_size=args.chunk_size, max_length_ratio=args.max_length_ratio, min_length_ratio=args.min_length_ratio,
         dtype=args.dtype, device=args.device, force=args.force, progress=not args.quiet,

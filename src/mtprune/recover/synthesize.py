@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backends import BackendConfig
 from ..data import DataSpec
 from ..errors import ConfigError, DataError
 from ..files import write_json_atomic, write_text_atomic
@@ -42,7 +43,7 @@ class SynthesizeConfig:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None  # few-shot examples from this data (default: the data's train part)
-    backend: str = "hf"
+    backend: BackendConfig | str = "hf"  # a name, or with engine options (vLLM's)
     batch_size: int = 16
     max_new_tokens: int | None = None
     chunk_size: int = 128  # sources translated (and logged) per chunk
@@ -54,7 +55,7 @@ class SynthesizeConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        errors = []
+        errors = self.backend_config.errors()
         if Path(self.out).exists() and not self.force:
             errors.append(f"-o {self.out} exists; pass --force to overwrite it")
         if Path(self.out).is_dir():
@@ -69,6 +70,10 @@ class SynthesizeConfig:
                           f"and {self.max_length_ratio}")
         if errors:
             raise ConfigError("; ".join(errors))
+
+    @property
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(self.backend) if isinstance(self.backend, str) else self.backend
 
     @property
     def log_path(self) -> Path:
@@ -230,9 +235,10 @@ def _translator(loaded, pair, cfg: SynthesizeConfig):
 
 
 def _identity(loaded, translator, pair) -> dict[str, Any]:
-    """What determines a translation: resuming needs all of it equal.  Not the batch size
-    (outputs do not depend on it), so a run that ran out of memory resumes with a smaller one."""
-    settings = {k: v for k, v in translator.describe().items() if k != "batch_size"}
+    """What determines a translation: resuming needs all of it equal.  Not the batch size nor the
+    vLLM engine's memory settings (outputs do not depend on them), so a run that ran out of memory
+    resumes with a smaller one."""
+    settings = {k: v for k, v in translator.describe().items() if k not in ("batch_size", "engine")}
     return {
         "teacher_fingerprint": loaded.fingerprint,
         "dtype": loaded.dtype,
@@ -252,7 +258,7 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
     start = time.perf_counter()
     pair = load_pair(cfg.data)
     sources, duplicates = unique_sources(pair.sources)
-    loaded = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device)
+    loaded = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, weights=cfg.backend_config.needs_weights())
     translator = _translator(loaded, pair, cfg)
     log = ProgressLog(cfg.log_path, _identity(loaded, translator, pair))
     reused = sum(source_key(s) in log.translations for s in sources)
