@@ -1,0 +1,333 @@
+"""One report for a whole run (``mtprune run``): ``report.md`` and a single-file ``report.html``.
+
+Input: the run's summary (a dict; see :func:`check_summary` for its keys), which names the
+models side by side (unpruned, pruned, recovered ...) with their layers, parameters, size on
+disk, scores per language pair and training time; the search's plan.json (importance heatmap,
+quality per round); and the bench result (tokens/s, peak memory).  Output: the same sections
+rendered as Markdown (plots as PNG files next to it) and as HTML with the plots embedded, so
+the HTML can be mailed or attached as one file.
+
+Every figure carries its provenance: the recipe and its hash, the commands, software versions,
+metric signatures and data hashes.  matplotlib is optional: without it the reports are
+written without plots and say so.  torch is never imported here.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .files import write_text_atomic
+from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
+
+logger = logging.getLogger(__name__)
+
+PLOTS = {
+    "heatmap": ("heatmap.png", "Layer importance: the candidate score of every layer in every round"),
+    "quality": ("quality.png", "Quality per search round"),
+    "speed": ("speed.png", "Generated tokens/s by batch size"),
+    "tradeoff": ("tradeoff.png", "Quality against speed"),
+}
+REQUIRED = ("models", "test_data", "metrics")
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    align: str | None = None  # one of l/r per column
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # keys of PLOTS
+
+
+@dataclass(frozen=True)
+class RunReport:
+    markdown_path: Path
+    html_path: Path
+    plots: list[Path]
+
+
+# ----------------------------------------------------------------------------------------
+# The summary and what is read from it
+# ----------------------------------------------------------------------------------------
+
+def check_summary(summary: dict[str, Any]) -> None:
+    """The keys a run summary must have: ``models`` (each: name, layers, parameters, and
+    optionally path, size_on_disk_bytes, train_seconds, scores {pair: {metric: {value,
+    signature}}}), ``test_data`` {pair: {data, data_hash, n_segments}}, ``metrics`` (names);
+    optional: ``title``, ``recipe`` {path, hash}, ``commands``, ``versions``, ``plan`` (the
+    search's plan dict), ``bench`` (a ``mtprune bench`` result), ``stages`` [{name, status,
+    seconds}]."""
+    missing = [key for key in REQUIRED if key not in summary]
+    if missing:
+        raise ConfigError(f"run summary lacks {', '.join(missing)}")
+    for i, model in enumerate(summary["models"]):
+        lacking = [key for key in ("name", "layers", "parameters") if key not in model]
+        if lacking:
+            raise ConfigError(f"run summary: model {i + 1} lacks {', '.join(lacking)}")
+
+
+def bench_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model name: its bench row at the largest batch size measured (matched by path)."""
+    bench = summary.get("bench")
+    if not bench:
+        return {}
+    by_path = {}
+    for entry in bench["models"]:
+        for key in (entry.get("model"), entry.get("checkpoint")):
+            if key:
+                by_path[str(Path(key))] = entry
+    rows = {}
+    for model in summary["models"]:
+        entry = by_path.get(str(Path(model["path"]))) if model.get("path") else None
+        if entry and entry["batches"]:
+            rows[model["name"]] = {**max(entry["batches"], key=lambda r: r["batch_size"]), "bench_entry": entry}
+    return rows
+
+
+def score(model: dict[str, Any], pair: str, metric: str) -> float | None:
+    return ((model.get("scores") or {}).get(pair) or {}).get(metric, {}).get("value")
+
+
+# ----------------------------------------------------------------------------------------
+# Sections (shared by Markdown and HTML)
+# ----------------------------------------------------------------------------------------
+
+def build_sections(summary: dict[str, Any], plots: Sequence[str]) -> list[Section]:
+    check_summary(summary)
+    sections = [_models_section(summary, plots)]
+    if summary.get("plan"):
+        sections.append(_search_section(summary["plan"], plots))
+    if summary.get("stages"):
+        sections.append(_stages_section(summary["stages"]))
+    sections.append(_provenance_section(summary))
+    return sections
+
+
+def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
+    pairs, metrics = list(summary["test_data"]), list(summary["metrics"])
+    speed = bench_rows(summary)
+    header = ["model", "layers", "parameters", "size on disk"]
+    header += [f"{m} {p}" for p in pairs for m in metrics]
+    header += ["tokens/s", "peak memory", "training"]
+    base = summary["models"][0]
+    rows = []
+    for model in summary["models"]:
+        row = [model["name"], str(model["layers"]),
+               f"{_human(model['parameters'])} ({model['parameters'] / base['parameters']:.1%})",
+               _bytes(model.get("size_on_disk_bytes"))]
+        row += [_num(score(model, p, m)) for p in pairs for m in metrics]
+        bench = speed.get(model["name"], {})
+        row += [_speed_cell(bench), _bytes(bench.get("peak_memory_bytes")), _minutes(model.get("train_seconds"))]
+        rows.append(row)
+    section = Section("Models side by side", tables=[Table(header, rows, "l" + "r" * (len(header) - 1))])
+    section.paragraphs.append(_test_data_text(summary["test_data"]))
+    if speed:
+        first = next(iter(speed.values()))
+        section.paragraphs.append(
+            f"tokens/s and peak memory: `mtprune bench` at batch size {first['batch_size']} "
+            f"({first['bench_entry']['dtype']} on {first['bench_entry']['device']}); in brackets the speed-up over "
+            "the first model and the ideal one from per-token FLOPs.")
+    section.plots = [p for p in ("tradeoff", "speed") if p in plots]
+    return section
+
+
+def _speed_cell(bench: dict[str, Any]) -> str:
+    if not bench:
+        return MISSING
+    text = _num(bench["tokens_per_s"], ".1f")
+    if bench.get("speedup") is not None and bench.get("ideal_speedup") is not None:
+        text += f" ({bench['speedup']:.2f}x / ideal {bench['ideal_speedup']:.2f}x)"
+    return text
+
+
+def _test_data_text(test_data: dict[str, Any]) -> str:
+    parts = [f"{pair}: {d.get('n_segments', '?')} held-out segments of {d.get('data', '?')} "
+             f"(hash {d.get('data_hash', '?')})" for pair, d in test_data.items()]
+    return "Test data: " + "; ".join(parts) + "."
+
+
+def _search_section(plan: dict[str, Any], plots: Sequence[str]) -> Section:
+    rounds = plan.get("rounds", [])
+    baseline = (plan.get("baseline") or {}).get("score")
+    rows = [["0", MISSING, _num(baseline), str(plan.get("model", {}).get("num_layers", MISSING))]] if rounds else []
+    rows += [[str(r["round"]), str(r["removed"]), _num(r.get("score_after")), str(r["num_layers_before"] - 1)]
+             for r in rounds]
+    section = Section("Search", plots=[p for p in ("heatmap", "quality") if p in plots])
+    section.paragraphs.append(
+        f"Removed layers in order (original 0-based ids): {plan.get('removed')}. "
+        "The full search report is `search/report.md`.")
+    if rows:
+        metric = plan.get("metric") or "score"
+        section.tables.append(Table(["round", "removed", f"dev {metric} after removal", "layers"], rows, "rrrr"))
+    return section
+
+
+def _stages_section(stages: list[dict[str, Any]]) -> Section:
+    rows = [[s["name"], s.get("status", ""), _minutes(s.get("seconds"))] for s in stages]
+    return Section("Stages", tables=[Table(["stage", "status", "time"], rows, "llr")])
+
+
+def _provenance_section(summary: dict[str, Any]) -> Section:
+    bullets = []
+    recipe = summary.get("recipe")
+    if recipe:
+        bullets.append(f"recipe: `{recipe.get('path')}` (hash {recipe.get('hash')})")
+    bullets += [f"command: `{c}`" for c in summary.get("commands", [])]
+    for model in summary["models"]:
+        if model.get("path"):
+            bullets.append(f"{model['name']}: `{model['path']}`")
+    signatures = sorted({s["signature"] for m in summary["models"] for pair in (m.get("scores") or {}).values()
+                         for s in pair.values() if s.get("signature")})
+    bullets += [f"metric signature: `{sig}`" for sig in signatures]
+    versions = summary.get("versions") or {}
+    if versions:
+        bullets.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return Section("Provenance", bullets=bullets)
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return MISSING
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n / 1024:.0f} KiB"
+
+
+def _minutes(seconds: float | None) -> str:
+    return MISSING if seconds is None else f"{seconds / 60:.1f} min"
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------
+
+def render_markdown(summary: dict[str, Any], sections: list[Section], plot_files: dict[str, str]) -> str:
+    parts = [f"# {summary.get('title', 'mtprune run')}", ""]
+    for s in sections:
+        parts += [f"## {s.title}", ""]
+        parts += [p + "\n" for p in s.paragraphs]
+        parts += [_table(t.header, t.rows, t.align) + "\n" for t in s.tables]
+        parts += [f"- {b}" for b in s.bullets] + ([""] if s.bullets else [])
+        parts += [f"![{PLOTS[p][1]}]({plot_files[p]})\n" for p in s.plots if p in plot_files]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def render_html(summary: dict[str, Any], sections: list[Section], images: dict[str, bytes]) -> str:
+    """One self-contained HTML file: the plots are embedded as data URIs."""
+    title = html.escape(summary.get("title", "mtprune run"))
+    body = [f"<h1>{title}</h1>"]
+    for s in sections:
+        body.append(f"<h2>{html.escape(s.title)}</h2>")
+        body += [f"<p>{_inline(p)}</p>" for p in s.paragraphs]
+        body += [_html_table(t) for t in s.tables]
+        if s.bullets:
+            body.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in s.bullets) + "</ul>")
+        for key in s.plots:
+            if key in images:
+                data = base64.b64encode(images[key]).decode("ascii")
+                caption = html.escape(PLOTS[key][1])
+                body.append(f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{caption}</figcaption></figure>")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title><style>{_CSS}</style>"
+            f"</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
+        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem}"
+        "td.r{text-align:right}th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2rem}"
+        "img{max-width:100%}figcaption{color:#555;font-size:.9rem}")
+
+
+def _inline(text: str) -> str:
+    """Markdown-style `code` spans to <code>, everything else escaped."""
+    pieces = text.split("`")
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(pieces))
+
+
+def _html_table(t: Table) -> str:
+    align = t.align or "l" * len(t.header)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    rows = "".join("<tr>" + "".join(f'<td class="{a}">{_inline(c)}</td>' for c, a in zip(row, align)) + "</tr>"
+                   for row in t.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# ----------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------
+
+def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
+    """Quality (first metric, each pair) against measured tokens/s, one point per model."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    speed = bench_rows(summary)
+    metric = summary["metrics"][0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for pair in summary["test_data"]:
+        points = [(speed[m["name"]]["tokens_per_s"], score(m, pair, metric), m["name"])
+                  for m in summary["models"] if m["name"] in speed and score(m, pair, metric) is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle="none", label=pair)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("generated tokens / s")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _plot_jobs(summary: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Plot key -> (plot function, its input) for what the summary has."""
+    from .bench import plot_speed
+    from .report import plot_heatmap, plot_quality
+
+    jobs: dict[str, tuple[Any, Any]] = {}
+    plan = summary.get("plan")
+    if plan and plan.get("rounds"):
+        jobs["heatmap"] = (plot_heatmap, plan)
+        jobs["quality"] = (plot_quality, plan)
+    if summary.get("bench"):
+        jobs["speed"] = (plot_speed, summary["bench"])
+        if bench_rows(summary):
+            jobs["tradeoff"] = (plot_tradeoff, summary)
+    return jobs
+
+
+def write_run_report(summary: dict[str, Any], out_dir: Path) -> RunReport:
+    """Write report.md, report.html and the plots into ``out_dir`` (each file atomically)."""
+    check_summary(summary)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if _have_matplotlib():
+        for key, (plot, data) in _plot_jobs(summary).items():
+            path = out_dir / PLOTS[key][0]
+            _save_atomic(plot, data, path)
+            written[key] = path
+    else:
+        logger.warning("matplotlib is not installed: the run report has no plots (pip install 'mtprune[report]')")
+    sections = build_sections(summary, list(written))
+    if not written:
+        sections[-1].bullets.append("plots: none (matplotlib is not installed, or nothing to plot)")
+    md = out_dir / "report.md"
+    page = out_dir / "report.html"
+    write_text_atomic(md, render_markdown(summary, sections, {k: p.name for k, p in written.items()}))
+    write_text_atomic(page, render_html(summary, sections, {k: p.read_bytes() for k, p in written.items()}))
+    return RunReport(md, page, list(written.values()))

@@ -1,0 +1,105 @@
+"""The run report: one table of the models side by side, the search, provenance; Markdown and
+a single-file HTML with the plots embedded."""
+import base64
+import re
+
+import pytest
+
+from mtprune import run_report
+from mtprune.errors import ConfigError
+from test_report import SIGNATURE, make_plan
+
+BLEU_SIG = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+
+
+def bench_entry(path: str, layers: int, tokens_per_s: float, speedup: float, ideal: float) -> dict:
+    rows = [{"batch_size": b, "tokens_per_s": tokens_per_s * b / 64, "peak_memory_bytes": 3 * 2**30,
+             "speedup": speedup, "ideal_speedup": ideal} for b in (16, 64)]
+    return {"model": path, "checkpoint": path, "layers": layers, "dtype": "float32", "device": "cpu",
+            "batches": rows}
+
+
+def make_summary(two_pairs: bool = False) -> dict:
+    pairs = ["en-de", "cs-de"] if two_pairs else ["en-de"]
+
+    def scores(chrf: float) -> dict:
+        return {p: {"chrf++": {"value": chrf - i, "signature": SIGNATURE},
+                    "bleu": {"value": chrf / 4, "signature": BLEU_SIG}} for i, p in enumerate(pairs)}
+
+    models = [
+        {"name": "unpruned", "path": "base", "layers": 8, "parameters": 20000, "size_on_disk_bytes": 80_000_000,
+         "scores": scores(50.0)},
+        {"name": "pruned", "path": "R/prune/model", "layers": 5, "parameters": 14000,
+         "size_on_disk_bytes": 56_000_000, "scores": scores(43.0)},
+        {"name": "pruned + finetune", "path": "R/recover/finetune", "layers": 5, "parameters": 14000,
+         "size_on_disk_bytes": 56_000_000, "scores": scores(48.5), "train_seconds": 300.0},
+    ]
+    bench = {"config": {"backend": {"name": "hf"}}, "models": [
+        bench_entry("base", 8, 100.0, 1.0, 1.0), bench_entry("R/prune/model", 5, 140.0, 1.4, 1.5),
+        bench_entry("R/recover/finetune", 5, 139.0, 1.39, 1.5)]}
+    return {"title": "mtprune run: tiny-8", "models": models, "metrics": ["chrf++", "bleu"],
+            "test_data": {p: {"data": f"sample:{p}", "data_hash": f"hash-{p}", "n_segments": 48} for p in pairs},
+            "plan": make_plan(pairs=pairs), "bench": bench, "recipe": {"path": "recipe.yaml", "hash": "abc123"},
+            "commands": ["mtprune run recipe.yaml -o R"], "versions": {"mtprune": "0.1.0", "torch": "2.13.0"},
+            "stages": [{"name": "search", "status": "done", "seconds": 120.0}]}
+
+
+def rows_of(md: str, heading: str) -> list[list[str]]:
+    section = md.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines[2:]]
+
+
+def test_models_table_has_every_figure_per_model_and_pair():
+    summary = make_summary(two_pairs=True)
+    sections = run_report.build_sections(summary, plots=[])
+    md = run_report.render_markdown(summary, sections, {})
+    rows = rows_of(md, "## Models side by side")
+    assert [r[0] for r in rows] == ["unpruned", "pruned", "pruned + finetune"]
+    unpruned, pruned, tuned = rows
+    assert pruned[1] == "5" and pruned[2] == "14.00K (70.0%)" and pruned[3] == "53.41 MiB"
+    # chrf++ en-de, bleu en-de, chrf++ cs-de, bleu cs-de
+    assert tuned[4:8] == ["48.50", "12.12", "47.50", "12.12"]
+    assert pruned[8] == "140.0 (1.40x / ideal 1.50x)" and pruned[9] == "3.00 GiB"
+    assert tuned[10] == "5.0 min" and unpruned[10] == "–"
+    assert "batch size 64" in md and "hash-cs-de" in md
+    search = rows_of(md, "## Search")
+    assert search[0][:3] == ["0", "–", "50.00"] and [r[1] for r in search[1:]] == ["3", "5", "1"]
+    assert f"`{SIGNATURE}`" in md and f"`{BLEU_SIG}`" in md and "hash abc123" in md
+
+
+def test_models_without_bench_or_plan_still_report():
+    summary = make_summary()
+    del summary["bench"], summary["plan"]
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    assert "## Search" not in md
+    assert rows_of(md, "## Models side by side")[1][6] == "–"  # tokens/s
+
+
+def test_summary_missing_keys_is_a_clear_error():
+    with pytest.raises(ConfigError, match="lacks metrics"):
+        run_report.build_sections({"models": [], "test_data": {}}, [])
+    with pytest.raises(ConfigError, match="model 1 lacks parameters"):
+        run_report.check_summary({"models": [{"name": "a", "layers": 1}], "test_data": {}, "metrics": []})
+
+
+def test_html_escapes_text_and_embeds_the_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = make_summary()
+    summary["models"][1]["name"] = "pruned <b>"
+    report = run_report.write_run_report(summary, tmp_path / "report")
+    assert sorted(p.name for p in report.plots) == ["heatmap.png", "quality.png", "speed.png", "tradeoff.png"]
+    md = report.markdown_path.read_text()
+    assert "](tradeoff.png)" in md and "](heatmap.png)" in md
+    page = report.html_path.read_text()
+    assert "pruned &lt;b&gt;" in page and "<b>" not in page.replace("<body>", "")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 4 and "src=\"heatmap.png\"" not in page
+    assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_matplotlib_the_reports_say_there_are_no_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_report, "_have_matplotlib", lambda: False)
+    report = run_report.write_run_report(make_summary(), tmp_path)
+    assert report.plots == [] and "plots: none" in report.markdown_path.read_text()
+    assert "data:image" not in report.html_path.read_text()
