@@ -10,7 +10,14 @@ that the backend turns into speed.  Which layers are removed does not change the
 (all layers have the same shape), only the quality; the defaults remove the quickstart's
 layers [7, 9] and [7, 8, 9, 10].
 
-    python benchmarks/pruned_speed.py [--limit 64] [--runs 2] [--batch-sizes 16,64]
+Every model does the same work (``--fixed-new-tokens``, default 32: each segment generates
+exactly that many tokens, stop rules off): a pruned model's own translations are longer or
+shorter than the unpruned model's (here, without recovery, they are mostly empty or run on to
+the budget), and tokens/s of different outputs mixes speed with output length: prompt
+encoding is paid per segment, so a model that stops early shows few tokens per second.
+``--fixed-new-tokens 0`` measures the models' own translations instead.
+
+    python benchmarks/pruned_speed.py [--limit 64] [--runs 2] [--batch-sizes 16,64] [--fixed-new-tokens 32]
 
 Last line: ``gain/ideal: X.XX (measured A.AAx, ideal B.BBx, N of M layers removed)`` for
 the 25% model at the largest batch size.
@@ -47,12 +54,15 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="16,64", help="(default: 16,64)")
     p.add_argument("--runs", type=int, default=2, help="timed passes (default: 2)")
     p.add_argument("--dtype", default="float32", help="(default: float32)")
+    p.add_argument("--fixed-new-tokens", type=int, default=32,
+                   help="tokens per segment for every model, stop rules off; 0: their own translations (default: 32)")
     args = p.parse_args()
 
     work = Path(args.work)
     models = [MODEL, str(pruned(work, args.drop_small)), str(pruned(work, args.drop_25))]
     cfg = BenchConfig(models=models, data=DataSpec("sample:en-de", "en", "de", part="test", limit=args.limit),
-                      batch_sizes=parse_batch_sizes(args.batch_sizes), warmup=1, runs=args.runs, dtype=args.dtype)
+                      batch_sizes=parse_batch_sizes(args.batch_sizes), warmup=1, runs=args.runs, dtype=args.dtype,
+                      fixed_new_tokens=args.fixed_new_tokens or None)
     result = run_bench(cfg)
     print(format_table(result))
     base, last = result["models"][0], result["models"][-1]

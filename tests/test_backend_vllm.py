@@ -363,6 +363,13 @@ def test_bench_with_vllm_reads_shape_and_parameters_without_weights(needs_vllm, 
     assert code == 2 and "only apply to --backend vllm" in err
 
 
+def test_fixed_new_tokens_ignores_the_stop_rules_as_the_hf_backend(needs_vllm, tiny_folders, pair):
+    """bench --fixed-new-tokens: exactly N tokens per segment on both backends, EOS included."""
+    hf, vl, translator = both_backends(tiny_folders["qwen2"], pair, prompt="fewshot", fixed_new_tokens=6)
+    assert vl.generated_tokens == hf.generated_tokens == 6 * len(pair.sources)
+    assert translator.describe()["ignore_stops"] is True
+
+
 @pytest.mark.slow
 def test_packaged_model_matches_the_hf_backend(needs_vllm, pair):
     """gemma-3-270m (head_dim 256) with its few-shot prompt, fp32: the same translations."""

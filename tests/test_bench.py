@@ -153,3 +153,31 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
     assert code != 0 and "--force" in err
     code, _, err = run(capsys, "bench", "m", "--data", "sample:en-de", "--batch-sizes", "4,-1")
     assert code != 0 and "--batch-sizes" in err
+
+
+def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_path, tokenizer):
+    """Equal work: every segment generates exactly N tokens although the model would stop first
+    (its first token of segment 1 made its EOS), and no quality is scored."""
+    from mtprune.evaluate import load_pair, make_translator
+    from mtprune.models import load_model
+
+    spec = DataSpec("sample:en-de", "en", "de", part="test", limit=4)
+    pair = load_pair(spec)
+    loaded = load_model(str(tiny_checkpoints["llama"]), dtype="float32", device="cpu")
+    first = make_translator(loaded, pair, max_new_tokens=7, progress=False).translate(pair.sources[:1])
+    loaded.model.generation_config.eos_token_id = loaded.tokenizer.encode(first.raw[0], add_special_tokens=False)[0]
+    stopping = make_translator(loaded, pair, max_new_tokens=7, progress=False).translate(pair.sources)
+    assert stopping.hypotheses[0] == "" and stopping.generated_tokens < 4 * 7
+    fixed = make_translator(loaded, pair, fixed_new_tokens=7, progress=False)
+    assert fixed.describe()["ignore_stops"] is True and fixed.describe()["budget"]["cap"] == 7
+    assert fixed.translate(pair.sources).generated_tokens == 4 * 7
+
+    cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(tiny_checkpoints["qwen2"])], batch_sizes=(2,),
+                      warmup=0, runs=1, data=spec, fixed_new_tokens=5)
+    result = run_bench(cfg)
+    for entry in result["models"]:
+        (row,) = entry["batches"]
+        assert row["generated_tokens"] == 4 * 5 and row["quality"] is None
+    assert "exactly 5 new tokens per segment" in format_table(result)
+    with pytest.raises(ConfigError, match="not both"):
+        BenchConfig(models=["m"], data=spec, fixed_new_tokens=5, max_new_tokens=3).validate()

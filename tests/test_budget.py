@@ -55,18 +55,22 @@ def test_speed_model_prefers_measured_over_ideal():
     assert n == 2  # 1 removal is ideally ~50.9 tokens/s, 2 were measured at 58
 
 
-def _bench_json(path, batch_sizes=(1, 16)):
+def _bench_json(path, batch_sizes=(1, 16), fixed=32):
     def entry(layers, rates, fingerprint):
         shape = {"linear_per_layer": [100] * layers, "attention_width": [8] * layers, "window": [None] * layers,
                  "head": 2000}
         return {"model": f"m{layers}", "layers": layers, "fingerprint": fingerprint, "shape": shape,
                 "batches": [{"batch_size": b, "tokens_per_s": r, "mean_context": 12.0}
                             for b, r in zip(batch_sizes, rates)]}
-    path.write_text(json.dumps({"models": [entry(6, [5.0, 40.0], "a"), entry(4, [6.0, 47.0], "b")]}))
+    path.write_text(json.dumps({"config": {"fixed_new_tokens": fixed},
+                                "models": [entry(6, [5.0, 40.0], "a"), entry(4, [6.0, 47.0], "b")]}))
     return path
 
 
-def test_speed_model_from_bench_file(tmp_path):
+def test_speed_model_from_bench_file(tmp_path, caplog):
+    own = speed_model_from_bench(_bench_json(tmp_path / "own.json", fixed=None))
+    assert own.measured == {} and own.base_tokens_per_s == 40.0  # own translations: pruned speeds not trusted
+    assert "--fixed-new-tokens" in caplog.text
     path = _bench_json(tmp_path / "bench.json")
     speed = speed_model_from_bench(path)
     assert (speed.batch_size, speed.base_tokens_per_s, speed.measured, speed.context) == (16, 40.0, {4: 47.0}, 12.0)

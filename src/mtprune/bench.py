@@ -52,6 +52,7 @@ class BenchConfig:
     shots: int = 3
     shots_from: str | None = None
     max_new_tokens: int | None = None
+    fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
     metric: str = "chrf++"
 
     def validate(self) -> None:
@@ -64,6 +65,10 @@ class BenchConfig:
             errors.append(f"--runs must be at least 1, got {self.runs}")
         if self.warmup < 0:
             errors.append(f"--warmup must be >= 0, got {self.warmup}")
+        if self.fixed_new_tokens is not None and self.fixed_new_tokens < 1:
+            errors.append(f"--fixed-new-tokens must be at least 1, got {self.fixed_new_tokens}")
+        if self.fixed_new_tokens is not None and self.max_new_tokens is not None:
+            errors.append("give --fixed-new-tokens or --max-new-tokens, not both")
         errors += self.backend_config.errors()
         if errors:
             raise ConfigError("; ".join(errors))
@@ -273,8 +278,8 @@ def measure_batch_size(translator, pair, batch_size: int, cfg: BenchConfig, memo
         seg_rates.append(len(hyps) / run_seconds)
         if first_hyps is None:
             first_hyps, tokens = hyps, run_tokens
-    has_refs = all(s.reference for s in pair.segments)
-    quality = score_hypotheses(pair, first_hyps, [cfg.metric])["scores"][cfg.metric]["value"] if has_refs else None
+    scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None  # fixed length: not translations
+    quality = score_hypotheses(pair, first_hyps, [cfg.metric])["scores"][cfg.metric]["value"] if scored else None
     return {
         "batch_size": batch_size,
         "tokens_per_s": round(median(rates), 3),
@@ -312,7 +317,7 @@ def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
     for batch_size in cfg.batch_sizes:
         translator = make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
                                      backend=backend, batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
-                                     progress=False)
+                                     fixed_new_tokens=cfg.fixed_new_tokens, progress=False)
         row = measure_batch_size(translator, pair, batch_size, cfg, memory)
         row["mean_context"] = round(_mean_context(loaded, translator, pair.sources, row["generated_tokens"]), 1)
         entry["batches"].append(row)
@@ -423,7 +428,18 @@ def _footer(result: dict[str, Any]) -> list[str]:
         f"dtype {first['dtype']} on {first['device']}; peak memory = {first['memory_kind']}",
         "speed-up and ideal are relative to the first model; ideal = ratio of per-token matmul FLOPs (linear layers, "
         "LM head, attention at the measured context); gain/ideal = (speed-up - 1) / (ideal - 1)",
+        _work_line(cfg),
     ]
+
+
+def _work_line(cfg: dict[str, Any]) -> str:
+    """What each model generated: its own translations, or a fixed number of tokens (equal work)."""
+    fixed = cfg.get("fixed_new_tokens")
+    if fixed:
+        return (f"work: exactly {fixed} new tokens per segment, stop rules off, the same for every model "
+                "(outputs are not translations: no quality)")
+    return ("work: each model's own translations (stop at EOS/end of turn; a model that writes shorter or longer "
+            "outputs does other work: compare speeds with --fixed-new-tokens N)")
 
 
 def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str:

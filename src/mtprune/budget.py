@@ -15,6 +15,7 @@ rarely beats, so the prediction is optimistic; the source of each figure is repo
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 _CONDITION = re.compile(r"^\s*(tokens/s|params|size)\s*(>=|<=)\s*([0-9.]+)\s*([a-zA-Z]*)\s*$")
 _PARAM_UNITS = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9}
@@ -98,7 +101,9 @@ class SpeedModel:
 
 def speed_model_from_bench(path: str | Path, batch_size: int | None = None) -> SpeedModel:
     """The SpeedModel of a ``mtprune bench --json`` file: its first model is the unpruned one;
-    ``batch_size`` None takes the largest batch size measured."""
+    ``batch_size`` None takes the largest batch size measured.  Pruned models' measured speeds
+    are used only from a ``--fixed-new-tokens`` bench (the same work for every model): tokens/s
+    of their own translations also measure how long those are."""
     from .bench import ModelShape
 
     path = Path(path)
@@ -117,6 +122,11 @@ def speed_model_from_bench(path: str | Path, batch_size: int | None = None) -> S
     row = next(r for r in base["batches"] if r["batch_size"] == size)
     shape = ModelShape.from_dict(base["shape"])
     measured = {}
+    equal_work = bool((result.get("config") or {}).get("fixed_new_tokens"))
+    if not equal_work and len(models) > 1:
+        logger.warning("--speed-from %s: its models translated in their own words (not --fixed-new-tokens), so "
+                       "only the first model's speed is used, times the ideal speed-up of each depth", path)
+        models = models[:1]
     for entry in models[1:]:
         if entry.get("fingerprint") == base.get("fingerprint"):
             continue

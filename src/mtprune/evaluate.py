@@ -164,12 +164,13 @@ def default_prompt(loaded, prompt: str) -> str:
 
 def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
                     backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
-                    progress: bool = True):
+                    progress: bool = True, fixed_new_tokens: int | None = None):
     """A translator for ``pair``; few-shot examples never come from the scored segments.
 
     ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
     else the chat template if the tokenizer has one, else few-shot.  ``backend``: a name, or a
-    ``BackendConfig`` with engine options (vLLM's).
+    ``BackendConfig`` with engine options (vLLM's).  ``fixed_new_tokens``: every segment
+    generates exactly that many tokens, stop rules off (equal work for speed comparisons).
     """
     from .backends import backend_class
     from .prompts import build_prompter
@@ -183,10 +184,13 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
     prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
                               examples_from=examples.origin)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress, **backend.engine_options()}
-    if max_new_tokens is not None:
+    if max_new_tokens is not None or fixed_new_tokens is not None:
         from .backends.hf import GenerationBudget
 
-        kwargs["budget"] = GenerationBudget(cap=max_new_tokens)
+        kwargs["budget"] = (GenerationBudget(cap=max_new_tokens) if fixed_new_tokens is None else
+                            GenerationBudget(factor=0.0, extra=fixed_new_tokens, cap=fixed_new_tokens))
+    if fixed_new_tokens is not None:
+        kwargs["ignore_stops"] = True
     return backend_class(backend.name).from_loaded(loaded, prompter, **kwargs)
 
 

@@ -191,7 +191,10 @@ class HFTranslator:
         budget: GenerationBudget | None = None,
         progress: bool = True,
         prefix_cache: bool = True,
+        ignore_stops: bool = False,
     ):
+        """``ignore_stops``: every segment generates its whole budget (no EOS, end-of-turn or
+        newline stop): the same work for every model, to compare speeds (``bench --fixed-new-tokens``)."""
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
         self.model = model
@@ -205,8 +208,9 @@ class HFTranslator:
         if self.pad_id is None:
             self.pad_id = 0  # padding is masked out; any valid id will do
         self.stop_ids = stop_token_ids(tokenizer, model)
-        self._stop_set = frozenset(self.stop_ids)
-        self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline else None
+        self.ignore_stops = ignore_stops
+        self._stop_set = frozenset() if ignore_stops else frozenset(self.stop_ids)
+        self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline and not ignore_stops else None
         self._cache: dict[tuple[str, ...], _Prepared] = {}
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
@@ -220,6 +224,7 @@ class HFTranslator:
             "budget": self.budget.to_dict(),
             "stop_token_ids": self.stop_ids,
             "stop_at_newline": self.prompter.stop_at_newline,
+            "ignore_stops": self.ignore_stops,
             "prefix_cache": self.prefix_cache,
             "prompt": self.prompter.describe(),
         }

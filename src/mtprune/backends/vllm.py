@@ -228,9 +228,11 @@ class VLLMTranslator:
         tensor_parallel: int | None = None,
         gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
+        ignore_stops: bool = False,
     ):
         """``model``: the transformers model or ``models.ModelConfigs`` (its configs are read: stop
-        tokens, head size); ``batch_size`` is accepted for the common interface and not used."""
+        tokens, head size); ``batch_size`` is accepted for the common interface and not used;
+        ``ignore_stops``: every segment generates its whole budget (as the hf backend's)."""
         cpu = cpu_build()
         set_environment(cpu, local_model=os.path.isdir(checkpoint),
                         kv_from_memory_fraction=gpu_memory_utilization is not None)
@@ -248,8 +250,9 @@ class VLLMTranslator:
         self.progress = progress
         self.vllm_version = vllm.__version__
         self.stop_ids = stop_token_ids(tokenizer, model)
-        self._stop_set = frozenset(self.stop_ids)
-        self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline else None
+        self.ignore_stops = ignore_stops
+        self._stop_set = frozenset() if ignore_stops else frozenset(self.stop_ids)
+        self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline and not ignore_stops else None
         self.key = _EngineKey(checkpoint, revision, dtype, tensor_parallel, gpu_memory_utilization, max_model_len)
         self._cpu = cpu
         llm, self.startup_seconds = _Engine.get(self.key, cpu)
@@ -264,6 +267,7 @@ class VLLMTranslator:
             "budget": self.budget.to_dict(),
             "stop_token_ids": self.stop_ids,
             "stop_at_newline": self.prompter.stop_at_newline,
+            "ignore_stops": self.ignore_stops,
             "prompt": self.prompter.describe(),
             # how the engine ran, not what it translates (synthesize resumes across changes of these)
             "engine": {
@@ -284,9 +288,9 @@ class VLLMTranslator:
         prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources)
         self._check_lengths(prompt_ids, budgets)
         # vLLM refuses ids beyond the model's vocabulary (a tokenizer may add tokens the model cannot emit)
-        stops = [i for i in self.stop_ids + sorted(self._newline_ids or ()) if i < self.vocab_size]
-        params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stops, detokenize=False)
-                  for budget in budgets]
+        stops = [i for i in sorted(self._stop_set | (self._newline_ids or frozenset())) if i < self.vocab_size]
+        params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stops, detokenize=False,
+                                 ignore_eos=self.ignore_stops) for budget in budgets]
         llm, _ = _Engine.get(self.key, self._cpu)
         start = time.perf_counter()
         outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params,

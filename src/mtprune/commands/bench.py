@@ -42,6 +42,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-sizes", default="1,16,64", help="comma-separated batch sizes (default: 1,16,64)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls on the first batch (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="timed passes over the data (default: 3)")
+    p.add_argument("--fixed-new-tokens", type=int, metavar="N",
+                   help="equal work for every model: each segment generates exactly N tokens, stop rules off (no "
+                   "quality then). Pruned models often write shorter or longer outputs than the unpruned one, so "
+                   "tokens/s of their own translations mixes speed with output length; use this to measure speed")
     p.add_argument("--metric", default="chrf++", help="quality metric of the outputs: chrf++, chrf, bleu, ter "
                    "(default: chrf++)")
     p.add_argument("--json", metavar="FILE", help="write every figure, the settings, machine and versions")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, max_new_tokens=args.max_new_tokens,
-        metric=canonical_metric(args.metric),
+        fixed_new_tokens=args.fixed_new_tokens, metric=canonical_metric(args.metric),
     )
     result = run_bench(cfg)
     print(format_table(result))
