@@ -204,3 +204,27 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
     scores = score_all(metrics, list(hypotheses), pair.references, tgt_lang=pair.spec.tgt)
     failures = failure_indicators(pair.sources, list(hypotheses))
     return {"scores": {name: s.to_dict() for name, s in scores.items()}, "failures": failures.to_dict()}
+
+
+def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], **translation: Any) -> dict[str, Any]:
+    """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it:
+    layers, parameters, scores with signatures, failure counts, timing and the hypotheses."""
+    from .export import count_parameters
+    from .layers import num_layers
+
+    translator = make_translator(loaded, pair, **translation)
+    result = translator.translate(pair.sources)
+    scored = score_hypotheses(pair, result.hypotheses, metrics)
+    model = loaded.model
+    if not hasattr(model, "parameters"):  # another engine (vLLM) holds the weights: count on a skeleton
+        from .bench import skeleton_model
+
+        model = skeleton_model(model.config)
+    return {
+        "layers": num_layers(model),
+        "parameters": count_parameters(model)["total"],
+        "scores": scored["scores"],
+        "failures": scored["failures"],
+        "timing": result.timing(),
+        "hypotheses": result.hypotheses,
+    }

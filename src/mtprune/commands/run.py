@@ -1,0 +1,102 @@
+"""``mtprune run``: a whole run (search, prune, recover, evaluate, bench, report) from one YAML recipe."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """\
+Run every stage of RECIPE.yaml into RUN_DIR: search -> prune -> recover (its steps in order) -> evaluate
+(the unpruned, pruned and each recovered model on every pair's held-out test data) -> bench -> report.
+
+The recipe is checked whole before any model loads: every problem (unknown key, with a did-you-mean;
+wrong type; layer id out of range where the layer count is in the model's config.json; missing data
+file; unknown language, metric, backend or recovery method) is reported at once with its line.
+
+Each stage writes RUN_DIR/STAGE/ with inputs.json when it starts and stamp.json (a digest of its
+recipe section, its data's hashes and the digests of the stages it reads) when it is done. Rerun the
+same command after a change or a crash: finished stages whose inputs did not change are skipped
+("skip search: done, inputs unchanged"), an interrupted stage is resumed (the search from its trace,
+finetune from its last checkpoint, synthesize from its progress log, evaluate from the results it has),
+a stage whose inputs changed is redone with everything after it. --from STAGE redoes that stage and
+every later one. Layer ids are ORIGINAL 0-based ids."""
+
+EPILOG = """\
+stages: search, prune, recover, evaluate, bench, report (search without a 'search' section, recover
+  without 'recover' steps and bench without a 'bench' section are left out)
+
+recipe keys (examples/*.yaml show them all):
+  model: MODEL                 packaged name, checkpoint folder (relative to the recipe), .gguf or hub id
+  dtype, device, seed          as the commands' --dtype, --device, --seed (default auto, auto, 0)
+  pairs:                       - src: en, tgt: de, weight: 1.0 (for combine: weighted)
+                                 data: SPEC         default data; dev/test/train are its hash partitions
+                                 dev|test|train:    SPEC, or {data, ref, split, src_col, tgt_col, part, limit, seed}
+                                                    (without data: the pair's data, part = the role)
+  translation:                 prompt, shots, shots_from, batch_size, max_new_tokens (every stage that translates)
+  backend:                     hf | vllm, or {name, tensor_parallel, gpu_memory_utilization, max_model_len}
+                               (evaluate, synthesize, bench; the search always runs hf)
+  search:                      `mtprune search`'s settings: criterion, metric, fast, proxy, shortlist, race,
+                               protect, combine, candidate_batch; stop rules remove, target_layers,
+                               target_params, min_quality, depth_for, speed_from
+  prune:                       layers (the plan's first N removals), drop (ids, instead of a search), verify
+  recover:                     a list of steps, each one of
+                                 - heal: {epochs, steps, lr, loss, layers_per_gap, data, teacher, ...}
+                                 - synthesize: {teacher (default: the unpruned model), data, chunk_size, ...}
+                                 - finetune: {learning_rate, max_steps, epochs, batch_size, teacher: auto, kd_weight,
+                                              lora, train_layers, data: [train | synthesized | SPEC], ...}
+                               (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
+                               train data, for finetune after a synthesize step to the synthesized pairs)
+  evaluate:                    metrics: [chrf++, bleu, chrf, ter]
+  bench:                       batch_sizes, warmup, runs, limit (the first pair's test segments), metric,
+                               fixed_new_tokens (the same work for every model: see mtprune bench --help)
+
+examples:
+  mtprune run examples/quickstart.yaml -o runs/qs --dry-run     # check the recipe, show the plan, load nothing
+  mtprune run examples/quickstart.yaml -o runs/qs               # run (again: finished stages are skipped)
+  mtprune run examples/quickstart.yaml -o runs/qs --from recover   # redo recovery, evaluation, bench, report
+  mtprune run examples/aya-expanse-8b-cs-de.yaml -o runs/aya    # the paper's setup (GPU, hub models)"""
+
+
+def add_parser(subparsers) -> None:
+    from ..run import STAGES
+
+    p = subparsers.add_parser("run", help="a whole run from a YAML recipe (resumable, stage by stage)",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe (see examples/)")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (new, or one of an earlier run)")
+    p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
+                   help=f"redo this stage and every later one: {', '.join(STAGES)}")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the recipe and print what each stage would do (run, skip, resume, redo); loads "
+                   "no model. Data files that are not there yet are listed, not refused")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..recipe import load_recipe
+    from ..run import format_plan, plan_stages, run_recipe
+
+    recipe = load_recipe(Path(args.recipe), allow_missing_files=args.dry_run)
+    run_dir = Path(args.output)
+    if args.dry_run:
+        print(format_plan(recipe, plan_stages(recipe, run_dir, args.start_from), run_dir))
+        print("dry run: nothing was loaded or written")
+        return 0
+    summary = run_recipe(recipe, run_dir, start_from=args.start_from, progress=not args.quiet)
+    print(_format_scores(summary))
+    report = summary.get("report") or {}
+    print(f"report: {report.get('markdown')} and {report.get('html')} (summary.json beside them)")
+    return 0
+
+
+def _format_scores(summary: dict) -> str:
+    """The models side by side: layers, parameters and each metric per pair."""
+    pairs, metrics = list(summary["test_data"]), summary["metrics"]
+    columns = [f"{m} {p}" for p in pairs for m in metrics]
+    width = max(len(m["name"]) for m in summary["models"]) + 2
+    lines = [f"{'model':<{width}}{'layers':>6}{'params':>10}" + "".join(f"{c:>14}" for c in columns)]
+    for model in summary["models"]:
+        cells = [(model["scores"].get(p) or {}).get(m, {}).get("value") for p in pairs for m in metrics]
+        lines.append(f"{model['name']:<{width}}{model['layers']:>6}{model['parameters'] / 1e6:>9.1f}M"
+                     + "".join(f"{'-' if v is None else format(v, '.2f'):>14}" for v in cells))
+    return "\n".join(lines)

@@ -1,0 +1,703 @@
+"""Recipes: one YAML file that describes a whole run (search -> prune -> recover -> evaluate -> bench -> report).
+
+``load_recipe`` reads the YAML keeping each key's line, checks EVERYTHING it can without loading a
+model (unknown keys with a did-you-mean, types, language codes, layer ids where the layer count can be
+read from a config.json, data files, metrics, backends, the library configs' own checks) and raises one
+``ConfigError`` that lists every problem as ``RECIPE.yaml:LINE: key: message``.  Torch is not imported.
+
+The sections map onto the library's configs: ``search`` holds ``SearchConfig`` and ``StopRule`` fields,
+each ``recover`` step the fields of ``HealConfig``, ``SynthesizeConfig`` or ``FinetuneConfig``, ``backend``
+those of ``BackendConfig``; ``run.py`` builds those configs from a checked recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .backends import BackendConfig
+from .bench import BenchConfig
+from .data import DataSpec, data_spec_from_args
+from .errors import ConfigError, MtpruneError, unknown_choice
+from .recover.finetune import FinetuneConfig
+from .recover.heal import HealConfig
+from .recover.synthesize import SynthesizeConfig
+from .search import PairConfig, SearchConfig, StopRule
+
+RECOVERY_METHODS = ("heal", "synthesize", "finetune")
+ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
+TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
+# set by the recipe itself, not by a section's keys
+SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "prompt", "shots", "shots_from", "batch_size",
+                      "max_new_tokens", "dtype", "device", "seed", "resume", "progress")
+STEP_FROM_RECIPE = {
+    "heal": ("student", "out", "data", "force", "progress"),
+    "synthesize": ("data", "out", "force", "progress", "backend"),
+    "finetune": ("student", "out", "data", "resume", "force", "progress", "checkpoint_dir", "keep_checkpoints"),
+}
+STEP_ALIASES = {"finetune": {"lr": "learning_rate"}}
+STEP_CONFIGS = {"heal": HealConfig, "synthesize": SynthesizeConfig, "finetune": FinetuneConfig}
+# a path no check will find, for the library validations that look at their output path
+_NO_OUTPUT = Path("/nonexistent-mtprune-recipe-check/out")
+
+
+# ----------------------------------------------------------------------------------------
+# The typed recipe
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    src: str
+    tgt: str
+    dev: DataSpec | None = None  # the search scores on it
+    test: DataSpec | None = None  # held-out evaluation
+    train: DataSpec | None = None  # recovery steps train on it
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.src}-{self.tgt}"
+
+
+@dataclass
+class Translation:
+    """How every stage that translates does it (search, evaluate, synthesize, bench)."""
+
+    prompt: str = "auto"
+    shots: int = 3
+    shots_from: str | None = None
+    batch_size: int = 16
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class Prune:
+    layers: int | None = None  # apply only the plan's first N removals (default: all)
+    drop: list[int] | None = None  # without a search: remove these original ids
+    verify: bool = True
+
+
+@dataclass
+class RecoverStep:
+    method: str  # heal | synthesize | finetune
+    name: str  # unique in the recipe: heal, finetune, finetune-2, ...
+    options: dict[str, Any]  # fields of the method's library config
+    data: list[DataSpec | str] = field(default_factory=list)  # DataSpecs, "train" or "synthesized"
+
+    @property
+    def makes_model(self) -> bool:
+        return self.method != "synthesize"
+
+
+@dataclass
+class Evaluate:
+    metrics: list[str] = field(default_factory=lambda: ["chrf++", "bleu"])
+
+
+@dataclass
+class Bench:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    warmup: int = 1
+    runs: int = 3
+    limit: int | None = 64  # segments of the first pair's test data
+    metric: str = "chrf++"
+    fixed_new_tokens: int | None = None  # equal work for every model (see mtprune bench --help)
+
+
+@dataclass
+class Recipe:
+    path: Path
+    model: str
+    pairs: list[Pair]
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    translation: Translation = field(default_factory=Translation)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    search: dict[str, Any] | None = None  # SearchConfig and StopRule fields
+    prune: Prune = field(default_factory=Prune)
+    recover: list[RecoverStep] = field(default_factory=list)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    bench: Bench | None = None
+    num_layers: int | None = None  # read from the model's config where possible, else None
+    missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
+
+    def search_config(self, run_dir: Path, *, resume: bool = False, progress: bool = True) -> SearchConfig:
+        opts = dict(self.search or {})
+        stop = StopRule(**{k: opts.pop(k) for k in list(opts) if k in _field_names(StopRule)})
+        t = self.translation
+        return SearchConfig(
+            model=self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
+            run_dir=run_dir, stop=stop, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
+            batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype, device=self.device,
+            seed=self.seed, resume=resume, progress=progress, **opts)
+
+
+TOP_LEVEL: dict[str, Any] = {
+    "model": str, "dtype": str, "device": str, "seed": int, "pairs": list, "translation": dict,
+    "backend": Union[dict, str], "search": Union[dict, None], "prune": Union[dict, None],
+    "recover": Union[list, None], "evaluate": Union[dict, None], "bench": Union[dict, None],
+}
+PAIR_KEYS: dict[str, Any] = {"src": str, "tgt": str, "weight": float, "data": Union[str, dict],
+                             "dev": Union[str, dict], "test": Union[str, dict], "train": Union[str, dict]}
+
+
+# ----------------------------------------------------------------------------------------
+# Reading YAML with line numbers
+# ----------------------------------------------------------------------------------------
+
+Path_ = tuple[Union[str, int], ...]
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
+    """The document and the line (1-based) of every key and list item, by key path."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the recipe ({exc})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {(): 1}
+    duplicates: list[tuple[Path_, int]] = []
+    if node is not None:
+        _index_lines(node, (), lines, duplicates)
+    if duplicates:
+        where = "; ".join(f"{path}:{line}: {_dotted(p)}" for p, line in duplicates)
+        raise ConfigError(f"{path}: keys given twice (the later one would silently win): {where}")
+    return data, lines
+
+
+def _index_lines(node, prefix: Path_, lines: dict[Path_, int], duplicates: list) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = prefix + (key_node.value,)
+            if key in lines:
+                duplicates.append((key, key_node.start_mark.line + 1))
+            lines[key] = key_node.start_mark.line + 1
+            _index_lines(value_node, key, lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[prefix + (i,)] = item.start_mark.line + 1
+            _index_lines(item, prefix + (i,), lines, duplicates)
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+# ----------------------------------------------------------------------------------------
+# Types
+# ----------------------------------------------------------------------------------------
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def config_keys(cls, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config dataclass's fields and their types, without ``exclude``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in exclude}
+
+
+# a data spec in a recipe: DataSpec's fields; its languages are the pair's, and ``spec`` is called ``data``
+DATA_KEYS: dict[str, Any] = {"data": str, **config_keys(DataSpec, ("spec", "src", "tgt"))}
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type hint (int is not bool; an integer fits a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    if hint is list or origin in (list, tuple):
+        return isinstance(value, list) and all(matches(v, args[0]) for v in value) if args else isinstance(value, list)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return False  # other classes (DataSpec, BackendConfig) are built by the recipe, not given
+
+
+def describe_type(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path",
+             type(None): "null", dict: "a mapping", list: "a list"}
+    if hint in names:
+        return names[hint]
+    if origin in (list, tuple):
+        return f"a list of {describe_type(args[0]).removeprefix('an ').removeprefix('a ')}s" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _yaml_kind(value: Any) -> str:
+    kinds = {bool: "true/false", int: "integer", float: "number", str: "text", list: "list", dict: "mapping",
+             type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _flags_to_keys(message: str) -> str:
+    """Library messages name command-line flags; in a recipe they are keys (--target-layers -> target_layers)."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+# ----------------------------------------------------------------------------------------
+# The checker: collects every problem with its line
+# ----------------------------------------------------------------------------------------
+
+class RecipeChecker:
+    def __init__(self, path: Path, lines: dict[Path_, int], allow_missing_files: bool):
+        self.path = Path(path)
+        self.base = self.path.resolve().parent
+        self.lines = lines
+        self.allow_missing_files = allow_missing_files
+        self.problems: list[tuple[int, str]] = []
+        self.missing: list[str] = []
+        self.refused: set[Path_] = set()  # keys whose value had the wrong type
+
+    def where(self, path: Path_) -> str:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return f"{self.path}:{self.lines.get(path, 1)}"
+
+    def error(self, path: Path_, message: str) -> None:
+        line = int(self.where(path).rsplit(":", 1)[1])
+        message = _flags_to_keys(message).removeprefix(f"{_dotted(path)}: ")
+        problem = (line, f"{self.where(path)}: {_dotted(path)}: {message}")
+        if problem not in self.problems:  # data inherited by several roles is checked once per role
+            self.problems.append(problem)
+
+    def attempt(self, path: Path_, check, *args, **kwargs):
+        """``check(*args)``, its MtpruneError (or ValueError/TypeError) recorded at ``path``; None then."""
+        try:
+            return check(*args, **kwargs)
+        except (MtpruneError, ValueError, TypeError) as exc:
+            self.error(path, str(exc))
+            return None
+
+    def mapping(self, value: Any, path: Path_, allowed: dict[str, Any], *, required: tuple[str, ...] = (),
+                aliases: dict[str, str] | None = None) -> dict[str, Any]:
+        """The keys of a mapping that exist and have the right type; every other one is a problem."""
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping (key: value lines), got {_yaml_kind(value)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = (aliases or {}).get(key, key)
+            if name not in allowed:
+                self.error(path + (key,), unknown_choice("key", str(key), allowed))
+            elif not matches(item, allowed[name]):
+                self.refused.add(path + (key,))
+                self.error(path + (key,), f"expected {describe_type(allowed[name])}, got {item!r} ({_yaml_kind(item)})")
+            else:
+                out[name] = item
+        for key in required:
+            if key not in value:
+                self.error(path, f"missing key {key!r}")
+        return out
+
+    def library_error(self, path: Path_, message: str, given: Any) -> None:
+        """A library config's complaint, unless it names a key whose value was refused already
+        (a mistyped ``remove`` would also be 'no stop rule')."""
+        refused = [k for k in (given if isinstance(given, dict) else {}) if (path + (k,)) in self.refused]
+        if not any(re.search(rf"\b{re.escape(str(k))}\b", _flags_to_keys(message)) for k in refused):
+            self.error(path, message)
+
+    def local_path(self, text: str) -> str:
+        """A path as written, relative to the recipe's folder; anything not on disk stays as it is."""
+        candidate = Path(text).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.base / candidate
+        return str(candidate) if candidate.exists() else text
+
+    def file(self, path: Path_, text: str, what: str) -> str:
+        """A data file relative to the recipe: missing is a problem (a note in a dry run)."""
+        resolved = Path(text).expanduser()
+        resolved = resolved if resolved.is_absolute() else self.base / resolved
+        if not resolved.exists():
+            if self.allow_missing_files:
+                self.missing.append(f"{self.where(path)}: {_dotted(path)}: {what} {text} (not found: {resolved})")
+            else:
+                self.error(path, f"{what} {text}: no such file or folder ({resolved})")
+        return str(resolved)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            n = len(self.problems)
+            listed = "\n  ".join(msg for _, msg in sorted(self.problems, key=lambda p: p[0]))
+            raise ConfigError(f"{self.path}: {n} problem{'s' if n > 1 else ''} (nothing was loaded or run):\n  {listed}")
+
+
+# ----------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------
+
+def load_recipe(path: str | Path, *, allow_missing_files: bool = False) -> Recipe:
+    """Read and check a recipe; one ConfigError lists every problem with its line.
+
+    ``allow_missing_files``: data files that do not exist yet are listed in ``missing_files``
+    instead of being problems (``--dry-run`` of a recipe whose data is still to be fetched)."""
+    data, lines = read_yaml(Path(path))
+    ck = RecipeChecker(Path(path), lines, allow_missing_files)
+    top = ck.mapping(data, (), TOP_LEVEL, required=("model", "pairs"))
+    recipe = Recipe(path=Path(path), model=_model(ck, top.get("model")), pairs=[])
+    recipe.dtype = _dtype(ck, top.get("dtype", "auto"))
+    recipe.device = _device(ck, top.get("device", "auto"))
+    recipe.seed = top.get("seed", 0)
+    recipe.translation = _translation(ck, top.get("translation"))
+    recipe.backend = _backend(ck, top.get("backend", "hf"))
+    recipe.pairs = _pairs(ck, top.get("pairs") or [], recipe.seed)
+    recipe.num_layers = _num_layers(recipe.model)
+    recipe.search = _search(ck, top.get("search"), recipe) if top.get("search") is not None else None
+    recipe.prune = _prune(ck, top.get("prune"), recipe)
+    recipe.recover = _recover(ck, top.get("recover") or [], recipe)
+    recipe.evaluate = _evaluate(ck, top.get("evaluate"))
+    recipe.bench = _bench(ck, top.get("bench")) if "bench" in top else None
+    _roles_needed(ck, recipe)
+    ck.raise_if_any()
+    recipe.missing_files = ck.missing
+    return recipe
+
+
+def _model(ck: RecipeChecker, spec: str | None) -> str:
+    from .models import resolve_source
+
+    if spec is None:
+        return ""
+    spec = ck.local_path(spec)
+    ck.attempt(("model",), resolve_source, spec)
+    return spec
+
+
+def _num_layers(spec: str) -> int | None:
+    from .models import peek_num_layers, resolve_source
+
+    try:
+        return peek_num_layers(resolve_source(spec)) if spec else None
+    except MtpruneError:
+        return None  # reported at the model line already
+
+
+def _dtype(ck: RecipeChecker, value: str) -> str:
+    from .models import canonical_dtype
+
+    return ck.attempt(("dtype",), canonical_dtype, value) or "auto"
+
+
+def _device(ck: RecipeChecker, value: str) -> str:
+    from .models import DEVICES
+
+    if value not in DEVICES and not re.fullmatch(r"cuda:\d+", value):
+        ck.error(("device",), unknown_choice("device", value, DEVICES))
+    return value
+
+
+def _translation(ck: RecipeChecker, value: Any) -> Translation:
+    from .prompts import MODES
+
+    t = Translation(**ck.mapping(value, ("translation",), config_keys(Translation)))
+    path = ("translation",)
+    if t.prompt not in MODES:
+        found = ck.local_path(t.prompt)
+        if not Path(found).is_file():
+            ck.error(path + ("prompt",), unknown_choice("prompt mode", t.prompt, MODES) +
+                     " Or give the path of an existing template file (relative to the recipe).")
+        t.prompt = found
+    if t.shots_from and not t.shots_from.startswith(("sample", "hf:")):
+        t.shots_from = ck.file(path + ("shots_from",), t.shots_from, "few-shot data")
+    for key, low in (("shots", 0), ("batch_size", 1), ("max_new_tokens", 1)):
+        if getattr(t, key) is not None and getattr(t, key) < low:
+            ck.error(path + (key,), f"must be at least {low}, got {getattr(t, key)}")
+    return t
+
+
+def _backend(ck: RecipeChecker, value: Any) -> BackendConfig:
+    fields = ck.mapping({"name": value} if isinstance(value, str) else value, ("backend",), config_keys(BackendConfig))
+    backend = BackendConfig(**fields)
+    for message in backend.errors():
+        ck.error(("backend",), message)
+    return backend
+
+
+def _pairs(ck: RecipeChecker, items: list, seed: int) -> list[Pair]:
+    from .langs import normalize_language
+
+    if not items:
+        ck.error(("pairs",), "give at least one language pair (src, tgt and its data)")
+    pairs = []
+    for i, item in enumerate(items):
+        path = ("pairs", i)
+        keys = ck.mapping(item, path, PAIR_KEYS, required=("src", "tgt"))
+        for side in ("src", "tgt"):
+            if side in keys:
+                lang = ck.attempt(path + (side,), normalize_language, keys[side])
+                keys[side] = lang.code if lang else keys[side]
+        pair = Pair(src=keys.get("src", "?"), tgt=keys.get("tgt", "?"), weight=float(keys.get("weight", 1.0)))
+        default = keys.get("data")
+        for role in ROLES:
+            given = keys.get(role)
+            setattr(pair, role, _data_ref(ck, path + ((role,) if given is not None else ("data",)),
+                                          given, default, role, pair, seed))
+        pairs.append(pair)
+    names = [p.name for p in pairs]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            ck.error(("pairs", i), f"language pair {name} is given twice; give each pair once")
+    return pairs
+
+
+def _data_ref(ck: RecipeChecker, path: Path_, given: Any, default: Any, role: str, pair: Pair,
+              seed: int) -> DataSpec | None:
+    """A role's data: its own (part 'all' unless it says), or the pair's ``data`` with part = the role."""
+    if given is None and default is None:
+        return None
+    if given is None:
+        given, inherited = default, True
+    else:
+        inherited = isinstance(given, dict) and "data" not in given
+        if inherited and default is None:
+            ck.error(path, f"no 'data' here and no 'data' for the pair to take the {role} part of")
+            return None
+    fields = ck.mapping({"data": given} if isinstance(given, str) else given, path, DATA_KEYS)
+    if inherited:
+        base = ck.mapping({"data": default} if isinstance(default, str) else default, path, DATA_KEYS)
+        fields = {**base, "part": role, **{k: v for k, v in fields.items()}}
+    fields.setdefault("seed", seed)
+    if "data" not in fields:
+        ck.error(path, "missing key 'data'")
+        return None
+    return _check_data(ck, path, DataSpec(spec=fields.pop("data"), src=pair.src, tgt=pair.tgt, **fields))
+
+
+def _is_file_spec(spec: str) -> bool:
+    return not (spec == "sample" or spec.startswith(("sample:", "hf:")))
+
+
+def _check_data(ck: RecipeChecker, path: Path_, spec: DataSpec) -> DataSpec:
+    """Files relative to the recipe, and data_spec_from_args's checks (part, limit, ref, split)."""
+    if _is_file_spec(spec.spec):
+        spec = dataclasses.replace(spec, spec=ck.file(path + ("data",), spec.spec, "data"))
+    if spec.ref is not None:
+        spec = dataclasses.replace(spec, ref=ck.file(path + ("ref",), spec.ref, "references"))
+    if "?" not in (spec.src, spec.tgt) and (Path(spec.spec).exists() or not _is_file_spec(spec.spec)):
+        ck.attempt(path, data_spec_from_args, argparse.Namespace(**{**dataclasses.asdict(spec), "data": spec.spec}))
+    return spec
+
+
+def _roles_needed(ck: RecipeChecker, recipe: Recipe) -> None:
+    needs = {"dev": recipe.search is not None, "test": True}
+    for i, pair in enumerate(recipe.pairs):
+        for role, needed in needs.items():
+            if needed and getattr(pair, role) is None:
+                use = "the search scores on it" if role == "dev" else "evaluate scores every model on it"
+                ck.error(("pairs", i), f"{pair.name}: no {role} data ({use}): give 'data' or '{role}'")
+
+
+def _layer_ids(ck: RecipeChecker, path: Path_, value: Any, n: int | None) -> list[int] | None:
+    """Original layer ids from a list or '3,5-7'; out of range where the layer count is known."""
+    from .layers import check_layer_ids, parse_layer_ids
+
+    key = _dotted(path)
+    ids = ck.attempt(path, parse_layer_ids, value, option=key) if isinstance(value, str) else value
+    if ids is not None and n is not None:
+        ck.attempt(path, check_layer_ids, ids, n, option=key)
+    return ids
+
+
+def _search(ck: RecipeChecker, value: Any, recipe: Recipe) -> dict[str, Any]:
+    from .search import check_depth, protected_layers
+
+    path = ("search",)
+    allowed = {**config_keys(SearchConfig, SEARCH_FROM_RECIPE), **config_keys(StopRule)}
+    allowed["protect"] = Union[list[int], str, None]
+    opts = ck.mapping(value, path, allowed)
+    if isinstance(opts.get("protect"), str):
+        text = opts["protect"].strip().lower()
+        opts["protect"] = [] if text == "none" else _layer_ids(ck, path + ("protect",), text, None)
+    if opts.get("protect"):
+        _layer_ids(ck, path + ("protect",), opts["protect"], recipe.num_layers)
+    if opts.get("speed_from"):
+        opts["speed_from"] = ck.file(path + ("speed_from",), opts["speed_from"], "bench JSON")
+    recipe.search = opts
+    cfg = recipe.search_config(_NO_OUTPUT)
+    for message in cfg.errors():
+        ck.library_error(path, message, value)
+    n = recipe.num_layers
+    if n is not None and not cfg.stop.errors():
+        protect = ck.attempt(path + ("protect",), protected_layers, cfg.protect, n)
+        if protect is not None:
+            ck.attempt(path, check_depth, cfg, n, protect)
+    return opts
+
+
+def _prune(ck: RecipeChecker, value: Any, recipe: Recipe) -> Prune:
+    path = ("prune",)
+    allowed = {**config_keys(Prune), "drop": Union[list[int], str, None]}
+    prune = Prune(**ck.mapping(value, path, allowed))
+    if prune.drop is not None:
+        prune.drop = _layer_ids(ck, path + ("drop",), prune.drop, recipe.num_layers)
+        if recipe.search is not None:
+            ck.error(path + ("drop",), "give a search (its plan says what to drop) or prune.drop, not both")
+    elif recipe.search is None:
+        ck.error(path, "nothing to prune: give a 'search' section, or the layers to remove as prune.drop")
+    if prune.layers is not None and (prune.layers < 1 or prune.drop is not None):
+        ck.error(path + ("layers",), "prune.layers applies the first N (>= 1) removals of the search's plan")
+    return prune
+
+
+def _recover(ck: RecipeChecker, items: Any, recipe: Recipe) -> list[RecoverStep]:
+    if not isinstance(items, list):
+        ck.error(("recover",), f"expected a list of steps (- heal: {{...}}), got {_yaml_kind(items)}")
+        return []
+    steps: list[RecoverStep] = []
+    for i, item in enumerate(items):
+        path: Path_ = ("recover", i)
+        if isinstance(item, str):
+            item = {item: None}
+        if not isinstance(item, dict) or len(item) != 1:
+            ck.error(path, "each step is one method with its options, e.g. '- finetune: {max_steps: 100}'")
+            continue
+        (method, options), = item.items()
+        if method not in RECOVERY_METHODS:
+            ck.error(path, unknown_choice("recovery method", str(method), RECOVERY_METHODS))
+            continue
+        taken = sum(s.method == method for s in steps)
+        step = RecoverStep(method=method, name=method if not taken else f"{method}-{taken + 1}", options={})
+        _recover_step(ck, path + (method,), step, options, recipe, steps)
+        steps.append(step)
+    return steps
+
+
+def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: Any, recipe: Recipe,
+                  before: list[RecoverStep]) -> None:
+    allowed = {**config_keys(STEP_CONFIGS[step.method], STEP_FROM_RECIPE[step.method]),
+               "data": Union[str, dict, list, None]}
+    if step.method in ("heal", "finetune"):
+        allowed["teacher"] = Union[str, None]  # a model, or auto / unpruned: the unpruned source
+    opts = ck.mapping(options, path, allowed, aliases=STEP_ALIASES.get(step.method))
+    synthesized = any(s.method == "synthesize" for s in before)
+    default = [SYNTHESIZED] if step.method == "finetune" and synthesized else [TRAIN]
+    step.data = _step_data(ck, path + ("data",), opts.pop("data", None) or default, recipe, step, synthesized)
+    if opts.get("teacher") in ("auto", "unpruned"):  # the source named in the pruned model's mtprune.json
+        opts["teacher"] = "auto" if step.method == "finetune" else None
+    for key in ("teacher", "shots_from"):
+        if isinstance(opts.get(key), str) and opts[key] != "auto":
+            opts[key] = ck.local_path(opts[key])
+    if step.method == "finetune" and isinstance(opts.get("train_layers"), str) and opts["train_layers"] != "gaps":
+        _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
+    step.options = opts
+    _library_check(ck, path, step, options)
+
+
+def _step_data(ck: RecipeChecker, path: Path_, value: Any, recipe: Recipe, step: RecoverStep,
+               synthesized: bool) -> list[DataSpec | str]:
+    items = value if isinstance(value, list) else [value]
+    out: list[DataSpec | str] = []
+    for i, item in enumerate(items):
+        where = path + (i,) if isinstance(value, list) else path
+        if item == TRAIN:
+            missing = [p.name for p in recipe.pairs if p.train is None]
+            if missing:
+                ck.error(where, f"'train' data: pairs {', '.join(missing)} have no train data ('data' or 'train')")
+            out.append(TRAIN)
+        elif item == SYNTHESIZED:
+            if step.method != "finetune" or not synthesized:
+                ck.error(where, "'synthesized' is the output of an earlier synthesize step, for a finetune step")
+            out.append(SYNTHESIZED)
+        elif isinstance(item, (str, dict)):
+            ref = _data_ref(ck, where, item, None, "train", _only_pair(ck, where, recipe), recipe.seed)
+            if ref is not None:
+                out.append(ref)
+        else:
+            ck.error(where, f"expected 'train', 'synthesized' or a data spec, got {_yaml_kind(item)}")
+    if step.method == "heal" and len(out) > 1:
+        ck.error(path, "heal trains on one data set: give one")
+    return out
+
+
+def _only_pair(ck: RecipeChecker, path: Path_, recipe: Recipe) -> Pair:
+    """A data spec in a recovery step is of the (only) pair's languages."""
+    if len(recipe.pairs) > 1:
+        ck.error(path, "with several pairs, a step's own data cannot say its languages: use 'train' "
+                 "(each pair's train data) or give the data in the pairs")
+    return recipe.pairs[0] if recipe.pairs else Pair("?", "?")
+
+
+def _library_check(ck: RecipeChecker, path: Path_, step: RecoverStep, given: Any) -> None:
+    """The library config's own validation (ranges, combinations), at the step's line."""
+    opts = dict(step.options)
+    if step.method == "synthesize":
+        cfg = SynthesizeConfig(teacher=opts.pop("teacher", "?"), data=DataSpec("x", "en", "de"), out=_NO_OUTPUT,
+                               force=True, **opts)
+    elif step.method == "heal":
+        cfg = HealConfig(student="?", out=_NO_OUTPUT, force=True, **opts)
+    else:
+        cfg = FinetuneConfig(student="?", out=_NO_OUTPUT, data=[DataSpec("x", "en", "de", part="train")], **opts)
+    try:
+        cfg.validate()
+    except ConfigError as exc:  # one message listing its problems: each goes on its own line
+        text = str(exc).removeprefix("invalid options:")
+        for message in filter(None, (m.strip() for m in re.split(r"\n|; ", text))):
+            ck.library_error(path, message, given)
+
+
+def _evaluate(ck: RecipeChecker, value: Any) -> Evaluate:
+    from .metrics import canonical_metric
+
+    ev = Evaluate(**ck.mapping(value, ("evaluate",), config_keys(Evaluate)))
+    metrics = [ck.attempt(("evaluate", "metrics", i), canonical_metric, m) for i, m in enumerate(ev.metrics)]
+    ev.metrics = list(dict.fromkeys(m for m in metrics if m))
+    if not ev.metrics and None not in metrics:
+        ck.error(("evaluate", "metrics"), "give at least one metric (chrf++, chrf, bleu, ter)")
+    return ev
+
+
+def _bench(ck: RecipeChecker, value: Any) -> Bench:
+    from .metrics import canonical_metric
+
+    path = ("bench",)
+    bench = Bench(**ck.mapping(value, path, config_keys(Bench)))
+    bench.metric = ck.attempt(path + ("metric",), canonical_metric, bench.metric) or bench.metric
+    # the backend is checked in its own section
+    cfg = BenchConfig(models=["?"], data=DataSpec("x", "en", "de"), batch_sizes=tuple(bench.batch_sizes),
+                      warmup=bench.warmup, runs=bench.runs, fixed_new_tokens=bench.fixed_new_tokens)
+    ck.attempt(path, cfg.validate)
+    if bench.limit is not None and bench.limit < 1:
+        ck.error(path + ("limit",), f"must be at least 1, got {bench.limit}")
+    return bench

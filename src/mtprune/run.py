@@ -1,0 +1,495 @@
+"""Run a recipe: plan the stages, then execute them, each in ``RUN_DIR/STAGE``.
+
+Stages, in order: search -> prune -> recover (its steps in order) -> evaluate -> bench -> report.
+Each stage's inputs (its recipe section, the data's hashes, and the digests of the stages it reads
+from) are hashed; the stage writes ``inputs.json`` when it starts and ``stamp.json`` when it is done.
+A rerun skips a stage whose stamp has the same digest, resumes one that was interrupted with the same
+inputs (the search from its trace, finetune from its checkpoints, synthesize from its progress log,
+evaluate from the (model, pair) results it has), and redoes one whose inputs changed, which changes
+the digests of everything downstream.  ``start_from`` redoes that stage and every later one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .files import write_json_atomic, write_text_atomic
+from .data import DataSpec
+from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
+STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
+
+
+@dataclass
+class Stage:
+    name: str
+    inputs: dict[str, Any]
+    digest: str
+    action: str = "run"  # run | skip | resume | redo
+    reason: str = ""
+    what: str = ""  # what the stage does, for --dry-run
+
+    @property
+    def forced(self) -> bool:
+        return self.reason.startswith("--from")
+
+
+@dataclass
+class RunContext:
+    recipe: Recipe
+    run_dir: Path
+    stages: dict[str, Stage] = field(default_factory=dict)
+    progress: bool = True
+
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def step_dir(self, index: int, step: RecoverStep) -> Path:
+        return self.dir("recover") / f"{index:02d}-{step.name}"
+
+    @property
+    def pruned(self) -> Path:
+        return self.dir("prune") / "model"
+
+    def models(self) -> list[tuple[str, str]]:
+        """(name, MODEL) of every model the run makes, the unpruned one first."""
+        models = [("unpruned", self.recipe.model), ("pruned", str(self.pruned))]
+        for i, step in enumerate(self.recipe.recover, 1):
+            if step.makes_model:
+                models.append((step.name, str(self.step_dir(i, step) / "model")))
+        return models
+
+
+# ----------------------------------------------------------------------------------------
+# Identities and digests (no model loads: files are hashed, checkpoints fingerprinted)
+# ----------------------------------------------------------------------------------------
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def file_identity(path: str | None) -> str | None:
+    """sha256 of a file; names and sizes of a folder's files; None where there is no such path."""
+    if not path or not Path(path).exists():
+        return None
+    p = Path(path)
+    if p.is_dir():
+        return digest(sorted((str(f.relative_to(p)), f.stat().st_size) for f in p.rglob("*") if f.is_file()))
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def data_identity(spec: DataSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {**dataclasses.asdict(spec), "data_sha256": file_identity(spec.spec), "ref_sha256": file_identity(spec.ref)}
+
+
+def model_identity(spec: str) -> dict[str, Any]:
+    from .models import fingerprint_checkpoint
+
+    path = Path(spec)
+    return {"spec": spec, "fingerprint": fingerprint_checkpoint(path) if path.is_dir() else None}
+
+
+# ----------------------------------------------------------------------------------------
+# Stage inputs: each stage's recipe section, data and upstream digests
+# ----------------------------------------------------------------------------------------
+
+def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """The inputs of every enabled stage, in order; each includes the digests of those it reads."""
+    t = dataclasses.asdict(recipe.translation)
+    common = {"model": model_identity(recipe.model), "dtype": recipe.dtype, "device": recipe.device,
+              "seed": recipe.seed, "translation": t}
+    inputs: dict[str, dict[str, Any]] = {}
+    if recipe.search is not None:
+        inputs["search"] = {**common, "search": recipe.search,
+                            "dev": [[p.name, p.weight, data_identity(p.dev)] for p in recipe.pairs]}
+    inputs["prune"] = {"model": common["model"], "device": recipe.device, "prune": dataclasses.asdict(recipe.prune),
+                       "search": digest(inputs["search"]) if "search" in inputs else None}
+    upstream = digest(inputs["prune"])
+    models = {"unpruned": common["model"], "pruned": upstream}
+    if recipe.recover:
+        steps = []
+        for step in recipe.recover:
+            upstream = digest(step_inputs(recipe, step, upstream, common))
+            steps.append(upstream)
+            if step.makes_model:
+                models[step.name] = upstream
+        inputs["recover"] = {"steps": steps}
+    final = list(models.values())[-1]
+    backend = dataclasses.asdict(recipe.backend)
+    inputs["evaluate"] = {**common, "backend": backend, "evaluate": dataclasses.asdict(recipe.evaluate),
+                          "test": [[p.name, data_identity(p.test)] for p in recipe.pairs], "models": models}
+    if recipe.bench is not None:
+        inputs["bench"] = {**common, "backend": backend, "bench": dataclasses.asdict(recipe.bench),
+                           "test": data_identity(recipe.pairs[0].test), "models": [common["model"], final]}
+    inputs["report"] = {name: digest(value) for name, value in inputs.items()}
+    return inputs
+
+
+def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[str, Any]) -> dict[str, Any]:
+    data = [d if isinstance(d, str) else data_identity(d) for d in step.data]
+    if TRAIN in step.data:
+        data.append([data_identity(p.train) for p in recipe.pairs])
+    return {**common, "backend": dataclasses.asdict(recipe.backend), "method": step.method, "name": step.name,
+            "options": step.options, "data": data, "upstream": upstream}
+
+
+# ----------------------------------------------------------------------------------------
+# The plan
+# ----------------------------------------------------------------------------------------
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def plan_stages(recipe: Recipe, run_dir: Path, start_from: str | None = None) -> list[Stage]:
+    """What each stage would do: skip (done, inputs unchanged), resume, redo or run."""
+    inputs = stage_inputs(recipe)
+    if start_from is not None and start_from not in inputs:
+        from .errors import unknown_choice
+
+        raise ConfigError(f"--from: {unknown_choice('stage', start_from, inputs)} (this recipe's stages)")
+    stages, forced = [], False
+    for name, stage_in in inputs.items():
+        stage = Stage(name, stage_in, digest(stage_in), what=describe_stage(recipe, name, run_dir))
+        forced = forced or name == start_from
+        stage.action, stage.reason = _action(run_dir / name, stage.digest, stage_in, forced)
+        stages.append(stage)
+    return stages
+
+
+def _action(folder: Path, current: str, inputs: dict[str, Any], forced: bool) -> tuple[str, str]:
+    stamp, started = read_json(folder / STAMP), read_json(folder / INPUTS)
+    if forced:
+        return ("redo" if folder.exists() else "run"), "--from: redone with every later stage"
+    if stamp and stamp.get("digest") == current and (folder / RESULT).is_file():
+        return "skip", "done, inputs unchanged"
+    if stamp or (started and started.get("digest") != current):
+        before = (stamp or started).get("inputs") or {}
+        changed = sorted(k for k in set(before) | set(inputs) if before.get(k) != inputs.get(k))
+        return "redo", f"inputs changed ({', '.join(changed) or 'stage outputs missing'})"
+    if started:
+        return "resume", "interrupted run with the same inputs: continuing it"
+    return "run", "not run yet"
+
+
+def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
+    pairs = ", ".join(p.name for p in recipe.pairs)
+    if name == "search":
+        s = recipe.search or {}
+        stop = ", ".join(f"{k} {s[k]}" for k in ("remove", "target_layers", "target_params", "min_quality",
+                                                  "depth_for") if s.get(k) is not None)
+        mode = f"fast (shortlist {s.get('shortlist', 4)})" if s.get("fast") else "exact"
+        return (f"{s.get('criterion', 'chrf')} search, {mode}, on the dev data of {pairs} "
+                f"(combine {s.get('combine', 'mean')}); stop: {stop}")
+    if name == "prune":
+        what = f"drop {recipe.prune.drop}" if recipe.prune.drop is not None else "apply the search's plan"
+        return f"{what} to {recipe.model} -> {run_dir / 'prune' / 'model'}"
+    if name == "recover":
+        return "; ".join(f"{i}. {s.name} on {', '.join(d if isinstance(d, str) else d.spec for d in s.data)}"
+                         + (f" ({', '.join(f'{k}={v}' for k, v in s.options.items())})" if s.options else "")
+                         for i, s in enumerate(recipe.recover, 1))
+    if name == "evaluate":
+        names = ["unpruned", "pruned"] + [s.name for s in recipe.recover if s.makes_model]
+        return f"{', '.join(names)} on the test data of {pairs}: {', '.join(recipe.evaluate.metrics)} " \
+               f"({recipe.backend.name})"
+    if name == "bench":
+        b = recipe.bench
+        return f"unpruned and final model, batch sizes {b.batch_sizes}, {b.runs} runs ({recipe.backend.name})"
+    return f"{run_dir / 'report'}: report.md, report.html (plots embedded), summary.json"
+
+
+def format_plan(recipe: Recipe, stages: list[Stage], run_dir: Path) -> str:
+    layers = f", {recipe.num_layers} layers" if recipe.num_layers else " (layer count checked when it loads)"
+    lines = [f"recipe {recipe.path}: OK ({recipe.model}{layers}; pairs {', '.join(p.name for p in recipe.pairs)})",
+             f"plan for {run_dir}:"]
+    for st in stages:
+        lines.append(f"  {st.name:<9} {st.action:<7} {st.what}")
+        lines.append(f"  {'':<9} {'':<7} ({st.reason})")
+    if recipe.missing_files:
+        lines.append("data files not there yet (needed before the run; a real run refuses to start without them):")
+        lines += [f"  {m}" for m in recipe.missing_files]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Execution
+# ----------------------------------------------------------------------------------------
+
+def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Execute the recipe's stages into ``run_dir``; returns the report's summary."""
+    run_dir = Path(run_dir)
+    _claim_run_dir(recipe, run_dir)
+    ctx = RunContext(recipe, run_dir, progress=progress)
+    for stage in plan_stages(recipe, run_dir, start_from):
+        ctx.stages[stage.name] = stage
+        if stage.action == "skip":
+            logger.info("skip %s: done, inputs unchanged", stage.name)
+            continue
+        _run_stage(ctx, stage)
+    return read_json(run_dir / "report" / RESULT) or {}
+
+
+def _claim_run_dir(recipe: Recipe, run_dir: Path) -> None:
+    """A run folder is new, empty, or one this command made (run.json); never anything else."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"-o {run_dir}: exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / RUN_FILE).is_file():
+        raise ConfigError(f"-o {run_dir}: a folder that is not an mtprune run folder (no {RUN_FILE}); choose "
+                          "another -o")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "recipe.yaml", Path(recipe.path).read_text(encoding="utf-8"))
+    write_json_atomic(run_dir / RUN_FILE, {"format": "mtprune-run/1", "recipe": str(Path(recipe.path).resolve()),
+                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _run_stage(ctx: RunContext, stage: Stage) -> None:
+    folder = ctx.dir(stage.name)
+    logger.info("%s %s: %s", stage.action, stage.name, stage.reason)
+    keep_steps = stage.name == "recover" and not stage.forced  # its steps have their own stamps
+    if stage.action == "redo" and not keep_steps:
+        shutil.rmtree(folder)
+    (folder / STAMP).unlink(missing_ok=True)
+    write_json_atomic(folder / INPUTS, {"digest": stage.digest, "inputs": stage.inputs})
+    start = time.perf_counter()
+    result = RUNNERS[stage.name](ctx, folder, stage)
+    write_json_atomic(folder / RESULT, result)
+    write_json_atomic(folder / STAMP, {"stage": stage.name, "digest": stage.digest, "inputs": stage.inputs,
+                                       "seconds": round(time.perf_counter() - start, 1),
+                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    logger.info("%s done in %.0f s", stage.name, time.perf_counter() - start)
+
+
+def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    from .search import run_search
+
+    resume = (folder / "trace.jsonl").is_file()
+    plan = run_search(ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress))
+    return {"plan": str(folder / "plan.json"), "removed": plan["removed"], "kept": plan["kept"],
+            "metric": plan["metric"], "baseline": plan["baseline"], "stop_reason": plan["stop_reason"],
+            "rounds": [{"removed": r["removed"], "score_after": r["score_after"]} for r in plan["rounds"]],
+            "resumed": resume, "evaluations": plan["evaluations"]}
+
+
+def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    from .export import export_pruned
+    from .layers import keep_from_drop, num_layers
+    from .models import load_model
+
+    recipe, summary = ctx.recipe, None
+    drop = recipe.prune.drop
+    loaded = load_model(recipe.model, dtype="source", device=recipe.device)
+    n = num_layers(loaded.model)
+    if drop is None:
+        from .plan import check_plan_model, load_plan, plan_summary, removed_prefix
+
+        path = ctx.dir("search") / "plan.json"
+        plan = load_plan(path)
+        check_plan_model(plan, recipe.model, n, path=str(path))
+        drop, summary = removed_prefix(plan, recipe.prune.layers, path=str(path)), plan_summary(plan, str(path))
+    result = export_pruned(loaded, keep_from_drop(drop, n), ctx.pruned, removed_order=drop, force=True,
+                           verify=recipe.prune.verify, plan_summary=summary)
+    rec = result.record
+    return {"model_dir": str(ctx.pruned), "removed": rec.removed, "kept": rec.kept,
+            "params_before": rec.params_before, "params_after": rec.params_after, "verification": rec.verification}
+
+
+# ----------------------------------------------------------------------------------------
+# Recovery: each step in RUN_DIR/recover/NN-NAME with its own stamp
+# ----------------------------------------------------------------------------------------
+
+def _recover_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    student, synthesized, results = str(ctx.pruned), [], []
+    for i, (step, step_digest) in enumerate(zip(ctx.recipe.recover, stage.inputs["steps"]), 1):
+        result = _recover_step(ctx, i, step, step_digest, student, synthesized)
+        results.append({"step": step.name, "method": step.method, **result})
+        if step.makes_model:
+            student = result["model_dir"]
+        else:
+            synthesized = result["files"]
+    return {"steps": results, "model_dir": student}
+
+
+def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: str, student: str,
+                  synthesized: list[dict[str, Any]]) -> dict[str, Any]:
+    folder = ctx.step_dir(index, step)
+    label = f"recover step {index} ({step.name})"
+    stamp, started = read_json(folder / STAMP), read_json(folder / INPUTS)
+    if stamp and stamp.get("digest") == step_digest and (folder / RESULT).is_file():
+        logger.info("skip %s: done, inputs unchanged", label)
+        return read_json(folder / RESULT) or {}
+    if started and started.get("digest") == step_digest and not stamp:
+        logger.info("resume %s: interrupted run with the same inputs", label)
+    elif folder.exists():
+        logger.info("redo %s: inputs changed", label)
+        shutil.rmtree(folder)
+    else:
+        logger.info("run %s", label)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / INPUTS, {"digest": step_digest, "step": step.name})
+    start = time.perf_counter()
+    result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
+    write_json_atomic(folder / RESULT, result)
+    write_json_atomic(folder / STAMP, {"step": step.name, "digest": step_digest,
+                                       "seconds": round(time.perf_counter() - start, 1)})
+    return result
+
+
+def _defaults(cls, recipe: Recipe) -> dict[str, Any]:
+    """The recipe's translation settings and device, for the config fields ``cls`` has."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
+    return {k: v for k, v in shared.items() if k in names}
+
+
+def _train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], *, part_all_as: str = "all"):
+    """(pair, DataSpec) of a step's data: 'train' (every pair's), 'synthesized' (the last synthesis), its own."""
+    specs = []
+    for item in data:
+        if item == TRAIN:
+            refs = [(p, p.train) for p in recipe.pairs]
+        elif item == SYNTHESIZED:
+            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="train")) for p in recipe.pairs for f in synthesized
+                    if f["pair"] == p.name]
+        else:
+            refs = [(recipe.pairs[0], item)]
+        for pair, spec in refs:
+            specs.append((pair, dataclasses.replace(spec, part=part_all_as) if spec.part == "all" else spec))
+    return specs
+
+
+def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
+    from .recover.heal import HealConfig, heal
+
+    data = _train_specs(ctx.recipe, step.data, synthesized)[0][1]
+    options = {**_defaults(HealConfig, ctx.recipe), **step.options}
+    result = heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
+                             progress=ctx.progress, **options))
+    entry = result.record["recovery"][-1]
+    return {"model_dir": str(result.out), "units": result.units, "seconds": entry["seconds"]}
+
+
+def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
+    from .recover.synthesize import SynthesizeConfig, synthesize
+
+    recipe, files = ctx.recipe, []
+    options = {**_defaults(SynthesizeConfig, recipe), "dtype": recipe.dtype, **step.options}
+    teacher = options.pop("teacher", None) or recipe.model
+    for pair, spec in _train_specs(recipe, step.data, synthesized):
+        out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
+        result = synthesize(SynthesizeConfig(teacher=teacher, data=spec, out=out, backend=recipe.backend,
+                                             force=True, progress=ctx.progress, **options))
+        files.append({"pair": pair.name, "tsv": str(out), "counts": result.counts})
+    return {"teacher": teacher, "files": files}
+
+
+def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
+    from .recover.finetune import FinetuneConfig, run_finetune
+
+    options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
+    dev_part = options.get("dev_part", "dev")
+    # a data set of its own (part all) gives its train part, so that its dev part measures the dev loss
+    data = [spec for _, spec in _train_specs(ctx.recipe, step.data, synthesized,
+                                             part_all_as="train" if dev_part else "all")]
+    out = folder / "model"
+    checkpoints = folder / f"{out.name}.checkpoints"
+    resume = any(checkpoints.glob("checkpoint-*"))
+    result = run_finetune(FinetuneConfig(student=student, out=out, data=data, resume=resume, force=True,
+                                         progress=ctx.progress, **options))
+    rec = result.recovery
+    return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
+            "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}
+
+
+STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": _finetune_step}
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluate, bench, report
+# ----------------------------------------------------------------------------------------
+
+def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    """Every model on every pair's test data; each (model, pair) result is kept as it is done."""
+    from .evaluate import load_pair
+
+    recipe = ctx.recipe
+    pairs = [load_pair(p.test) for p in recipe.pairs]
+    results: dict[str, dict[str, Any]] = {}
+    for name, spec in ctx.models():
+        results[name] = {}
+        loaded = None
+        for pair in pairs:
+            path = folder / f"{name}.{pair.name}.json"
+            if not path.is_file():
+                loaded = loaded or _load_for_translation(recipe, spec)
+                _evaluate_one(recipe, loaded, pair, path, ctx.progress)
+            results[name][pair.name] = read_json(path)
+        del loaded
+    return {"data": {p.name: p.describe() for p in pairs}, "models": dict(ctx.models()), "results": results}
+
+
+def _load_for_translation(recipe: Recipe, spec: str):
+    from .models import load_model
+
+    return load_model(spec, dtype=recipe.dtype, device=recipe.device, weights=recipe.backend.needs_weights())
+
+
+def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool) -> None:
+    from .evaluate import translate_and_score
+    from .files import folder_size
+
+    t = recipe.translation
+    result = translate_and_score(loaded, pair, recipe.evaluate.metrics, prompt=t.prompt, shots=t.shots,
+                                 shots_from=t.shots_from, backend=recipe.backend, batch_size=t.batch_size,
+                                 max_new_tokens=t.max_new_tokens, progress=progress)
+    hypotheses = result.pop("hypotheses")
+    result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,
+                  size_on_disk_bytes=folder_size(loaded.checkpoint))
+    write_text_atomic(path.with_suffix(".hyp.txt"), "".join(h.replace("\n", " ") + "\n" for h in hypotheses))
+    write_json_atomic(path, result)
+
+
+def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    from .bench import BenchConfig, run_bench
+
+    recipe, b = ctx.recipe, ctx.recipe.bench
+    pair = recipe.pairs[0]
+    data = dataclasses.replace(pair.test, limit=b.limit)
+    final = ctx.models()[-1][1]
+    t = recipe.translation
+    result = run_bench(BenchConfig(models=[recipe.model, final], data=data, batch_sizes=tuple(b.batch_sizes),
+                                   warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
+                                   device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
+                                   max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
+                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric))
+    write_json_atomic(folder / "bench.json", result)
+    return result
+
+
+def _report_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    from .run_report import write_run_folder_report
+
+    return write_run_folder_report(ctx.run_dir)
+
+
+RUNNERS = {"search": _search_stage, "prune": _prune_stage, "recover": _recover_stage,
+           "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}

@@ -1,0 +1,226 @@
+"""mtprune run: recipe validation (every problem with its line, nothing loaded), the examples' dry runs,
+and stamps, skips, resume and --from end to end on a tiny model."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clirun import run
+from mtprune.errors import ConfigError
+from mtprune.recipe import load_recipe
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
+
+BAD = """\
+model: gemma-3-270m
+pairs:
+  - src: en
+    tgt: dx
+    data: sample:en-de
+serach:
+  remove: 2
+search:
+  remove: 2
+recover:
+  - heal: {epochs: three}
+"""
+
+
+def no_model_loads(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("mtprune.models.load_model", refuse)
+
+
+def test_three_mistakes_one_message_with_their_lines_and_no_model(tmp_path, capsys, monkeypatch):
+    no_model_loads(monkeypatch)
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(BAD)
+    code, out, err = run(capsys, "run", recipe, "-o", tmp_path / "run")
+    assert code == 2 and out == ""
+    assert "3 problems" in err
+    assert f"{recipe}:4: pairs[0].tgt: unknown language 'dx'" in err
+    assert f"{recipe}:6: serach: unknown key 'serach'. Did you mean 'search'?" in err
+    assert f"{recipe}:11: recover[0].heal.epochs: expected a number, got 'three' (text)" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_imports_no_torch(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((EXAMPLES / "two-pairs.yaml").read_text())
+    code = ("import sys; from mtprune.recipe import load_recipe; from mtprune.run import plan_stages; "
+            f"r = load_recipe({str(recipe)!r}); plan_stages(r, __import__('pathlib').Path({str(tmp_path / 'x')!r})); "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nsearch: {remove: 2, protect: [0, 18]}\n",
+     ":3: search.protect: layer ids [18] out of range: this model has 18 layers"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nsearch: {remove: 2, criterion: chrff}\n",
+     ":3: search: unknown criterion 'chrff'. Did you mean 'chrf'?"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: nowhere.tsv}]\nprune: {drop: [3]}\n",
+     ":2: pairs[0].data.data: data nowhere.tsv: no such file or folder"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "evaluate: {metrics: [chrf, blue]}\n", ":4: evaluate.metrics[1]: unknown metric 'blue'. Did you mean 'bleu'?"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nbackend: vlm\n",
+     ":4: backend: unknown backend 'vlm'. Did you mean 'vllm'?"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {max_step: 4}\n", ":5: recover[0].finetune.max_step: unknown key 'max_step'. Did you "
+     "mean 'max_steps'?"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {data: synthesized}\n", ":5: recover[0].finetune.data: 'synthesized' is the output"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\n", ":1: prune: nothing to prune"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nprune: {}\n",
+     ":4: prune"),  # a key given twice
+])
+def test_each_mistake_is_reported_with_its_line(tmp_path, text, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    assert f"{recipe}{expected}" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "aya-expanse-8b-cs-de.yaml", "two-pairs.yaml"])
+def test_examples_pass_a_dry_run(name, tmp_path, capsys, monkeypatch):
+    no_model_loads(monkeypatch)
+    code, out, err = run(capsys, "run", EXAMPLES / name, "-o", tmp_path / "run", "--dry-run")
+    assert code == 0, err
+    assert "nothing was loaded or written" in out and not (tmp_path / "run").exists()
+    for stage in ("search", "prune", "recover", "evaluate", "report"):
+        assert f"  {stage:<9} run " in out
+
+
+def test_aya_example_lists_the_data_it_needs_and_a_real_run_refuses(tmp_path, capsys, monkeypatch):
+    no_model_loads(monkeypatch)
+    recipe = EXAMPLES / "aya-expanse-8b-cs-de.yaml"
+    code, out, _ = run(capsys, "run", recipe, "-o", tmp_path / "run", "--dry-run")
+    assert "data files not there yet" in out and "data/cs-de.dev.tsv" in out and "data/cs.train.txt" in out
+    assert "combine mean" in out and "target_layers 24" in out and "2. finetune on synthesized" in out
+    code, out, err = run(capsys, "run", recipe, "-o", tmp_path / "run")
+    assert code == 2 and "3 problems" in err and "cs-de.test.tsv: no such file" in err
+
+
+def test_two_pairs_example_maps_onto_the_search_config(tmp_path):
+    recipe = load_recipe(EXAMPLES / "two-pairs.yaml")
+    cfg = recipe.search_config(tmp_path)
+    assert cfg.combine == "min" and cfg.stop.remove == 2 and cfg.fast and cfg.shortlist == 3
+    assert [p.spec.spec for p in cfg.pairs] == ["sample:en-de", "sample:en-fr"]
+    assert all(p.spec.part == "dev" and p.spec.limit == 16 for p in cfg.pairs)
+    assert recipe.pairs[1].test.part == "test" and recipe.pairs[1].train.limit == 64
+
+
+def test_a_foreign_folder_is_not_used_as_run_dir(tmp_path, capsys, monkeypatch):
+    no_model_loads(monkeypatch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "thesis.tex").write_text("x")
+    code, _, err = run(capsys, "run", EXAMPLES / "quickstart.yaml", "-o", tmp_path / "run")
+    assert code == 2 and "not an mtprune run folder" in err
+
+
+# -- end to end on a tiny model ---------------------------------------------------------------------------
+
+def tiny_recipe(folder: Path, model: Path, metrics: str = "[chrf++, bleu]") -> Path:
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(f"""\
+model: {model}
+dtype: float32
+device: cpu
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 4}}, train: {{limit: 8}}}}
+translation: {{shots: 1, batch_size: 4, max_new_tokens: 4}}
+search: {{fast: true, shortlist: 2, remove: 1}}
+recover:
+  - heal: {{epochs: 1, batch_size: 2, max_length: 48, shots: 1}}
+evaluate: {{metrics: {metrics}}}
+""")
+    return recipe
+
+
+def scores(summary: dict) -> dict:
+    return {m["name"]: m["scores"] for m in summary["models"]}
+
+
+def actions(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mtprune.run"]
+
+
+def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypatch, caplog):
+    from mtprune.recover import heal as heal_module
+    from mtprune.run import run_recipe
+
+    caplog.set_level(logging.INFO, logger="mtprune.run")
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_checkpoints["llama"]))
+    whole = run_recipe(recipe, tmp_path / "whole", progress=False)
+    assert [s["name"] for s in whole["stages"]] == ["search", "prune", "recover", "evaluate"]
+    assert set(scores(whole)) == {"unpruned", "pruned", "heal"}
+    assert json.loads((tmp_path / "whole" / "report" / "summary.json").read_text()) == whole
+    heal_row = whole["models"][2]
+    assert heal_row["train_seconds"] > 0 and heal_row["size_on_disk_bytes"] > 0 and heal_row["layers"] == 5
+    md = (tmp_path / "whole" / "report" / "report.md").read_text()
+    assert "## Models side by side" in md and "| heal | 5 |" in md and "## Search" in md
+    assert "data:image/png;base64," in (tmp_path / "whole" / "report" / "report.html").read_text()
+
+    real_heal, calls = heal_module.heal, []
+
+    def killed_once(cfg):
+        calls.append(cfg)
+        raise KeyboardInterrupt  # as a Ctrl-C during recovery
+
+    monkeypatch.setattr(heal_module, "heal", killed_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, tmp_path / "run", progress=False)
+    assert calls and not (tmp_path / "run" / "recover" / "stamp.json").exists()
+    monkeypatch.setattr(heal_module, "heal", real_heal)
+    caplog.clear()
+    resumed = run_recipe(recipe, tmp_path / "run", progress=False)
+    log = actions(caplog)
+    assert "skip search: done, inputs unchanged" in log and "skip prune: done, inputs unchanged" in log
+    assert any(m.startswith("resume recover:") for m in log)
+    assert scores(resumed) == scores(whole)
+    assert resumed["plan"]["removed"] == whole["plan"]["removed"]
+
+    caplog.clear()  # the same recipe again: nothing to do
+    run_recipe(recipe, tmp_path / "run", progress=False)
+    assert [m for m in actions(caplog) if not m.startswith("skip ")] == []
+
+    caplog.clear()  # another metric: only evaluate (and the report) are redone
+    changed = load_recipe(tiny_recipe(tmp_path, tiny_checkpoints["llama"], "[chrf]"))
+    summary = run_recipe(changed, tmp_path / "run", progress=False)
+    log = actions(caplog)
+    assert {"skip search: done, inputs unchanged", "skip prune: done, inputs unchanged",
+            "skip recover: done, inputs unchanged"} <= set(log)
+    assert any(m.startswith("redo evaluate: inputs changed (evaluate)") for m in log)
+    assert set(scores(summary)["heal"]["en-de"]) == {"chrf"} and summary["metrics"] == ["chrf"]
+
+    caplog.clear()  # --from prune: prune and everything after it, not the search
+    run_recipe(changed, tmp_path / "run", start_from="prune", progress=False)
+    log = actions(caplog)
+    assert "skip search: done, inputs unchanged" in log
+    assert any(m.startswith("redo prune: --from") for m in log) and any(m.startswith("redo recover: --from") for m in log)
+    assert "run recover step 1 (heal)" in log
+
+
+def test_dry_run_of_a_finished_run_says_skip(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    from mtprune.run import plan_stages
+
+    recipe_path = tiny_recipe(tmp_path, tiny_checkpoints["llama"])
+    recipe = load_recipe(recipe_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    stage_dir = tmp_path / "run" / "search"
+    stage_dir.mkdir()
+    first = plan_stages(recipe, tmp_path / "run")[0]
+    (stage_dir / "inputs.json").write_text(json.dumps({"digest": first.digest, "inputs": first.inputs}))
+    no_model_loads(monkeypatch)
+    code, out, _ = run(capsys, "run", recipe_path, "-o", tmp_path / "run", "--dry-run", "--from", "evaluate")
+    assert code == 0
+    assert "  search    resume " in out and "  prune     run " in out and "--from" in out
