@@ -201,6 +201,24 @@ def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypat
     assert any(m.startswith("redo evaluate: inputs changed (evaluate)") for m in log)
     assert set(scores(summary)["heal"]["en-de"]) == {"chrf"} and summary["metrics"] == ["chrf"]
 
+    caplog.clear()  # evaluate interrupted after a model was made again: only that model is evaluated again
+    evaluate = tmp_path / "whole" / "evaluate"
+    stale, kept = evaluate / "heal.en-de.json", evaluate / "unpruned.en-de.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "fingerprint": "an-older-model"}))
+    (evaluate / "stamp.json").unlink()
+    kept_mtime = kept.stat().st_mtime_ns
+    again = run_recipe(recipe, tmp_path / "whole", progress=False)
+    assert any(m.startswith("resume evaluate:") for m in actions(caplog))
+    assert json.loads(stale.read_text())["fingerprint"] != "an-older-model" and kept.stat().st_mtime_ns == kept_mtime
+    assert scores(again) == scores(whole)
+
+    caplog.clear()  # recovery ran again: what reads its model is redone, though its inputs did not change
+    (tmp_path / "whole" / "recover" / "stamp.json").unlink()
+    run_recipe(recipe, tmp_path / "whole", progress=False)
+    log = actions(caplog)
+    assert "skip recover step 1 (heal): done, inputs unchanged" in log
+    assert "redo evaluate: after recover ran again" in log and "skip prune: done, inputs unchanged" in log
+
     caplog.clear()  # --from prune: prune and everything after it, not the search
     run_recipe(changed, tmp_path / "run", start_from="prune", progress=False)
     log = actions(caplog)
@@ -224,3 +242,19 @@ def test_dry_run_of_a_finished_run_says_skip(tiny_checkpoints, tmp_path, capsys,
     code, out, _ = run(capsys, "run", recipe_path, "-o", tmp_path / "run", "--dry-run", "--from", "evaluate")
     assert code == 0
     assert "  search    resume " in out and "  prune     run " in out and "--from" in out
+
+
+def test_training_steps_keep_their_own_batch_size(tmp_path):
+    """The translation batch size (16 in the quickstart) is not a training batch size: heal and
+    finetune take the prompt settings from `translation`, not its batch size."""
+    from mtprune.recover.finetune import FinetuneConfig
+    from mtprune.recover.heal import HealConfig
+    from mtprune.recover.synthesize import SynthesizeConfig
+    from mtprune.run import _defaults
+
+    recipe = load_recipe(EXAMPLES / "quickstart.yaml")
+    assert recipe.translation.batch_size == 16
+    for cls in (HealConfig, FinetuneConfig):
+        options = _defaults(cls, recipe)
+        assert "batch_size" not in options and options["shots"] == recipe.translation.shots
+    assert _defaults(SynthesizeConfig, recipe, training=False)["batch_size"] == 16

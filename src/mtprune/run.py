@@ -28,6 +28,10 @@ from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
 logger = logging.getLogger(__name__)
 
 STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
+# the stages whose outputs each stage reads (the report reads them all)
+STAGE_READS = {"prune": ("search",), "recover": ("prune",), "evaluate": ("prune", "recover"),
+               "bench": ("prune", "recover"), "report": ("search", "prune", "recover", "evaluate", "bench")}
+TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
 STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
 
 
@@ -240,13 +244,37 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, 
     run_dir = Path(run_dir)
     _claim_run_dir(recipe, run_dir)
     ctx = RunContext(recipe, run_dir, progress=progress)
+    ran: set[str] = set()
     for stage in plan_stages(recipe, run_dir, start_from):
         ctx.stages[stage.name] = stage
+        upstream = sorted(ran & set(_reads(stage.name)))
+        if stage.action == "skip" and upstream:  # its inputs were made again: so is it
+            stage.action, stage.reason = "redo", f"after {', '.join(upstream)} ran again"
         if stage.action == "skip":
             logger.info("skip %s: done, inputs unchanged", stage.name)
             continue
+        _invalidate_dependents(ctx, stage.name)
         _run_stage(ctx, stage)
+        ran.add(stage.name)
     return read_json(run_dir / "report" / RESULT) or {}
+
+
+def _reads(stage: str) -> tuple[str, ...]:
+    """The stages whose outputs ``stage`` reads, directly or through others."""
+    direct = STAGE_READS.get(stage, ())
+    return tuple(dict.fromkeys(d for name in direct for d in (*_reads(name), name)))
+
+
+def _invalidate_dependents(ctx: RunContext, stage: str) -> None:
+    """Before ``stage`` runs: the stamps of the stages that read its outputs go, so that a run
+    interrupted from here on redoes them (their digests chain on inputs, not on outputs), and
+    recovery steps start afresh (no finetune resumes from checkpoints of an older model)."""
+    for later in (name for name in STAGES if stage in _reads(name)):
+        (ctx.dir(later) / STAMP).unlink(missing_ok=True)
+        if later == "recover":
+            for step_dir in ctx.dir("recover").glob("[0-9][0-9]-*"):
+                (step_dir / STAMP).unlink(missing_ok=True)
+                (step_dir / INPUTS).unlink(missing_ok=True)
 
 
 def _claim_run_dir(recipe: Recipe, run_dir: Path) -> None:
@@ -354,10 +382,15 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
     return result
 
 
-def _defaults(cls, recipe: Recipe) -> dict[str, Any]:
-    """The recipe's translation settings and device, for the config fields ``cls`` has."""
+def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
+    """The recipe's translation settings and device, for the config fields ``cls`` has.  A training
+    step takes the prompt settings (it trains on the inference format) but keeps its own batch
+    size: the translation batch size is not a training batch size."""
     names = {f.name for f in dataclasses.fields(cls)}
     shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
+    if training:
+        for key in TRANSLATION_ONLY:
+            shared.pop(key)
     return {k: v for k, v in shared.items() if k in names}
 
 
@@ -392,7 +425,7 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
     from .recover.synthesize import SynthesizeConfig, synthesize
 
     recipe, files = ctx.recipe, []
-    options = {**_defaults(SynthesizeConfig, recipe), "dtype": recipe.dtype, **step.options}
+    options = {**_defaults(SynthesizeConfig, recipe, training=False), "dtype": recipe.dtype, **step.options}
     teacher = options.pop("teacher", None) or recipe.model
     for pair, spec in _train_specs(recipe, step.data, synthesized):
         out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
@@ -428,7 +461,8 @@ STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": 
 # ----------------------------------------------------------------------------------------
 
 def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """Every model on every pair's test data; each (model, pair) result is kept as it is done."""
+    """Every model on every pair's test data; each (model, pair) result is kept as it is done
+    and reused on resume while the model folder's fingerprint is the same."""
     from .evaluate import load_pair
 
     recipe = ctx.recipe
@@ -437,9 +471,11 @@ def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, An
     for name, spec in ctx.models():
         results[name] = {}
         loaded = None
+        current = model_identity(spec)["fingerprint"]  # a folder's: a model made again is evaluated again
         for pair in pairs:
             path = folder / f"{name}.{pair.name}.json"
-            if not path.is_file():
+            done = read_json(path)
+            if done is None or (current is not None and done.get("fingerprint") != current):
                 loaded = loaded or _load_for_translation(recipe, spec)
                 _evaluate_one(recipe, loaded, pair, path, ctx.progress)
             results[name][pair.name] = read_json(path)
