@@ -278,7 +278,8 @@ def measure_batch_size(translator, pair, batch_size: int, cfg: BenchConfig, memo
         seg_rates.append(len(hyps) / run_seconds)
         if first_hyps is None:
             first_hyps, tokens = hyps, run_tokens
-    scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None  # fixed length: not translations
+    # outputs of a fixed length are not translations: not scored
+    scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None
     quality = score_hypotheses(pair, first_hyps, [cfg.metric])["scores"][cfg.metric]["value"] if scored else None
     return {
         "batch_size": batch_size,
