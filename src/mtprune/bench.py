@@ -168,6 +168,14 @@ def skeleton_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
+def countable_model(loaded):
+    """The model whose layers and parameters can be counted: the loaded transformers model, or
+    the skeleton of its config where it was loaded without weights (``models.ModelConfigs``)."""
+    from .models import ModelConfigs
+
+    return skeleton_model(loaded.model.config) if isinstance(loaded.model, ModelConfigs) else loaded.model
+
+
 # ----------------------------------------------------------------------------------------
 # Memory and machine
 # ----------------------------------------------------------------------------------------
@@ -305,7 +313,7 @@ def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
     backend = cfg.backend_config
     weights = backend.needs_weights()
     loaded = load_model(spec, dtype=cfg.dtype, device=cfg.device, weights=weights)
-    model = loaded.model if weights else skeleton_model(loaded.model.config)
+    model = countable_model(loaded)
     shape = model_shape(model)
     # vLLM on CPU runs in this process (the backend turns multiprocessing off); on a GPU it does not
     memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))

@@ -209,17 +209,14 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
 def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], **translation: Any) -> dict[str, Any]:
     """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it:
     layers, parameters, scores with signatures, failure counts, timing and the hypotheses."""
+    from .bench import countable_model
     from .export import count_parameters
     from .layers import num_layers
 
     translator = make_translator(loaded, pair, **translation)
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, metrics)
-    model = loaded.model
-    if not hasattr(model, "parameters"):  # another engine (vLLM) holds the weights: count on a skeleton
-        from .bench import skeleton_model
-
-        model = skeleton_model(model.config)
+    model = countable_model(loaded)
     return {
         "layers": num_layers(model),
         "parameters": count_parameters(model)["total"],

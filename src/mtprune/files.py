@@ -22,6 +22,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``; None where there is no such file or it is not (yet) whole JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def folder_size(path: str | Path | None) -> int | None:
     """Bytes of every file under a folder (a checkpoint); None when it is not a folder (a hub id)."""
     if not path or not Path(path).is_dir():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .files import write_json_atomic, write_text_atomic
+from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
 from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
 
@@ -157,13 +157,6 @@ def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[s
 # ----------------------------------------------------------------------------------------
 # The plan
 # ----------------------------------------------------------------------------------------
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
 
 def plan_stages(recipe: Recipe, run_dir: Path, start_from: str | None = None) -> list[Stage]:
     """What each stage would do: skip (done, inputs unchanged), resume, redo or run."""

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import html
 import importlib.metadata
-import json
 import logging
 import platform
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .files import write_json_atomic, write_text_atomic
+from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
 
 logger = logging.getLogger(__name__)
@@ -109,18 +108,13 @@ def score(model: dict[str, Any], pair: str, metric: str) -> float | None:
 # The summary of a run folder (``mtprune run``)
 # ----------------------------------------------------------------------------------------
 
-RUN_STAGES = ("search", "prune", "recover", "evaluate", "bench")
-
-
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def collect_run(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per finished stage of ``run_dir``: its result, digest and seconds."""
+    """Per finished stage of ``run_dir`` that the report reads: its result, digest and seconds."""
+    from .run import RESULT, STAGE_READS, STAMP
+
     stages = {}
-    for name in RUN_STAGES:
-        result, stamp = _read(run_dir / name / "result.json"), _read(run_dir / name / "stamp.json")
+    for name in STAGE_READS["report"]:
+        result, stamp = read_json(run_dir / name / RESULT), read_json(run_dir / name / STAMP)
         if result is not None and stamp is not None:
             stages[name] = {"result": result, "digest": stamp["digest"], "seconds": stamp.get("seconds")}
     return stages
@@ -142,7 +136,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "models": models,
         "metrics": list(next(iter(first.values()))["scores"]),
         "test_data": evaluate["data"],
-        "plan": _read(Path(search["plan"])) if search else None,
+        "plan": read_json(search["plan"]) if search else None,
         "bench": (stages.get("bench") or {}).get("result"),
         "recipe": {"path": str(recipe), "hash": _sha256(recipe)},
         "commands": [f"mtprune run {recipe} -o {run_dir}"],
