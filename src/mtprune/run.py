@@ -429,7 +429,8 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
 
 
 def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from .recover.finetune import FinetuneConfig, run_finetune
+    from .recover.finetune import FinetuneConfig
+    from .recover.trainer import run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
     dev_part = options.get("dev_part", "dev")

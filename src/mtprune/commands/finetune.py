@@ -203,7 +203,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recover.finetune import run_finetune
+    from ..recover.trainer import run_finetune
 
     config = config_from_args(args)
     result = run_finetune(config)
