@@ -24,15 +24,11 @@ from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
 from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
+from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
-# the stages whose outputs each stage reads (the report reads them all)
-STAGE_READS = {"prune": ("search",), "recover": ("prune",), "evaluate": ("prune", "recover"),
-               "bench": ("prune", "recover"), "report": ("search", "prune", "recover", "evaluate", "bench")}
 TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
-STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
 
 
 @dataclass
