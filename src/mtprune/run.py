@@ -308,23 +308,20 @@ def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]
 
 
 def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    from .export import export_pruned
+    from .export import export_plan, export_pruned
     from .layers import keep_from_drop, num_layers
     from .models import load_model
+    from .plan import load_plan
 
-    recipe, summary = ctx.recipe, None
-    drop = recipe.prune.drop
+    recipe, drop = ctx.recipe, ctx.recipe.prune.drop
     loaded = load_model(recipe.model, dtype="source", device=recipe.device)
-    n = num_layers(loaded.model)
     if drop is None:
-        from .plan import check_plan_model, load_plan, plan_summary, removed_prefix
-
         path = ctx.dir("search") / "plan.json"
-        plan = load_plan(path)
-        check_plan_model(plan, recipe.model, n, path=str(path))
-        drop, summary = removed_prefix(plan, recipe.prune.layers, path=str(path)), plan_summary(plan, str(path))
-    result = export_pruned(loaded, keep_from_drop(drop, n), ctx.pruned, removed_order=drop, force=True,
-                           verify=recipe.prune.verify, plan_summary=summary)
+        result = export_plan(loaded, load_plan(path), ctx.pruned, path=str(path), layers=recipe.prune.layers,
+                             force=True, verify=recipe.prune.verify)
+    else:
+        result = export_pruned(loaded, keep_from_drop(drop, num_layers(loaded.model)), ctx.pruned,
+                               removed_order=drop, force=True, verify=recipe.prune.verify)
     rec = result.record
     return {"model_dir": str(ctx.pruned), "removed": rec.removed, "kept": rec.kept,
             "params_before": rec.params_before, "params_after": rec.params_after, "verification": rec.verification}
