@@ -160,3 +160,26 @@ def test_the_package_has_no_import_cycles():
     cycles = find_cycles(graph)
     assert not cycles, "import cycles (function-level imports included):\n" + "\n".join(
         "  " + " -> ".join(cycle) for cycle in cycles)
+
+
+def test_every_command_module_is_registered_and_its_help_loads_no_torch():
+    """Each module of commands/ (but the shared options) is a subcommand; none imports torch for --help."""
+    import subprocess
+    import sys
+
+    from mtprune.cli import COMMAND_MODULES
+
+    modules = {path.stem for path in (ROOT / "commands").glob("*.py")} - {"__init__", "options"}
+    assert modules == set(COMMAND_MODULES)
+    code = (
+        "import argparse, contextlib, io, sys\nfrom mtprune.cli import build_parser, main\n"
+        "sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))\n"
+        "for name in sub.choices:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        main([name, '--help'])\n"
+        "    assert out.getvalue().startswith(f'usage: mtprune {name}'), out.getvalue()\n"
+        "print(len(sub.choices), sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))\n"
+    )
+    env = {"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == f"{len(COMMAND_MODULES)} []", out.stdout + out.stderr
