@@ -30,7 +30,7 @@ from typing import Any
 from .backends import BackendConfig
 from .data import DataSpec
 from .errors import ConfigError
-from .models import countable_model, skeleton_model  # noqa: F401  (skeleton_model: bench's too)
+from .models import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
 
 logger = logging.getLogger(__name__)
 

@@ -90,8 +90,8 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     c.add_argument("--fast", action="store_true",
                    help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
     c.add_argument("--proxy", default="logprob",
-                   help="proxy for --fast: logprob, block-influence, angular (default: logprob). On a CPU logprob costs "
-                   "about as much as translating; block-influence and angular need one forward pass per round")
+                   help="proxy for --fast: logprob, block-influence, angular (default: logprob). On a CPU logprob "
+                   "costs about as much as translating; block-influence and angular need one forward pass per round")
     c.add_argument("--shortlist", type=int, default=4,
                    help="candidates per round translated in --fast mode (default: 4)")
     c.add_argument("--race", action="store_true",
