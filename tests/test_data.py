@@ -411,3 +411,25 @@ def test_importing_never_imports_torch_or_datasets() -> None:
     code = "import sys, mtprune.data, mtprune.prompts, mtprune.langs; print(sorted({'torch', 'datasets', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC_DIR)}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_repeated_data_options_give_one_spec_per_pair(tmp_path) -> None:
+    """--pairs YAML groups first, then one per --data; --src/--tgt/--weight once for all or once per --data."""
+    from mtprune.data import weighted_data_specs_from_args
+    from mtprune.errors import ConfigError
+
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text("pairs:\n  - {data: sample:en-fr, weight: 2}\n")
+    args = argparse.Namespace(data=["sample:en-de", "x.tsv"], src=["en", "cs"], tgt=["de"], weight=None,
+                              pairs=str(pairs), ref=None, part="dev", limit=8, seed=0)
+    specs = weighted_data_specs_from_args(args)
+    assert [(s.spec, s.src, s.tgt, s.part, s.limit, w) for s, w in specs] == [
+        ("sample:en-fr", "en", "fr", "dev", 8, 2.0), ("sample:en-de", "en", "de", "dev", 8, 1.0),
+        ("x.tsv", "cs", "de", "dev", 8, 1.0)]
+    finetune = argparse.Namespace(data=["sample:en-de"], src=None, tgt=None, ref=None)  # no --weight, --pairs
+    assert [s.spec for s, _ in weighted_data_specs_from_args(finetune)] == ["sample:en-de"]
+    with pytest.raises(ConfigError, match="--src is given 2 times for 3 --data: give it once, or once per --data"):
+        weighted_data_specs_from_args(argparse.Namespace(data=["a", "b", "c"], src=["en", "cs"], tgt=["de"]))
+    pairs.write_text("pairs:\n  - {data: sample:en-fr, weights: 2}\n")
+    with pytest.raises(DataError, match=r"pairs\[0\]: unknown keys \['weights'\]"):
+        weighted_data_specs_from_args(args)

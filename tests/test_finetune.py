@@ -16,7 +16,8 @@ from mtprune.cli import main
 from mtprune.data import DataSpec
 from mtprune.errors import ConfigError, DataError
 from mtprune.export import read_record
-from mtprune.recover.finetune import FinetuneConfig, gap_neighbours, resolve_train_layers, run_finetune
+from mtprune.recover.finetune import FinetuneConfig, gap_neighbours, resolve_train_layers
+from mtprune.recover.trainer import run_finetune
 
 REMOVED = [2, 3]  # original ids removed from the 6-layer tiny llama
 FAST = ["--max-steps", "4", "--batch-size", "4", "--eval-every", "2", "--lr", "1e-3", "--dtype", "float32",

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mtprune.cli import _format_info
+from mtprune.commands.info import format_info
 from mtprune.errors import ConfigError, ExportError
 from mtprune.export import RECORD_NAME, read_record
 from mtprune.recover.checkpoint import recovery_summary, save_recovered
@@ -112,9 +112,9 @@ def test_info_shows_recovery_lines():
             "dtype": "float32", "device": "cpu", "size_on_disk_bytes": 100, "chat_template": True,
             "per_layer_config_keys": [],
             "pruning_record": {**PRUNE_RECORD, "recovery": [entry("heal"), entry("kd", teacher={"spec": "big"})]}}
-    text = _format_info(info)
+    text = format_info(info)
     assert "pruned         from tiny-src: 6 -> 4 layers" in text
     assert "recovered      1. heal, 7 steps" in text
     assert "recovered      2. kd, 7 steps" in text and "teacher big" in text
     info["pruning_record"] = {"recovery": [entry()]}  # an unpruned model fine-tuned
-    assert "recovered      1. sft" in _format_info(info) and "pruned " not in _format_info(info)
+    assert "recovered      1. sft" in format_info(info) and "pruned " not in format_info(info)

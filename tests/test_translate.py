@@ -340,7 +340,8 @@ def test_growing_cache_layer_equals_dynamic_layer():
     """Writes in place, selects and repeats rows exactly like transformers' DynamicLayer."""
     from transformers.cache_utils import DynamicLayer
 
-    from mtprune.backends.kvcache import GrowingLayer, fits_window
+    from mtprune.backends.kvcache import GrowingLayer
+    from mtprune.backends.prefix import fits_window
 
     torch.manual_seed(0)
     ours, theirs = GrowingLayer(reserve=2), DynamicLayer()

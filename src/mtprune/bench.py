@@ -30,6 +30,7 @@ from typing import Any
 from .backends import BackendConfig
 from .data import DataSpec
 from .errors import ConfigError
+from .models import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
 
 logger = logging.getLogger(__name__)
 
@@ -156,24 +157,6 @@ def model_shape(model) -> ModelShape:
     out = model.get_output_embeddings()
     head = out.weight.shape[0] * out.weight.shape[1] if out is not None else 0
     return ModelShape(linear, (heads * head_dim,) * len(layers), window, head)
-
-
-def skeleton_model(config):
-    """The transformers model of ``config`` on the meta device (shapes, no memory, no weights):
-    what ``model_shape`` and ``count_parameters`` read where another engine holds the weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
-
-
-def countable_model(loaded):
-    """The model whose layers and parameters can be counted: the loaded transformers model, or
-    the skeleton of its config where it was loaded without weights (``models.ModelConfigs``)."""
-    from .models import ModelConfigs
-
-    return skeleton_model(loaded.model.config) if isinstance(loaded.model, ModelConfigs) else loaded.model
 
 
 # ----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .langs import Language, match_score, normalize_language, try_normalize
 
 logger = logging.getLogger(__name__)
@@ -179,6 +179,53 @@ def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
     )
     _check_spec(spec)
     return spec
+
+
+def weighted_data_specs_from_args(args: argparse.Namespace) -> list[tuple[DataSpec, float]]:
+    """(DataSpec, weight) per language pair of repeatable options: the groups of ``--pairs`` YAML
+    (search), then one per ``--data``.  ``--src``/``--tgt``/``--weight`` given once apply to every
+    ``--data``, else they are given once per ``--data``, in its order; the weight defaults to 1."""
+    groups = _pairs_from_yaml(Path(args.pairs)) if getattr(args, "pairs", None) else []
+    datas = args.data or []
+    per_data = {name: getattr(args, name, None) or [] for name in ("src", "tgt", "weight")}
+    for name, values in per_data.items():
+        if len(values) not in (0, 1, len(datas)) or (len(values) > 1 and not datas):
+            raise ConfigError(f"--{name} is given {len(values)} times for {len(datas)} --data: give it once, "
+                            "or once per --data")
+    for i, data in enumerate(datas):
+        def pick(values):
+            return (values[i] if len(values) == len(datas) else values[0]) if values else None
+        groups.append({"data": data, "src": pick(per_data["src"]), "tgt": pick(per_data["tgt"]),
+                       "ref": getattr(args, "ref", None), "weight": pick(per_data["weight"]) or 1.0})
+    specs = []
+    for group in groups:
+        ns = argparse.Namespace(**{**vars(args), "data": group["data"], "src": group.get("src"),
+                                   "tgt": group.get("tgt"), "ref": group.get("ref")})
+        specs.append((data_spec_from_args(ns), float(group.get("weight", 1.0))))
+    return specs
+
+
+PAIR_KEYS = ("data", "src", "tgt", "ref", "weight")
+
+
+def _pairs_from_yaml(path: Path) -> list[dict[str, Any]]:
+    """The ``pairs:`` list of a --pairs YAML file, each entry checked for unknown keys."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"--pairs {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {exc}") from None
+    pairs = doc.get("pairs") if isinstance(doc, dict) else None
+    if not isinstance(pairs, list) or not pairs:
+        raise DataError(f"{path}: expected a list under 'pairs:' (each with data, and src/tgt/ref/weight)")
+    for i, pair in enumerate(pairs):
+        unknown = sorted(set(pair) - set(PAIR_KEYS)) if isinstance(pair, dict) else ["(not a mapping)"]
+        if unknown or "data" not in pair:
+            raise DataError(f"{path}: pairs[{i}]: unknown keys {unknown} or no 'data'; allowed: {sorted(PAIR_KEYS)}")
+    return pairs
 
 
 # ---------------------------------------------------------------------------------------------

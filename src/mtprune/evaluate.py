@@ -209,9 +209,9 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
 def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], **translation: Any) -> dict[str, Any]:
     """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it:
     layers, parameters, scores with signatures, failure counts, timing and the hypotheses."""
-    from .bench import countable_model
     from .export import count_parameters
     from .layers import num_layers
+    from .models import countable_model
 
     translator = make_translator(loaded, pair, **translation)
     result = translator.translate(pair.sources)

@@ -19,7 +19,8 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError, ExportError
-from .layers import LayerSurgeon, find_layer_stack
+from .layers import LayerSurgeon, find_layer_stack, keep_from_drop, num_layers
+from .plan import check_plan_model, plan_summary, removed_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +263,17 @@ def export_pruned(
 
     write_checkpoint(model, tokenizer, out, verify=verify, finish=finish)
     return ExportResult(out=out, record=record)
+
+
+def export_plan(loaded, plan: dict[str, Any], out: Path, *, path: str, layers: int | None = None,
+                force: bool = False, verify: bool = True) -> ExportResult:
+    """Apply a search plan (``plan.json`` at ``path``) to ``loaded.model`` and save it to ``out``:
+    the plan's first ``layers`` removals (all when None), in its order, on the model it was made for."""
+    n = num_layers(loaded.model)
+    check_plan_model(plan, loaded.source.spec, n, path=path)
+    drop = removed_prefix(plan, layers, path=path)
+    return export_pruned(loaded, keep_from_drop(drop, n), out, removed_order=drop, force=force, verify=verify,
+                         plan_summary=plan_summary(plan, path))
 
 
 def write_checkpoint(model, tokenizer, out: Path, *, verify: bool,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .backends.prefix import attention_window, common_prefix_length, fits_window
 from .layers import find_layer_stack
 
 
@@ -76,17 +77,6 @@ class LogProb:
         return self.total / self.tokens if self.tokens else float("nan")
 
 
-def common_prefix_length(id_lists: Sequence[Sequence[int]], minimum: int = 8) -> int:
-    """Leading tokens common to every id list, leaving each >= 1 own token; 0 if under ``minimum``."""
-    if len(id_lists) < 2:
-        return 0
-    first = id_lists[0]
-    n = min(len(ids) for ids in id_lists) - 1
-    for ids in id_lists[1:]:
-        n = next((i for i in range(n) if ids[i] != first[i]), n)
-    return n if n >= minimum else 0
-
-
 def shared_prefix_length(seqs: Sequence[ForcedSequence], minimum: int = 8) -> int:
     """Leading prompt tokens common to every sequence (each keeps >= 1 own prompt token)."""
     return common_prefix_length([s.prompt_ids for s in seqs], minimum)
@@ -94,10 +84,7 @@ def shared_prefix_length(seqs: Sequence[ForcedSequence], minimum: int = 8) -> in
 
 def _prefix_is_safe(model, seqs: Sequence[ForcedSequence]) -> bool:
     """A sliding attention window must see the whole row, or padding changes the result."""
-    from .backends.hf import _attention_window
-    from .backends.kvcache import fits_window
-
-    return fits_window(_attention_window(model.config), max(s.length for s in seqs))
+    return fits_window(attention_window(model.config), max(s.length for s in seqs))
 
 
 def _cache_kwarg(model) -> str:

@@ -462,6 +462,22 @@ class ModelConfigs:
     generation_config: Any
 
 
+def skeleton_model(config):
+    """The transformers model of ``config`` on the meta device (shapes, no memory, no weights):
+    what ``bench.model_shape`` and ``count_parameters`` read where another engine holds the weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def countable_model(loaded):
+    """The model whose layers and parameters can be counted: the loaded transformers model, or
+    the skeleton of its config where it was loaded without weights (:class:`ModelConfigs`)."""
+    return skeleton_model(loaded.model.config) if isinstance(loaded.model, ModelConfigs) else loaded.model
+
+
 def load_model(spec: str, *, dtype: str = "auto", device: str = "auto", weights: bool = True) -> LoadedModel:
     """Load model and tokenizer for ``spec`` in eval mode on the chosen device and dtype.
 

@@ -68,9 +68,8 @@ def _evaluate(loaded, pair, cfg: QuickstartConfig) -> dict[str, Any]:
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from .evaluate import load_pair
-    from .export import export_pruned
+    from .export import export_plan
     from .models import load_model
-    from .plan import plan_summary
     from .report import write_report
     from .files import write_json_atomic
     from .search import PairConfig, SearchConfig, StopRule, run_search
@@ -99,9 +98,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     before = _evaluate(loaded, test_pair, cfg)
     logger.info("[3/%d] pruning layers %s and exporting", stages, plan["removed"])
     removed = plan["removed"]
-    keep = [i for i in range(plan["model"]["num_layers"]) if i not in removed]
-    export = export_pruned(loaded, keep, Path(cfg.out) / "model", removed_order=removed,
-                           plan_summary=plan_summary(plan, str(run_dir / "plan.json")))
+    export = export_plan(loaded, plan, Path(cfg.out) / "model", path=str(run_dir / "plan.json"))
     logger.info("[4/%d] pruned model on the same test segments", stages)
     after = _evaluate(loaded, test_pair, cfg)
     del loaded

@@ -24,15 +24,11 @@ from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
 from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
+from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
-# the stages whose outputs each stage reads (the report reads them all)
-STAGE_READS = {"prune": ("search",), "recover": ("prune",), "evaluate": ("prune", "recover"),
-               "bench": ("prune", "recover"), "report": ("search", "prune", "recover", "evaluate", "bench")}
 TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
-STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
 
 
 @dataclass
@@ -312,23 +308,20 @@ def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]
 
 
 def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    from .export import export_pruned
+    from .export import export_plan, export_pruned
     from .layers import keep_from_drop, num_layers
     from .models import load_model
+    from .plan import load_plan
 
-    recipe, summary = ctx.recipe, None
-    drop = recipe.prune.drop
+    recipe, drop = ctx.recipe, ctx.recipe.prune.drop
     loaded = load_model(recipe.model, dtype="source", device=recipe.device)
-    n = num_layers(loaded.model)
     if drop is None:
-        from .plan import check_plan_model, load_plan, plan_summary, removed_prefix
-
         path = ctx.dir("search") / "plan.json"
-        plan = load_plan(path)
-        check_plan_model(plan, recipe.model, n, path=str(path))
-        drop, summary = removed_prefix(plan, recipe.prune.layers, path=str(path)), plan_summary(plan, str(path))
-    result = export_pruned(loaded, keep_from_drop(drop, n), ctx.pruned, removed_order=drop, force=True,
-                           verify=recipe.prune.verify, plan_summary=summary)
+        result = export_plan(loaded, load_plan(path), ctx.pruned, path=str(path), layers=recipe.prune.layers,
+                             force=True, verify=recipe.prune.verify)
+    else:
+        result = export_pruned(loaded, keep_from_drop(drop, num_layers(loaded.model)), ctx.pruned,
+                               removed_order=drop, force=True, verify=recipe.prune.verify)
     rec = result.record
     return {"model_dir": str(ctx.pruned), "removed": rec.removed, "kept": rec.kept,
             "params_before": rec.params_before, "params_after": rec.params_after, "verification": rec.verification}
@@ -429,7 +422,8 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
 
 
 def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from .recover.finetune import FinetuneConfig, run_finetune
+    from .recover.finetune import FinetuneConfig
+    from .recover.trainer import run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
     dev_part = options.get("dev_part", "dev")

@@ -27,6 +27,7 @@ from typing import Any
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
+from .run_folder import RESULT, STAGE_READS, STAMP
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def score(model: dict[str, Any], pair: str, metric: str) -> float | None:
 
 def collect_run(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per finished stage of ``run_dir`` that the report reads: its result, digest and seconds."""
-    from .run import RESULT, STAGE_READS, STAMP
-
     stages = {}
     for name in STAGE_READS["report"]:
         result, stamp = read_json(run_dir / name / RESULT), read_json(run_dir / name / STAMP)

@@ -36,6 +36,7 @@ import torch
 
 from ..errors import ConfigError
 from ..prompts import END_OF_TURN_MARKERS, Prompter, clean_output
+from .prefix import attention_window, common_prefix_length, fits_window
 
 logger = logging.getLogger(__name__)
 
@@ -155,18 +156,6 @@ def cut_generation(ids: Sequence[int], budget: int, stop_ids: frozenset[int],
     return ids
 
 
-def _attention_window(config) -> int | None:
-    """The smallest window of the model's local-attention layers; None when all attend fully."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    window = getattr(config, "sliding_window", None)
-    kinds = set(getattr(config, "layer_types", None) or [])
-    if kinds - {"full_attention", "sliding_attention"}:
-        return 0  # chunked or other local attention: treat as unsafe for a shared prefix
-    if kinds and "sliding_attention" not in kinds:
-        return None
-    return window if isinstance(window, int) and window > 0 else None
-
-
 class HFTranslator:
     """Translate with a transformers causal LM: ``translate(sources) -> TranslationResult``."""
 
@@ -250,17 +239,13 @@ class HFTranslator:
         """Tokens at the start of every prompt (the instruction, few-shot examples) to encode once;
         0 when not worth it.  Only asked where no row fills a sliding attention window: there,
         a window could see the padding between the shared prefix and each segment's own tokens."""
-        from ..importance import common_prefix_length
-
         return common_prefix_length(prompt_ids, _MIN_SHARED_PREFIX) if self.prefix_cache else 0
 
     def _in_window(self, prompt_ids: list[list[int]], budgets: list[int]) -> bool:
         """Whether the longest prompt plus its budget fits every sliding attention window."""
-        from .kvcache import fits_window
-
         if not prompt_ids:
             return False
-        return fits_window(_attention_window(self.model.config), max(len(ids) for ids in prompt_ids) + max(budgets))
+        return fits_window(attention_window(self.model.config), max(len(ids) for ids in prompt_ids) + max(budgets))
 
     # -- generation ---------------------------------------------------------------------
 

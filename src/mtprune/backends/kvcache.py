@@ -6,7 +6,7 @@ every row of a large batch, that copy costs as much as the attention itself.  He
 layer writes into a buffer with room for the tokens still to come, and exposes views.
 
 Used only where it is equivalent to the model's own cache: every layer attends fully or
-through a sliding window that the longest row never fills (``fits_window``), so no layer
+through a sliding window that the longest row never fills (``prefix.fits_window``), so no layer
 would ever drop a key.  Elsewhere the caller keeps ``DynamicCache(config=...)``.
 """
 from __future__ import annotations
@@ -68,9 +68,3 @@ def growing_cache(reserve: int) -> DynamicCache:
     cache = DynamicCache()
     cache.layer_class_to_replicate = functools.partial(GrowingLayer, reserve)
     return cache
-
-
-def fits_window(window: int | None, longest: int) -> bool:
-    """Whether rows of ``longest`` tokens never fill the model's attention window
-    (``window`` as ``hf._attention_window`` gives it: None = full attention, 0 = unsafe)."""
-    return window is None or (window > 0 and longest <= window)

@@ -1,4 +1,4 @@
-"""Subcommands that live in their own module: each has ``add_parser(subparsers)`` and ``run(args) -> int``.
+"""The subcommands, one module each: ``add_parser(subparsers)`` and ``run(args) -> int``.
 
-``cli.py`` registers them; like every command they import torch only when they run.
+``cli.py`` registers them (``COMMAND_MODULES``); they import torch only when they run.
 """

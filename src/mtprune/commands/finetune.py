@@ -160,33 +160,16 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
 
 
-def data_specs(args: argparse.Namespace) -> list:
-    """One DataSpec per --data; --src/--tgt given once apply to all, else once per --data."""
-    from ..data import data_spec_from_args
-
-    datas = args.data or []
-    for name in ("src", "tgt"):
-        values = getattr(args, name) or []
-        if len(values) not in (0, 1, len(datas)):
-            raise ConfigError(f"--{name} is given {len(values)} times for {len(datas)} --data: give it once, "
-                              "or once per --data")
-    specs = []
-    for i, data in enumerate(datas):
-        def pick(values):
-            return (values[i] if len(values) == len(datas) else values[0]) if values else None
-        ns = argparse.Namespace(**{**vars(args), "data": data, "src": pick(args.src), "tgt": pick(args.tgt)})
-        specs.append(data_spec_from_args(ns))
-    return specs
-
-
 def config_from_args(args: argparse.Namespace):
+    from ..data import weighted_data_specs_from_args
     from ..recover.finetune import FinetuneConfig
 
     dev_part = None if args.dev_part in ("none", "") else args.dev_part
     if dev_part not in (None, "train", "dev", "test"):
         raise ConfigError(f"--dev-part {args.dev_part}: expected dev, test, train or none")
+    data = [spec for spec, _ in weighted_data_specs_from_args(args)]  # no --weight: each 1
     return FinetuneConfig(
-        student=args.student, out=Path(args.output), data=data_specs(args), prompt=args.prompt, shots=args.shots,
+        student=args.student, out=Path(args.output), data=data, prompt=args.prompt, shots=args.shots,
         shots_from=args.shots_from,
         dev_part=dev_part, dev_limit=args.dev_limit, learning_rate=args.lr, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length,
@@ -203,7 +186,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recover.finetune import run_finetune
+    from ..recover.trainer import run_finetune
 
     config = config_from_args(args)
     result = run_finetune(config)

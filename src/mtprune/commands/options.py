@@ -1,8 +1,13 @@
-"""Options shared by several commands (MODEL with --dtype/--device; the translation options; the backend)."""
+"""Options shared by several commands (MODEL with --dtype/--device; the translation options; the backend;
+the deployment budget) and the note on layer ids."""
 from __future__ import annotations
 
 import argparse
 
+LAYER_IDS_NOTE = (
+    "Layer ids are always the ORIGINAL 0-based ids of the model you pass (layer 0 is the first "
+    "decoder layer), in options, files and messages."
+)
 MODEL_HELP = (
     "model: a packaged default (gemma-3-270m, smollm2-135m), a local checkpoint folder, "
     "a .gguf file, or a Hugging Face hub id (org/name[@revision])"

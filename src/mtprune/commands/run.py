@@ -57,7 +57,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from ..run import STAGES
+    from ..run_folder import STAGES
 
     p = subparsers.add_parser("run", help="a whole run from a YAML recipe (resumable, stage by stage)",
                               description=DESCRIPTION, epilog=EPILOG,

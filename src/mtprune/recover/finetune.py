@@ -12,8 +12,9 @@ The order of work (every check that can fail runs before any weights load):
    --eval-every steps, early stopping, best checkpoint kept, resumable checkpoints;
 6. LoRA merged, the model saved by ``checkpoint.save_recovered`` with its recovery record.
 
-Because the loop is the Trainer's, ``accelerate launch --num_processes N -m mtprune finetune``
-trains data-parallel (or with FSDP / DeepSpeed from an accelerate config) with no code here.
+This module holds the config and steps 1-2; ``trainer.py`` the rest, and ``trainer.run_finetune``
+the whole job.  Because the loop is the Trainer's, ``accelerate launch --num_processes N -m mtprune
+finetune`` trains data-parallel (or with FSDP / DeepSpeed from an accelerate config) with no code here.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out
 
 @dataclass
 class FinetuneConfig:
-    """Everything ``run_finetune`` needs; the CLI fills it from its options."""
+    """Everything ``trainer.run_finetune`` needs; the CLI fills it from its options."""
 
     student: str
     out: Path
@@ -135,20 +135,6 @@ class FinetuneResult:
     out: Path
     record: dict[str, Any]
     recovery: dict[str, Any] = field(default_factory=dict)
-
-
-def run_finetune(config: FinetuneConfig, callbacks: tuple = ()) -> FinetuneResult:
-    """Fine-tune ``config.student`` and save it to ``config.out``; ``callbacks``: extra TrainerCallbacks."""
-    from . import trainer as tr
-
-    started = time.time()
-    config.validate()
-    prepared = prepare(config)
-    loaded = tr.load_student(config, prepared)
-    teacher_rows = tr.teacher_rows(config, prepared) if prepared.teacher else None
-    trainer = tr.build_trainer(config, prepared, loaded, teacher_rows, callbacks)
-    tr.train(trainer, config, prepared)
-    return tr.finish(trainer, config, prepared, loaded, started)
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The training half of ``finetune``: the student's trainable parameters, the teacher cache,
-a transformers Trainer whose loss projects only target positions, and the export.
+a transformers Trainer whose loss projects only target positions, and the export; and
+``run_finetune``, the whole job over the config and preparation of ``finetune.py``.
 """
 from __future__ import annotations
 
@@ -15,11 +16,24 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import ConfigError
-from .finetune import RUN_FILE, FinetuneConfig, Prepared, describe_data, examples_hash, remove_checkpoints
+from .finetune import (RUN_FILE, FinetuneConfig, FinetuneResult, Prepared, describe_data, examples_hash, prepare,
+                       remove_checkpoints)
 from .losses import gather_targets, kd_loss, logit_projection, target_cross_entropy
 from .sft_data import Collator
 
 logger = logging.getLogger(__name__)
+
+
+def run_finetune(config: FinetuneConfig, callbacks: tuple = ()) -> FinetuneResult:
+    """Fine-tune ``config.student`` and save it to ``config.out``; ``callbacks``: extra TrainerCallbacks."""
+    started = time.time()
+    config.validate()
+    prepared = prepare(config)
+    loaded = load_student(config, prepared)
+    rows = teacher_rows(config, prepared) if prepared.teacher else None
+    trainer = build_trainer(config, prepared, loaded, rows, callbacks)
+    train(trainer, config, prepared)
+    return finish(trainer, config, prepared, loaded, started)
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,7 +358,6 @@ def train(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepare
 
 def finish(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepared, loaded, started: float):
     from .checkpoint import save_recovered
-    from .finetune import FinetuneResult
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if config.lora:

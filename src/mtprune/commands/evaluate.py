@@ -1,0 +1,103 @@
+"""``mtprune evaluate``: translate and score, or score existing outputs."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DESCRIPTION = (
+    "Score translations with sacrebleu metrics (each with its signature) and count translation failures (empty, "
+    "length ratio, copies, repetition loops). Give MODEL to translate first, or --hyp FILE to score existing outputs."
+)
+EPILOG = """examples:
+  mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64
+  mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json"""
+
+
+def add_parser(subparsers) -> None:
+    from ..data import add_data_arguments
+    from .options import MODEL_HELP, add_backend_arguments, add_translation_arguments
+
+    p = subparsers.add_parser("evaluate", help="translate and score, or score existing outputs",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", nargs="?", help=MODEL_HELP + " (omit with --hyp)")
+    p.add_argument("--dtype", default="auto", help="weights dtype (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+    add_data_arguments(p)
+    add_translation_arguments(p)
+    add_backend_arguments(p)
+    p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
+    p.add_argument("--metrics", default="chrf++,bleu,chrf,ter",
+                   help="comma-separated: chrf++, chrf, bleu, ter (default: all)")
+    p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import data_spec_from_args
+    from ..evaluate import load_pair, score_hypotheses
+    from ..metrics import canonical_metric
+    from .translate import backend, run_record, translate_pair, write_text
+
+    if args.model and args.hyp:
+        raise ConfigError("give MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
+    if not (args.model or args.hyp):
+        raise ConfigError("nothing to score: give MODEL to translate and score, or --hyp FILE with existing outputs")
+    metrics = [canonical_metric(m) for m in args.metrics.split(",")]
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
+    if args.model:
+        backend(args)
+    pair = load_pair(data_spec_from_args(args))
+    pair.references  # noqa: B018  (refuse data without references before translating)
+    loaded = translator = result = None
+    if args.hyp:
+        hyps = read_hypotheses(Path(args.hyp))
+    else:
+        loaded, translator, result = translate_pair(args, pair)
+        hyps = result.hypotheses
+    record = run_record(args, pair, loaded, translator, result)
+    if args.hyp:
+        record["hypotheses"] = str(args.hyp)
+    record.update(score_hypotheses(pair, hyps, metrics))
+    print(format_scores(record))
+    if args.json:
+        write_text(Path(args.json), json.dumps(record, indent=2) + "\n", args.force)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def read_hypotheses(path: Path) -> list[str]:
+    """One hypothesis per line, as written (a final newline ends the last one)."""
+    from ..errors import DataError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"--hyp {path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"--hyp {path}: cannot read it ({exc.strerror})") from None
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    return [line.removesuffix("\r") for line in lines]
+
+
+def format_scores(record: dict) -> str:
+    data = record["data"]
+    lines = [f"{data['name']}  {data['n_segments']} segments  data {data['data']} (hash {data['data_hash']})"]
+    for name, score in record["scores"].items():
+        lines.append(f"  {name:<7} {score['value']:7.2f}   {score['signature']}")
+    f = record["failures"]
+    lines.append(f"  failures: empty {f['empty']}, too long {f['too_long']}, too short {f['too_short']}, "
+                 f"copies {f['copies']}, repetitions {f['repetitions']} (of {f['n']})")
+    if "timing" in record:
+        t = record["timing"]
+        lines.append(f"  speed: {t['seconds']:.1f} s, {t['segments_per_s']:.2f} segments/s, "
+                     f"{t['generated_tokens_per_s']:.1f} generated tokens/s")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""``mtprune info``: architecture, layers, parameters and size of a model."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    from .options import add_model_arguments
+
+    p = subparsers.add_parser("info", help="architecture, layers, parameters, size of a model",
+                              description="Show architecture, layer count, parameters (total, per layer, embeddings, "
+                              "head), dtype, size on disk and chat template of MODEL.")
+    add_model_arguments(p, dtype_default="source")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import count_parameters, read_record
+    from ..files import folder_size
+    from ..layers import LayerSurgeon, find_layer_stack
+    from ..models import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = loaded.model
+    params = count_parameters(model)
+    info = {
+        "model": args.model,
+        "source": loaded.source.to_dict(),
+        "checkpoint": loaded.checkpoint,
+        "architecture": type(model).__name__,
+        "model_type": model.config.model_type,
+        "layers_path": find_layer_stack(model).path,
+        "num_layers": len(params["per_layer"]),
+        "parameters": params,
+        "dtype": loaded.dtype,
+        "device": loaded.device,
+        "size_on_disk_bytes": folder_size(loaded.checkpoint),
+        "chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),
+        "per_layer_config_keys": LayerSurgeon(model).per_layer_keys,
+        "pruning_record": read_record(Path(loaded.checkpoint)) if Path(loaded.checkpoint).is_dir() else None,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return 0
+
+
+def human(n: int | None, unit: str = "") -> str:
+    """A count with a k/M/G suffix (two decimals)."""
+    if n is None:
+        return "n/a"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n}{unit}"
+
+
+def format_info(info: dict) -> str:
+    from ..recover.checkpoint import recovery_summary
+
+    p = info["parameters"]
+    per_layer = p["per_layer"]
+    lines = [
+        f"model          {info['model']}  ({info['source']['kind']})",
+        f"architecture   {info['architecture']} ({info['model_type']}), layers at {info['layers_path']}",
+        f"layers         {info['num_layers']}  (ids 0..{info['num_layers'] - 1})",
+        f"parameters     {human(p['total'])} total = embeddings {human(p['embeddings'])}"
+        f" + lm_head {human(p['lm_head'])}{' (tied)' if p['lm_head'] == 0 else ''}"
+        f" + layers {human(sum(per_layer))} ({human(per_layer[0]) if per_layer else 0} each)"
+        f" + other {human(p['other'])}",
+        f"dtype, device  {info['dtype']}, {info['device']}",
+        f"size on disk   {human(info['size_on_disk_bytes'], 'B')}",
+        f"chat template  {'yes' if info['chat_template'] else 'no (base model: use few-shot prompts)'}",
+        f"per-layer cfg  {', '.join(info['per_layer_config_keys']) or 'none'}",
+    ]
+    record = info.get("pruning_record")
+    if record and record.get("kept") is not None:
+        lines.append(
+            f"pruned         from {record['source']['spec']}: {record['original_num_layers']} -> "
+            f"{len(record['kept'])} layers, removed (original ids) {record['removed']}"
+        )
+    lines += [f"recovered      {line}" for line in (recovery_summary(record) or "").splitlines()]
+    return "\n".join(lines)

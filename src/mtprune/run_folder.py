@@ -1,0 +1,13 @@
+"""The layout of a run folder (``mtprune run``): its stages, what each reads, the files each writes.
+
+``run.py`` writes run folders and ``run_report.py`` reads them; both take the layout from here.
+"""
+from __future__ import annotations
+
+STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
+# the stages whose outputs each stage reads (the report reads them all)
+STAGE_READS = {"prune": ("search",), "recover": ("prune",), "evaluate": ("prune", "recover"),
+               "bench": ("prune", "recover"), "report": ("search", "prune", "recover", "evaluate", "bench")}
+# in each stage's folder: stamp.json once it has finished, inputs.json once it has started, its result.json;
+# run.json at the top of the folder
+STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
