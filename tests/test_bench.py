@@ -105,7 +105,7 @@ def test_speedups_are_per_round_ratios_with_their_range_and_flags():
     assert "a cost the FLOP model omits" in fast["flag_notes"][0]
     assert same["flags"] == ["within_noise"] and same["speedup_interval"][0] < 1.0 < same["speedup_interval"][1]
     rows = table_rows({"models": models})
-    assert rows[1][12] == "1.300x [1.300-1.300]" and rows[1][-1] == ">>ideal" and rows[2][-1] == "noise"
+    assert rows[1][12] == "1.300x [1.300-1.300]" and rows[1][-1] == "far above ideal" and rows[2][-1] == "noise"
     assert rows[0][-1] == "-"
     add_ratios(models, interleaved=False)
     assert models[1]["batches"][0]["flags"] == ["beyond_ideal", "sequential"]

@@ -17,6 +17,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 INTERVALS = ("minmax", "bootstrap")
 
@@ -28,8 +29,8 @@ FLAG_TEXT = {
     "one_run": "one run: no spread, the figure may be noise",
     "sequential": "timed one model after the other: the machine's drift between models is in the figure",
 }
-FLAG_SHORT = {"within_noise": "noise", "above_ideal": ">ideal", "beyond_ideal": ">>ideal", "one_run": "1 run",
-              "sequential": "seq"}
+FLAG_SHORT = {"within_noise": "noise", "above_ideal": "above ideal", "beyond_ideal": "far above ideal",
+              "one_run": "1 run", "sequential": "sequential"}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -135,3 +136,15 @@ def speedup_flags(speedup: Figure, ideal: float, *, reference: bool = False, int
     if not interleaved:
         flags.append("sequential")
     return flags
+
+
+def row_flags(row: dict[str, Any], *, reference: bool, runs: int | None = None) -> list[str]:
+    """A row's flags; for a bench JSON before rounds (no flags in it), from its speed-up, ideal
+    and ``runs`` (its config's; unknown: 1), timed one model after the other."""
+    if "flags" in row:
+        return row["flags"]
+    if row.get("speedup") is None or row.get("ideal_speedup") is None:
+        return []
+    lo, hi = row.get("speedup_interval") or (row["speedup"], row["speedup"])
+    figure = Figure(row["speedup"], lo, hi, row.get("runs") or runs or 1)
+    return speedup_flags(figure, row["ideal_speedup"], reference=reference, interleaved=False)

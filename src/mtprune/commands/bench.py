@@ -18,8 +18,8 @@ DESCRIPTION = (
     "head, and attention at the measured context), which is what pruning layers can at best give: on a small "
     "model with a large vocabulary (gemma-3-270m: a 262k-token head) the head dominates and removing layers gains "
     "little; on an 8B model the layers dominate and the gain approaches L/L'. A speed-up whose range includes 1.0 "
-    "is flagged 'noise', one above its ideal '>ideal' (within its range) or '>>ideal' (its whole range above: "
-    "noise or a cost the FLOP model omits)."
+    "is flagged 'noise', one above its ideal 'above ideal' (the ideal within its range) or 'far above ideal' (its "
+    "whole range above: noise or a cost the FLOP model omits)."
 )
 EPILOG = """examples:
   mtprune bench gemma-3-270m runs/pruned runs/healed --data sample:en-de --part test --limit 64
@@ -32,12 +32,12 @@ cost: (warm-up + runs) x the data's translation time per model and batch size; b
 memory: interleaving holds every MODEL in memory at once (the sum of their weights, plus one model's KV
 cache and activations at a time; 4 x gemma-3-270m in fp32: about 4.3 GB of weights). Models that do not
 fit together: --sequential loads one at a time (each model's runs one after the other: the machine's drift
-between models is then in the speed-ups, and they are flagged 'seq').
+between models is then in the speed-ups, and they are flagged 'sequential').
 spread: --runs 5 (the default) gives a min-max range that holds the median with 94% probability (3: 75%,
 7: 98%); a speed-up of a few percent needs a range narrower than it: raise --runs, --limit or
 --fixed-new-tokens until the range is small enough for the claim.
 --backend vllm: vLLM holds one engine per process, so its models are timed one after the other (as
---sequential, flagged 'seq'); each model's engine starts once (not timed; its start-up seconds are in --json),
+--sequential, flagged 'sequential'); each model's engine starts once (not timed; its start-up seconds are in --json),
 and each batch is given to vLLM whole, so the batch size is the number of sequences it decodes at once."""
 
 
@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", type=int, default=5, help="timed rounds: passes over the data per model (default: 5)")
     p.add_argument("--sequential", action="store_true",
                    help="load and time one model at a time, for models that do not fit in memory together "
-                   "(drift between models is not cancelled; speed-ups flagged 'seq')")
+                   "(drift between models is not cancelled; speed-ups flagged 'sequential')")
     p.add_argument("--interval", choices=["minmax", "bootstrap"], default="minmax",
                    help="range of each figure over the rounds: minmax (known coverage: 94%% at 5 rounds) or a "
                    "95%% bootstrap interval of the median, seeded by --seed (for many rounds; default: minmax)")
