@@ -207,3 +207,18 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
     assert "exactly 5 new tokens per segment" in format_table(result)
     with pytest.raises(ConfigError, match="not both"):
         BenchConfig(models=["m"], data=spec, fixed_new_tokens=5, max_new_tokens=3).validate()
+
+
+def test_a_recipes_bench_order_is_checked_with_the_rest(tmp_path):
+    from mtprune.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+                      "bench: {order: paralel, runs: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    assert "order 'paralel': valid: interleaved, sequential" in str(info.value)
+    assert "runs must be at least 1" in str(info.value) and ":4: bench:" in str(info.value)
+    recipe.write_text(recipe.read_text().replace("paralel, runs: 0", "sequential"))
+    assert load_recipe(recipe).bench.order == "sequential"
+    assert BenchConfig(models=["a"], data=DataSpec("x", "en", "de"), backend="vllm").timing_order == "sequential"
