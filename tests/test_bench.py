@@ -166,13 +166,13 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
     out = tmp_path / "b.json"
     md = tmp_path / "b.md"
     argv = ["bench", str(tiny_checkpoints["qwen2"]), "--data", "sample:en-de", "--part", "test", "--limit", "3",
-            "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--sequential", "--json", str(out),
-            "--markdown", str(md)]
+            "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--sequential",
+            "--json", str(out), "--markdown", str(md)]
     code, stdout, _ = run(capsys, *argv)
     assert code == 0, stdout
     saved = json.loads(out.read_text())
     assert saved["models"][0]["batches"][0]["batch_size"] == 2 and saved["config"]["runs"] == 1
-    assert saved["timing"]["order"] == "sequential" and "--sequential" in stdout
+    assert saved["timing"]["order"] == "sequential" and "sequential (asked for" in stdout
     assert saved["machine"]["cpu_count"] >= 1 and "transformers" in saved["versions"]
     assert md.read_text().startswith("# mtprune bench")
     code, _, err = run(capsys, *argv)
@@ -199,11 +199,14 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
     assert fixed.translate(pair.sources).generated_tokens == 4 * 7
 
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(tiny_checkpoints["qwen2"])], batch_sizes=(2,),
-                      warmup=0, runs=1, data=spec, fixed_new_tokens=5)
+                      warmup=0, runs=1, data=spec, fixed_new_tokens=5, order="sequential")
     result = run_bench(cfg)
     for entry in result["models"]:
         (row,) = entry["batches"]
         assert row["generated_tokens"] == 4 * 5 and row["quality"] is None
+        assert entry["memory_kind"] == "process peak RSS"  # alone in memory: nothing to subtract
+    flags = result["models"][1]["batches"][0]["flags"]  # (and above its ideal or not, by chance)
+    assert flags[0] == "one_run" and flags[-1] == "sequential"
     assert "exactly 5 new tokens per segment" in format_table(result)
     with pytest.raises(ConfigError, match="not both"):
         BenchConfig(models=["m"], data=spec, fixed_new_tokens=5, max_new_tokens=3).validate()

@@ -103,7 +103,8 @@ def test_an_older_bench_json_above_its_ideal_is_flagged_too():
     summary["bench"]["config"]["runs"] = 1
     summary["bench"]["models"][1]["batches"][1]["speedup"] = 1.6  # ideal 1.5
     md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
-    assert rows_of(md, "## Models side by side")[1][6] == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
+    cell = rows_of(md, "## Models side by side")[1][6]
+    assert cell == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
     assert "the median of 1 run, one model after the other" in md
 
 

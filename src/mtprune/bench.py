@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendConfig
-from .bench_stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_coverage, per_round_ratios, percentile, schedule,
-                          speedup_flags, summarize)
+from .bench_stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_coverage, per_round_ratios, percentile,
+                          schedule, speedup_flags, summarize)
 from .data import DataSpec
 from .errors import ConfigError
 
@@ -266,7 +266,8 @@ def _mean_context(loaded, translator, sources: Sequence[str], generated_tokens: 
     """Mean tokens attended per decoded token: prompt length + half the generated length."""
     prompter = translator.prompter
     prompts = [prompter.render(s) for s in sources]
-    lengths = [len(ids) for ids in loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]]
+    ids = loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    lengths = [len(x) for x in ids]
     return sum(lengths) / len(lengths) + generated_tokens / len(sources) / 2
 
 
@@ -398,26 +399,23 @@ def close(m: OpenModel) -> None:
 def bench_models(pair, cfg: BenchConfig) -> list[dict[str, Any]]:
     """Every model of ``cfg`` measured: all loaded at once and timed interleaved, or (order
     sequential) each loaded, timed and freed before the next."""
-    if cfg.timing_order == "interleaved":
+    together = cfg.timing_order == "interleaved"
+    groups = [cfg.models] if together else [[spec] for spec in cfg.models]
+    if together:
         logger.info("loading %d models to time them interleaved", len(cfg.models))
-        models = [open_model(spec, pair, cfg) for spec in cfg.models]
+    entries = []
+    for i, specs in enumerate(groups, 1):
+        if not together:
+            logger.info("[%d/%d] %s: timed alone (order sequential)", i, len(groups), specs[0])
+        models = [open_model(spec, pair, cfg) for spec in specs]
         for m in models:
             if len(models) > 1 and m.weight_bytes:
                 m.entry["memory_kind"] += f" less the other {len(models) - 1} loaded models' weights"
             warm_up(m, pair, cfg)
         time_rounds(models, pair, cfg)
-        entries = [finish(m, pair, cfg) for m in models]
+        entries += [finish(m, pair, cfg) for m in models]
         for m in models:
             close(m)
-        return entries
-    entries = []
-    for i, spec in enumerate(cfg.models, 1):
-        logger.info("[%d/%d] %s: timed alone (order sequential)", i, len(cfg.models), spec)
-        m = open_model(spec, pair, cfg)
-        warm_up(m, pair, cfg)
-        time_rounds([m], pair, cfg)
-        entries.append(finish(m, pair, cfg))
-        close(m)
     return entries
 
 
@@ -460,8 +458,7 @@ def timing_note(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.interval == "minmax":
         note["coverage"] = round(minmax_coverage(cfg.runs), 4)
     if cfg.timing_order == "sequential":
-        note["why"] = ("vLLM holds one engine per process" if cfg.backend_config.name == "vllm" and
-                       cfg.order != "sequential" else "--sequential")
+        note["why"] = "asked for" if cfg.order == "sequential" else "vLLM holds one engine per process"
     return note
 
 
