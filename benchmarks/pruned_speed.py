@@ -17,7 +17,10 @@ the budget), and tokens/s of different outputs mixes speed with output length: p
 encoding is paid per segment, so a model that stops early shows few tokens per second.
 ``--fixed-new-tokens 0`` measures the models' own translations instead.
 
-    python benchmarks/pruned_speed.py [--limit 64] [--runs 2] [--batch-sizes 16,64] [--fixed-new-tokens 32]
+    python benchmarks/pruned_speed.py [--limit 64] [--runs 5] [--batch-sizes 16,64] [--fixed-new-tokens 32]
+
+The models are timed interleaved (``mtprune bench``'s default): one pass each per round, the
+order rotating, each speed-up the median of its per-round ratios with their min-max range.
 
 Last line: ``gain/ideal: X.XX (measured A.AAx, ideal B.BBx, N of M layers removed)`` for
 the 25% model at the largest batch size.
@@ -33,10 +36,11 @@ from mtprune.cli import main as mtprune
 MODEL = "gemma-3-270m"
 
 
-def pruned(work: Path, drop: str) -> Path:
+def pruned(work: Path, drop: str, model: str = MODEL) -> Path:
+    """``model`` with the layers ``drop`` ('7,9') removed, pruned into ``work`` once."""
     out = work / f"drop-{drop.replace(',', '-')}"
     if not (out / "mtprune.json").exists():
-        code = mtprune(["-q", "prune", MODEL, "--drop", drop, "-o", str(out), "--force"])
+        code = mtprune(["-q", "prune", model, "--drop", drop, "-o", str(out), "--force"])
         if code:
             raise SystemExit(f"mtprune prune failed ({code})")
     return out
@@ -52,7 +56,8 @@ def main() -> None:
     p.add_argument("--drop-25", default="7,8,9,10", help="4 of 18 layers (default: 7,8,9,10)")
     p.add_argument("--limit", type=int, default=64, help="test segments (default: 64)")
     p.add_argument("--batch-sizes", default="16,64", help="(default: 16,64)")
-    p.add_argument("--runs", type=int, default=2, help="timed passes (default: 2)")
+    p.add_argument("--runs", type=int, default=BenchConfig.runs, help=f"timed rounds, interleaved (default: "
+                   f"{BenchConfig.runs})")
     p.add_argument("--dtype", default="float32", help="(default: float32)")
     p.add_argument("--fixed-new-tokens", type=int, default=32,
                    help="tokens per segment for every model, stop rules off; 0: their own translations (default: 32)")
@@ -68,8 +73,10 @@ def main() -> None:
     base, last = result["models"][0], result["models"][-1]
     for entry in result["models"][1:]:
         for row in entry["batches"]:
-            print(f"{Path(entry['model']).name} batch {row['batch_size']}: measured {row['speedup']:.3f}x, "
-                  f"ideal {row['ideal_speedup']:.3f}x, gain/ideal {row['gain_over_ideal']}")
+            lo, hi = row["speedup_interval"]
+            print(f"{Path(entry['model']).name} batch {row['batch_size']}: measured {row['speedup']:.3f}x "
+                  f"[{lo:.3f}, {hi:.3f}], ideal {row['ideal_speedup']:.3f}x, gain/ideal {row['gain_over_ideal']}"
+                  f"{', flags: ' + '; '.join(row['flag_notes']) if row['flags'] else ''}")
     row = last["batches"][-1]
     removed = base["layers"] - last["layers"]
     print(f"gain/ideal: {row['gain_over_ideal']:.2f} (measured {row['speedup']:.2f}x, ideal "

@@ -6,18 +6,11 @@ import pytest
 from clirun import run
 from mtprune.backends import BackendConfig
 from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
-                           parse_batch_sizes, per_token_flops, percentile, render_markdown, run_bench, skeleton_model)
+                           parse_batch_sizes, per_token_flops, render_markdown, run_bench, skeleton_model, table_rows)
 from mtprune.data import DataSpec
 from mtprune.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def test_percentile_interpolates_like_numpy():
-    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.5
-    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
-    assert percentile([7.0], 95) == 7.0
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0) == 1.0 and percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
 
 
 def test_per_token_flops_counts_linear_head_and_windowed_attention():
@@ -91,6 +84,33 @@ def test_ideal_speedup_follows_flops_not_layer_count():
     assert no_head[1]["batches"][0]["ideal_speedup"] == pytest.approx(2.0)
 
 
+def test_speedups_are_per_round_ratios_with_their_range_and_flags():
+    """Round i of each model against round i of the first; a median above the ideal is flagged."""
+    def entry(layers, rates):
+        shape = {"linear_per_layer": [100] * layers, "attention_width": [8] * layers, "window": [None] * layers,
+                 "head": 10_000}
+        return {"model": f"m{layers}", "layers": layers, "parameters": 1e6, "size_on_disk_bytes": None,
+                "shape": shape, "batches": [{"batch_size": 4, "tokens_per_s": sorted(rates)[len(rates) // 2],
+                                             "runs_tokens_per_s": rates, "mean_context": 20.0,
+                                             "segments_per_s": 1.0, "latency_median_s": 1.0, "latency_p95_s": 1.0,
+                                             "peak_memory_bytes": None, "quality": None}]}
+
+    # the machine slows down over the rounds; the 2-layer model keeps 1.3x in every round
+    models = [entry(4, [100.0, 90.0, 80.0]), entry(2, [130.0, 117.0, 104.0]), entry(3, [101.0, 88.0, 81.0])]
+    add_ratios(models)
+    base, fast, same = (m["batches"][0] for m in models)
+    assert base["speedup"] == 1.0 and base["flags"] == [] and base["speedup_interval"] == [1.0, 1.0]
+    assert fast["speedup_runs"] == [1.3, 1.3, 1.3] and fast["speedup_interval"] == [1.3, 1.3]
+    assert fast["ideal_speedup"] < 1.3 and fast["flags"] == ["beyond_ideal"]  # above what FLOPs allow
+    assert "a cost the FLOP model omits" in fast["flag_notes"][0]
+    assert same["flags"] == ["within_noise"] and same["speedup_interval"][0] < 1.0 < same["speedup_interval"][1]
+    rows = table_rows({"models": models})
+    assert rows[1][12] == "1.300x [1.300-1.300]" and rows[1][-1] == "far above ideal" and rows[2][-1] == "noise"
+    assert rows[0][-1] == "-"
+    add_ratios(models, interleaved=False)
+    assert models[1]["batches"][0]["flags"] == ["beyond_ideal", "sequential"]
+
+
 def test_peak_memory_sees_an_allocation_after_reset():
     memory = PeakMemory("cpu")
     memory.reset()
@@ -122,16 +142,21 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
     first, second = result["models"]
     assert (first["layers"], second["layers"]) == (6, 4)
     assert second["parameters"] < first["parameters"] and second["size_on_disk_bytes"] < first["size_on_disk_bytes"]
+    assert result["timing"] == {"order": "interleaved", "runs": 2, "warmup": 1, "interval": "minmax", "coverage": 0.5}
     for entry in result["models"]:
         assert [r["batch_size"] for r in entry["batches"]] == [1, 3]
+        assert entry["memory_kind"].endswith("less the other 1 loaded models' weights")
         for row in entry["batches"]:
-            assert len(row["hypotheses"]) == 5 and len(row["runs_tokens_per_s"]) == 2
+            assert len(row["hypotheses"]) == 5 and len(row["runs_tokens_per_s"]) == 2 and row["runs"] == 2
+            lo, hi = row["tokens_per_s_interval"]
+            assert lo <= row["tokens_per_s"] <= hi and len(row["speedup_runs"]) == 2
             assert row["tokens_per_s"] > 0 and 0 < row["latency_median_s"] <= row["latency_p95_s"]
             assert row["peak_memory_bytes"] > 0 and row["quality"] is not None
     assert all(r["speedup"] == 1.0 for r in first["batches"])
     assert all(r["ideal_speedup"] > 1.0 for r in second["batches"])
     table = format_table(result)
     assert "chrf++" in table and "gain/ideal" in table and "flags" in table and f"dtype {first['dtype']}" in table
+    assert "2 timed rounds, interleaved (" in table and "holds the median with 50% probability" in table
     md = render_markdown(result, "bench.png")
     assert md.count("\n| ") >= 5 and "![tokens/s by batch size](bench.png)" in md
     json.dumps(result)  # everything is JSON
@@ -141,12 +166,13 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
     out = tmp_path / "b.json"
     md = tmp_path / "b.md"
     argv = ["bench", str(tiny_checkpoints["qwen2"]), "--data", "sample:en-de", "--part", "test", "--limit", "3",
-            "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--json", str(out),
-            "--markdown", str(md)]
+            "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--sequential",
+            "--json", str(out), "--markdown", str(md)]
     code, stdout, _ = run(capsys, *argv)
     assert code == 0, stdout
     saved = json.loads(out.read_text())
     assert saved["models"][0]["batches"][0]["batch_size"] == 2 and saved["config"]["runs"] == 1
+    assert saved["timing"]["order"] == "sequential" and "sequential (asked for" in stdout
     assert saved["machine"]["cpu_count"] >= 1 and "transformers" in saved["versions"]
     assert md.read_text().startswith("# mtprune bench")
     code, _, err = run(capsys, *argv)
@@ -173,11 +199,29 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
     assert fixed.translate(pair.sources).generated_tokens == 4 * 7
 
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(tiny_checkpoints["qwen2"])], batch_sizes=(2,),
-                      warmup=0, runs=1, data=spec, fixed_new_tokens=5)
+                      warmup=0, runs=1, data=spec, fixed_new_tokens=5, order="sequential")
     result = run_bench(cfg)
     for entry in result["models"]:
         (row,) = entry["batches"]
         assert row["generated_tokens"] == 4 * 5 and row["quality"] is None
+        assert entry["memory_kind"] == "process peak RSS"  # alone in memory: nothing to subtract
+    flags = result["models"][1]["batches"][0]["flags"]  # (and above its ideal or not, by chance)
+    assert flags[0] == "one_run" and flags[-1] == "sequential"
     assert "exactly 5 new tokens per segment" in format_table(result)
     with pytest.raises(ConfigError, match="not both"):
         BenchConfig(models=["m"], data=spec, fixed_new_tokens=5, max_new_tokens=3).validate()
+
+
+def test_a_recipes_bench_order_is_checked_with_the_rest(tmp_path):
+    from mtprune.recipe import load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+                      "bench: {order: paralel, runs: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    assert "order 'paralel': valid: interleaved, sequential" in str(info.value)
+    assert "runs must be at least 1" in str(info.value) and ":4: bench:" in str(info.value)
+    recipe.write_text(recipe.read_text().replace("paralel, runs: 0", "sequential"))
+    assert load_recipe(recipe).bench.order == "sequential"
+    assert BenchConfig(models=["a"], data=DataSpec("x", "en", "de"), backend="vllm").timing_order == "sequential"

@@ -60,12 +60,52 @@ def test_models_table_has_every_figure_per_model_and_pair():
     assert pruned[1] == "5" and pruned[2] == "14.00K (70.0%)" and pruned[3] == "53.41 MiB"
     # chrf++ en-de, bleu en-de, chrf++ cs-de, bleu cs-de
     assert tuned[4:8] == ["48.50", "12.12", "47.50", "12.12"]
-    assert pruned[8] == "140.0 (1.40x / ideal 1.50x)" and pruned[9] == "3.00 GiB"
+    # a bench JSON before rounds: one model after the other, runs unknown
+    assert pruned[8] == "140.0 (1.40x / ideal 1.50x; 1 run, sequential)" and pruned[9] == "3.00 GiB"
+    assert unpruned[8] == "100.0 (1.00x / ideal 1.00x)"
     assert tuned[10] == "5.0 min" and unpruned[10] == "–"
     assert "batch size 64" in md and "hash-cs-de" in md
     search = rows_of(md, "## Search")
     assert search[0][:3] == ["0", "–", "50.00"] and [r[1] for r in search[1:]] == ["3", "5", "1"]
     assert f"`{SIGNATURE}`" in md and f"`{BLEU_SIG}`" in md and "hash abc123" in md
+
+
+def interleaved_bench() -> dict:
+    """A bench of rounds: the issue's case, 1.19x measured next to an ideal of 1.04x, and one
+    within noise."""
+    bench = make_summary()["bench"]
+    bench["config"]["runs"] = 3
+    bench["timing"] = {"order": "interleaved", "runs": 3, "warmup": 1, "interval": "minmax", "coverage": 0.75}
+    figures = [(1.0, [1.0, 1.0], 1.0, []), (1.19, [1.12, 1.25], 1.04, ["beyond_ideal"]),
+               (1.01, [0.97, 1.04], 1.04, ["within_noise"])]
+    for entry, (speedup, interval, ideal, flags) in zip(bench["models"], figures):
+        for row in entry["batches"]:
+            row.update(runs=3, tokens_per_s_interval=[row["tokens_per_s"] - 1, row["tokens_per_s"] + 2],
+                       speedup=speedup, speedup_interval=interval, ideal_speedup=ideal, flags=flags)
+    return bench
+
+
+def test_a_speedup_above_its_ideal_or_within_noise_is_flagged_with_its_range_and_runs():
+    summary = make_summary()
+    summary["bench"] = interleaved_bench()
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    unpruned, pruned, tuned = rows_of(md, "## Models side by side")
+    assert unpruned[6] == "100.0 [99.0-102.0] (1.00x [1.00-1.00] / ideal 1.00x)"
+    assert pruned[6] == "140.0 [139.0-142.0] (1.19x [1.12-1.25] / ideal 1.04x; far above ideal)"
+    assert tuned[6].endswith("(1.01x [0.97-1.04] / ideal 1.04x; noise)")
+    assert "the median of 3 timed rounds, interleaved (in brackets: min-max over the rounds)" in md
+    assert "far above ideal = above the FLOP ideal by more than its spread: measurement noise or a cost the FLOP " \
+           "model omits" in md and "noise = within noise" in md
+
+
+def test_an_older_bench_json_above_its_ideal_is_flagged_too():
+    summary = make_summary()
+    summary["bench"]["config"]["runs"] = 1
+    summary["bench"]["models"][1]["batches"][1]["speedup"] = 1.6  # ideal 1.5
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    cell = rows_of(md, "## Models side by side")[1][6]
+    assert cell == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
+    assert "the median of 1 run, one model after the other" in md
 
 
 def test_models_without_bench_or_plan_still_report():

@@ -1,12 +1,18 @@
-"""Deployment speed: the WMT 2025 compression task's protocol, model by model.
+"""Deployment speed: the WMT 2025 compression task's protocol, with figures a user can trust.
 
 For each model and batch size: ``--warmup`` untimed calls on the first batch, then ``--runs``
 timed passes over the data in consecutive batches of that size (the order a deployment
-receives them).  Per model and batch size: generated tokens/s and segments/s (median over
-runs), latency per batch (median, p95 over every batch of every run), peak memory while
-translating (process RSS on CPU, torch's peak allocation on GPU), and the quality of the
-first run's outputs.  Per model: layers, parameters, size on disk, and the per-token matmul
-FLOPs that give the IDEAL speed-up over the first model.
+receives them).  The models are timed INTERLEAVED: all loaded at once, one pass per model per
+round, their order rotating each round (``bench_stats.schedule``), so that the machine's drift
+(a shared CPU's load, a GPU's clocks) hits every model alike; ``order="sequential"`` loads one
+model at a time instead (and says so), as does the vLLM backend (one engine per process).
+Per model and batch size: generated tokens/s (median over rounds and its range) and segments/s,
+latency per batch (median, p95 over every batch of every round), peak memory while translating
+(process RSS on CPU, torch's peak allocation on GPU; less the other loaded models' weights), and
+the quality of the first round's outputs.  Per model: layers, parameters, size on disk, and the
+per-token matmul FLOPs that give the IDEAL speed-up over the first model.  The measured speed-up
+is the median of the per-round ratios, with their range; a figure whose range includes 1.0 or
+that lies above its ideal is flagged (``bench_stats.speedup_flags``).
 
 Ideal speed-up: the ratio of per-token decoding FLOPs (every linear layer including the LM
 head, plus attention over the context at the measured lengths), not the ratio of layer
@@ -18,16 +24,17 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import platform
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .backends import BackendConfig
+from .bench_stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_coverage, per_round_ratios, percentile,
+                          schedule, speedup_flags, summarize)
 from .data import DataSpec
 from .errors import ConfigError
 from .models import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
@@ -35,6 +42,7 @@ from .models import countable_model, skeleton_model  # noqa: F401  (tests, bench
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 16, 64)
+ORDERS = ("interleaved", "sequential")
 
 
 @dataclass
@@ -45,7 +53,7 @@ class BenchConfig:
     data: DataSpec
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     warmup: int = 1
-    runs: int = 3
+    runs: int = 5  # rounds: min-max over 5 holds the median ratio with 94% probability (bench_stats)
     backend: BackendConfig | str = "hf"  # a name, or with vLLM's engine options
     dtype: str = "auto"
     device: str = "auto"
@@ -55,6 +63,9 @@ class BenchConfig:
     max_new_tokens: int | None = None
     fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
     metric: str = "chrf++"
+    order: str = "interleaved"  # or sequential: one model loaded at a time (for models that do not fit together)
+    interval: str = "minmax"  # or bootstrap (of the median, seeded)
+    seed: int = 0
 
     def validate(self) -> None:
         errors = []
@@ -70,9 +81,19 @@ class BenchConfig:
             errors.append(f"--fixed-new-tokens must be at least 1, got {self.fixed_new_tokens}")
         if self.fixed_new_tokens is not None and self.max_new_tokens is not None:
             errors.append("give --fixed-new-tokens or --max-new-tokens, not both")
+        if self.order not in ORDERS:
+            errors.append(f"order {self.order!r}: valid: {', '.join(ORDERS)}")
+        if self.interval not in INTERVALS:
+            errors.append(f"--interval {self.interval!r}: valid: {', '.join(INTERVALS)}")
         errors += self.backend_config.errors()
         if errors:
             raise ConfigError("; ".join(errors))
+
+    @property
+    def timing_order(self) -> str:
+        """interleaved, or sequential where asked or where the backend holds one model per
+        process (vLLM: interleaving would restart its engine at every pass)."""
+        return "sequential" if self.order == "sequential" or self.backend_config.name == "vllm" else "interleaved"
 
     @property
     def backend_config(self) -> BackendConfig:
@@ -91,22 +112,8 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------------------
-# Pure numerical core: percentiles and FLOPs
+# Pure numerical core: FLOPs (the figures' statistics: bench_stats)
 # ----------------------------------------------------------------------------------------
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between order statistics."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def median(values: Sequence[float]) -> float:
-    return percentile(values, 50)
-
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -231,7 +238,7 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------
-# Measuring one model
+# Measuring: models opened, warmed up, then timed pass by pass in the schedule's order
 # ----------------------------------------------------------------------------------------
 
 def _batches(items: Sequence[str], size: int) -> list[list[str]]:
@@ -242,52 +249,52 @@ def _mean_context(loaded, translator, sources: Sequence[str], generated_tokens: 
     """Mean tokens attended per decoded token: prompt length + half the generated length."""
     prompter = translator.prompter
     prompts = [prompter.render(s) for s in sources]
-    lengths = [len(ids) for ids in loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]]
+    ids = loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    lengths = [len(x) for x in ids]
     return sum(lengths) / len(lengths) + generated_tokens / len(sources) / 2
 
 
-def measure_batch_size(translator, pair, batch_size: int, cfg: BenchConfig, memory: PeakMemory) -> dict[str, Any]:
-    """Warm-up, then ``cfg.runs`` timed passes over ``pair`` in batches of ``batch_size``."""
-    from .evaluate import score_hypotheses
+@dataclass
+class Timings:
+    """The timed passes of one model at one batch size, round by round."""
 
-    batches = _batches(pair.sources, batch_size)
-    for _ in range(cfg.warmup):
-        translator.translate(batches[0])
-    memory.reset()
-    latencies, rates, seg_rates, first_hyps, tokens = [], [], [], None, 0
-    for run in range(cfg.runs):
-        hyps, run_tokens, run_seconds = [], 0, 0.0
+    rates: list[float] = field(default_factory=list)  # generated tokens/s per round
+    segment_rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # every batch of every round
+    peak_bytes: int | None = None
+    hypotheses: list[str] | None = None  # the first round's
+    tokens: int = 0  # generated in the first round
+
+    def add_pass(self, translator, batches: list[list[str]]) -> None:
+        hyps, tokens, seconds = [], 0, 0.0
         for batch in batches:
             start = time.perf_counter()
             result = translator.translate(batch)
-            seconds = time.perf_counter() - start
-            latencies.append(seconds)
-            run_seconds += seconds
-            run_tokens += result.generated_tokens
+            self.latencies.append(time.perf_counter() - start)
+            seconds += self.latencies[-1]
+            tokens += result.generated_tokens
             hyps += result.hypotheses
-        rates.append(run_tokens / run_seconds)
-        seg_rates.append(len(hyps) / run_seconds)
-        if first_hyps is None:
-            first_hyps, tokens = hyps, run_tokens
-    # outputs of a fixed length are not translations: not scored
-    scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None
-    quality = score_hypotheses(pair, first_hyps, [cfg.metric])["scores"][cfg.metric]["value"] if scored else None
-    return {
-        "batch_size": batch_size,
-        "tokens_per_s": round(median(rates), 3),
-        "segments_per_s": round(median(seg_rates), 4),
-        "latency_median_s": round(median(latencies), 4),
-        "latency_p95_s": round(percentile(latencies, 95), 4),
-        "peak_memory_bytes": memory.peak_bytes(),
-        "generated_tokens": tokens,
-        "runs_tokens_per_s": [round(r, 3) for r in rates],
-        "quality": quality,
-        "hypotheses": first_hyps,
-    }
+        self.rates.append(tokens / seconds)
+        self.segment_rates.append(len(hyps) / seconds)
+        if self.hypotheses is None:
+            self.hypotheses, self.tokens = hyps, tokens
 
 
-def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
-    """Load ``spec`` and measure it at every batch size."""
+@dataclass
+class OpenModel:
+    """A model loaded for the bench: its figures so far and a translator per batch size."""
+
+    spec: str
+    loaded: Any
+    entry: dict[str, Any]
+    translators: dict[int, Any]
+    memory: PeakMemory
+    weight_bytes: int  # what it holds in memory while another model is timed
+    timings: dict[int, Timings] = field(default_factory=dict)
+
+
+def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
+    """Load ``spec`` and make its translator for every batch size (nothing timed yet)."""
     from .evaluate import make_translator
     from .export import count_parameters
     from .files import folder_size
@@ -300,32 +307,107 @@ def bench_model(spec: str, pair, cfg: BenchConfig) -> dict[str, Any]:
     shape = model_shape(model)
     # vLLM on CPU runs in this process (the backend turns multiprocessing off); on a GPU it does not
     memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))
+    translators = {b: make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
+                                      backend=backend, batch_size=b, max_new_tokens=cfg.max_new_tokens,
+                                      fixed_new_tokens=cfg.fixed_new_tokens, progress=False)
+                   for b in cfg.batch_sizes}
     entry: dict[str, Any] = {
         "model": spec, "checkpoint": loaded.checkpoint, "fingerprint": loaded.fingerprint,
         "dtype": loaded.dtype, "device": loaded.device, "layers": shape.layers,
         "parameters": count_parameters(model)["total"], "size_on_disk_bytes": folder_size(loaded.checkpoint),
         "shape": asdict(shape), "memory_kind": memory.kind, "batches": [],
+        "translator": translators[cfg.batch_sizes[0]].describe(),
     }
-    for batch_size in cfg.batch_sizes:
-        translator = make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                                     backend=backend, batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
-                                     fixed_new_tokens=cfg.fixed_new_tokens, progress=False)
-        row = measure_batch_size(translator, pair, batch_size, cfg, memory)
-        row["mean_context"] = round(_mean_context(loaded, translator, pair.sources, row["generated_tokens"]), 1)
-        entry["batches"].append(row)
-        entry.setdefault("translator", translator.describe())
-        logger.info("%s batch %d: %.1f tokens/s, %.2f segments/s, latency median %.2f s, %s %s", spec, batch_size,
-                    row["tokens_per_s"], row["segments_per_s"], row["latency_median_s"], cfg.metric,
-                    _fmt(row["quality"]))
-    del loaded, model, translator
+    held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) if weights else 0
+    return OpenModel(spec, loaded, entry, translators, memory, held)
+
+
+def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:
+    """``cfg.warmup`` untimed calls on the first batch, at every batch size."""
+    for b, translator in m.translators.items():
+        first = _batches(pair.sources, b)[0]
+        for _ in range(cfg.warmup):
+            translator.translate(first)
+
+
+def time_rounds(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
+    """Every timed pass of ``bench_stats.schedule``: round by round, the models' order rotating,
+    so that the machine's drift hits every model alike.  Peak memory per pass; where several
+    models are loaded, less the other models' weights (what this one would need alone)."""
+    for m in models:
+        m.timings = {b: Timings() for b in cfg.batch_sizes}
+    for _, b, index in schedule(len(models), cfg.batch_sizes, cfg.runs):
+        m = models[index]
+        m.memory.reset()
+        m.timings[b].add_pass(m.translators[b], _batches(pair.sources, b))
+        peak = m.memory.peak_bytes()
+        if peak is not None:
+            peak -= sum(other.weight_bytes for other in models if other is not m)
+            m.timings[b].peak_bytes = max(peak, m.timings[b].peak_bytes or 0)
+
+
+def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
+    """The model's entry of the result: its figures per batch size with their spread."""
+    from .evaluate import score_hypotheses
+
+    # outputs of a fixed length are not translations: not scored
+    scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None
+    for b in cfg.batch_sizes:
+        t = m.timings[b]
+        rate = summarize(t.rates, cfg.interval, cfg.seed)
+        row = {
+            "batch_size": b, "runs": len(t.rates),
+            "tokens_per_s": round(rate.median, 3), "tokens_per_s_interval": [round(rate.lo, 3), round(rate.hi, 3)],
+            "segments_per_s": round(median(t.segment_rates), 4),
+            "latency_median_s": round(median(t.latencies), 4), "latency_p95_s": round(percentile(t.latencies, 95), 4),
+            "peak_memory_bytes": t.peak_bytes, "generated_tokens": t.tokens,
+            "runs_tokens_per_s": [round(r, 3) for r in t.rates],
+            "quality": score_hypotheses(pair, t.hypotheses, [cfg.metric])["scores"][cfg.metric]["value"]
+            if scored else None,
+            "hypotheses": t.hypotheses,
+            "mean_context": round(_mean_context(m.loaded, m.translators[b], pair.sources, t.tokens), 1),
+        }
+        m.entry["batches"].append(row)
+        logger.info("%s batch %d: %.1f [%.1f, %.1f] tokens/s over %d runs, %.2f segments/s, latency median %.2f s, "
+                    "%s %s", m.spec, b, rate.median, rate.lo, rate.hi, rate.runs, row["segments_per_s"],
+                    row["latency_median_s"], cfg.metric, _fmt(row["quality"]))
+    return m.entry
+
+
+def close(m: OpenModel) -> None:
+    m.loaded = m.translators = None
     gc.collect()
-    return entry
 
 
-def add_ratios(models: list[dict[str, Any]]) -> None:
-    """Each model's measured speed-up over the first one and the ideal one (per-token FLOPs
-    at the first model's measured context for that batch size, so that both models are
-    charged the same attention), and their quotient ``gain_over_ideal``."""
+def bench_models(pair, cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Every model of ``cfg`` measured: all loaded at once and timed interleaved, or (order
+    sequential) each loaded, timed and freed before the next."""
+    together = cfg.timing_order == "interleaved"
+    groups = [cfg.models] if together else [[spec] for spec in cfg.models]
+    if together:
+        logger.info("loading %d models to time them interleaved", len(cfg.models))
+    entries = []
+    for i, specs in enumerate(groups, 1):
+        if not together:
+            logger.info("[%d/%d] %s: timed alone (order sequential)", i, len(groups), specs[0])
+        models = [open_model(spec, pair, cfg) for spec in specs]
+        for m in models:
+            if len(models) > 1 and m.weight_bytes:
+                m.entry["memory_kind"] += f" less the other {len(models) - 1} loaded models' weights"
+            warm_up(m, pair, cfg)
+        time_rounds(models, pair, cfg)
+        entries += [finish(m, pair, cfg) for m in models]
+        for m in models:
+            close(m)
+    return entries
+
+
+def add_ratios(models: list[dict[str, Any]], interval: str = "minmax", seed: int = 0,
+               interleaved: bool = True) -> None:
+    """Each model's speed-up over the first one, round by round (round i of both models:
+    timed seconds apart when interleaved), its median and interval; the ideal one (per-token
+    FLOPs at the first model's measured context for that batch size, so that both models are
+    charged the same attention); ``gain_over_ideal``; and the flags of ``bench_stats.speedup_flags``."""
     base = models[0]
     base_shape = ModelShape.from_dict(base["shape"])
     for entry in models:
@@ -333,11 +415,34 @@ def add_ratios(models: list[dict[str, Any]]) -> None:
         for row, base_row in zip(entry["batches"], base["batches"]):
             context = base_row["mean_context"]
             flops = per_token_flops(shape, context)
+            ratios = per_round_ratios(_rounds(row), _rounds(base_row))
+            speedup = summarize(ratios, interval, seed)
             row["flops_per_token"] = flops
-            row["speedup"] = round(row["tokens_per_s"] / base_row["tokens_per_s"], 4)
+            row["speedup"] = round(speedup.median, 4)
+            row["speedup_interval"] = [round(speedup.lo, 4), round(speedup.hi, 4)]
+            row["speedup_runs"] = [round(r, 4) for r in ratios]
             row["ideal_speedup"] = round(per_token_flops(base_shape, context)["total"] / flops["total"], 4)
             row["gain_over_ideal"] = (round((row["speedup"] - 1) / (row["ideal_speedup"] - 1), 3)
                                       if abs(row["ideal_speedup"] - 1) > 1e-9 else None)
+            row["flags"] = speedup_flags(speedup, row["ideal_speedup"], reference=entry is base,
+                                         interleaved=interleaved)
+            row["flag_notes"] = [FLAG_TEXT[f] for f in row["flags"]]
+
+
+def _rounds(row: dict[str, Any]) -> list[float]:
+    """A row's tokens/s round by round (a bench JSON before rounds: its one median)."""
+    return row.get("runs_tokens_per_s") or [row["tokens_per_s"]]
+
+
+def timing_note(cfg: BenchConfig) -> dict[str, Any]:
+    """How the figures were timed, for the JSON, the table's footer and the report."""
+    note: dict[str, Any] = {"order": cfg.timing_order, "runs": cfg.runs, "warmup": cfg.warmup,
+                            "interval": cfg.interval}
+    if cfg.interval == "minmax":
+        note["coverage"] = round(minmax_coverage(cfg.runs), 4)
+    if cfg.timing_order == "sequential":
+        note["why"] = "asked for" if cfg.order == "sequential" else "vLLM holds one engine per process"
+    return note
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -347,14 +452,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
     cfg.validate()
     pair = load_pair(cfg.data)
-    models = []
-    for i, spec in enumerate(cfg.models, 1):
-        logger.info("[%d/%d] %s: batch sizes %s, %d warm-up + %d timed runs of %d segments", i, len(cfg.models), spec,
-                    ",".join(map(str, cfg.batch_sizes)), cfg.warmup, cfg.runs, len(pair.segments))
-        models.append(bench_model(spec, pair, cfg))
-    add_ratios(models)
+    logger.info("%d models, batch sizes %s, %d warm-up + %d timed runs of %d segments, %s", len(cfg.models),
+                ",".join(map(str, cfg.batch_sizes)), cfg.warmup, cfg.runs, len(pair.segments), cfg.timing_order)
+    models = bench_models(pair, cfg)
+    add_ratios(models, cfg.interval, cfg.seed, interleaved=cfg.timing_order == "interleaved" or len(models) == 1)
     config = {**asdict(cfg), "data": asdict(cfg.data), "backend": asdict(cfg.backend_config)}
-    return {"config": config, "data": pair.describe(), "versions": software_versions(),
+    return {"config": config, "data": pair.describe(), "versions": software_versions(), "timing": timing_note(cfg),
             "machine": machine_info(models[0]["device"]), "metric": cfg.metric, "models": models}
 
 
@@ -378,22 +481,34 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
+def interval_text(value: float, interval: Sequence[float] | None, spec: str = ".1f", unit: str = "") -> str:
+    """'30.3 [29.8-31.0]', or the value alone where no interval was measured (an older bench JSON)."""
+    text = f"{format(value, spec)}{unit}"
+    return f"{text} [{format(interval[0], spec)}-{format(interval[1], spec)}]" if interval else text
+
+
+def flags_text(row: dict[str, Any]) -> str:
+    return ",".join(FLAG_SHORT.get(f, f) for f in row.get("flags") or []) or "-"
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     for entry in result["models"]:
         for row in entry["batches"]:
             rows.append([
                 Path(entry["model"]).name or entry["model"], str(entry["layers"]), f"{entry['parameters'] / 1e6:.1f}M",
-                _mib(entry["size_on_disk_bytes"]), str(row["batch_size"]), f"{row['tokens_per_s']:.1f}",
+                _mib(entry["size_on_disk_bytes"]), str(row["batch_size"]),
+                interval_text(row["tokens_per_s"], row.get("tokens_per_s_interval")), str(row.get("runs", "?")),
                 f"{row['segments_per_s']:.2f}", f"{row['latency_median_s']:.2f}", f"{row['latency_p95_s']:.2f}",
-                _mib(row["peak_memory_bytes"]), _fmt(row["quality"]), f"{row['speedup']:.2f}x",
-                f"{row['ideal_speedup']:.2f}x", _fmt(row["gain_over_ideal"]),
+                _mib(row["peak_memory_bytes"]), _fmt(row["quality"]),
+                interval_text(row["speedup"], row.get("speedup_interval"), ".3f", "x"),
+                f"{row['ideal_speedup']:.3f}x", _fmt(row["gain_over_ideal"]), flags_text(row),
             ])
     return rows
 
 
-HEADER = ["model", "layers", "params", "disk MiB", "batch", "tok/s", "seg/s", "lat med s", "lat p95 s",
-          "peak MiB", "QUALITY", "speed-up", "ideal", "gain/ideal"]
+HEADER = ["model", "layers", "params", "disk MiB", "batch", "tok/s [range]", "runs", "seg/s", "lat med s",
+          "lat p95 s", "peak MiB", "QUALITY", "speed-up [range]", "ideal", "gain/ideal", "flags"]
 
 
 def _header(result: dict[str, Any]) -> list[str]:
@@ -413,15 +528,41 @@ def _footer(result: dict[str, Any]) -> list[str]:
     m, data, cfg = result["machine"], result["data"], result["config"]
     first = result["models"][0]
     return [
-        f"data: {data['n_segments']} segments of {data['data']} (hash {data['data_hash']}); backend {backend_label(cfg['backend'])}, "
-        f"{cfg['warmup']} warm-up + {cfg['runs']} timed runs; tok/s = generated tokens/s (median of runs)",
+        f"data: {data['n_segments']} segments of {data['data']} (hash {data['data_hash']}); backend "
+        f"{backend_label(cfg['backend'])}; tok/s = generated tokens/s",
+        timing_line(result),
         f"machine: {m.get('cpu', '?')} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']}, flags "
         f"{','.join(m.get('cpu_flags', [])) or '-'}){', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
         f"dtype {first['dtype']} on {first['device']}; peak memory = {first['memory_kind']}",
-        "speed-up and ideal are relative to the first model; ideal = ratio of per-token matmul FLOPs (linear layers, "
-        "LM head, attention at the measured context); gain/ideal = (speed-up - 1) / (ideal - 1)",
+        "speed-up and ideal are relative to the first model; speed-up = median of the per-round ratios; ideal = ratio "
+        "of per-token matmul FLOPs (linear layers, LM head, attention at the measured context); gain/ideal = "
+        "(speed-up - 1) / (ideal - 1)",
+        *flag_lines(result),
         _work_line(cfg),
     ]
+
+
+def timing_line(result: dict[str, Any]) -> str:
+    """How the figures were timed and what their range is (a JSON before rounds: its runs)."""
+    cfg, t = result["config"], result.get("timing")
+    if not t:
+        return (f"timing: {cfg['warmup']} warm-up + {cfg['runs']} timed runs per model, one model after the other; "
+                "median of runs")
+    order = ("interleaved (one pass per model per round, the order rotating: drift hits every model alike)"
+             if t["order"] == "interleaved" else
+             f"sequential ({t.get('why', '')}: each model's runs one after the other, drift between models not "
+             "cancelled)")
+    if t["interval"] == "minmax":
+        spread = f"[range] = min-max over the rounds (holds the median with {t['coverage']:.0%} probability)"
+    else:
+        spread = "[range] = 95% bootstrap interval of the median over the rounds (seeded)"
+    return f"timing: {t['warmup']} warm-up + {t['runs']} timed rounds, {order}; figures = median, {spread}"
+
+
+def flag_lines(result: dict[str, Any]) -> list[str]:
+    """One line per flag the table shows: what it means."""
+    used = dict.fromkeys(f for e in result["models"] for r in e["batches"] for f in r.get("flags") or [])
+    return [f"flag {FLAG_SHORT.get(f, f)}: {FLAG_TEXT.get(f, f)}" for f in used]
 
 
 def _work_line(cfg: dict[str, Any]) -> str:
@@ -445,8 +586,16 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
     return "\n".join(parts) + "\n"
 
 
+def error_bars(rows: Sequence[dict[str, Any]], key: str) -> list[list[float]]:
+    """matplotlib's yerr/xerr of ``rows[key]``: distances down and up to ``rows[key + '_interval']``
+    (0 where a bench JSON before rounds has none)."""
+    spans = [r.get(f"{key}_interval") or [r[key], r[key]] for r in rows]
+    return [[r[key] - lo for r, (lo, _) in zip(rows, spans)], [hi - r[key] for r, (_, hi) in zip(rows, spans)]]
+
+
 def plot_speed(result: dict[str, Any], path: Path) -> None:
-    """Generated tokens/s against batch size, one line per model (log-log)."""
+    """Generated tokens/s against batch size, one line per model (log-log), each point with its
+    range over the rounds."""
     from .report import _pyplot
 
     plt = _pyplot()
@@ -454,7 +603,8 @@ def plot_speed(result: dict[str, Any], path: Path) -> None:
     for entry in result["models"]:
         xs = [r["batch_size"] for r in entry["batches"]]
         ys = [r["tokens_per_s"] for r in entry["batches"]]
-        ax.plot(xs, ys, marker="o", label=f"{Path(entry['model']).name or entry['model']} ({entry['layers']} layers)")
+        ax.errorbar(xs, ys, yerr=error_bars(entry["batches"], "tokens_per_s"), marker="o", capsize=3,
+                    label=f"{Path(entry['model']).name or entry['model']} ({entry['layers']} layers)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

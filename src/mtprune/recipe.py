@@ -103,10 +103,11 @@ class Evaluate:
 class Bench:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     warmup: int = 1
-    runs: int = 3
+    runs: int = 5  # rounds, the models interleaved (see mtprune bench --help)
     limit: int | None = 64  # segments of the first pair's test data
     metric: str = "chrf++"
     fixed_new_tokens: int | None = None  # equal work for every model (see mtprune bench --help)
+    order: str = "interleaved"  # or sequential: one model loaded at a time
 
 
 @dataclass
@@ -696,7 +697,7 @@ def _bench(ck: RecipeChecker, value: Any) -> Bench:
     bench.metric = ck.attempt(path + ("metric",), canonical_metric, bench.metric) or bench.metric
     # the backend is checked in its own section
     cfg = BenchConfig(models=["?"], data=DataSpec("x", "en", "de"), batch_sizes=tuple(bench.batch_sizes),
-                      warmup=bench.warmup, runs=bench.runs, fixed_new_tokens=bench.fixed_new_tokens)
+                      warmup=bench.warmup, runs=bench.runs, fixed_new_tokens=bench.fixed_new_tokens, order=bench.order)
     ck.attempt(path, cfg.validate)
     if bench.limit is not None and bench.limit < 1:
         ck.error(path + ("limit",), f"must be at least 1, got {bench.limit}")

@@ -503,7 +503,7 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
                                    warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
                                    device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
                                    max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
-                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric))
+                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order))
     write_json_atomic(folder / "bench.json", result)
     return result
 

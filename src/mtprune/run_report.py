@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bench_stats import FLAG_SHORT, FLAG_TEXT, row_flags
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
@@ -84,7 +85,8 @@ def check_summary(summary: dict[str, Any]) -> None:
 
 
 def bench_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per model name: its bench row at the largest batch size measured (matched by path)."""
+    """Per model name: its bench row at the largest batch size measured (matched by path), with
+    its flags (derived for a bench JSON before rounds: no figure above its ideal goes unflagged)."""
     bench = summary.get("bench")
     if not bench:
         return {}
@@ -94,10 +96,13 @@ def bench_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if key:
                 by_path[str(Path(key))] = entry
     rows = {}
+    runs = (bench.get("config") or {}).get("runs")
     for model in summary["models"]:
         entry = by_path.get(str(Path(model["path"]))) if model.get("path") else None
         if entry and entry["batches"]:
-            rows[model["name"]] = {**max(entry["batches"], key=lambda r: r["batch_size"]), "bench_entry": entry}
+            row = max(entry["batches"], key=lambda r: r["batch_size"])
+            flags = row_flags(row, reference=entry is bench["models"][0], runs=runs)
+            rows[model["name"]] = {**row, "flags": flags, "bench_entry": entry}
     return rows
 
 
@@ -219,11 +224,7 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
     section = Section("Models side by side", tables=[Table(header, rows, "l" + "r" * (len(header) - 1))])
     section.paragraphs.append(_test_data_text(summary["test_data"]))
     if speed:
-        first = next(iter(speed.values()))
-        section.paragraphs.append(
-            f"tokens/s and peak memory: `mtprune bench` at batch size {first['batch_size']} "
-            f"({first['bench_entry']['dtype']} on {first['bench_entry']['device']}); in brackets the speed-up over "
-            "the first model and the ideal one from per-token FLOPs.")
+        section.paragraphs.append(_speed_text(summary["bench"], speed))
     if any(m.get("train_seconds") is not None for m in summary["models"]):
         section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
@@ -231,11 +232,35 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
 
 
 def _speed_cell(bench: dict[str, Any]) -> str:
+    """'140.0 [138.2-141.0] (1.40x [1.38-1.42] / ideal 1.50x; noise)': tokens/s, the speed-up over
+    the first model with their ranges over the rounds, the ideal one, and the flags."""
+    from .bench import interval_text
+
     if not bench:
         return MISSING
-    text = _num(bench["tokens_per_s"], ".1f")
+    text = interval_text(bench["tokens_per_s"], bench.get("tokens_per_s_interval"))
     if bench.get("speedup") is not None and bench.get("ideal_speedup") is not None:
-        text += f" ({bench['speedup']:.2f}x / ideal {bench['ideal_speedup']:.2f}x)"
+        speedup = interval_text(bench["speedup"], bench.get("speedup_interval"), ".2f", "x")
+        text += f" ({speedup} / ideal {bench['ideal_speedup']:.2f}x"
+        text += f"; {', '.join(FLAG_SHORT.get(f, f) for f in bench['flags'])})" if bench["flags"] else ")"
+    return text
+
+
+def _speed_text(bench: dict[str, Any], speed: dict[str, dict[str, Any]]) -> str:
+    """Where the speed figures come from, how many runs each is based on, and what a flag means."""
+    first = next(iter(speed.values()))
+    timing = bench.get("timing")
+    runs = first.get("runs") or (bench.get("config") or {}).get("runs")
+    plural = "" if runs == 1 else "s"
+    how = (f"the median of {runs} timed round{plural}{', interleaved' if timing['order'] == 'interleaved' else ''} "
+           f"(in brackets: {'min-max' if timing['interval'] == 'minmax' else 'bootstrap interval'} over the rounds)"
+           if timing else f"the median of {runs or 'an unknown number of'} run{plural}, one model after the other")
+    text = (f"tokens/s and peak memory: `mtprune bench` at batch size {first['batch_size']} "
+            f"({first['bench_entry']['dtype']} on {first['bench_entry']['device']}); each figure {how}; then the "
+            "speed-up over the first model (median of the per-round ratios) and the ideal one from per-token FLOPs.")
+    used = dict.fromkeys(f for row in speed.values() for f in row["flags"])
+    if used:
+        text += " Flags: " + "; ".join(f"{FLAG_SHORT.get(f, f)} = {FLAG_TEXT.get(f, f)}" for f in used) + "."
     return text
 
 
@@ -357,7 +382,9 @@ def _html_table(t: Table) -> str:
 # ----------------------------------------------------------------------------------------
 
 def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
-    """Quality (first metric, each pair) against measured tokens/s, one point per model."""
+    """Quality (first metric, each pair) against measured tokens/s, one point per model with its
+    tokens/s range over the bench's rounds; a flagged speed-up says so in the point's label."""
+    from .bench import error_bars
     from .report import _pyplot
 
     plt = _pyplot()
@@ -365,11 +392,15 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
     metric = summary["metrics"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for pair in summary["test_data"]:
-        points = [(speed[m["name"]]["tokens_per_s"], score(m, pair, metric), m["name"])
-                  for m in summary["models"] if m["name"] in speed and score(m, pair, metric) is not None]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle="none", label=pair)
-        for x, y, name in points:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        named = [m for m in summary["models"] if m["name"] in speed and score(m, pair, metric) is not None]
+        rows = [speed[m["name"]] for m in named]
+        ys = [score(m, pair, metric) for m in named]
+        ax.errorbar([r["tokens_per_s"] for r in rows], ys, xerr=error_bars(rows, "tokens_per_s"), marker="o",
+                    linestyle="none", capsize=3, label=pair)
+        for m, row, y in zip(named, rows, ys):
+            flags = ", ".join(FLAG_SHORT.get(f, f) for f in row["flags"])
+            ax.annotate(f"{m['name']} ({flags})" if flags else m["name"], (row["tokens_per_s"], y),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("generated tokens / s")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)

@@ -7,14 +7,19 @@ from pathlib import Path
 
 DESCRIPTION = (
     "Measure translation speed as the WMT 2025 model compression task does: for each MODEL and each batch size, "
-    "--warmup untimed calls, then --runs timed passes over the data in consecutive batches of that size. Reports "
-    "generated tokens/s and segments/s (median of runs), latency per batch (median, p95), peak memory while "
+    "--warmup untimed calls, then --runs timed passes over the data in consecutive batches of that size. The "
+    "models are timed INTERLEAVED: one pass per model per round, their order rotating each round, so that the "
+    "machine's drift (a shared CPU's load, a GPU's clock boost and heat) hits every model alike, and each "
+    "speed-up is computed round by round (A_i / B_i). Reports generated tokens/s (median over rounds and its "
+    "range) and segments/s, latency per batch (median, p95), peak memory while "
     "translating (process RSS on CPU, torch's peak allocation on GPU), parameters, size on disk, layers, and the "
     "quality of the outputs (--metric, when the data has references). Each model is compared with the FIRST one: "
     "measured speed-up, and the ideal speed-up from per-token matmul FLOPs (every linear layer including the LM "
     "head, and attention at the measured context), which is what pruning layers can at best give: on a small "
     "model with a large vocabulary (gemma-3-270m: a 262k-token head) the head dominates and removing layers gains "
-    "little; on an 8B model the layers dominate and the gain approaches L/L'."
+    "little; on an 8B model the layers dominate and the gain approaches L/L'. A speed-up whose range includes 1.0 "
+    "is flagged 'noise', one above its ideal 'above ideal' (the ideal within its range) or 'far above ideal' (its "
+    "whole range above: noise or a cost the FLOP model omits)."
 )
 EPILOG = """examples:
   mtprune bench gemma-3-270m runs/pruned runs/healed --data sample:en-de --part test --limit 64
@@ -24,8 +29,16 @@ EPILOG = """examples:
 
 cost: (warm-up + runs) x the data's translation time per model and batch size; batch size 1 is the slowest
 (on 2 CPU cores, gemma-3-270m translates 64 short segments in about 1.5 min at batch 16).
---backend vllm: each model's engine starts once (not timed; its start-up seconds are in --json), and
-each batch is given to vLLM whole, so the batch size is the number of sequences it decodes at once."""
+memory: interleaving holds every MODEL in memory at once (the sum of their weights, plus one model's KV
+cache and activations at a time; 4 x gemma-3-270m in fp32: about 4.3 GB of weights). Models that do not
+fit together: --sequential loads one at a time (each model's runs one after the other: the machine's drift
+between models is then in the speed-ups, and they are flagged 'sequential').
+spread: --runs 5 (the default) gives a min-max range that holds the median with 94% probability (3: 75%,
+7: 98%); a speed-up of a few percent needs a range narrower than it: raise --runs, --limit or
+--fixed-new-tokens until the range is small enough for the claim.
+--backend vllm: vLLM holds one engine per process, so its models are timed one after the other (as
+--sequential, flagged 'sequential'); each model's engine starts once (not timed; its start-up seconds are in --json),
+and each batch is given to vLLM whole, so the batch size is the number of sequences it decodes at once."""
 
 
 def add_parser(subparsers) -> None:
@@ -41,7 +54,13 @@ def add_parser(subparsers) -> None:
     add_backend_arguments(p)
     p.add_argument("--batch-sizes", default="1,16,64", help="comma-separated batch sizes (default: 1,16,64)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls on the first batch (default: 1)")
-    p.add_argument("--runs", type=int, default=3, help="timed passes over the data (default: 3)")
+    p.add_argument("--runs", type=int, default=5, help="timed rounds: passes over the data per model (default: 5)")
+    p.add_argument("--sequential", action="store_true",
+                   help="load and time one model at a time, for models that do not fit in memory together "
+                   "(drift between models is not cancelled; speed-ups flagged 'sequential')")
+    p.add_argument("--interval", choices=["minmax", "bootstrap"], default="minmax",
+                   help="range of each figure over the rounds: minmax (known coverage: 94%% at 5 rounds) or a "
+                   "95%% bootstrap interval of the median, seeded by --seed (for many rounds; default: minmax)")
     p.add_argument("--fixed-new-tokens", type=int, metavar="N",
                    help="equal work for every model: each segment generates exactly N tokens, stop rules off (no "
                    "quality then). Pruned models often write shorter or longer outputs than the unpruned one, so "
@@ -75,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, max_new_tokens=args.max_new_tokens,
         fixed_new_tokens=args.fixed_new_tokens, metric=canonical_metric(args.metric),
+        order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,
     )
     result = run_bench(cfg)
     print(format_table(result))

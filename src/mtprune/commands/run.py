@@ -46,8 +46,10 @@ recipe keys (examples/*.yaml show them all):
                                (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
                                train data, for finetune after a synthesize step to the synthesized pairs)
   evaluate:                    metrics: [chrf++, bleu, chrf, ter]
-  bench:                       batch_sizes, warmup, runs, limit (the first pair's test segments), metric,
-                               fixed_new_tokens (the same work for every model: see mtprune bench --help)
+  bench:                       batch_sizes, warmup, runs (rounds, the models interleaved), limit (the first
+                               pair's test segments), metric, fixed_new_tokens (the same work for every model),
+                               order (interleaved, or sequential: one model in memory at a time); see
+                               mtprune bench --help
 
 examples:
   mtprune run examples/quickstart.yaml -o runs/qs --dry-run     # check the recipe, show the plan, load nothing
