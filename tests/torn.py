@@ -14,7 +14,7 @@ def crash_while_writing(monkeypatch, after: int) -> None:
     "dies" (raises Crash); headers are written as usual."""
     from mtprune import jsonlog
 
-    real = jsonlog._write_line
+    real = getattr(jsonlog._write_line, "real", jsonlog._write_line)  # armed again: replaces the last crash
     count = {"records": 0}
 
     def write(path: Path, record: dict, mode: str) -> None:
@@ -27,6 +27,7 @@ def crash_while_writing(monkeypatch, after: int) -> None:
                 raise Crash(f"simulated crash while writing record {count['records']} to {path}")
         real(path, record, mode)
 
+    write.real = real
     monkeypatch.setattr(jsonlog, "_write_line", write)
 
 
