@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
-from torn import Crash, crash_while_writing, whole_lines
+from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
 from mtprune import search as search_mod
 from mtprune.data import DataSpec
@@ -128,7 +128,7 @@ def test_torn_last_line_resumes_twice_to_the_uninterrupted_plan(tiny_checkpoints
     crash_while_writing(monkeypatch, after=3)  # the first resumption dies too, after three more
     with pytest.raises(Crash):
         run_search(cfg(tmp_path / "run", resume=True))
-    monkeypatch.undo()
+    stop_crashing(monkeypatch)
     assert len(whole_lines_but_last(tmp_path / "run" / "trace.jsonl")) == 1 + 4 + 3
     resumed = run_search(cfg(tmp_path / "run", resume=True))
     assert resumed["removed"] == full["removed"] and resumed["rounds"] == _without_seconds(full["rounds"], resumed)
