@@ -1,5 +1,6 @@
 """The iterative search on tiny random models: brute-force agreement, resume, stop rules, pairs."""
 import copy
+import logging
 import json
 from pathlib import Path
 
@@ -552,3 +553,41 @@ def test_search_in_bf16_records_its_dtype(tiny_checkpoints, tmp_path):
     assert plan["settings"]["dtype"] == "bfloat16"
     assert len(plan["removed"]) == 1 and plan["removed"][0] not in (0, 5)
     assert all(0 <= c["score"] <= 100 for c in plan["rounds"][0]["candidates"])
+
+
+# ----------------------------------------------------------------------------------------
+# In a recipe run: a changed stop rule or batch size reuses the trace
+# ----------------------------------------------------------------------------------------
+
+def test_recipe_run_redoes_a_changed_search_from_its_trace(toy, tiny_checkpoints, tmp_path, caplog):
+    from mtprune.recipe import load_recipe
+    from mtprune.run import run_recipe
+
+    def recipe(search: str, batch_size: int = 4):
+        path = tmp_path / "recipe.yaml"
+        path.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+dtype: float32
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 2}}}}
+translation: {{shots: 1, batch_size: {batch_size}, max_new_tokens: 4}}
+search: {search}
+evaluate: {{metrics: [chrf]}}
+""")
+        return load_recipe(path)
+
+    def search_result():
+        return json.loads((tmp_path / "run" / "search" / "result.json").read_text())
+
+    run_recipe(recipe("{remove: 1}"), tmp_path / "run", progress=False)
+    assert search_result()["removed"] == [2] and search_result()["evaluations"]["computed"] == 1 + 4
+    caplog.set_level(logging.INFO)
+    run_recipe(recipe("{target_layers: 3}", batch_size=2), tmp_path / "run", progress=False)
+    assert "redo search: inputs changed (search, translation)" in caplog.text
+    assert search_result()["removed"] == [2, 4, 1] and search_result()["evaluations"]["computed"] == 3 + 2
+    caplog.clear()  # another criterion: the trace cannot be reused and is started over
+    run_recipe(recipe("{target_layers: 4, criterion: last}"), tmp_path / "run", progress=False)
+    assert "criterion differ): starting it over" in caplog.text
+    header, *records = whole_lines(tmp_path / "run" / "search" / "trace.jsonl")
+    assert search_result()["removed"] == [4, 3] and header["identity"]["criterion"] == "last"
+    assert len(records) == search_result()["evaluations"]["computed"]  # nothing of the chrf search is left
