@@ -121,8 +121,8 @@ def test_logs_of_earlier_versions_are_read(tmp_path, caplog):
     """No ``kind`` in the header; a torn line that the next record was appended onto."""
     path = tmp_path / "trace.jsonl"
     header = {"type": "header", "identity": IDENTITY, "created": "2026-11-28T10:00:00+0000"}
-    path.write_text(json.dumps(header) + "\n" + '{"key": "a", "value": 1}\n'
-                    + '{"key": "b", "value": {"sc' + '{"key": "c", "value": {"score": 2}}\n' + '{"key": "d", "value": 3}\n')
+    path.write_text(json.dumps(header) + "\n" + '{"key": "a", "value": 1}\n' + '{"key": "b", "value": {"sc'
+                    + '{"key": "c", "value": {"score": 2}}\n' + '{"key": "d", "value": 3}\n')
     with caplog.at_level(logging.WARNING, logger="mtprune.jsonlog"):
         log = JsonLog.resume(path, KIND, IDENTITY, advice="")
     assert [r["key"] for _, r in log.records] == ["a", "c", "d"]  # b was lost when it was written

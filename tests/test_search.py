@@ -168,7 +168,8 @@ def test_trace_of_an_earlier_version_resumes(tiny_checkpoints, tmp_path):
     path = tmp_path / "run" / "trace.jsonl"
     header, *records = whole_lines(path)
     del header["kind"]
-    lines = [json.dumps(header), json.dumps(records[0])[:20] + json.dumps(records[1])] + [json.dumps(r) for r in records[2:]]
+    torn_then_whole = json.dumps(records[0])[:20] + json.dumps(records[1])
+    lines = [json.dumps(header), torn_then_whole] + [json.dumps(r) for r in records[2:]]
     path.write_text("\n".join(lines) + "\n")
     more = run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=2), resume=True))
     assert more["removed"][:1] == first["removed"] and len(more["removed"]) == 2
@@ -581,7 +582,7 @@ evaluate: {{metrics: [chrf]}}
 
     run_recipe(recipe("{remove: 1}"), tmp_path / "run", progress=False)
     assert search_result()["removed"] == [2] and search_result()["evaluations"]["computed"] == 1 + 4
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="mtprune")  # -q of an earlier test set it higher
     run_recipe(recipe("{target_layers: 3}", batch_size=2), tmp_path / "run", progress=False)
     assert "redo search: inputs changed (search, translation)" in caplog.text
     assert search_result()["removed"] == [2, 4, 1] and search_result()["evaluations"]["computed"] == 3 + 2

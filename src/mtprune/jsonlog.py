@@ -92,7 +92,8 @@ class JsonLog:
             return cls.create(path, kind, identity)
         differences = identity_differences(log.identity, identity)
         if differences and replace_if_changed:
-            logger.warning("%s was made with other settings (%s differ): starting it over", path, ", ".join(differences))
+            logger.warning("%s was made with other settings (%s differ): starting it over", path,
+                           ", ".join(differences))
             return cls.create(path, kind, identity)
         if differences:
             raise IdentityMismatch(log.path, kind, differences, advice)

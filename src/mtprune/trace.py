@@ -51,7 +51,8 @@ class Trace:
         """The recorded value of ``key``, computing and recording it if missing."""
         return self.cached_many([key], lambda keys: [(key, compute())])[key]
 
-    def cached_many(self, keys: Sequence[str], compute: Callable[[list[str]], Iterable[tuple[str, Any]]]) -> dict[str, Any]:
+    def cached_many(self, keys: Sequence[str],
+                    compute: Callable[[list[str]], Iterable[tuple[str, Any]]]) -> dict[str, Any]:
         """Recorded values of ``keys``; ``compute(missing keys)`` yields ``(key, value)`` pairs
         for the missing ones, each recorded as soon as it comes."""
         missing = [k for k in dict.fromkeys(keys) if k not in self.records]

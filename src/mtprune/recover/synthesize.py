@@ -165,7 +165,8 @@ class ProgressLog:
             try:
                 self.translations.update(dict(record["items"]))
             except (KeyError, TypeError, ValueError):
-                raise DataError(f"{self.log.where(lineno)}: not a progress record; delete the file to start over") from None
+                raise DataError(f"{self.log.where(lineno)}: not a progress record; delete the file to start "
+                                "over") from None
         if self.translations:
             logger.info("resuming from %s: %d translations already done", self.path, len(self.translations))
 
