@@ -1,6 +1,7 @@
 """mtprune finetune on tiny offline models: loss goes down, records, resume, KD cache, LoRA, layers, errors."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
 from mtprune.cli import main
 from mtprune.data import DataSpec
@@ -104,7 +106,7 @@ def test_sft_lowers_dev_loss_and_writes_a_recovered_checkpoint(pruned, data_tsv,
     assert AutoTokenizer.from_pretrained(out).chat_template  # tokenizer with its chat template
 
 
-def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path):
+def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path, monkeypatch):
     from transformers import TrainerCallback
 
     class KillAfterStep4(TrainerCallback):
@@ -121,10 +123,24 @@ def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path):
 
     with pytest.raises(ConfigError, match="--resume"):  # neither resumed nor forced: refused
         run_finetune(config(pruned, data_tsv, tmp_path / "resumed"))
-    with pytest.raises(ConfigError, match="settings differ.*learning_rate"):
+    checkpoints = tmp_path / "resumed.checkpoints"
+    header, start = whole_lines(checkpoints / "finetune-run.jsonl")
+    assert header["identity"]["learning_rate"] == 1e-3 and start["event"] == "start"
+    # the run file of earlier versions: the settings as one JSON file
+    (checkpoints / "finetune-run.json").write_text(json.dumps(interrupted.settings()))
+    (checkpoints / "finetune-run.jsonl").unlink()
+    with pytest.raises(ConfigError, match="learning_rate: 0.001 in the log, 0.0005 now") as caught:
         run_finetune(config(pruned, data_tsv, tmp_path / "resumed", resume=True, learning_rate=5e-4))
-    result = run_finetune(config(pruned, data_tsv, tmp_path / "resumed", resume=True))
+    assert "finetune-run.json:" in str(caught.value) and "--force without --resume" in str(caught.value)
+    crash_while_writing(monkeypatch, after=0)  # killed while writing the run file's line of this resumption
+    with pytest.raises(Crash):
+        run_finetune(config(pruned, data_tsv, tmp_path / "resumed", resume=True))
+    stop_crashing(monkeypatch)
+    result = run_finetune(config(pruned, data_tsv, tmp_path / "resumed", resume=True, keep_checkpoints=True))
     assert result.recovery["steps"] == 6
+    header, resumed = whole_lines(checkpoints / "finetune-run.jsonl")
+    assert header["identity"]["learning_rate"] == 1e-3 and resumed["event"] == "resume"
+    assert resumed["checkpoint"].endswith("checkpoint-4") and not (checkpoints / "finetune-run.json").exists()
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

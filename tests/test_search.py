@@ -1,11 +1,13 @@
 """The iterative search on tiny random models: brute-force agreement, resume, stop rules, pairs."""
 import copy
+import logging
 import json
 from pathlib import Path
 
 import pytest
 import sacrebleu
 import torch
+from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
 from mtprune import search as search_mod
 from mtprune.data import DataSpec
@@ -116,17 +118,62 @@ def test_resume_after_crash_gives_same_plan_without_recomputing(candidate_batch,
     assert calls["n"] - before_resume == total - 5  # nothing recorded is translated again
 
 
-def test_resume_tolerates_torn_last_line_and_refuses_other_settings(tiny_checkpoints, tmp_path):
+def test_torn_last_line_resumes_twice_to_the_uninterrupted_plan(tiny_checkpoints, tmp_path, monkeypatch):
+    """Crashes while writing a trace line (twice); the torn lines are cut off, nothing recorded is lost."""
+    cfg = lambda run_dir, **kw: _cfg(tiny_checkpoints["qwen2"], run_dir, stop=StopRule(remove=3),  # noqa: E731
+                                     candidate_batch=2, **kw)
+    full = run_search(cfg(tmp_path / "full"))
+    crash_while_writing(monkeypatch, after=4)
+    with pytest.raises(Crash):
+        run_search(cfg(tmp_path / "run"))
+    crash_while_writing(monkeypatch, after=3)  # the first resumption dies too, after three more
+    with pytest.raises(Crash):
+        run_search(cfg(tmp_path / "run", resume=True))
+    stop_crashing(monkeypatch)
+    assert len(whole_lines_but_last(tmp_path / "run" / "trace.jsonl")) == 1 + 4 + 3
+    resumed = run_search(cfg(tmp_path / "run", resume=True))
+    assert resumed["removed"] == full["removed"] and resumed["rounds"] == _without_seconds(full["rounds"], resumed)
+    assert resumed["evaluations"]["computed"] == full["evaluations"]["computed"] - 4 - 3
+    records = whole_lines(tmp_path / "run" / "trace.jsonl")[1:]
+    assert len(records) == len({r["key"] for r in records}) == full["evaluations"]["computed"]
+
+
+def _without_seconds(rounds, like):
+    """``rounds`` with the timings of ``like``'s rounds (the only thing a resumed search does not repeat)."""
+    def timed(rnd, other):
+        candidates = [{**c, **({"seconds": o["seconds"]} if "seconds" in c else {})}
+                      for c, o in zip(rnd["candidates"], other["candidates"])]
+        return {**rnd, "candidates": candidates, "seconds": other["seconds"]}
+    return [timed(r, o) for r, o in zip(rounds, like["rounds"])]
+
+
+def whole_lines_but_last(path):
+    lines = path.read_text().split("\n")
+    assert lines[-1], "the crash left a torn last line"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_resume_of_other_settings_is_refused_field_by_field(tiny_checkpoints, tmp_path):
     folder = tiny_checkpoints["llama"]
-    run_dir = tmp_path / "run"
-    first = run_search(_cfg(folder, run_dir, stop=StopRule(remove=1)))
-    with open(run_dir / "trace.jsonl", "a") as fh:
-        fh.write('{"key": "quality:0,1')  # a write cut short
-    # continuing with a larger target extends the same search
-    more = run_search(_cfg(folder, run_dir, stop=StopRule(remove=2), resume=True))
-    assert more["removed"][0] == first["removed"][0] and len(more["removed"]) == 2
-    with pytest.raises(ConfigError, match="criterion"):
-        run_search(_cfg(folder, run_dir, stop=StopRule(remove=2), resume=True, criterion="last"))
+    run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=1), criterion="last"))
+    with pytest.raises(ConfigError, match="criterion: 'last' in the log, 'random' now") as caught:
+        run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=1), resume=True, criterion="random"))
+    assert "another -o folder" in str(caught.value)
+
+
+def test_trace_of_an_earlier_version_resumes(tiny_checkpoints, tmp_path):
+    """A header without ``kind``, and the damage the earlier Trace did: a torn line with the next record on it."""
+    folder = tiny_checkpoints["llama"]
+    first = run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=1)))
+    path = tmp_path / "run" / "trace.jsonl"
+    header, *records = whole_lines(path)
+    del header["kind"]
+    torn_then_whole = json.dumps(records[0])[:20] + json.dumps(records[1])
+    lines = [json.dumps(header), torn_then_whole] + [json.dumps(r) for r in records[2:]]
+    path.write_text("\n".join(lines) + "\n")
+    more = run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=2), resume=True))
+    assert more["removed"][:1] == first["removed"] and len(more["removed"]) == 2
+    assert more["rounds"][0]["candidates"] == first["rounds"][0]["candidates"]
 
 
 def test_stop_rules(tiny_checkpoints, tmp_path):
@@ -141,16 +188,6 @@ def test_stop_rules(tiny_checkpoints, tmp_path):
     # both rules: the first reached wins
     plan = run_search(_cfg(folder, tmp_path / "c", stop=StopRule(remove=1, target_layers=2), criterion="last"))
     assert plan["removed"] == [4]
-
-
-def test_min_quality_refuses_the_round_that_drops_below(tiny_checkpoints, tmp_path):
-    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "q", stop=StopRule(min_quality=1.0), criterion="random"))
-    base = plan["baseline"]["score"]
-    assert all(r["score_after"] >= base for r in plan["rounds"])
-    if "rejected_round" in plan:
-        assert plan["rejected_round"]["score_after"] < base
-        assert plan["rejected_round"]["removed"] not in plan["removed"]
-        assert "--min-quality" in plan["stop_reason"]
 
 
 def test_several_pairs_combined(tiny_checkpoints, tmp_path):
@@ -170,18 +207,98 @@ def test_several_pairs_combined(tiny_checkpoints, tmp_path):
     assert [p["name"] for p in results["mean"]["pairs"]] == ["en-de", "en-fr"]
 
 
-@pytest.mark.parametrize("criterion", ["logprob", "block-influence", "angular", "random"])
-def test_proxy_and_baseline_criteria(criterion, tiny_checkpoints, tmp_path):
-    plan = run_search(_cfg(tiny_checkpoints["qwen3"], tmp_path / criterion, criterion=criterion))
-    assert len(plan["removed"]) == 2
-    for rnd in plan["rounds"]:
-        scores = {c["layer"]: c["score"] for c in rnd["candidates"]}
-        assert rnd["removed"] == max(scores, key=lambda c: (scores[c], -c))
-        assert rnd["score_after"] is not None
-    records = [json.loads(line) for line in (tmp_path / criterion / "trace.jsonl").read_text().splitlines()[1:]]
-    measured = [r for r in records if not r["key"].startswith("quality:")]
-    assert len(measured) == (0 if criterion == "random" else 2 if criterion != "logprob" else 4 + 3)
-    assert all(r["value"]["seconds"] >= 0 for r in measured)  # every evaluation says what it cost
+# ----------------------------------------------------------------------------------------
+# A toy scorer whose removal order is known by hand
+# ----------------------------------------------------------------------------------------
+
+TOY_COST = {1: 3.0, 2: 1.0, 3: 2.0, 4: 1.0}  # points lost without each unprotected layer of 6
+TOY_BLOCK_INFLUENCE = {0: 0.9, 1: 0.3, 2: 0.05, 3: 0.2, 4: 0.1, 5: 0.8}
+
+
+def toy_quality(kept):
+    """50 minus the cost of each removed layer; layers 3 and 4 do one job: losing both costs 10 more."""
+    removed = set(range(6)) - set(kept)
+    return 50.0 - sum(TOY_COST[i] for i in removed) - (10.0 if {3, 4} <= removed else 0.0)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The search with toy scores in place of translation, log-likelihood and similarities; the
+    trace records them as it records real ones.  Returns the subsets measured, per kind."""
+    measured = {"quality": [], "logprob": []}
+
+    def values(kind, digits, subsets):
+        for kept in subsets:
+            measured[kind].append(list(kept))
+            quality = toy_quality(kept)  # a log-likelihood per token: negative, higher is better
+            score = round(quality if kind == "quality" else (quality - 100) / 20, digits)
+            yield search_mod.trace_key(kind, kept), {"score": score, "per_pair": {"en-de": score}, "seconds": 0.5}
+
+    def similarities(self, kept):
+        bi = {str(i): TOY_BLOCK_INFLUENCE[i] for i in kept}
+        return self.trace.cached(search_mod.trace_key("similarity", kept),
+                                 lambda: {"block-influence": bi, "angular": bi, "seconds": 0.5})
+
+    monkeypatch.setattr(search_mod.SubsetEvaluator, "_translate_groups", lambda self, s: values("quality", 4, s))
+    monkeypatch.setattr(search_mod.SubsetEvaluator, "_logprob_groups", lambda self, s: values("logprob", 6, s))
+    monkeypatch.setattr(search_mod.SubsetEvaluator, "similarities", similarities)
+    return measured
+
+
+@pytest.mark.parametrize("criterion", ["chrf", "logprob"])
+def test_toy_scores_give_the_removal_order_written_by_hand(criterion, toy, tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", criterion=criterion,
+                           stop=StopRule(target_layers=2)))
+    # round 1: 2 and 4 cost 1 each, the lower id goes first; round 2: 4 (1) before 3 (2) and 1 (3);
+    # round 3: 3 would now cost 2 + 10, so 1 (3) goes; round 4: 3 is the last unprotected layer
+    assert plan["removed"] == [2, 4, 1, 3] and plan["kept"] == [0, 5]
+    assert [r["score_after"] for r in plan["rounds"]] == [49.0, 48.0, 45.0, 33.0]
+    assert plan["baseline"]["score"] == 50.0 and "2 layers left (--target-layers 2)" in plan["stop_reason"]
+    assert [[c["layer"] for c in r["candidates"]] for r in plan["rounds"]] == [[1, 2, 3, 4], [1, 3, 4], [1, 3], [3]]
+    records = [r["key"].split(":")[0] for r in whole_lines(tmp_path / "run" / "trace.jsonl")[1:]]
+    assert records.count("logprob") == (4 + 3 + 2 + 1 if criterion == "logprob" else 0)
+
+
+@pytest.mark.parametrize("criterion", ["block-influence", "angular"])
+def test_similarity_criteria_remove_the_least_influential_layer_first(criterion, toy, tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", criterion=criterion,
+                           stop=StopRule(remove=3)))
+    assert plan["removed"] == [2, 4, 3]  # block influence 0.05, 0.1, 0.2; never the protected 0 and 5
+
+
+def test_min_quality_refuses_the_round_that_drops_below_the_floor(toy, tiny_checkpoints, tmp_path):
+    plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", stop=StopRule(min_quality=0.9)))
+    # the floor is 0.9 x 50 = 45: rounds 1-3 end at 49, 48, 45; removing 3 would give 33
+    assert plan["removed"] == [2, 4, 1]
+    assert plan["rejected_round"]["removed"] == 3 and plan["rejected_round"]["score_after"] == 33.0
+    assert "below 0.9 x baseline 50.00 (--min-quality); not removed" in plan["stop_reason"]
+
+
+def test_a_changed_stop_rule_reuses_the_rounds_in_the_trace(toy, tiny_checkpoints, tmp_path):
+    folder, run_dir = tiny_checkpoints["llama"], tmp_path / "run"
+    first = run_search(_cfg(folder, run_dir, stop=StopRule(remove=1), batch_size=4))
+    assert first["removed"] == [2] and first["evaluations"]["computed"] == 1 + 4
+    # a larger target (and another batch size): round 1 comes from the trace, rounds 2-3 are new
+    more = run_search(_cfg(folder, run_dir, stop=StopRule(target_layers=3), batch_size=8, resume=True))
+    assert more["removed"] == [2, 4, 1] and more["rounds"][0]["candidates"] == first["rounds"][0]["candidates"]
+    assert more["evaluations"]["computed"] == 3 + 2
+    # a quality floor or a smaller target: every round is in the trace, nothing is computed
+    measured = len(toy["quality"])
+    floor = run_search(_cfg(folder, run_dir, stop=StopRule(min_quality=0.9), resume=True))
+    fewer = run_search(_cfg(folder, run_dir, stop=StopRule(target_layers=4), resume=True))
+    assert floor["removed"] == [2, 4, 1] and fewer["removed"] == [2, 4]
+    assert floor["evaluations"]["computed"] == 1 and fewer["evaluations"]["computed"] == 0  # 1: removing 3
+    assert len(toy["quality"]) == measured + 1
+    assert json.loads((run_dir / "plan.json").read_text())["removed"] == [2, 4]
+
+
+def test_random_criterion_is_seeded(toy, tiny_checkpoints, tmp_path):
+    orders = {seed: [run_search(_cfg(tiny_checkpoints["llama"], tmp_path / f"{seed}-{i}", criterion="random",
+                                     seed=seed, stop=StopRule(remove=2)))["removed"] for i in range(2)]
+              for seed in range(4)}
+    assert all(a == b for a, b in orders.values())  # the same seed, the same order
+    assert len({tuple(a) for a, _ in orders.values()}) > 1  # other seeds, other orders
+    assert all(set(a) <= {1, 2, 3, 4} for a, _ in orders.values())
 
 
 def test_fast_mode_translates_only_the_shortlist(tiny_checkpoints, tmp_path, monkeypatch):
@@ -437,3 +554,41 @@ def test_search_in_bf16_records_its_dtype(tiny_checkpoints, tmp_path):
     assert plan["settings"]["dtype"] == "bfloat16"
     assert len(plan["removed"]) == 1 and plan["removed"][0] not in (0, 5)
     assert all(0 <= c["score"] <= 100 for c in plan["rounds"][0]["candidates"])
+
+
+# ----------------------------------------------------------------------------------------
+# In a recipe run: a changed stop rule or batch size reuses the trace
+# ----------------------------------------------------------------------------------------
+
+def test_recipe_run_redoes_a_changed_search_from_its_trace(toy, tiny_checkpoints, tmp_path, caplog):
+    from mtprune.recipe import load_recipe
+    from mtprune.run import run_recipe
+
+    def recipe(search: str, batch_size: int = 4):
+        path = tmp_path / "recipe.yaml"
+        path.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+dtype: float32
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 2}}}}
+translation: {{shots: 1, batch_size: {batch_size}, max_new_tokens: 4}}
+search: {search}
+evaluate: {{metrics: [chrf]}}
+""")
+        return load_recipe(path)
+
+    def search_result():
+        return json.loads((tmp_path / "run" / "search" / "result.json").read_text())
+
+    run_recipe(recipe("{remove: 1}"), tmp_path / "run", progress=False)
+    assert search_result()["removed"] == [2] and search_result()["evaluations"]["computed"] == 1 + 4
+    caplog.set_level(logging.INFO, logger="mtprune")  # -q of an earlier test set it higher
+    run_recipe(recipe("{target_layers: 3}", batch_size=2), tmp_path / "run", progress=False)
+    assert "redo search: inputs changed (search, translation)" in caplog.text
+    assert search_result()["removed"] == [2, 4, 1] and search_result()["evaluations"]["computed"] == 3 + 2
+    caplog.clear()  # another criterion: the trace cannot be reused and is started over
+    run_recipe(recipe("{target_layers: 4, criterion: last}"), tmp_path / "run", progress=False)
+    assert "criterion differ): starting it over" in caplog.text
+    header, *records = whole_lines(tmp_path / "run" / "search" / "trace.jsonl")
+    assert search_result()["removed"] == [4, 3] and header["identity"]["criterion"] == "last"
+    assert len(records) == search_result()["evaluations"]["computed"]  # nothing of the chrf search is left

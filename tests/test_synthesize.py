@@ -8,6 +8,7 @@ import pytest
 from mtprune import models
 from mtprune.backends.hf import HFTranslator, TranslationResult
 from clirun import run
+from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 from mtprune.data import DataSpec, load_segments
 from mtprune.errors import ConfigError
 from mtprune.recover.synthesize import (
@@ -137,11 +138,35 @@ def test_progress_log_of_other_settings_is_refused_but_batch_size_may_change(tin
     calls["fail_on"] = 2
     with pytest.raises(KeyboardInterrupt):
         synthesize(config(teacher, sources_file, out))
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="translation.budget.cap: 8 in the log, 5 now") as caught:
         synthesize(config(teacher, sources_file, out, max_new_tokens=5))
+    assert "other settings" in str(caught.value) and "--force" in str(caught.value)
     calls["sources"], calls["fail_on"] = [], None  # another batch size (say, after running out of memory) continues
     result = synthesize(config(teacher, sources_file, out, batch_size=2))
     assert result.counts["reused_from_log"] == 3 and sum(map(len, calls["sources"])) == 7
+
+    calls["sources"] = []  # --force with other settings: the log is started over
+    forced = synthesize(config(teacher, sources_file, out, max_new_tokens=5, force=True))
+    assert forced.counts["reused_from_log"] == 0 and sum(map(len, calls["sources"])) == 10
+    assert whole_lines(out.with_name("synth.tsv.progress.jsonl"))[0]["identity"]["translation"]["budget"]["cap"] == 5
+
+
+def test_torn_progress_line_resumes_twice_to_the_uninterrupted_output(tiny_checkpoints, sources_file, tmp_path,
+                                                                      calls, monkeypatch):
+    teacher, out = tiny_checkpoints["llama"], tmp_path / "synth.tsv"
+    fresh = synthesize(config(teacher, sources_file, tmp_path / "fresh.tsv"))
+    crash_while_writing(monkeypatch, after=1)  # dies writing the second chunk of 3
+    with pytest.raises(Crash):
+        synthesize(config(teacher, sources_file, out))
+    crash_while_writing(monkeypatch, after=1)  # the first rerun dies writing its second chunk too
+    with pytest.raises(Crash):
+        synthesize(config(teacher, sources_file, out))
+    stop_crashing(monkeypatch)
+    calls["sources"] = []
+    result = synthesize(config(teacher, sources_file, out))
+    assert sum(map(len, calls["sources"])) == 10 - 3 - 3  # the chunks written whole are not translated again
+    assert result.counts["reused_from_log"] == 6 and out.read_text() == fresh.out.read_text()
+    assert len(whole_lines(result.record["progress_log"])) == 1 + 4  # header, then 4 chunks
 
 
 def test_cli_filters_dedups_counts_and_writes_provenance(tiny_checkpoints, sources_file, tmp_path, capsys, monkeypatch):

@@ -34,7 +34,7 @@ ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, eval
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 # set by the recipe itself, not by a section's keys
 SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "prompt", "shots", "shots_from", "batch_size",
-                      "max_new_tokens", "dtype", "device", "seed", "resume", "progress")
+                      "max_new_tokens", "dtype", "device", "seed", "resume", "restart_if_changed", "progress")
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
     "synthesize": ("data", "out", "force", "progress", "backend"),

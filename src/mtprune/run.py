@@ -29,6 +29,9 @@ from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
 logger = logging.getLogger(__name__)
 
 TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
+# what a stage redone for changed inputs keeps (not with --from): the search's trace, whose
+# identity says when it cannot be reused
+KEPT_ON_REDO = {"search": ("trace.jsonl",)}
 
 
 @dataclass
@@ -284,7 +287,7 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
     logger.info("%s %s: %s", stage.action, stage.name, stage.reason)
     keep_steps = stage.name == "recover" and not stage.forced  # its steps have their own stamps
     if stage.action == "redo" and not keep_steps:
-        shutil.rmtree(folder)
+        _clear(folder, keep=() if stage.forced else KEPT_ON_REDO.get(stage.name, ()))
     (folder / STAMP).unlink(missing_ok=True)
     write_json_atomic(folder / INPUTS, {"digest": stage.digest, "inputs": stage.inputs})
     start = time.perf_counter()
@@ -296,11 +299,26 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
     logger.info("%s done in %.0f s", stage.name, time.perf_counter() - start)
 
 
+def _clear(folder: Path, keep: tuple[str, ...]) -> None:
+    """Delete ``folder`` but the files named in ``keep``."""
+    if not keep:
+        shutil.rmtree(folder)
+        return
+    for path in folder.iterdir():
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path)
+        elif path.name not in keep:
+            path.unlink()
+
+
 def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    """A changed stop rule or batch size resumes the trace (the rounds done are not computed again);
+    a trace of another model, data or criterion is started over."""
     from .search import run_search
 
     resume = (folder / "trace.jsonl").is_file()
-    plan = run_search(ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress))
+    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress)
+    plan = run_search(dataclasses.replace(cfg, restart_if_changed=True))
     return {"plan": str(folder / "plan.json"), "removed": plan["removed"], "kept": plan["kept"],
             "metric": plan["metric"], "baseline": plan["baseline"], "stop_reason": plan["stop_reason"],
             "rounds": [{"removed": r["removed"], "score_after": r["score_after"]} for r in plan["rounds"]],

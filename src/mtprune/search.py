@@ -5,16 +5,15 @@ good the layer whose removal hurts least, and repeats on the pruned model until 
 rule is reached.  The model is loaded once; candidates are evaluated through shared-weight
 layer subsets (``LayerSurgeon``), never by reloading.
 
-Every evaluation is appended to ``RUN_DIR/trace.jsonl`` as soon as it is done; a resumed
-search replays the same decisions from the trace and computes only what is missing, so it
-ends with the same plan as an uninterrupted one.  The result is ``RUN_DIR/plan.json``.
+Every evaluation is appended to ``RUN_DIR/trace.jsonl`` (``trace.py``) as soon as it is done;
+a resumed search replays the same decisions from the trace and computes only what is
+missing, so it ends with the same plan as an uninterrupted one, and a changed stop rule
+extends or cuts short the same rounds.  The result is ``RUN_DIR/plan.json``.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .data import DataSpec
-from .errors import ConfigError, DataError, unknown_choice
+from .errors import ConfigError, unknown_choice
 from .files import write_json_atomic
 from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer, paired_bootstrap
+from .trace import Trace, trace_key
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class SearchConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    restart_if_changed: bool = False  # with resume: a trace of other settings is started over, not refused
     progress: bool = True
 
     def errors(self) -> list[str]:
@@ -195,79 +196,6 @@ def check_depth(cfg: SearchConfig, num_layers: int, protected: list[int]) -> Non
         raise ConfigError("; ".join(errs))
 
 
-# ----------------------------------------------------------------------------------------
-# The trace: an append-only, crash-safe log of every evaluation
-# ----------------------------------------------------------------------------------------
-
-class Trace:
-    """``trace.jsonl``: a header, then one JSON line per evaluation, fsynced as written."""
-
-    NAME = "trace.jsonl"
-
-    def __init__(self, run_dir: Path, identity: dict[str, Any], resume: bool):
-        self.path = Path(run_dir) / self.NAME
-        self.records: dict[str, Any] = {}
-        self.reused = 0
-        self.computed = 0
-        if self.path.exists() and not resume:
-            raise ConfigError(
-                f"{self.path} exists: a search already ran in {run_dir}. Pass --resume to continue it, "
-                "or choose another -o folder"
-            )
-        if self.path.exists():
-            self._load(identity)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"type": "header", "identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-    def _load(self, identity: dict[str, Any]) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        header = json.loads(lines[0]) if lines else {}
-        if header.get("type") != "header":
-            raise DataError(f"{self.path}:1: not an mtprune trace (no header line)")
-        differs = sorted(k for k in set(identity) | set(header["identity"]) if identity.get(k) != header["identity"].get(k))
-        if differs:
-            raise ConfigError(
-                f"--resume: {self.path} was made with other settings ({', '.join(differs)} differ); "
-                "resume with the same model, data, criterion, metric, prompt and protected layers"
-            )
-        for lineno, line in enumerate(lines[1:], start=2):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if lineno == len(lines):  # a write cut short by a crash
-                    logger.warning("%s:%d: ignoring an incomplete last line", self.path, lineno)
-                    continue
-                raise DataError(f"{self.path}:{lineno}: not valid JSON") from None
-            self.records[rec["key"]] = rec["value"]
-        logger.info("resuming from %s: %d evaluations already done", self.path, len(self.records))
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
-        """The recorded value of ``key``, computing and recording it if missing."""
-        return self.cached_many([key], lambda keys: [(key, compute())])[key]
-
-    def cached_many(self, keys: Sequence[str], compute: Callable[[list[str]], Iterable[tuple[str, Any]]]) -> dict[str, Any]:
-        """Recorded values of ``keys``; ``compute(missing keys)`` yields ``(key, value)`` pairs
-        for the missing ones, each recorded as soon as it comes."""
-        missing = [k for k in dict.fromkeys(keys) if k not in self.records]
-        self.reused += len(keys) - len(missing)
-        if missing:
-            for key, value in compute(missing):
-                self.put(key, value)
-        return {k: self.records[k] for k in keys}
-
-    def put(self, key: str, value: Any) -> None:
-        self.records[key] = value
-        self.computed += 1
-        self._append({"key": key, "value": value})
-
-
 def even_groups(items: list, max_size: int) -> list[list]:
     """Consecutive groups of at most ``max_size`` items, as even in size as can be."""
     if not items:
@@ -275,10 +203,6 @@ def even_groups(items: list, max_size: int) -> list[list]:
     n_groups = -(-len(items) // max_size)
     size = -(-len(items) // n_groups)
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _key(kind: str, kept: Sequence[int]) -> str:
-    return f"{kind}:{','.join(map(str, kept))}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,9 +251,9 @@ class SubsetEvaluator:
                         compute: Callable[[list[list[int]]], Iterable[tuple[str, Any]]]) -> list[Any]:
         """The trace's value of ``kind`` for every subset, in order; ``compute(missing subsets)``
         yields ``(key, value)`` for those not recorded yet."""
-        keys = {_key(kind, kept): list(kept) for kept in subsets}
+        keys = {trace_key(kind, kept): list(kept) for kept in subsets}
         values = self.trace.cached_many(list(keys), lambda missing: compute([keys[k] for k in missing]))
-        return [values[_key(kind, kept)] for kept in subsets]
+        return [values[trace_key(kind, kept)] for kept in subsets]
 
     def _translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
         def measure(i: int, router) -> list[float]:
@@ -355,7 +279,7 @@ class SubsetEvaluator:
             per_pair = self._run_group(group, run)
             seconds = round((time.perf_counter() - start) / len(group), 3)
             for kept, values in zip(group, per_pair):
-                yield _key(kind, kept), {"score": round(self.combine(values, sign), digits), "per_pair": values,
+                yield trace_key(kind, kept), {"score": round(self.combine(values, sign), digits), "per_pair": values,
                                          "seconds": seconds}
 
     def _run_group(self, group: list[list[int]], run: Callable[[list[list[int]], Any], list]) -> list:
@@ -402,7 +326,7 @@ class SubsetEvaluator:
             for group in self._groups(missing):
                 results = self._run_group(group, lambda g, router: self.translators[0].translate_variants(sources, router))
                 for kept, result in zip(group, results):
-                    yield _key(kind, kept), result.hypotheses
+                    yield trace_key(kind, kept), result.hypotheses
 
         return self._cached_subsets(kind, subsets, compute)
 
@@ -452,7 +376,7 @@ class SubsetEvaluator:
             return {"block-influence": {k: mean(v) for k, v in bi.items()},
                     "angular": {k: mean(v) for k, v in ang.items()},
                     "seconds": round(time.perf_counter() - start, 3)}
-        return self.trace.cached(_key("similarity", kept), compute)
+        return self.trace.cached(trace_key("similarity", kept), compute)
 
 
 # ----------------------------------------------------------------------------------------
@@ -662,7 +586,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     check_depth(cfg, n, protected)
     params = count_parameters(loaded.model)
     identity = _identity(cfg, loaded, pairs, protected)
-    trace = Trace(cfg.run_dir, identity, cfg.resume)
+    trace = Trace(cfg.run_dir, identity, cfg.resume, cfg.restart_if_changed)
     evaluator = SubsetEvaluator(loaded, surgeon, pairs, cfg, trace)
     prompt_description = evaluator.translators[0].prompter.describe()
     logger.info("search: %s, %d layers, criterion %s%s, metric %s, pairs %s", cfg.model, n, cfg.criterion,

@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--min-length-ratio", type=float, default=0.25,
                    help="drop translations shorter than this x the source in characters (default: 0.25)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output TSV (OUT.json is written beside it)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing OUT; a progress log made with other settings is started over")
     p.set_defaults(func=run)
 
 

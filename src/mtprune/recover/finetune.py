@@ -29,10 +29,14 @@ from typing import Any
 from ..data import DataSpec
 from ..errors import ConfigError
 from ..export import check_output_dir, read_record
+from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "finetune-run.json"  # in the checkpoint folder: the settings a --resume must match
+# in the checkpoint folder: a jsonlog.JsonLog whose identity is the settings a --resume must match,
+# then one line per start and resume; earlier versions wrote the settings alone to LEGACY_RUN_FILE
+RUN_FILE, RUN_FILE_KIND, LEGACY_RUN_FILE = "finetune-run.jsonl", "mtprune finetune run file", "finetune-run.json"
+RESUME_ADVICE = "use the same options with --resume, or --force without --resume to start over"
 # settings that may differ between an interrupted run and its --resume
 RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache")
 
@@ -202,16 +206,36 @@ def _check_checkpoint_dir(config: FinetuneConfig) -> None:
 
 
 def _check_resume_settings(config: FinetuneConfig, folder: Path) -> None:
+    """Read only (every process of a distributed run checks): ``record_run`` writes."""
     path = folder / RUN_FILE
-    if not path.is_file():
+    log = JsonLog.read(path, RUN_FILE_KIND)
+    recorded = log.identity if log else None
+    if recorded is None and (folder / LEGACY_RUN_FILE).is_file():
+        path = folder / LEGACY_RUN_FILE
+        saved = json.loads(path.read_text())
+        recorded = {k: saved.get(k) for k in run_identity(config)}
+    if recorded is None:
         return
-    saved = json.loads(path.read_text())
-    now = config.settings()
-    changed = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
-    if changed:
-        detail = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ConfigError(f"--resume: settings differ from the interrupted run ({detail}); use the same options, "
-                          "or --force without --resume to start over")
+    differences = identity_differences(recorded, run_identity(config))
+    if differences:
+        raise IdentityMismatch(path, RUN_FILE_KIND, differences, f"--resume: settings differ from the interrupted "
+                                                                 f"run; {RESUME_ADVICE}")
+
+
+def run_identity(config: FinetuneConfig) -> dict[str, Any]:
+    return {k: v for k, v in config.settings().items() if k not in RESUME_FREE}
+
+
+def record_run(config: FinetuneConfig, resume_from: str | None) -> None:
+    """A new run file for a fresh start; one line more in the run file for each resumption."""
+    path = config.checkpoints / RUN_FILE
+    if not config.resume:
+        log = JsonLog.create(path, RUN_FILE_KIND, run_identity(config))
+    else:  # checked by _check_resume_settings; a legacy run file gives way to a new one
+        log = JsonLog.resume(path, RUN_FILE_KIND, run_identity(config), advice=RESUME_ADVICE)
+        (config.checkpoints / LEGACY_RUN_FILE).unlink(missing_ok=True)
+    log.append({"event": "resume" if config.resume else "start", "checkpoint": resume_from,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _num_layers(source) -> int:

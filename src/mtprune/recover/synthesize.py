@@ -5,15 +5,14 @@ Crash safety: translations are appended, one chunk per line, to a progress log b
 output (``OUT.progress.jsonl``, fsynced).  A rerun with the same teacher and settings reads
 it back and translates only the sources it lacks, so nothing is translated twice; sources
 are keyed by their text, so a larger ``--limit`` later extends the same log (where the prompt
-stays the same: a chat teacher, or few-shot examples from ``--shots-from``).  The TSV and
+stays the same: a chat teacher, or few-shot examples from ``--shots-from``).  A log of other
+settings is refused, field by field, or with ``--force`` started over.  The TSV and
 its sidecar JSON (``OUT.json``: provenance and counts) are written atomically at the end.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ..backends import BackendConfig
 from ..data import DataSpec
 from ..errors import ConfigError, DataError
 from ..files import write_json_atomic, write_text_atomic
+from ..jsonlog import JsonLog
 from ..metrics import FAILURE_FLAGS, segment_failures
 
 logger = logging.getLogger(__name__)
@@ -148,55 +148,30 @@ def tsv_text(pairs: Sequence[tuple[str, str]]) -> str:
 # ----------------------------------------------------------------------------------------
 
 class ProgressLog:
-    """``OUT.progress.jsonl``: a header with the settings, then one fsynced JSON line per chunk
-    of translations ``{"items": [[key, hypothesis], ...]}``.  A rerun with other settings is
-    refused (its translations would not be the same teacher's)."""
+    """``OUT.progress.jsonl``: a ``jsonlog.JsonLog`` whose identity is the teacher and its
+    translation settings, then one record per chunk of translations ``{"items": [[key,
+    hypothesis], ...]}``.  A rerun with other settings is refused (its translations would not be
+    the same teacher's), or with ``force`` started over."""
 
-    def __init__(self, path: Path, identity: dict[str, Any]):
-        self.path = Path(path)
+    KIND = "mtprune synthesize progress log"
+
+    def __init__(self, path: Path, identity: dict[str, Any], force: bool = False):
+        advice = ("rerun with the same teacher and settings to continue it, or pass --force to translate from the "
+                  "start (the log is replaced)")
+        self.log = JsonLog.resume(path, self.KIND, identity, advice=advice, replace_if_changed=force)
+        self.path = self.log.path
         self.translations: dict[str, str] = {}
-        if self.path.exists():
-            self._load(identity)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"type": "header", "identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-
-    def _load(self, identity: dict[str, Any]) -> None:
-        raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]
-        if len(complete) < len(raw):  # a chunk cut short by a crash: drop it, it is translated again
-            logger.warning("%s: dropping an incomplete last line (a write cut short)", self.path)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(len(complete))
-        lines = complete.decode("utf-8").split("\n")[:-1]  # not splitlines(): texts may hold U+2028 and the like
-        try:
-            header = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            header = {}
-        if header.get("type") != "header":
-            raise DataError(f"{self.path}:1: not an mtprune synthesize progress log (no header line); delete it")
-        differs = sorted(k for k in set(identity) | set(header["identity"])
-                         if identity.get(k) != header["identity"].get(k))
-        if differs:
-            raise ConfigError(
-                f"{self.path} holds translations made with other settings ({', '.join(differs)} differ); "
-                "rerun with the same teacher and settings to continue it, or delete it to start over"
-            )
-        for lineno, line in enumerate(lines[1:], start=2):
+        for lineno, record in self.log.records:
             try:
-                self.translations.update(dict(json.loads(line)["items"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise DataError(f"{self.path}:{lineno}: not a progress record; delete the file to start over") from None
-        logger.info("resuming from %s: %d translations already done", self.path, len(self.translations))
-
-    def _append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+                self.translations.update(dict(record["items"]))
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{self.log.where(lineno)}: not a progress record; delete the file to start "
+                                "over") from None
+        if self.translations:
+            logger.info("resuming from %s: %d translations already done", self.path, len(self.translations))
 
     def add(self, items: Sequence[tuple[str, str]]) -> None:
-        self._append({"items": [list(item) for item in items]})
+        self.log.append({"items": [list(item) for item in items]})
         self.translations.update(items)
 
 
@@ -260,7 +235,7 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
     sources, duplicates = unique_sources(pair.sources)
     loaded = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, weights=cfg.backend_config.needs_weights())
     translator = _translator(loaded, pair, cfg)
-    log = ProgressLog(cfg.log_path, _identity(loaded, translator, pair))
+    log = ProgressLog(cfg.log_path, _identity(loaded, translator, pair), force=cfg.force)
     reused = sum(source_key(s) in log.translations for s in sources)
     translated_now = translate_missing(log, sources, lambda chunk: translator.translate(chunk).hypotheses,
                                        cfg.chunk_size, cfg.progress)

@@ -16,7 +16,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import ConfigError
-from .finetune import (RUN_FILE, FinetuneConfig, FinetuneResult, Prepared, describe_data, examples_hash, prepare,
+from .finetune import (FinetuneConfig, FinetuneResult, Prepared, describe_data, examples_hash, prepare, record_run,
                        remove_checkpoints)
 from .losses import gather_targets, kd_loss, logit_projection, target_cross_entropy
 from .sft_data import Collator
@@ -340,13 +340,12 @@ def train(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepare
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = config.checkpoints
-    if not config.resume:
-        if trainer.is_world_process_zero():
-            remove_checkpoints(config)  # only reached with --force when checkpoints exist
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / RUN_FILE).write_text(json.dumps(config.settings(), indent=2) + "\n")
-        trainer.accelerator.wait_for_everyone()
     resume_from = get_last_checkpoint(str(folder)) if config.resume else None
+    if trainer.is_world_process_zero():
+        if not config.resume:
+            remove_checkpoints(config)  # only reached with --force when checkpoints exist
+        record_run(config, resume_from)
+    trainer.accelerator.wait_for_everyone()
     if resume_from:
         logger.info("resuming from %s", resume_from)
     trainer.train(resume_from_checkpoint=resume_from)
