@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
