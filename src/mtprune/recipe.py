@@ -44,6 +44,8 @@ STEP_ALIASES = {"finetune": {"lr": "learning_rate"}}
 STEP_CONFIGS = {"heal": HealConfig, "synthesize": SynthesizeConfig, "finetune": FinetuneConfig}
 # a path no check will find, for the library validations that look at their output path
 _NO_OUTPUT = Path("/nonexistent-mtprune-recipe-check/out")
+# recipes shipped inside the package: `mtprune run NAME` (NAME.yaml in this folder)
+PACKAGED_RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,6 +129,7 @@ class Recipe:
     bench: Bench | None = None
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
+    text: str = ""  # the recipe as run (the file, or with --set overrides applied): saved in the run folder
 
     def search_config(self, run_dir: Path, *, resume: bool = False, progress: bool = True) -> SearchConfig:
         opts = dict(self.search or {})
@@ -281,22 +284,32 @@ def _flags_to_keys(message: str) -> str:
 # ----------------------------------------------------------------------------------------
 
 class RecipeChecker:
-    def __init__(self, path: Path, lines: dict[Path_, int], allow_missing_files: bool):
+    def __init__(self, path: Path, lines: dict[Path_, int], allow_missing_files: bool,
+                 set_by: dict[Path_, str] | None = None):
         self.path = Path(path)
         self.base = self.path.resolve().parent
         self.lines = lines
+        self.set_by = set_by or {}  # key paths given on the command line (--set KEY=VALUE)
         self.allow_missing_files = allow_missing_files
         self.problems: list[tuple[int, str]] = []
         self.missing: list[str] = []
         self.refused: set[Path_] = set()  # keys whose value had the wrong type
 
     def where(self, path: Path_) -> str:
-        while path and path not in self.lines:
-            path = path[:-1]
-        return f"{self.path}:{self.lines.get(path, 1)}"
+        for prefix in (path[:n] for n in range(len(path), 0, -1)):
+            if prefix in self.set_by:
+                return self.set_by[prefix]
+            if prefix in self.lines:
+                return f"{self.path}:{self.lines[prefix]}"
+        return f"{self.path}:1"
+
+    def line(self, path: Path_) -> int:
+        """The line a problem is sorted by (0: given on the command line)."""
+        where = self.where(path)
+        return 0 if where.startswith("--set") else int(where.rsplit(":", 1)[1])
 
     def error(self, path: Path_, message: str) -> None:
-        line = int(self.where(path).rsplit(":", 1)[1])
+        line = self.line(path)
         message = _flags_to_keys(message).removeprefix(f"{_dotted(path)}: ")
         problem = (line, f"{self.where(path)}: {_dotted(path)}: {message}")
         if problem not in self.problems:  # data inherited by several roles is checked once per role
@@ -369,13 +382,19 @@ class RecipeChecker:
 # Sections
 # ----------------------------------------------------------------------------------------
 
-def load_recipe(path: str | Path, *, allow_missing_files: bool = False) -> Recipe:
+def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
+                overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read and check a recipe; one ConfigError lists every problem with its line.
 
+    ``path``: a YAML file, or the name of a recipe shipped with mtprune (``quickstart``).
     ``allow_missing_files``: data files that do not exist yet are listed in ``missing_files``
-    instead of being problems (``--dry-run`` of a recipe whose data is still to be fetched)."""
-    data, lines = read_yaml(Path(path))
-    ck = RecipeChecker(Path(path), lines, allow_missing_files)
+    instead of being problems (``--dry-run`` of a recipe whose data is still to be fetched).
+    ``overrides``: ``KEY=VALUE`` settings (``search.remove=4``, ``pairs.0.test.limit=96``) applied
+    over the file's values before the check; a problem in one is reported as ``--set KEY=VALUE``."""
+    path = recipe_path(path)
+    data, lines = read_yaml(path)
+    data, set_by = apply_overrides(data, parse_overrides(overrides))
+    ck = RecipeChecker(path, lines, allow_missing_files, set_by)
     top = ck.mapping(data, (), TOP_LEVEL, required=("model", "pairs"))
     recipe = Recipe(path=Path(path), model=_model(ck, top.get("model")), pairs=[])
     recipe.dtype = _dtype(ck, top.get("dtype", "auto"))
@@ -393,7 +412,88 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False) -> Recip
     _roles_needed(ck, recipe)
     ck.raise_if_any()
     recipe.missing_files = ck.missing
+    recipe.text = effective_text(path, data, overrides)
     return recipe
+
+
+def packaged_recipes() -> list[str]:
+    return sorted(p.stem for p in PACKAGED_RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe file as given, or the packaged recipe of that name (``quickstart``)."""
+    path = Path(spec)
+    if path.exists() or path.suffix in (".yaml", ".yml") or str(spec) not in packaged_recipes():
+        if not path.exists():
+            raise ConfigError(f"{spec}: recipe file not found (a YAML file, or a recipe shipped with mtprune: "
+                              f"{', '.join(packaged_recipes())})")
+        return path
+    return PACKAGED_RECIPES_DIR / f"{spec}.yaml"
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, Path_, Any]]:
+    """``KEY=VALUE`` -> (as given, key path, YAML value): ``pairs.0.dev.limit=8`` -> ('pairs', 0, 'dev', 'limit'), 8."""
+    import yaml
+
+    parsed = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. search.remove=4 or pairs.0.test.limit=96")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({exc})") from None
+        path = tuple(int(part) if part.isdigit() else part for part in key.strip().split("."))
+        parsed.append((item, path, value))
+    return parsed
+
+
+def apply_overrides(data: Any, overrides: list[tuple[str, Path_, Any]]) -> tuple[Any, dict[Path_, str]]:
+    """A copy of the recipe's document with each override set (missing mappings are made), and
+    which key paths were set by which ``--set``."""
+    import copy
+
+    data = copy.deepcopy(data) if data is not None else {}
+    set_by: dict[Path_, str] = {}
+    for given, path, value in overrides:
+        node = data
+        for i, part in enumerate(path[:-1]):
+            node = _child(node, part, path[: i + 1], given)
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or not 0 <= last < len(node):
+                raise ConfigError(f"--set {given}: {_dotted(path[:-1])} has items 0..{len(node) - 1}")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {given}: {_dotted(path[:-1])} is not a mapping or a list")
+        set_by[path] = f"--set {given}"
+    return data, set_by
+
+
+def _child(node: Any, part: Any, path: Path_, given: str) -> Any:
+    if isinstance(node, list):
+        if not isinstance(part, int) or not 0 <= part < len(node):
+            raise ConfigError(f"--set {given}: {_dotted(path[:-1])} is a list: give an item number 0..{len(node) - 1}")
+        return node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {given}: {_dotted(path[:-1])} is not a mapping or a list")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def effective_text(path: Path, data: Any, overrides: list[str] | tuple[str, ...]) -> str:
+    """The recipe as run: the file's text, or with overrides the document with them applied."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    if not overrides:
+        return text
+    head = f"# {path} with " + " ".join(f"--set {o}" for o in overrides) + "\n"
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _model(ck: RecipeChecker, spec: str | None) -> str:

@@ -277,7 +277,7 @@ def _claim_run_dir(recipe: Recipe, run_dir: Path) -> None:
         raise ConfigError(f"-o {run_dir}: a folder that is not an mtprune run folder (no {RUN_FILE}); choose "
                           "another -o")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "recipe.yaml", Path(recipe.path).read_text(encoding="utf-8"))
+    write_text_atomic(run_dir / "recipe.yaml", recipe.text or Path(recipe.path).read_text(encoding="utf-8"))
     write_json_atomic(run_dir / RUN_FILE, {"format": "mtprune-run/1", "recipe": str(Path(recipe.path).resolve()),
                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 

@@ -64,27 +64,41 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("run", help="a whole run from a YAML recipe (resumable, stage by stage)",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", metavar="RECIPE.yaml", help="the recipe (see examples/)")
+    p.add_argument("recipe", metavar="RECIPE.yaml",
+                   help="the recipe (see examples/), or the name of one shipped with mtprune: quickstart")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (new, or one of an earlier run)")
     p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true",
                    help="check the recipe and print what each stage would do (run, skip, resume, redo); loads "
                    "no model. Data files that are not there yet are listed, not refused")
+    add_set_argument(p)
     p.set_defaults(func=run)
 
 
+def add_set_argument(p) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one recipe value without editing the file (repeatable): search.remove=4, "
+                   "pairs.0.test.limit=96, recover=[] (a YAML value; the run folder keeps the recipe as run)")
+
+
 def run(args: argparse.Namespace) -> int:
+    return execute(args.recipe, Path(args.output), start_from=args.start_from, dry_run=args.dry_run,
+                   overrides=args.overrides, progress=not args.quiet)
+
+
+def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, dry_run: bool = False,
+            overrides: list[str] = (), progress: bool = True) -> int:
+    """Check the recipe, then print the plan (dry run) or run it and print the models side by side."""
     from ..recipe import load_recipe
     from ..run import format_plan, plan_stages, run_recipe
 
-    recipe = load_recipe(Path(args.recipe), allow_missing_files=args.dry_run)
-    run_dir = Path(args.output)
-    if args.dry_run:
-        print(format_plan(recipe, plan_stages(recipe, run_dir, args.start_from), run_dir))
+    recipe = load_recipe(recipe_spec, allow_missing_files=dry_run, overrides=overrides)
+    if dry_run:
+        print(format_plan(recipe, plan_stages(recipe, run_dir, start_from), run_dir))
         print("dry run: nothing was loaded or written")
         return 0
-    summary = run_recipe(recipe, run_dir, start_from=args.start_from, progress=not args.quiet)
+    summary = run_recipe(recipe, run_dir, start_from=start_from, progress=progress)
     print(_format_scores(summary))
     report = summary.get("report") or {}
     print(f"report: {report.get('markdown')} and {report.get('html')} (summary.json beside them)")
