@@ -258,3 +258,33 @@ def test_training_steps_keep_their_own_batch_size(tmp_path):
         options = _defaults(cls, recipe)
         assert "batch_size" not in options and options["shots"] == recipe.translation.shots
     assert _defaults(SynthesizeConfig, recipe, training=False)["batch_size"] == 16
+
+
+def test_heal_in_a_two_pair_recipe_heals_on_both_pairs_data(tiny_checkpoints, tmp_path, monkeypatch):
+    from mtprune.recover import heal as heal_module
+    from mtprune.run import RunContext, _heal_step
+
+    recipe_path = tmp_path / "two.yaml"
+    recipe_path.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, train: {{limit: 8}}}}
+  - {{src: en, tgt: fr, data: sample:en-fr, train: {{limit: 8}}}}
+prune: {{drop: [1]}}
+recover:
+  - heal: {{epochs: 1}}
+""")
+    recipe = load_recipe(recipe_path)
+    seen = []
+
+    def fake_heal(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(heal_module, "heal", fake_heal)
+    with pytest.raises(KeyboardInterrupt):
+        _heal_step(RunContext(recipe, tmp_path / "run"), recipe.recover[0], tmp_path / "step", "student", [])
+    specs = seen[0].data_specs
+    assert [(s.spec, s.tgt, s.part, s.limit) for s in specs] == [("sample:en-de", "de", "train", 8),
+                                                                  ("sample:en-fr", "fr", "train", 8)]
+    seen[0].validate()

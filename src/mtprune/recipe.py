@@ -646,8 +646,6 @@ def _step_data(ck: RecipeChecker, path: Path_, value: Any, recipe: Recipe, step:
                 out.append(ref)
         else:
             ck.error(where, f"expected 'train', 'synthesized' or a data spec, got {_yaml_kind(item)}")
-    if step.method == "heal" and len(out) > 1:
-        ck.error(path, "heal trains on one data set: give one")
     return out
 
 

@@ -406,7 +406,7 @@ def _train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], 
 def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from .recover.heal import HealConfig, heal
 
-    data = _train_specs(ctx.recipe, step.data, synthesized)[0][1]
+    data = [spec for _, spec in _train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
     options = {**_defaults(HealConfig, ctx.recipe), **step.options}
     result = heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
                              progress=ctx.progress, **options))
