@@ -232,6 +232,37 @@ def test_without_dev_part_the_last_step_is_kept(pruned, data_tsv, tmp_path):
     assert rec["data"][0].get("dev") is None and rec["last_train_loss"] is not None
 
 
+def test_saving_more_often_than_evaluating_works(pruned, data_tsv, tmp_path):
+    """--save-every 1 with --eval-every 4 (resumability without more dev passes): checkpoints at every
+    step, the best one still chosen among the evaluated steps."""
+    from transformers import TrainerCallback
+
+    saved = []
+
+    class Saves(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saved.append(state.global_step)
+
+    result = run_finetune(config(pruned, data_tsv, tmp_path / "often", max_steps=5, eval_every=4, save_every=1),
+                          callbacks=(Saves(),))
+    rec = result.recovery
+    evaluated = [d["step"] for d in rec["dev_losses"]]
+    assert saved == [1, 2, 3, 4, 5] and evaluated[:2] == [0, 4] and not {1, 2, 3} & set(evaluated)
+    assert rec["best_checkpoint_step"] in evaluated and rec["steps"] == 5
+
+
+def test_dev_part_none_and_own_dev_sets(pruned, data_tsv, tmp_path):
+    assert config(pruned, data_tsv, tmp_path / "o", dev_part="none").dev_part is None  # as --dev-part none
+    train = DataSpec(str(data_tsv), "en", "de", part="all")
+    own = config(pruned, data_tsv, tmp_path / "o", dev_data=[DataSpec(str(data_tsv), "en", "de", part="dev")])
+    own.data = [train]
+    own.validate()  # trained on whole, its dev set given: no overlap check on parts
+    with pytest.raises(ConfigError, match="one dev set per training data set"):
+        config(pruned, data_tsv, tmp_path / "o", dev_data=[]).validate()
+    with pytest.raises(ConfigError, match="--dtype: unknown dtype 'bf17'"):
+        config(pruned, data_tsv, tmp_path / "o", dtype="bf17").validate()
+
+
 def test_early_stopping_keeps_the_best_checkpoint(pruned, data_tsv, tmp_path):
     """A learning rate far too high makes the dev loss worse: training stops, the best step is kept."""
     result = run_finetune(config(pruned, data_tsv, tmp_path / "es", max_steps=40, eval_every=1, patience=2,
@@ -304,13 +335,13 @@ def _bad_inputs(tmp_path: Path, data_tsv: Path, tiny_checkpoints) -> dict[str, t
         "empty data": (["--data", str(header_only), "--src", "en", "--tgt", "de"], "no segments selected"),
         "lr zero": ([*data, "--lr", "0"], "--lr must be > 0"),
         "unknown layer": ([*data, "--train-layers", "2"], "removed by pruning: [2]"),
-        "save not multiple": ([*data, "--save-every", "3", "--eval-every", "2"], "multiple of --eval-every"),
+        "dev part unknown": ([*data, "--dev-part", "devv"], "--dev-part devv: expected dev, test, train or none"),
         "dev overlaps train": ([*data, "--part", "all"], "overlap"),
         "teacher vocabulary": ([*data, "--teacher", str(tmp_path / "other-vocab")], "mtprune synthesize"),
     }
 
 
-BAD_CASES = ["no references", "empty data", "lr zero", "unknown layer", "save not multiple", "dev overlaps train",
+BAD_CASES = ["no references", "empty data", "lr zero", "unknown layer", "dev part unknown", "dev overlaps train",
              "teacher vocabulary"]
 
 

@@ -70,8 +70,9 @@ class HealConfig:
 
     def validate(self) -> None:
         from ..export import check_output_dir
+        from ..models import name_errors
 
-        errors = []
+        errors = name_errors(self.dtype, self.device)
         if not self.data_specs:
             errors.append("no data to heal on: give --data SPEC")
         if self.loss not in LOSSES:

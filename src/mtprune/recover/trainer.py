@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import ConfigError
@@ -263,7 +263,7 @@ def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArgumen
         eval_steps=config.eval_every if evaluate else None,
         eval_on_start=evaluate and not config.resume,
         save_strategy="steps",
-        save_steps=config.save_steps,
+        save_steps=_trainer_save_steps(config, evaluate),
         save_total_limit=2,
         load_best_model_at_end=evaluate,
         metric_for_best_model="eval_loss" if evaluate else None,
@@ -285,6 +285,27 @@ def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArgumen
     )
 
 
+def _trainer_save_steps(config: FinetuneConfig, evaluate: bool) -> int:
+    """The Trainer's own save interval.  It picks the best checkpoint among saved ones, so it
+    saves at every evaluation; a --save-every that is not a multiple of --eval-every (saving more
+    often, for resumability) is added by ``SaveEveryCallback``."""
+    if evaluate and config.save_steps % config.eval_every:
+        return config.eval_every
+    return config.save_steps
+
+
+class SaveEveryCallback(TrainerCallback):
+    """A checkpoint every ``every`` steps, besides the Trainer's own (at the evaluations)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            control.should_save = True
+        return control
+
+
 def _checkpointing_arguments(enabled: bool) -> dict[str, Any]:
     """Gradient checkpointing, under its name in this transformers (renamed activation_checkpointing in 5.2x)."""
     import dataclasses
@@ -298,9 +319,12 @@ def build_trainer(config: FinetuneConfig, prepared: Prepared, loaded, rows, call
     tokenizer = prepared.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     has_dev = bool(prepared.dev_examples)
+    args = training_arguments(config, has_dev)
+    if args.save_steps != config.save_steps:
+        callbacks = (SaveEveryCallback(config.save_steps), *callbacks)
     trainer = TargetTokenTrainer(
         model=loaded.model,
-        args=training_arguments(config, has_dev),
+        args=args,
         train_dataset=prepared.train_examples,
         eval_dataset=prepared.dev_examples if has_dev else None,
         data_collator=Collator(pad_token_id=pad, teacher=rows),
