@@ -78,6 +78,13 @@ def test_validation_imports_no_torch(tmp_path):
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
      "recover:\n  - finetune: {data: synthesized}\n", ":5: recover[0].finetune.data: 'synthesized' is the output"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\n", ":1: prune: nothing to prune"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {dev_part: devv}\n", ":5: recover[0].finetune: dev_part devv: expected dev, test, "
+     "train or none"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - heal: {dtype: bf17}\n", ":5: recover[0].heal: dtype: unknown dtype 'bf17'"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - synthesize: {device: gpu}\n", ":5: recover[0].synthesize: device: unknown device 'gpu'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nprune: {}\n",
      ":4: prune"),  # a key given twice
 ])
@@ -288,3 +295,32 @@ recover:
     assert [(s.spec, s.tgt, s.part, s.limit) for s in specs] == [("sample:en-de", "de", "train", 8),
                                                                   ("sample:en-fr", "fr", "train", 8)]
     seen[0].validate()
+
+
+def test_synthesized_data_is_trained_on_whole_with_the_pairs_dev_data_held_out(tmp_path):
+    from mtprune.run import finetune_data
+
+    recipe_path = tmp_path / "synth.yaml"
+    recipe_path.write_text("""\
+model: gemma-3-270m
+pairs:
+  - {src: en, tgt: de, data: sample:en-de, train: {limit: 8}}
+  - {src: en, tgt: fr, data: sample:en-fr, train: {limit: 8}}
+prune: {drop: [3]}
+recover:
+  - synthesize: {}
+  - finetune: {dev_part: none}
+  - finetune: {max_steps: 2}
+""")
+    recipe = load_recipe(recipe_path)
+    assert recipe.recover[1].options["dev_part"] == "none"  # the library config reads it as None
+    files = [{"pair": "en-de", "tsv": "de.tsv"}, {"pair": "en-fr", "tsv": "fr.tsv"}]
+    train, dev, dev_part = finetune_data(recipe, recipe.recover[2].data, files, "dev")
+    assert [(s.spec, s.part, s.limit) for s in train] == [("de.tsv", "all", None), ("fr.tsv", "all", None)]
+    assert dev == [recipe.pairs[0].dev, recipe.pairs[1].dev] and dev[0].spec == "sample:en-de"
+    assert dev[0].part == "dev" and dev_part == "dev"
+    train, dev, dev_part = finetune_data(recipe, recipe.recover[1].data, files, None)
+    assert [s.part for s in train] == ["all", "all"] and dev is None and dev_part is None
+    # the pairs' train data as before: the train part, the dev part of each for the dev loss
+    train, dev, dev_part = finetune_data(recipe, ["train"], files, "dev")
+    assert [s.part for s in train] == ["train", "train"] and dev is None and dev_part == "dev"

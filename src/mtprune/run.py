@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import release_engines
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
@@ -292,7 +293,10 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
     (folder / STAMP).unlink(missing_ok=True)
     write_json_atomic(folder / INPUTS, {"digest": stage.digest, "inputs": stage.inputs})
     start = time.perf_counter()
-    result = RUNNERS[stage.name](ctx, folder, stage)
+    try:
+        result = RUNNERS[stage.name](ctx, folder, stage)
+    finally:
+        release_engines()  # the next stage may train or load another model: a vLLM engine would hold the GPU
     write_json_atomic(folder / RESULT, result)
     write_json_atomic(folder / STAMP, {"stage": stage.name, "digest": stage.digest, "inputs": stage.inputs,
                                        "seconds": round(time.perf_counter() - start, 1),
@@ -368,7 +372,10 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / INPUTS, {"digest": step_digest, "step": step.name})
     start = time.perf_counter()
-    result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
+    try:
+        result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
+    finally:
+        release_engines()  # a synthesize step's teacher engine is gone before the next step trains
     write_json_atomic(folder / RESULT, result)
     write_json_atomic(folder / STAMP, {"step": step.name, "digest": step_digest,
                                        "seconds": round(time.perf_counter() - start, 1)})
@@ -394,7 +401,7 @@ def _train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], 
         if item == TRAIN:
             refs = [(p, p.train) for p in recipe.pairs]
         elif item == SYNTHESIZED:
-            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="train")) for p in recipe.pairs for f in synthesized
+            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="all")) for p in recipe.pairs for f in synthesized
                     if f["pair"] == p.name]
         else:
             refs = [(recipe.pairs[0], item)]
@@ -432,18 +439,48 @@ def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: st
     from .recover.finetune import FinetuneConfig, run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
-    dev_part = options.get("dev_part", "dev")
-    # a data set of its own (part all) gives its train part, so that its dev part measures the dev loss
-    data = [spec for _, spec in _train_specs(ctx.recipe, step.data, synthesized,
-                                             part_all_as="train" if dev_part else "all")]
     out = folder / "model"
     checkpoints = folder / f"{out.name}.checkpoints"
     resume = any(checkpoints.glob("checkpoint-*"))
-    result = run_finetune(FinetuneConfig(student=student, out=out, data=data, resume=resume, force=True,
-                                         progress=ctx.progress, **options))
+    config = FinetuneConfig(student=student, out=out, data=[], resume=resume, force=True, progress=ctx.progress,
+                            **options)
+    config.data, config.dev_data, config.dev_part = finetune_data(ctx.recipe, step.data, synthesized,
+                                                                  config.dev_part)
+    result = run_finetune(config)
     rec = result.recovery
     return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
             "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}
+
+
+def finetune_data(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], dev_part: str | None):
+    """(training data, dev sets, dev part) of a finetune step; dev sets None: each training set's ``dev_part``.
+
+    A data set of its own (part all) gives its train part, so that its dev part measures the dev
+    loss.  A synthesized TSV is trained on whole: its sources are already the pair's train part
+    (what synthesize translated), so none of it is held out; its dev loss is measured on the
+    pair's dev data, human references that neither synthesize nor training saw."""
+    part_all_as = "train" if dev_part else "all"
+    if SYNTHESIZED not in data:
+        return [spec for _, spec in _train_specs(recipe, data, synthesized, part_all_as=part_all_as)], None, dev_part
+    train, dev, no_dev = [], [], []
+    for item in data:
+        for pair, spec in _train_specs(recipe, [item], synthesized, part_all_as=part_all_as):
+            if item == SYNTHESIZED:
+                train.append(dataclasses.replace(spec, part="all"))
+                held_out = pair.dev or (dataclasses.replace(pair.train, part="dev")
+                                        if pair.train is not None and pair.train.part == "train" else None)
+            else:
+                train.append(spec)
+                held_out = dataclasses.replace(spec, part=dev_part) if dev_part else None
+            dev.append(held_out)
+            if held_out is None:
+                no_dev.append(pair.name)
+    if dev_part and no_dev:
+        logger.warning("finetune: no dev data for %s (give the pair 'dev' data): no dev loss, no early stopping, "
+                       "the last step is kept", ", ".join(dict.fromkeys(no_dev)))
+    if not dev_part or no_dev:
+        return train, None, None
+    return train, dev, dev_part
 
 
 STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": _finetune_step}

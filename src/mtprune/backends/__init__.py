@@ -7,6 +7,7 @@ model ``load_model`` loads (hf) or loads the checkpoint folder itself (vllm).
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,15 @@ ENGINE_FLAGS = {
     "max_model_len": "--max-model-len",
 }
 ENGINE_OPTIONS = {"hf": (), "vllm": tuple(ENGINE_FLAGS)}
+
+
+def release_engines() -> None:
+    """Free the memory of engines kept for the next translator (vLLM keeps one per process, on the
+    GPU ~90% of its memory): call when a stage that translated is done, before one that trains or
+    loads another model.  Imports nothing: without a vLLM translator made, there is nothing to free."""
+    module = sys.modules.get("mtprune.backends.vllm")
+    if module is not None:
+        module.release_engine()
 
 
 def backend_class(name: str):

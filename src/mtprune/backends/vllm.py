@@ -159,12 +159,26 @@ class _Engine:
 
     @classmethod
     def close(cls) -> None:
+        """Shut the engine down and give its memory back: in-process, vLLM's shutdown frees the
+        weights and KV cache and resets its parallel state (``cleanup_dist_env_and_memory``); with
+        an engine process, that process ends.  Then the last references go and the CUDA cache is
+        emptied, so that a model loaded next (a training step) finds the GPU free."""
         if cls.current is None:
             return
         llm = cls.current[1]
         cls.current = None
-        llm.llm_engine.engine_core.shutdown()  # once: frees the weights and KV cache, resets vLLM's state
+        llm.llm_engine.engine_core.shutdown()  # once: a second shutdown of one engine raises
+        del llm
         gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def release_engine() -> None:
+    """Shut down the engine kept for the next translator, if any (``backends.release_engines``)."""
+    _Engine.close()
 
 
 def _start_engine(key: _EngineKey, cpu: bool):
