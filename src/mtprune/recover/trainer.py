@@ -16,7 +16,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import ConfigError
 from .finetune import RUN_FILE, FinetuneConfig, Prepared, describe_data, examples_hash, remove_checkpoints
-from .losses import gather_targets, kd_loss, logit_projection, target_cross_entropy
+from .losses import kd_loss, target_cross_entropy, target_logits
 from .sft_data import Collator
 
 logger = logging.getLogger(__name__)
@@ -164,9 +164,9 @@ def _device(config: FinetuneConfig) -> str:
 class TargetTokenTrainer(Trainer):
     """A Trainer whose loss projects only the hidden states that predict target tokens.
 
-    The forward pass keeps the logits of one position only (``logits_to_keep=1``) and returns
-    the final hidden states; ``losses`` gathers the target positions and projects them.
-    With cached teacher rows in the batch the loss is ``losses.kd_loss``.
+    The forward pass computes the logits of the target positions only (``losses.target_logits``:
+    inside the forward, so that FSDP and ZeRO-3 gather the LM head); with cached teacher rows in
+    the batch the loss is ``losses.kd_loss``.
     """
 
     def __init__(self, *args, kd_weight: float = 0.0, temperature: float = 1.0, **kwargs):
@@ -178,9 +178,7 @@ class TargetTokenTrainer(Trainer):
         labels = inputs.pop("labels")
         teacher_indices = inputs.pop("teacher_indices", None)
         teacher_logprobs = inputs.pop("teacher_logprobs", None)
-        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-        hidden, targets = gather_targets(outputs.hidden_states[-1], labels)  # (N, H), (N,)
-        logits = logit_projection(self._plain_model(model))(hidden)  # (N, V)
+        logits, targets = target_logits(model, labels, **inputs, use_cache=False)  # (N, V), (N,)
         reduction = "mean" if num_items_in_batch is None else "sum"
         if teacher_indices is not None and self.kd_weight > 0:
             loss = kd_loss(logits, targets, teacher_indices, teacher_logprobs, kd_weight=self.kd_weight,
@@ -198,10 +196,6 @@ class TargetTokenTrainer(Trainer):
         return SeededLengthGroupedSampler([len(ex["input_ids"]) for ex in dataset],
                                           self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                           seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-
-    def _plain_model(self, model):
-        model = self.accelerator.unwrap_model(model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class SeededLengthGroupedSampler(torch.utils.data.Sampler):
