@@ -261,6 +261,9 @@ def test_dev_part_none_and_own_dev_sets(pruned, data_tsv, tmp_path):
         config(pruned, data_tsv, tmp_path / "o", dev_data=[]).validate()
     with pytest.raises(ConfigError, match="--dtype: unknown dtype 'bf17'"):
         config(pruned, data_tsv, tmp_path / "o", dtype="bf17").validate()
+    with pytest.raises(ConfigError, match="--optimizer 'adam': choose one of adamw_torch"):
+        config(pruned, data_tsv, tmp_path / "o", optimizer="adam").validate()
+    assert "optimizer" not in own.settings()  # the default: run files of earlier versions still --resume
 
 
 def test_early_stopping_keeps_the_best_checkpoint(pruned, data_tsv, tmp_path):

@@ -121,6 +121,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: slower steps, far less memory")
+    g.add_argument("--optimizer", default="adamw_torch",
+                   help="a transformers optimizer: adamw_torch (fp32 states, 8 bytes a trainable parameter), "
+                   "adamw_8bit / paged_adamw_8bit (2 bytes; need bitsandbytes), adafactor, ... (default: adamw_torch)")
 
 
 def _add_trainable(p: argparse.ArgumentParser) -> None:
@@ -190,7 +193,8 @@ def config_from_args(args: argparse.Namespace):
         warmup=args.warmup, eval_every=args.eval_every, patience=args.patience or None, save_every=args.save_every,
         resume=args.resume, seed=args.seed, lora=args.lora, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         train_layers=args.train_layers, freeze_embeddings=args.freeze_embeddings,
-        gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype, device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer, dtype=args.dtype,
+        device=args.device,
         teacher=args.teacher, kd_weight=args.kd_weight, temperature=args.temperature, top_k=args.top_k,
         teacher_cache=Path(args.teacher_cache) if args.teacher_cache else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,

@@ -68,11 +68,13 @@ def add_parser(subparsers) -> None:
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true",
                    help="check the recipe and print what each stage would do (run, skip, resume, redo); loads "
-                   "no model. Data files that are not there yet are listed, not refused")
+                   "no model. Data files that are not there yet are listed, not refused. Also estimates each stage's "
+                   "memory from the model's config (weights, optimizer, activations, KV cache)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..memory import format_estimates, gpu_bytes, recipe_estimates
     from ..recipe import load_recipe
     from ..run import format_plan, plan_stages, run_recipe
 
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output)
     if args.dry_run:
         print(format_plan(recipe, plan_stages(recipe, run_dir, args.start_from), run_dir))
+        print(format_estimates(recipe_estimates(recipe), gpu_bytes()))
         print("dry run: nothing was loaded or written")
         return 0
     summary = run_recipe(recipe, run_dir, start_from=args.start_from, progress=not args.quiet)

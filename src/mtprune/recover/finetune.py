@@ -29,6 +29,7 @@ from typing import Any
 from ..data import DataSpec
 from ..errors import ConfigError
 from ..export import check_output_dir, read_record
+from ..memory import OPTIMIZER_STATE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class FinetuneConfig:
     train_layers: str | None = None  # original ids ("8,10", "7-9") or "gaps"
     freeze_embeddings: bool = False
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw_torch"  # a TrainingArguments ``optim``; 8-bit and paged ones need bitsandbytes
     dtype: str = "auto"  # compute precision: auto | float32 | bfloat16 | float16
     device: str = "auto"
     teacher: str | None = None  # a model, or "auto": the unpruned source named in mtprune.json
@@ -121,6 +123,8 @@ class FinetuneConfig:
             (self.top_k < 1, f"--top-k must be >= 1, got {self.top_k}"),
             (self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0), "--lora-rank and --lora-alpha must be > 0"),
             (self.lora and self.freeze_embeddings, "--freeze-embeddings is implied by --lora: drop one"),
+            (self.optimizer not in OPTIMIZER_STATE_BYTES,
+             f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZER_STATE_BYTES)}"),
             (not own_dev and (any(d.part == self.dev_part for d in self.data) or
                               (self.dev_part is not None and any(d.part == "all" for d in self.data))),
              f"training part and dev part overlap (--part and --dev-part {self.dev_part}): choose different "
@@ -143,8 +147,9 @@ class FinetuneConfig:
         """The settings as JSON-able values (for the run file and the recovery record)."""
         values = dataclasses.asdict(self)
         values["data"] = [dataclasses.asdict(d) for d in self.data]
-        if self.dev_data is None:
-            values.pop("dev_data")  # as the run files of earlier versions, which --resume compares
+        for key, default in (("dev_data", None), ("optimizer", "adamw_torch")):
+            if values[key] == default:
+                values.pop(key)  # as in the run files of earlier versions, which --resume compares
         return json.loads(json.dumps(values, default=str))
 
 

@@ -252,6 +252,7 @@ def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArgumen
         lr_scheduler_type="cosine",
         warmup_steps=config.warmup,
         weight_decay=0.0,
+        optim=config.optimizer,
         logging_steps=max(1, min(10, config.eval_every)),
         eval_strategy="steps" if evaluate else "no",
         eval_steps=config.eval_every if evaluate else None,
@@ -437,6 +438,7 @@ def _trainable_record(config: FinetuneConfig, prepared: Prepared) -> dict[str, A
         "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "merged": True} if config.lora else None,
         "embeddings_frozen": config.freeze_embeddings or config.lora or prepared.train_layers is not None,
         "gradient_checkpointing": config.gradient_checkpointing,
+        "optimizer": config.optimizer,
     }
 
 
