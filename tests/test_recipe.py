@@ -324,3 +324,47 @@ recover:
     # the pairs' train data as before: the train part, the dev part of each for the dev loss
     train, dev, dev_part = finetune_data(recipe, ["train"], files, "dev")
     assert [s.part for s in train] == ["train", "train"] and dev is None and dev_part == "dev"
+
+
+def test_run_synthesize_finetune_and_bench_end_to_end(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    """`mtprune run` through every kind of stage but the search: prune, synthesize (the unpruned
+    model as teacher), finetune on its translations, evaluate, bench and the report."""
+    import mtprune.run as run_module
+
+    released = []
+    real_release = run_module.release_engines
+    monkeypatch.setattr(run_module, "release_engines", lambda: (released.append(1), real_release()))
+    recipe = tmp_path / "all.yaml"
+    recipe.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+dtype: float32
+device: cpu
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 4}}, train: {{limit: 6}}}}
+translation: {{shots: 1, batch_size: 4, max_new_tokens: 6}}
+prune: {{drop: [1, 3]}}
+recover:
+  - synthesize: {{max_length_ratio: 100.0, min_length_ratio: 0.0}}
+  - finetune: {{max_steps: 2, batch_size: 2, eval_every: 1, save_every: 1, learning_rate: 1.0e-3, dev_limit: 4}}
+evaluate: {{metrics: [chrf]}}
+bench: {{batch_sizes: [2], runs: 1, warmup: 0, limit: 4}}
+""")
+    code, out, err = run(capsys, "-q", "run", recipe, "-o", tmp_path / "run")
+    assert code == 0, err
+    folder = tmp_path / "run"
+    synthesized = json.loads((folder / "recover" / "01-synthesize" / "result.json").read_text())
+    tsv = Path(synthesized["files"][0]["tsv"])
+    kept = sum(1 for _ in tsv.open()) - 1  # the header
+    assert kept > 0 and synthesized["teacher"] == str(tiny_checkpoints["llama"])
+    record = json.loads((folder / "recover" / "02-finetune" / "model" / "mtprune.json").read_text())
+    entry = record["recovery"][-1]
+    assert record["removed"] == [1, 3] and entry["steps"] == 2
+    data = entry["data"][0]
+    assert data["data"] == str(tsv) and data["part"] == "all" and data["n_segments"] == kept  # the whole TSV
+    assert data["dev"]["part"] == "dev" and entry["best_dev_loss"] is not None  # the pair's dev data
+    bench = json.loads((folder / "bench" / "bench.json").read_text())
+    assert len(bench["models"]) == 2 and bench["models"][1]["model"].endswith("02-finetune/model")
+    summary = json.loads((folder / "report" / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["unpruned", "pruned", "finetune"]
+    assert [s["name"] for s in summary["stages"]] == ["prune", "recover", "evaluate", "bench"]
+    assert len(released) >= 2 + 4  # after each recover step and each stage
