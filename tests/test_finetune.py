@@ -431,3 +431,12 @@ def test_accelerate_launch_two_processes(pruned, data_tsv, tmp_path):
     assert rec["processes"] == 2 and rec["steps"] == 4
     assert rec["best_dev_loss"] < rec["dev_losses"][0]["loss"]
     assert proc.stdout.count("saved to") == 1  # only the main process writes and reports
+
+    # what one process computes on the same batches: 2 processes x 2 examples = 1 process x 4
+    assert finetune(pruned, data_tsv, tmp_path / "one", "--batch-size", "4") == 0
+    one = read_record(tmp_path / "one")["recovery"][-1]
+    ddp = {k: rec[k] for k in ("first_train_loss", "last_train_loss")}
+    assert ddp == pytest.approx({k: one[k] for k in ddp}, rel=1e-4)
+    assert rec["best_checkpoint_step"] == one["best_checkpoint_step"]
+    a, b = weights(tmp_path / "one"), weights(out)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

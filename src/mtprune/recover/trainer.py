@@ -193,15 +193,18 @@ class TargetTokenTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return SeededLengthGroupedSampler([len(ex["input_ids"]) for ex in dataset],
-                                          self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        # grouped by the examples of one optimizer step over all processes: N processes of batch B
+        # see the same examples per step as one process of batch N x B
+        step_examples = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return SeededLengthGroupedSampler([len(ex["input_ids"]) for ex in dataset], step_examples,
                                           seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
 
 
 class SeededLengthGroupedSampler(torch.utils.data.Sampler):
     """transformers' length grouping (shuffle, then sort within mega-batches) from a generator seeded
     by (seed, epoch) only, not by the global RNG: an epoch's order is the same in an
-    uninterrupted run and in a resumed one, and in every process of a data-parallel run.
+    uninterrupted run and in a resumed one, in every process of a data-parallel run, and (grouped
+    by the examples of a whole step) whatever the number of processes.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):
