@@ -84,6 +84,9 @@ def test_validation_imports_no_torch(tmp_path):
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
      "recover:\n  - heal: {dtype: bf17}\n", ":5: recover[0].heal: dtype: unknown dtype 'bf17'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {data: {data: sample:en-de, part: dev}}\n",
+     ":5: recover[0].finetune: training part and dev part overlap"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
      "recover:\n  - synthesize: {device: gpu}\n", ":5: recover[0].synthesize: device: unknown device 'gpu'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nprune: {}\n",
      ":4: prune"),  # a key given twice
@@ -298,7 +301,7 @@ recover:
 
 
 def test_synthesized_data_is_trained_on_whole_with_the_pairs_dev_data_held_out(tmp_path):
-    from mtprune.run import finetune_data
+    from mtprune.recipe import finetune_data
 
     recipe_path = tmp_path / "synth.yaml"
     recipe_path.write_text("""\

@@ -24,7 +24,7 @@ from .backends import release_engines
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
-from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
+from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, train_specs
 
 logger = logging.getLogger(__name__)
 
@@ -394,26 +394,10 @@ def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
     return {k: v for k, v in shared.items() if k in names}
 
 
-def _train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], *, part_all_as: str = "all"):
-    """(pair, DataSpec) of a step's data: 'train' (every pair's), 'synthesized' (the last synthesis), its own."""
-    specs = []
-    for item in data:
-        if item == TRAIN:
-            refs = [(p, p.train) for p in recipe.pairs]
-        elif item == SYNTHESIZED:
-            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="all")) for p in recipe.pairs for f in synthesized
-                    if f["pair"] == p.name]
-        else:
-            refs = [(recipe.pairs[0], item)]
-        for pair, spec in refs:
-            specs.append((pair, dataclasses.replace(spec, part=part_all_as) if spec.part == "all" else spec))
-    return specs
-
-
 def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from .recover.heal import HealConfig, heal
 
-    data = [spec for _, spec in _train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
+    data = [spec for _, spec in train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
     options = {**_defaults(HealConfig, ctx.recipe), **step.options}
     result = heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
                              progress=ctx.progress, **options))
@@ -427,7 +411,7 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
     recipe, files = ctx.recipe, []
     options = {**_defaults(SynthesizeConfig, recipe, training=False), "dtype": recipe.dtype, **step.options}
     teacher = options.pop("teacher", None) or recipe.model
-    for pair, spec in _train_specs(recipe, step.data, synthesized):
+    for pair, spec in train_specs(recipe, step.data, synthesized):
         out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
         result = synthesize(SynthesizeConfig(teacher=teacher, data=spec, out=out, backend=recipe.backend,
                                              force=True, progress=ctx.progress, **options))
@@ -450,37 +434,6 @@ def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: st
     rec = result.recovery
     return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
             "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}
-
-
-def finetune_data(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], dev_part: str | None):
-    """(training data, dev sets, dev part) of a finetune step; dev sets None: each training set's ``dev_part``.
-
-    A data set of its own (part all) gives its train part, so that its dev part measures the dev
-    loss.  A synthesized TSV is trained on whole: its sources are already the pair's train part
-    (what synthesize translated), so none of it is held out; its dev loss is measured on the
-    pair's dev data, human references that neither synthesize nor training saw."""
-    part_all_as = "train" if dev_part else "all"
-    if SYNTHESIZED not in data:
-        return [spec for _, spec in _train_specs(recipe, data, synthesized, part_all_as=part_all_as)], None, dev_part
-    train, dev, no_dev = [], [], []
-    for item in data:
-        for pair, spec in _train_specs(recipe, [item], synthesized, part_all_as=part_all_as):
-            if item == SYNTHESIZED:
-                train.append(dataclasses.replace(spec, part="all"))
-                held_out = pair.dev or (dataclasses.replace(pair.train, part="dev")
-                                        if pair.train is not None and pair.train.part == "train" else None)
-            else:
-                train.append(spec)
-                held_out = dataclasses.replace(spec, part=dev_part) if dev_part else None
-            dev.append(held_out)
-            if held_out is None:
-                no_dev.append(pair.name)
-    if dev_part and no_dev:
-        logger.warning("finetune: no dev data for %s (give the pair 'dev' data): no dev loss, no early stopping, "
-                       "the last step is kept", ", ".join(dict.fromkeys(no_dev)))
-    if not dev_part or no_dev:
-        return train, None, None
-    return train, dev, dev_part
 
 
 STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": _finetune_step}
