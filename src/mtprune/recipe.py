@@ -41,7 +41,8 @@ SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "prompt", "shots", "s
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
     "synthesize": ("data", "out", "force", "progress", "backend"),
-    "finetune": ("student", "out", "data", "resume", "force", "progress", "checkpoint_dir", "keep_checkpoints"),
+    "finetune": ("student", "out", "data", "dev_data", "resume", "force", "progress", "checkpoint_dir",
+                 "keep_checkpoints"),
 }
 STEP_ALIASES = {"finetune": {"lr": "learning_rate"}}
 STEP_CONFIGS = {"heal": HealConfig, "synthesize": SynthesizeConfig, "finetune": FinetuneConfig}
