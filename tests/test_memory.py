@@ -101,3 +101,11 @@ def test_the_aya_recipe_dry_run_estimates_every_stage(aya):
     text = format_estimates(list(estimates.items()))
     assert "recover 1. synthesize" in text and "recover 2. finetune (teacher top-k pass)" in text
     assert not any(line.startswith(" !") for line in text.splitlines()), text
+
+
+def test_a_local_model_and_a_missing_hub_model(tiny_checkpoints):
+    from mtprune.memory import shape_of
+
+    shape = shape_of(str(tiny_checkpoints["gemma3"]))
+    assert shape.num_layers == 6 and shape.hidden == 64 and shape.kv_dim == 32
+    assert shape_of("nobody/no-such-model-here") is None

@@ -105,6 +105,7 @@ def test_examples_pass_a_dry_run(name, tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "run", EXAMPLES / name, "-o", tmp_path / "run", "--dry-run")
     assert code == 0, err
     assert "nothing was loaded or written" in out and not (tmp_path / "run").exists()
+    assert "memory per stage (estimated from the model's config" in out
     for stage in ("search", "prune", "recover", "evaluate", "report"):
         assert f"  {stage:<9} run " in out
 

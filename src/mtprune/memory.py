@@ -166,15 +166,15 @@ def shape_of(spec: str) -> ModelShape | None:
     from transformers import AutoConfig
 
     from .errors import MtpruneError
-    from .models import checkpoint_for, read_config, resolve_source
+    from .models import read_config, resolve_source
 
     try:
-        source = resolve_source(spec)
-        if read_config(source) is not None:
-            config = AutoConfig.from_pretrained(checkpoint_for(source))
+        values = read_config(resolve_source(spec))  # a folder's or the packaged model's: nothing converted
+        if values is not None:
+            config = AutoConfig.for_model(values.pop("model_type"), **values)
         else:
             config = AutoConfig.from_pretrained(spec, local_files_only=True)
-    except (MtpruneError, OSError, ValueError):
+    except (MtpruneError, OSError, ValueError, KeyError):
         return None
     return model_shape(config)
 
