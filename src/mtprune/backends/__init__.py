@@ -28,11 +28,19 @@ ENGINE_OPTIONS = {"hf": (), "vllm": tuple(ENGINE_FLAGS)}
 
 def release_engines() -> None:
     """Free the memory of engines kept for the next translator (vLLM keeps one per process, on the
-    GPU ~90% of its memory): call when a stage that translated is done, before one that trains or
-    loads another model.  Imports nothing: without a vLLM translator made, there is nothing to free."""
+    GPU ~90% of its memory) and what torch's allocator still caches of models no longer used (a
+    vLLM engine sizes itself from the GPU memory free when it starts): call when a stage is done,
+    before one that trains or loads another model.  Imports nothing that is not imported yet."""
     module = sys.modules.get("mtprune.backends.vllm")
     if module is not None:
         module.release_engine()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def backend_class(name: str):

@@ -269,9 +269,9 @@ class VLLMTranslator:
         self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline and not ignore_stops else None
         self.key = _EngineKey(checkpoint, revision, dtype, tensor_parallel, gpu_memory_utilization, max_model_len)
         self._cpu = cpu
-        llm, self.startup_seconds = _Engine.get(self.key, cpu)
-        self.max_model_len = llm.llm_engine.model_config.max_model_len
-        self.vocab_size = llm.llm_engine.model_config.get_vocab_size()
+        # not a local here: vLLM keeps the frames that called it (supported_cpu_head_sizes), and with
+        # them their locals; an engine held there would outlive its release
+        self.max_model_len, self.vocab_size, self.startup_seconds = _engine_limits(self.key, cpu)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -326,6 +326,13 @@ class VLLMTranslator:
                 f"{budgets[index]}), more than vLLM's max model length {self.max_model_len}: raise --max-model-len "
                 "(up to the model's context length) or lower --max-new-tokens"
             )
+
+
+def _engine_limits(key: _EngineKey, cpu: bool) -> tuple[int, int, float]:
+    """(max model length, vocabulary size, seconds the engine took to start) of the engine for ``key``."""
+    llm, seconds = _Engine.get(key, cpu)
+    config = llm.llm_engine.model_config
+    return config.max_model_len, config.get_vocab_size(), seconds
 
 
 def _check_device(device: str, platform: str) -> None:
