@@ -276,6 +276,37 @@ def test_prompt_longer_than_max_model_len_is_an_error(needs_vllm, tiny_folders, 
         translator.translate(pair.sources)
 
 
+def test_release_engines_without_vllm_imports_nothing(monkeypatch):
+    from mtprune.backends import release_engines
+
+    monkeypatch.delitem(sys.modules, "mtprune.backends.vllm")
+    release_engines()  # no translator made: nothing to free, vLLM not imported
+    assert "mtprune.backends.vllm" not in sys.modules
+
+
+def test_a_released_engine_frees_its_place_and_a_second_engine_starts(needs_vllm, tiny_folders, pair):
+    """What ``mtprune run`` does between stages: the engine goes when a stage is done, and the next
+    stage's engine (another model, or the same one) starts in the same process and translates."""
+    import weakref
+
+    from mtprune.backends import release_engines
+    from mtprune.models import load_model
+
+    loaded = load_model(str(tiny_folders["gemma3"]), dtype="float32", device="cpu", weights=False)
+    first = make_translator(loaded, pair, backend="vllm", prompt="chat", max_new_tokens=8, progress=False)
+    before = first.translate(pair.sources[:4])
+    engine = weakref.ref(vllm_backend._Engine.current[1])
+    release_engines()
+    assert vllm_backend._Engine.current is None and engine() is None  # no reference left: its memory is free
+    other = load_model(str(tiny_folders["llama"]), dtype="float32", device="cpu", weights=False)
+    second = make_translator(other, pair, backend="vllm", prompt="chat", max_new_tokens=8, progress=False)
+    assert vllm_backend._Engine.current[0].checkpoint == str(tiny_folders["llama"])
+    assert len(second.translate(pair.sources[:4]).hypotheses) == 4
+    release_engines()
+    again = make_translator(loaded, pair, backend="vllm", prompt="chat", max_new_tokens=8, progress=False)
+    assert again.translate(pair.sources[:4]).raw == before.raw  # the first model again, in a third engine
+
+
 def test_cpu_head_sizes_are_vllms(needs_vllm):
     from vllm.platforms import current_platform
 

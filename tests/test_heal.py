@@ -217,3 +217,21 @@ def test_teacher_of_another_depth_is_refused(tiny_checkpoints, tokenizer, tmp_pa
     code, _, err = run(capsys, "heal", pruned, "-o", tmp_path / "healed", "--teacher", other, *FAST)
     assert code == 2 and "the teacher has 4 layers, the student was pruned from 6" in err
     shutil.rmtree(other)
+
+
+def test_heal_on_several_data_sets_trains_on_all_of_them(tiny_checkpoints, tokenizer, tmp_path):
+    """A recipe with two pairs heals on both pairs' texts (HealConfig takes several data sets)."""
+    from mtprune.data import DataSpec
+    from mtprune.recover.heal import HealConfig, heal
+
+    pruned = pruned_tiny("llama", tiny_checkpoints["llama"], tmp_path / "pruned", tokenizer)
+    specs = [DataSpec(f"sample:en-{tgt}", "en", tgt, part="train", limit=12) for tgt in ("de", "fr")]
+    one = heal(HealConfig(student=str(pruned), out=tmp_path / "one", data=specs[0], shots=1, max_length=48,
+                          batch_size=2, dtype="float32", progress=False, verify=False))
+    both = heal(HealConfig(student=str(pruned), out=tmp_path / "both", data=specs, shots=1, max_length=48,
+                           batch_size=2, dtype="float32", progress=False, verify=False))
+    one_entry, entry = one.record["recovery"][-1], both.record["recovery"][-1]
+    assert [d["name"] for d in entry["data"]] == ["en-de", "en-fr"]
+    assert entry["data"][0]["data_hash"] == one_entry["data"][0]["data_hash"]
+    assert entry["texts"] == sum(d["texts"] for d in entry["data"]) > one_entry["texts"]
+    assert entry["steps"] > one_entry["steps"]  # more texts, more steps at one epoch

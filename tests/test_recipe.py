@@ -78,6 +78,16 @@ def test_validation_imports_no_torch(tmp_path):
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
      "recover:\n  - finetune: {data: synthesized}\n", ":5: recover[0].finetune.data: 'synthesized' is the output"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\n", ":1: prune: nothing to prune"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {dev_part: devv}\n", ":5: recover[0].finetune: dev_part devv: expected dev, test, "
+     "train or none"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - heal: {dtype: bf17}\n", ":5: recover[0].heal: dtype: unknown dtype 'bf17'"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - finetune: {data: {data: sample:en-de, part: dev}}\n",
+     ":5: recover[0].finetune: training part and dev part overlap"),
+    ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
+     "recover:\n  - synthesize: {device: gpu}\n", ":5: recover[0].synthesize: device: unknown device 'gpu'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nprune: {}\n",
      ":4: prune"),  # a key given twice
 ])
@@ -95,6 +105,7 @@ def test_examples_pass_a_dry_run(name, tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "run", EXAMPLES / name, "-o", tmp_path / "run", "--dry-run")
     assert code == 0, err
     assert "nothing was loaded or written" in out and not (tmp_path / "run").exists()
+    assert "memory per stage (estimated from the model's config" in out
     for stage in ("search", "prune", "recover", "evaluate", "report"):
         assert f"  {stage:<9} run " in out
 
@@ -258,3 +269,106 @@ def test_training_steps_keep_their_own_batch_size(tmp_path):
         options = _defaults(cls, recipe)
         assert "batch_size" not in options and options["shots"] == recipe.translation.shots
     assert _defaults(SynthesizeConfig, recipe, training=False)["batch_size"] == 16
+
+
+def test_heal_in_a_two_pair_recipe_heals_on_both_pairs_data(tiny_checkpoints, tmp_path, monkeypatch):
+    from mtprune.recover import heal as heal_module
+    from mtprune.run import RunContext, _heal_step
+
+    recipe_path = tmp_path / "two.yaml"
+    recipe_path.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, train: {{limit: 8}}}}
+  - {{src: en, tgt: fr, data: sample:en-fr, train: {{limit: 8}}}}
+prune: {{drop: [1]}}
+recover:
+  - heal: {{epochs: 1}}
+""")
+    recipe = load_recipe(recipe_path)
+    seen = []
+
+    def fake_heal(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(heal_module, "heal", fake_heal)
+    with pytest.raises(KeyboardInterrupt):
+        _heal_step(RunContext(recipe, tmp_path / "run"), recipe.recover[0], tmp_path / "step", "student", [])
+    specs = seen[0].data_specs
+    assert [(s.spec, s.tgt, s.part, s.limit) for s in specs] == [("sample:en-de", "de", "train", 8),
+                                                                  ("sample:en-fr", "fr", "train", 8)]
+    seen[0].validate()
+
+
+def test_synthesized_data_is_trained_on_whole_with_the_pairs_dev_data_held_out(tmp_path):
+    from mtprune.recipe import finetune_data
+
+    recipe_path = tmp_path / "synth.yaml"
+    recipe_path.write_text("""\
+model: gemma-3-270m
+pairs:
+  - {src: en, tgt: de, data: sample:en-de, train: {limit: 8}}
+  - {src: en, tgt: fr, data: sample:en-fr, train: {limit: 8}}
+prune: {drop: [3]}
+recover:
+  - synthesize: {}
+  - finetune: {dev_part: none}
+  - finetune: {max_steps: 2}
+""")
+    recipe = load_recipe(recipe_path)
+    assert recipe.recover[1].options["dev_part"] == "none"  # the library config reads it as None
+    files = [{"pair": "en-de", "tsv": "de.tsv"}, {"pair": "en-fr", "tsv": "fr.tsv"}]
+    train, dev, dev_part = finetune_data(recipe, recipe.recover[2].data, files, "dev")
+    assert [(s.spec, s.part, s.limit) for s in train] == [("de.tsv", "all", None), ("fr.tsv", "all", None)]
+    assert dev == [recipe.pairs[0].dev, recipe.pairs[1].dev] and dev[0].spec == "sample:en-de"
+    assert dev[0].part == "dev" and dev_part == "dev"
+    train, dev, dev_part = finetune_data(recipe, recipe.recover[1].data, files, None)
+    assert [s.part for s in train] == ["all", "all"] and dev is None and dev_part is None
+    # the pairs' train data as before: the train part, the dev part of each for the dev loss
+    train, dev, dev_part = finetune_data(recipe, ["train"], files, "dev")
+    assert [s.part for s in train] == ["train", "train"] and dev is None and dev_part == "dev"
+
+
+def test_run_synthesize_finetune_and_bench_end_to_end(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    """`mtprune run` through every kind of stage but the search: prune, synthesize (the unpruned
+    model as teacher), finetune on its translations, evaluate, bench and the report."""
+    import mtprune.run as run_module
+
+    released = []
+    real_release = run_module.release_engines
+    monkeypatch.setattr(run_module, "release_engines", lambda: (released.append(1), real_release()))
+    recipe = tmp_path / "all.yaml"
+    recipe.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+dtype: float32
+device: cpu
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 4}}, train: {{limit: 6}}}}
+translation: {{shots: 1, batch_size: 4, max_new_tokens: 6}}
+prune: {{drop: [1, 3]}}
+recover:
+  - synthesize: {{max_length_ratio: 100.0, min_length_ratio: 0.0}}
+  - finetune: {{max_steps: 2, batch_size: 2, eval_every: 1, save_every: 1, learning_rate: 1.0e-3, dev_limit: 4}}
+evaluate: {{metrics: [chrf]}}
+bench: {{batch_sizes: [2], runs: 1, warmup: 0, limit: 4}}
+""")
+    code, out, err = run(capsys, "-q", "run", recipe, "-o", tmp_path / "run")
+    assert code == 0, err
+    folder = tmp_path / "run"
+    synthesized = json.loads((folder / "recover" / "01-synthesize" / "result.json").read_text())
+    tsv = Path(synthesized["files"][0]["tsv"])
+    kept = sum(1 for _ in tsv.open()) - 1  # the header
+    assert kept > 0 and synthesized["teacher"] == str(tiny_checkpoints["llama"])
+    record = json.loads((folder / "recover" / "02-finetune" / "model" / "mtprune.json").read_text())
+    entry = record["recovery"][-1]
+    assert record["removed"] == [1, 3] and entry["steps"] == 2
+    data = entry["data"][0]
+    assert data["data"] == str(tsv) and data["part"] == "all" and data["n_segments"] == kept  # the whole TSV
+    assert data["dev"]["part"] == "dev" and entry["best_dev_loss"] is not None  # the pair's dev data
+    bench = json.loads((folder / "bench" / "bench.json").read_text())
+    assert len(bench["models"]) == 2 and bench["models"][1]["model"].endswith("02-finetune/model")
+    summary = json.loads((folder / "report" / "summary.json").read_text())
+    assert [m["name"] for m in summary["models"]] == ["unpruned", "pruned", "finetune"]
+    assert [s["name"] for s in summary["stages"]] == ["prune", "recover", "evaluate", "bench"]
+    assert len(released) >= 2 + 4  # after each recover step and each stage

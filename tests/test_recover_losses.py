@@ -10,8 +10,8 @@ from mtprune.recover.losses import (
     count_targets,
     gather_targets,
     kd_loss,
-    logit_projection,
     target_cross_entropy,
+    target_logits,
     teacher_topk,
     topk_kl,
 )
@@ -112,25 +112,39 @@ def test_kd_gradient_pulls_student_towards_teacher():
     assert losses[-1] < 0.05 * losses[0]
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_logit_projection_matches_the_model(arch, tokenizer):
-    """hidden_states[-1] projected by logit_projection == the model's own logits (Cohere scale, Gemma cap)."""
-    model = make_model(arch, tokenizer=tokenizer)
+def _batch(tokenizer):
     enc = tokenizer(["In the beginning God created the heaven.", "Im Anfang"], return_tensors="pt", padding=True)
+    labels = enc["input_ids"].clone()
+    labels[:, :3] = IGNORE_INDEX  # a prompt of 3 tokens
+    labels[enc["attention_mask"] == 0] = IGNORE_INDEX
+    return enc, labels
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_target_logits_are_the_models_own(arch, tokenizer):
+    """The logits target_logits computes inside the forward == the model's full logits at the target
+    positions (Cohere's scale, Gemma's cap included), in gather_targets' row-major order."""
+    model = make_model(arch, tokenizer=tokenizer)
+    enc, labels = _batch(tokenizer)
     with torch.no_grad():
-        full = model(**enc).logits
-        out = model(**enc, output_hidden_states=True, logits_to_keep=1)
-        projected = logit_projection(model)(out.hidden_states[-1])
-    torch.testing.assert_close(projected, full, atol=1e-5, rtol=1e-5)
+        full = model(**enc).logits  # (B, T, V)
+        logits, targets = target_logits(model, labels, **enc)
+    expected, expected_targets = gather_targets(full, labels)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(targets, expected_targets) and logits.shape[0] == count_targets(labels)
 
 
-def test_logit_projection_applies_softcap(tokenizer):
+def test_target_logits_apply_softcap_and_the_older_positions_path(tokenizer, monkeypatch):
+    from mtprune.recover import losses
+
     model = make_model("gemma3", tokenizer=tokenizer)
     model.config.final_logit_softcapping = 0.5
-    enc = tokenizer(["In the beginning"], return_tensors="pt")
+    enc, labels = _batch(tokenizer)
     with torch.no_grad():
         full = model(**enc).logits
-        out = model(**enc, output_hidden_states=True, logits_to_keep=1)
-        projected = logit_projection(model)(out.hidden_states[-1])
+        logits, _ = target_logits(model, labels, **enc)
+        monkeypatch.setattr(losses, "_keeps_masks", lambda: False)  # transformers 5.19: positions, not masks
+        older, _ = target_logits(model, labels, **enc)
     assert full.abs().max() <= 0.5
-    torch.testing.assert_close(projected, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, gather_targets(full, labels)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(older, logits, atol=1e-5, rtol=1e-5)

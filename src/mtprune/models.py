@@ -215,6 +215,18 @@ def canonical_dtype(name: str) -> str:
     return name
 
 
+def name_errors(dtype: str, device: str) -> list[str]:
+    """What is wrong with a dtype and a device name, without torch (the library configs' validate)."""
+    errors = []
+    try:
+        canonical_dtype(dtype)
+    except ConfigError as exc:
+        errors.append(f"--dtype: {exc}")
+    if device not in DEVICES and not re.fullmatch(r"cuda:\d+", device):
+        errors.append(f"--device: {unknown_choice('device', device, DEVICES)}")
+    return errors
+
+
 def choose_device(name: str = "auto") -> str:
     import torch
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import re
 import types
 import typing
@@ -29,6 +30,8 @@ from .recover.heal import HealConfig
 from .recover.synthesize import SynthesizeConfig
 from .search import PairConfig, SearchConfig, StopRule
 
+logger = logging.getLogger(__name__)
+
 RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
@@ -38,7 +41,8 @@ SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "prompt", "shots", "s
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
     "synthesize": ("data", "out", "force", "progress", "backend"),
-    "finetune": ("student", "out", "data", "resume", "force", "progress", "checkpoint_dir", "keep_checkpoints"),
+    "finetune": ("student", "out", "data", "dev_data", "resume", "force", "progress", "checkpoint_dir",
+                 "keep_checkpoints"),
 }
 STEP_ALIASES = {"finetune": {"lr": "learning_rate"}}
 STEP_CONFIGS = {"heal": HealConfig, "synthesize": SynthesizeConfig, "finetune": FinetuneConfig}
@@ -723,7 +727,7 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
     if step.method == "finetune" and isinstance(opts.get("train_layers"), str) and opts["train_layers"] != "gaps":
         _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
     step.options = opts
-    _library_check(ck, path, step, options)
+    _library_check(ck, path, step, options, recipe)
 
 
 def _step_data(ck: RecipeChecker, path: Path_, value: Any, recipe: Recipe, step: RecoverStep,
@@ -747,8 +751,6 @@ def _step_data(ck: RecipeChecker, path: Path_, value: Any, recipe: Recipe, step:
                 out.append(ref)
         else:
             ck.error(where, f"expected 'train', 'synthesized' or a data spec, got {_yaml_kind(item)}")
-    if step.method == "heal" and len(out) > 1:
-        ck.error(path, "heal trains on one data set: give one")
     return out
 
 
@@ -760,22 +762,86 @@ def _only_pair(ck: RecipeChecker, path: Path_, recipe: Recipe) -> Pair:
     return recipe.pairs[0] if recipe.pairs else Pair("?", "?")
 
 
-def _library_check(ck: RecipeChecker, path: Path_, step: RecoverStep, given: Any) -> None:
-    """The library config's own validation (ranges, combinations), at the step's line."""
+# ----------------------------------------------------------------------------------------
+# A recovery step's data, as run.py gives it to the library (and the check below checks it)
+# ----------------------------------------------------------------------------------------
+
+def train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], *, part_all_as: str = "all"):
+    """(pair, DataSpec) of a step's data: 'train' (every pair's), 'synthesized' (the last synthesis), its own."""
+    specs = []
+    for item in data:
+        if item == TRAIN:
+            refs = [(p, p.train) for p in recipe.pairs]
+        elif item == SYNTHESIZED:
+            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="all")) for p in recipe.pairs for f in synthesized
+                    if f["pair"] == p.name]
+        else:
+            refs = [(recipe.pairs[0], item)]
+        for pair, spec in refs:
+            specs.append((pair, dataclasses.replace(spec, part=part_all_as) if spec.part == "all" else spec))
+    return specs
+
+
+def finetune_data(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], dev_part: str | None):
+    """(training data, dev sets, dev part) of a finetune step; dev sets None: each training set's ``dev_part``.
+
+    A data set of its own (part all) gives its train part, so that its dev part measures the dev
+    loss.  A synthesized TSV is trained on whole: its sources are already the pair's train part
+    (what synthesize translated), so none of it is held out; its dev loss is measured on the
+    pair's dev data, human references that neither synthesize nor training saw."""
+    part_all_as = "train" if dev_part else "all"
+    if SYNTHESIZED not in data:
+        return [spec for _, spec in train_specs(recipe, data, synthesized, part_all_as=part_all_as)], None, dev_part
+    train, dev, no_dev = [], [], []
+    for item in data:
+        for pair, spec in train_specs(recipe, [item], synthesized, part_all_as=part_all_as):
+            if item == SYNTHESIZED:
+                train.append(dataclasses.replace(spec, part="all"))
+                held_out = pair.dev or (dataclasses.replace(pair.train, part="dev")
+                                        if pair.train is not None and pair.train.part == "train" else None)
+            else:
+                train.append(spec)
+                held_out = dataclasses.replace(spec, part=dev_part) if dev_part else None
+            dev.append(held_out)
+            if held_out is None:
+                no_dev.append(pair.name)
+    if dev_part and no_dev:
+        logger.warning("finetune: no dev data for %s (give the pair 'dev' data): no dev loss, no early stopping, "
+                       "the last step is kept", ", ".join(dict.fromkeys(no_dev)))
+    if not dev_part or no_dev:
+        return train, None, None
+    return train, dev, dev_part
+
+
+def _library_check(ck: RecipeChecker, path: Path_, step: RecoverStep, given: Any, recipe: Recipe) -> None:
+    """The library config's own validation (ranges, combinations), at the step's line: the config
+    run.py will build, with the step's own data (a synthesis's output stands in by name)."""
     opts = dict(step.options)
+    specs = _step_specs(recipe, step)
     if step.method == "synthesize":
-        cfg = SynthesizeConfig(teacher=opts.pop("teacher", "?"), data=DataSpec("x", "en", "de"), out=_NO_OUTPUT,
-                               force=True, **opts)
+        cfg = SynthesizeConfig(teacher=opts.pop("teacher", "?"), data=specs[0] if specs else DataSpec("x", "en", "de"),
+                               out=_NO_OUTPUT, force=True, **opts)
     elif step.method == "heal":
-        cfg = HealConfig(student="?", out=_NO_OUTPUT, force=True, **opts)
+        cfg = HealConfig(student="?", out=_NO_OUTPUT, force=True, **opts, data=specs or [DataSpec("x", "en", "de")])
     else:
         cfg = FinetuneConfig(student="?", out=_NO_OUTPUT, data=[DataSpec("x", "en", "de", part="train")], **opts)
+        if specs:
+            synthesized = [{"pair": p.name, "tsv": f"{p.name}.tsv"} for p in recipe.pairs]
+            cfg.data, cfg.dev_data, cfg.dev_part = finetune_data(recipe, step.data, synthesized, cfg.dev_part)
     try:
         cfg.validate()
     except ConfigError as exc:  # one message listing its problems: each goes on its own line
         text = str(exc).removeprefix("invalid options:")
         for message in filter(None, (m.strip() for m in re.split(r"\n|; ", text))):
             ck.library_error(path, message, given)
+
+
+def _step_specs(recipe: Recipe, step: RecoverStep) -> list[DataSpec]:
+    """The step's data specs where every one is known (else [] and the check uses a stand-in)."""
+    synthesized = [{"pair": p.name, "tsv": f"{p.name}.tsv"} for p in recipe.pairs]
+    if not recipe.pairs or any(item == TRAIN and p.train is None for item in step.data for p in recipe.pairs):
+        return []  # reported at the pairs or the data line already
+    return [spec for _, spec in train_specs(recipe, step.data, synthesized)]
 
 
 def _evaluate(ck: RecipeChecker, value: Any) -> Evaluate:

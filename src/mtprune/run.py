@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import release_engines
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
-from .recipe import SYNTHESIZED, TRAIN, Recipe, RecoverStep
+from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, train_specs
 from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
 
 logger = logging.getLogger(__name__)
@@ -291,7 +292,10 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
     (folder / STAMP).unlink(missing_ok=True)
     write_json_atomic(folder / INPUTS, {"digest": stage.digest, "inputs": stage.inputs})
     start = time.perf_counter()
-    result = RUNNERS[stage.name](ctx, folder, stage)
+    try:
+        result = RUNNERS[stage.name](ctx, folder, stage)
+    finally:
+        release_engines()  # the next stage may train or load another model: a vLLM engine would hold the GPU
     write_json_atomic(folder / RESULT, result)
     write_json_atomic(folder / STAMP, {"stage": stage.name, "digest": stage.digest, "inputs": stage.inputs,
                                        "seconds": round(time.perf_counter() - start, 1),
@@ -379,7 +383,10 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / INPUTS, {"digest": step_digest, "step": step.name})
     start = time.perf_counter()
-    result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
+    try:
+        result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
+    finally:
+        release_engines()  # a synthesize step's teacher engine is gone before the next step trains
     write_json_atomic(folder / RESULT, result)
     write_json_atomic(folder / STAMP, {"step": step.name, "digest": step_digest,
                                        "seconds": round(time.perf_counter() - start, 1)})
@@ -398,26 +405,10 @@ def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
     return {k: v for k, v in shared.items() if k in names}
 
 
-def _train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], *, part_all_as: str = "all"):
-    """(pair, DataSpec) of a step's data: 'train' (every pair's), 'synthesized' (the last synthesis), its own."""
-    specs = []
-    for item in data:
-        if item == TRAIN:
-            refs = [(p, p.train) for p in recipe.pairs]
-        elif item == SYNTHESIZED:
-            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="train")) for p in recipe.pairs for f in synthesized
-                    if f["pair"] == p.name]
-        else:
-            refs = [(recipe.pairs[0], item)]
-        for pair, spec in refs:
-            specs.append((pair, dataclasses.replace(spec, part=part_all_as) if spec.part == "all" else spec))
-    return specs
-
-
 def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from .recover.heal import HealConfig, heal
 
-    data = _train_specs(ctx.recipe, step.data, synthesized)[0][1]
+    data = [spec for _, spec in train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
     options = {**_defaults(HealConfig, ctx.recipe), **step.options}
     result = heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
                              progress=ctx.progress, **options))
@@ -431,7 +422,7 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
     recipe, files = ctx.recipe, []
     options = {**_defaults(SynthesizeConfig, recipe, training=False), "dtype": recipe.dtype, **step.options}
     teacher = options.pop("teacher", None) or recipe.model
-    for pair, spec in _train_specs(recipe, step.data, synthesized):
+    for pair, spec in train_specs(recipe, step.data, synthesized):
         out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
         result = synthesize(SynthesizeConfig(teacher=teacher, data=spec, out=out, backend=recipe.backend,
                                              force=True, progress=ctx.progress, **options))
@@ -444,15 +435,14 @@ def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: st
     from .recover.trainer import run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
-    dev_part = options.get("dev_part", "dev")
-    # a data set of its own (part all) gives its train part, so that its dev part measures the dev loss
-    data = [spec for _, spec in _train_specs(ctx.recipe, step.data, synthesized,
-                                             part_all_as="train" if dev_part else "all")]
     out = folder / "model"
     checkpoints = folder / f"{out.name}.checkpoints"
     resume = any(checkpoints.glob("checkpoint-*"))
-    result = run_finetune(FinetuneConfig(student=student, out=out, data=data, resume=resume, force=True,
-                                         progress=ctx.progress, **options))
+    config = FinetuneConfig(student=student, out=out, data=[], resume=resume, force=True, progress=ctx.progress,
+                            **options)
+    config.data, config.dev_data, config.dev_part = finetune_data(ctx.recipe, step.data, synthesized,
+                                                                  config.dev_part)
+    result = run_finetune(config)
     rec = result.recovery
     return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
             "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}

@@ -7,6 +7,7 @@ model ``load_model`` loads (hf) or loads the checkpoint folder itself (vllm).
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,23 @@ ENGINE_FLAGS = {
     "max_model_len": "--max-model-len",
 }
 ENGINE_OPTIONS = {"hf": (), "vllm": tuple(ENGINE_FLAGS)}
+
+
+def release_engines() -> None:
+    """Free the memory of engines kept for the next translator (vLLM keeps one per process, on the
+    GPU ~90% of its memory) and what torch's allocator still caches of models no longer used (a
+    vLLM engine sizes itself from the GPU memory free when it starts): call when a stage is done,
+    before one that trains or loads another model.  Imports nothing that is not imported yet."""
+    module = sys.modules.get("mtprune.backends.vllm")
+    if module is not None:
+        module.release_engine()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def backend_class(name: str):

@@ -159,12 +159,26 @@ class _Engine:
 
     @classmethod
     def close(cls) -> None:
+        """Shut the engine down and give its memory back: in-process, vLLM's shutdown frees the
+        weights and KV cache and resets its parallel state (``cleanup_dist_env_and_memory``); with
+        an engine process, that process ends.  Then the last references go and the CUDA cache is
+        emptied, so that a model loaded next (a training step) finds the GPU free."""
         if cls.current is None:
             return
         llm = cls.current[1]
         cls.current = None
-        llm.llm_engine.engine_core.shutdown()  # once: frees the weights and KV cache, resets vLLM's state
+        llm.llm_engine.engine_core.shutdown()  # once: a second shutdown of one engine raises
+        del llm
         gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def release_engine() -> None:
+    """Shut down the engine kept for the next translator, if any (``backends.release_engines``)."""
+    _Engine.close()
 
 
 def _start_engine(key: _EngineKey, cpu: bool):
@@ -255,9 +269,9 @@ class VLLMTranslator:
         self._newline_ids = newline_token_ids(tokenizer) if prompter.stop_at_newline and not ignore_stops else None
         self.key = _EngineKey(checkpoint, revision, dtype, tensor_parallel, gpu_memory_utilization, max_model_len)
         self._cpu = cpu
-        llm, self.startup_seconds = _Engine.get(self.key, cpu)
-        self.max_model_len = llm.llm_engine.model_config.max_model_len
-        self.vocab_size = llm.llm_engine.model_config.get_vocab_size()
+        # not a local here: vLLM keeps the frames that called it (supported_cpu_head_sizes), and with
+        # them their locals; an engine held there would outlive its release
+        self.max_model_len, self.vocab_size, self.startup_seconds = _engine_limits(self.key, cpu)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -312,6 +326,13 @@ class VLLMTranslator:
                 f"{budgets[index]}), more than vLLM's max model length {self.max_model_len}: raise --max-model-len "
                 "(up to the model's context length) or lower --max-new-tokens"
             )
+
+
+def _engine_limits(key: _EngineKey, cpu: bool) -> tuple[int, int, float]:
+    """(max model length, vocabulary size, seconds the engine took to start) of the engine for ``key``."""
+    llm, seconds = _Engine.get(key, cpu)
+    config = llm.llm_engine.model_config
+    return config.max_model_len, config.get_vocab_size(), seconds
 
 
 def _check_device(device: str, platform: str) -> None:

@@ -112,8 +112,8 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=5,
                    help="stop after N dev evaluations without improvement; 0 never stops early (default: 5)")
     g.add_argument("--save-every", type=int,
-                   help="checkpoint every N steps, for --resume and the best-checkpoint choice; a multiple of "
-                   "--eval-every (default: --eval-every)")
+                   help="checkpoint every N steps, for --resume; any N, also fewer than --eval-every (every "
+                   "evaluation is saved too: the best checkpoint is chosen among them) (default: --eval-every)")
     g.add_argument("--seed", type=int, default=0, help="seed for data order, --limit and LoRA init (default: 0)")
     g.add_argument("--dtype", default="auto",
                    help="compute precision: auto (bf16 on GPUs and on CPUs with native bf16, else float32), float32, "
@@ -121,6 +121,9 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: slower steps, far less memory")
+    g.add_argument("--optimizer", default="adamw_torch",
+                   help="a transformers optimizer: adamw_torch (fp32 states, 8 bytes a trainable parameter), "
+                   "adamw_8bit / paged_adamw_8bit (2 bytes; need bitsandbytes), adafactor, ... (default: adamw_torch)")
 
 
 def _add_trainable(p: argparse.ArgumentParser) -> None:
@@ -164,19 +167,17 @@ def config_from_args(args: argparse.Namespace):
     from ..data import weighted_data_specs_from_args
     from ..recover.finetune import FinetuneConfig
 
-    dev_part = None if args.dev_part in ("none", "") else args.dev_part
-    if dev_part not in (None, "train", "dev", "test"):
-        raise ConfigError(f"--dev-part {args.dev_part}: expected dev, test, train or none")
     data = [spec for spec, _ in weighted_data_specs_from_args(args)]  # no --weight: each 1
     return FinetuneConfig(
         student=args.student, out=Path(args.output), data=data, prompt=args.prompt, shots=args.shots,
         shots_from=args.shots_from,
-        dev_part=dev_part, dev_limit=args.dev_limit, learning_rate=args.lr, epochs=args.epochs,
+        dev_part=args.dev_part, dev_limit=args.dev_limit, learning_rate=args.lr, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length,
         warmup=args.warmup, eval_every=args.eval_every, patience=args.patience or None, save_every=args.save_every,
         resume=args.resume, seed=args.seed, lora=args.lora, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         train_layers=args.train_layers, freeze_embeddings=args.freeze_embeddings,
-        gradient_checkpointing=args.gradient_checkpointing, dtype=args.dtype, device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing, optimizer=args.optimizer, dtype=args.dtype,
+        device=args.device,
         teacher=args.teacher, kd_weight=args.kd_weight, temperature=args.temperature, top_k=args.top_k,
         teacher_cache=Path(args.teacher_cache) if args.teacher_cache else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,

@@ -71,7 +71,8 @@ def add_parser(subparsers) -> None:
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
     p.add_argument("--dry-run", action="store_true",
                    help="check the recipe and print what each stage would do (run, skip, resume, redo); loads "
-                   "no model. Data files that are not there yet are listed, not refused")
+                   "no model. Data files that are not there yet are listed, not refused. Also estimates each stage's "
+                   "memory from the model's config (weights, optimizer, activations, KV cache)")
     add_set_argument(p)
     p.set_defaults(func=run)
 
@@ -90,12 +91,14 @@ def run(args: argparse.Namespace) -> int:
 def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, dry_run: bool = False,
             overrides: list[str] = (), progress: bool = True) -> int:
     """Check the recipe, then print the plan (dry run) or run it and print the models side by side."""
+    from ..memory import format_estimates, gpu_bytes, recipe_estimates
     from ..recipe import load_recipe
     from ..run import format_plan, plan_stages, run_recipe
 
     recipe = load_recipe(recipe_spec, allow_missing_files=dry_run, overrides=overrides)
     if dry_run:
         print(format_plan(recipe, plan_stages(recipe, run_dir, start_from), run_dir))
+        print(format_estimates(recipe_estimates(recipe), gpu_bytes()))
         print("dry run: nothing was loaded or written")
         return 0
     summary = run_recipe(recipe, run_dir, start_from=start_from, progress=progress)

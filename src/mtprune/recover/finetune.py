@@ -31,6 +31,7 @@ from ..data import DataSpec
 from ..errors import ConfigError
 from ..export import check_output_dir, read_record
 from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
+from ..memory import OPTIMIZER_STATE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 RUN_FILE, RUN_FILE_KIND, LEGACY_RUN_FILE = "finetune-run.jsonl", "mtprune finetune run file", "finetune-run.json"
 RESUME_ADVICE = "use the same options with --resume, or --force without --resume to start over"
 # settings that may differ between an interrupted run and its --resume
+DEV_PARTS = ("dev", "test", "train")  # or None ("none" in a recipe or on the command line): no dev loss
 RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache")
 
 
@@ -49,6 +51,9 @@ class FinetuneConfig:
     student: str
     out: Path
     data: list[DataSpec]  # training pairs (their ``part`` is the training part)
+    # dev sets of their own, one per ``data`` entry (e.g. held-out human references for synthesized
+    # data that is trained on whole); default: the ``dev_part`` of each ``data``
+    dev_data: list[DataSpec] | None = None
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None  # few-shot examples from this data (default: as evaluate picks them)
@@ -63,7 +68,7 @@ class FinetuneConfig:
     warmup: float = 0.03  # < 1: fraction of the steps; >= 1: steps
     eval_every: int = 100
     patience: int | None = 5
-    save_every: int | None = None  # default: eval_every (or 100 without dev)
+    save_every: int | None = None  # default: eval_every (or 100 without dev); any N, also below eval_every
     resume: bool = False
     seed: int = 0
     lora: bool = False
@@ -72,6 +77,7 @@ class FinetuneConfig:
     train_layers: str | None = None  # original ids ("8,10", "7-9") or "gaps"
     freeze_embeddings: bool = False
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw_torch"  # a TrainingArguments ``optim``; 8-bit and paged ones need bitsandbytes
     dtype: str = "auto"  # compute precision: auto | float32 | bfloat16 | float16
     device: str = "auto"
     teacher: str | None = None  # a model, or "auto": the unpruned source named in mtprune.json
@@ -85,6 +91,10 @@ class FinetuneConfig:
     verify: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.dev_part, str) and self.dev_part.strip().lower() in ("none", ""):
+            self.dev_part = None  # as --dev-part none
+
     def validate(self) -> None:
         """Raise one ConfigError that lists every invalid option."""
         problems = [msg for bad, msg in self._checks() if bad]
@@ -92,7 +102,14 @@ class FinetuneConfig:
             raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
 
     def _checks(self) -> list[tuple[bool, str]]:
-        return [
+        from ..models import name_errors
+
+        own_dev = self.dev_data is not None
+        return [(True, msg) for msg in name_errors(self.dtype, self.device)] + [
+            (self.dev_part is not None and self.dev_part not in DEV_PARTS,
+             f"--dev-part {self.dev_part}: expected {', '.join(DEV_PARTS)} or none"),
+            (own_dev and len(self.dev_data) != len(self.data),
+             f"give one dev set per training data set ({len(self.data or [])}), got {len(self.dev_data or [])}"),
             (not self.data, "no training data: give --data SPEC (with --src/--tgt)"),
             (not self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate:g}"),
             (not self.epochs > 0, f"--epochs must be > 0, got {self.epochs:g}"),
@@ -104,9 +121,6 @@ class FinetuneConfig:
             (self.eval_every < 1, f"--eval-every must be >= 1, got {self.eval_every}"),
             (self.patience is not None and self.patience < 1, f"--patience must be >= 1, got {self.patience}"),
             (self.save_every is not None and self.save_every < 1, f"--save-every must be >= 1, got {self.save_every}"),
-            (self.dev_part is not None and self.save_every is not None and self.save_every % self.eval_every != 0,
-             f"--save-every {self.save_every} must be a multiple of --eval-every {self.eval_every} (the best "
-             "checkpoint is chosen among saved ones)"),
             (self.shots < 0, f"--shots must be >= 0, got {self.shots}"),
             (self.dev_limit is not None and self.dev_limit < 1, f"--dev-limit must be >= 1, got {self.dev_limit}"),
             (not 0.0 <= self.kd_weight <= 1.0, f"--kd-weight must be in [0, 1], got {self.kd_weight:g}"),
@@ -114,15 +128,21 @@ class FinetuneConfig:
             (self.top_k < 1, f"--top-k must be >= 1, got {self.top_k}"),
             (self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0), "--lora-rank and --lora-alpha must be > 0"),
             (self.lora and self.freeze_embeddings, "--freeze-embeddings is implied by --lora: drop one"),
-            (any(d.part == self.dev_part for d in self.data) or
-             (self.dev_part is not None and any(d.part == "all" for d in self.data)),
+            (self.optimizer not in OPTIMIZER_STATE_BYTES,
+             f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZER_STATE_BYTES)}"),
+            (not own_dev and (any(d.part == self.dev_part for d in self.data) or
+                              (self.dev_part is not None and any(d.part == "all" for d in self.data))),
              f"training part and dev part overlap (--part and --dev-part {self.dev_part}): choose different "
              "parts, or --dev-part none"),
         ]
 
     @property
+    def has_dev(self) -> bool:
+        return self.dev_data is not None or self.dev_part is not None
+
+    @property
     def save_steps(self) -> int:
-        return self.save_every or (self.eval_every if self.dev_part else 100)
+        return self.save_every or (self.eval_every if self.has_dev else 100)
 
     @property
     def checkpoints(self) -> Path:
@@ -132,6 +152,9 @@ class FinetuneConfig:
         """The settings as JSON-able values (for the run file and the recovery record)."""
         values = dataclasses.asdict(self)
         values["data"] = [dataclasses.asdict(d) for d in self.data]
+        for key, default in (("dev_data", None), ("optimizer", "adamw_torch")):
+            if values[key] == default:
+                values.pop(key)  # as in the run files of earlier versions, which --resume compares
         return json.loads(json.dumps(values, default=str))
 
 
@@ -347,7 +370,9 @@ def _load_pairs(config: FinetuneConfig):
 
     pairs = [load_pair(spec) for spec in config.data]
     dev_pairs = []
-    if config.dev_part:
+    if config.dev_data is not None:
+        dev_pairs = [load_pair(replace(spec, limit=config.dev_limit)) for spec in config.dev_data]
+    elif config.dev_part:
         dev_pairs = [load_pair(replace(spec, part=config.dev_part, limit=config.dev_limit)) for spec in config.data]
     for pair in (*pairs, *dev_pairs):
         check_references(pair)

@@ -47,7 +47,9 @@ class HealConfig:
 
     student: str
     out: Path
-    data: DataSpec = field(default_factory=lambda: DataSpec(DEFAULT_DATA, "en", "de", part="train", limit=256))
+    # one data set, or several (each pair's of a recipe): the texts of all of them are healed on together
+    data: DataSpec | list[DataSpec] = field(
+        default_factory=lambda: DataSpec(DEFAULT_DATA, "en", "de", part="train", limit=256))
     teacher: str | None = None  # default: the source named in the student's mtprune.json
     loss: str = "relmse"
     epochs: float = 1.0
@@ -68,8 +70,11 @@ class HealConfig:
 
     def validate(self) -> None:
         from ..export import check_output_dir
+        from ..models import name_errors
 
-        errors = []
+        errors = name_errors(self.dtype, self.device)
+        if not self.data_specs:
+            errors.append("no data to heal on: give --data SPEC")
         if self.loss not in LOSSES:
             errors.append(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
         if self.text not in TEXT_MODES:
@@ -91,6 +96,10 @@ class HealConfig:
         if errors:
             raise ConfigError("; ".join(errors))
         check_output_dir(Path(self.out), self.force)
+
+    @property
+    def data_specs(self) -> list[DataSpec]:
+        return list(self.data) if isinstance(self.data, (list, tuple)) else [self.data]
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,7 +204,8 @@ def hidden_state_loss(kind: str, pred, target, mask):
 # Texts
 # ----------------------------------------------------------------------------------------
 
-def healing_texts(segments: Sequence[Segment], tokenizer, cfg: HealConfig) -> tuple[list[str], bool, dict[str, Any]]:
+def healing_texts(segments: Sequence[Segment], tokenizer, cfg: HealConfig,
+                  spec: DataSpec | None = None) -> tuple[list[str], bool, dict[str, Any]]:
     """The texts the hidden states are computed on, whether the tokenizer must add its special
     tokens (not when a chat template wrote them), and a description for the record.
 
@@ -205,22 +215,23 @@ def healing_texts(segments: Sequence[Segment], tokenizer, cfg: HealConfig) -> tu
     """
     from ..prompts import build_prompter
 
+    spec = spec or cfg.data_specs[0]  # the data the segments are of: its languages and name
     has_refs = all(s.reference for s in segments)
     mode = cfg.text if cfg.text != "auto" else ("prompt" if has_refs else "source")
     if mode == "source":
         return [s.source for s in segments], True, {"text": "source"}
     if not has_refs:
-        raise DataError(f"{cfg.data.spec}: --text prompt needs references (a target column or --ref); "
+        raise DataError(f"{spec.spec}: --text prompt needs references (a target column or --ref); "
                         "use --text source for source sentences alone")
     group = cfg.shots + 1
     texts, prompter = [], None
     for begin in range(0, len(segments) - group + 1, group):
         *examples, last = segments[begin : begin + group]
-        prompter = build_prompter(tokenizer, cfg.prompt, cfg.data.src, cfg.data.tgt, examples)
+        prompter = build_prompter(tokenizer, cfg.prompt, spec.src, spec.tgt, examples)
         separator = " " if prompter.stop_at_newline else ""  # completion formats: "German: <reference>"
         texts.append(prompter.render(last.source) + separator + last.reference)
     if not texts:
-        raise DataError(f"{cfg.data.spec}: {len(segments)} segments are too few for prompts of {cfg.shots} "
+        raise DataError(f"{spec.spec}: {len(segments)} segments are too few for prompts of {cfg.shots} "
                         "examples + 1; use more data or fewer --shots")
     # the format, not one text's examples
     description = {k: v for k, v in prompter.describe().items() if k not in ("example_ids", "prompt")}
@@ -535,16 +546,22 @@ def _saved_dtype(checkpoint: str):
 
 
 def _load_texts(cfg: HealConfig, tokenizer) -> tuple[list[list[int]], dict[str, Any]]:
+    """The token ids of every data set's texts, in order, and a description for the record."""
     from ..evaluate import load_pair
 
-    pair = load_pair(cfg.data)
-    texts, add_special, description = healing_texts(pair.segments, tokenizer, cfg)
-    token_ids = tokenize_texts(texts, tokenizer, cfg.max_length, add_special)
-    if not token_ids:
-        raise DataError(f"{cfg.data.spec}: no text of at least 2 tokens to heal on")
+    token_ids, described, description = [], [], {}
+    for spec in cfg.data_specs:
+        pair = load_pair(spec)
+        texts, add_special, description = healing_texts(pair.segments, tokenizer, cfg, spec)
+        ids = tokenize_texts(texts, tokenizer, cfg.max_length, add_special)
+        if not ids:
+            raise DataError(f"{spec.spec}: no text of at least 2 tokens to heal on")
+        logger.info("healing texts of %s: %d (%s), %d tokens", pair.name, len(ids), description["text"],
+                    sum(map(len, ids)))
+        token_ids += ids
+        described.append({**pair.describe(), "texts": len(ids)})
     tokens = sum(map(len, token_ids))
-    logger.info("healing texts: %d (%s), %d tokens", len(token_ids), description["text"], tokens)
-    return token_ids, {"data": [pair.describe()], **description, "texts": len(token_ids), "tokens": tokens}
+    return token_ids, {"data": described, **description, "texts": len(token_ids), "tokens": tokens}
 
 
 def _gaps(cfg: HealConfig, record: dict[str, Any] | None, student, teacher) -> tuple[list[int], list[HealUnit], list]:

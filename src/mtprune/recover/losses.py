@@ -12,14 +12,10 @@ N is the number of target tokens in the batch, V the vocabulary size, K the teac
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-
-Projection = Callable[[torch.Tensor], torch.Tensor]  # (N, H) hidden -> (N, V) logits
 
 
 def gather_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,30 +91,32 @@ def kd_loss(
 
 
 # ----------------------------------------------------------------------------------------
-# The model's own hidden -> logits map
+# The model's logits on target positions, computed inside its forward
 # ----------------------------------------------------------------------------------------
 
-def logit_projection(model) -> Projection:
-    """hidden (N, H) -> logits (N, V) exactly as ``model.forward`` computes them.
+def target_logits(model, labels: torch.Tensor, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, V) logits at the positions that predict a target token, and those tokens (N,).
 
-    The LM head, then what some architectures apply after it: Cohere's ``logit_scale``,
-    Granite's ``logits_scaling``, Gemma 2/3's final logit soft-capping. ``check_projection``
-    verifies the result against the model's own logits.
+    The LM head runs inside ``model``'s forward (``logits_to_keep`` selects the positions), with
+    what the architecture applies after it (Cohere's logit scale, Granite's scaling, Gemma's
+    soft-capping): sharded training (FSDP, DeepSpeed ZeRO-3) gathers a module's weights only
+    within the forward pass, so a head called from outside would see a shard.  ``inputs``: the
+    forward's other arguments (input_ids, attention_mask, ...).  Row-major order, as ``gather_targets``.
     """
-    head = model.get_output_embeddings()
-    config = model.config
-    scale = getattr(model, "logit_scale", None)
-    divide = getattr(config, "logits_scaling", None)
-    softcap = getattr(config, "final_logit_softcapping", None)
+    mask = labels[:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts token t + 1
+    keep = F.pad(mask, (0, 1))  # (B, T); the last position predicts nothing
+    if _keeps_masks():
+        logits = model(**inputs, logits_to_keep=keep).logits  # (N, V)
+    else:  # transformers < 5.2x takes positions shared by the rows: their union, then the targets
+        positions = keep.any(0).nonzero().squeeze(1)  # (P,)
+        logits = model(**inputs, logits_to_keep=positions).logits[keep[:, positions]]  # (B, P, V) -> (N, V)
+    return logits, labels[:, 1:][mask]
 
-    def project(hidden: torch.Tensor) -> torch.Tensor:
-        logits = head(hidden)
-        if isinstance(scale, (int, float)):
-            logits = logits * scale
-        if divide:
-            logits = logits / divide
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        return logits
 
-    return project
+def _keeps_masks() -> bool:
+    """Whether this transformers' ``logits_to_keep`` takes a (batch, seq) boolean mask."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep  # noqa: F401 - its 2-D mask form
+    except ImportError:
+        return False
+    return True

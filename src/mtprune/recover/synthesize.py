@@ -55,7 +55,9 @@ class SynthesizeConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        errors = self.backend_config.errors()
+        from ..models import name_errors
+
+        errors = self.backend_config.errors() + name_errors(self.dtype, self.device)
         if Path(self.out).exists() and not self.force:
             errors.append(f"-o {self.out} exists; pass --force to overwrite it")
         if Path(self.out).is_dir():

@@ -87,10 +87,9 @@ def compute_topk(model, examples: list[dict[str, Any]], k: int, batch_size: int,
     import torch
     from tqdm.auto import tqdm
 
-    from .losses import IGNORE_INDEX, gather_targets, logit_projection, teacher_topk
+    from .losses import IGNORE_INDEX, target_logits, teacher_topk
     from .sft_data import Collator
 
-    project = logit_projection(model)
     device = next(model.parameters()).device
     collate = Collator(pad_token_id=0)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
@@ -100,10 +99,9 @@ def compute_topk(model, examples: list[dict[str, Any]], k: int, batch_size: int,
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             batch = collate([examples[i] for i in chosen])
-            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        output_hidden_states=True, logits_to_keep=1)
-            hidden, _ = gather_targets(out.hidden_states[-1], batch["labels"].to(device))  # (N, H), row-major
-            idx, logp = teacher_topk(project(hidden), k)  # (N, K) each
+            logits, _ = target_logits(model, batch["labels"].to(device), input_ids=batch["input_ids"].to(device),
+                                      attention_mask=batch["attention_mask"].to(device))  # (N, V), row-major
+            idx, logp = teacher_topk(logits, k)  # (N, K) each
             counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()  # targets per row
             for i, row_idx, row_logp in zip(chosen, idx.split(counts), logp.split(counts)):
                 per_example[i] = (row_idx.to("cpu", torch.int32), row_logp.to("cpu", torch.float16))

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..errors import ConfigError
 from .finetune import (FinetuneConfig, FinetuneResult, Prepared, describe_data, examples_hash, prepare, record_run,
                        remove_checkpoints)
-from .losses import gather_targets, kd_loss, logit_projection, target_cross_entropy
+from .losses import kd_loss, target_cross_entropy, target_logits
 from .sft_data import Collator
 
 logger = logging.getLogger(__name__)
@@ -178,9 +178,9 @@ def _device(config: FinetuneConfig) -> str:
 class TargetTokenTrainer(Trainer):
     """A Trainer whose loss projects only the hidden states that predict target tokens.
 
-    The forward pass keeps the logits of one position only (``logits_to_keep=1``) and returns
-    the final hidden states; ``losses`` gathers the target positions and projects them.
-    With cached teacher rows in the batch the loss is ``losses.kd_loss``.
+    The forward pass computes the logits of the target positions only (``losses.target_logits``:
+    inside the forward, so that FSDP and ZeRO-3 gather the LM head); with cached teacher rows in
+    the batch the loss is ``losses.kd_loss``.
     """
 
     def __init__(self, *args, kd_weight: float = 0.0, temperature: float = 1.0, **kwargs):
@@ -192,9 +192,7 @@ class TargetTokenTrainer(Trainer):
         labels = inputs.pop("labels")
         teacher_indices = inputs.pop("teacher_indices", None)
         teacher_logprobs = inputs.pop("teacher_logprobs", None)
-        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-        hidden, targets = gather_targets(outputs.hidden_states[-1], labels)  # (N, H), (N,)
-        logits = logit_projection(self._plain_model(model))(hidden)  # (N, V)
+        logits, targets = target_logits(model, labels, **inputs, use_cache=False)  # (N, V), (N,)
         reduction = "mean" if num_items_in_batch is None else "sum"
         if teacher_indices is not None and self.kd_weight > 0:
             loss = kd_loss(logits, targets, teacher_indices, teacher_logprobs, kd_weight=self.kd_weight,
@@ -209,19 +207,18 @@ class TargetTokenTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return SeededLengthGroupedSampler([len(ex["input_ids"]) for ex in dataset],
-                                          self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        # grouped by the examples of one optimizer step over all processes: N processes of batch B
+        # see the same examples per step as one process of batch N x B
+        step_examples = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return SeededLengthGroupedSampler([len(ex["input_ids"]) for ex in dataset], step_examples,
                                           seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-
-    def _plain_model(self, model):
-        model = self.accelerator.unwrap_model(model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class SeededLengthGroupedSampler(torch.utils.data.Sampler):
     """transformers' length grouping (shuffle, then sort within mega-batches) from a generator seeded
     by (seed, epoch) only, not by the global RNG: an epoch's order is the same in an
-    uninterrupted run and in a resumed one, and in every process of a data-parallel run.
+    uninterrupted run and in a resumed one, in every process of a data-parallel run, and (grouped
+    by the examples of a whole step) whatever the number of processes.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):
@@ -272,12 +269,13 @@ def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArgumen
         lr_scheduler_type="cosine",
         warmup_steps=config.warmup,
         weight_decay=0.0,
+        optim=config.optimizer,
         logging_steps=max(1, min(10, config.eval_every)),
         eval_strategy="steps" if evaluate else "no",
         eval_steps=config.eval_every if evaluate else None,
         eval_on_start=evaluate and not config.resume,
         save_strategy="steps",
-        save_steps=config.save_steps,
+        save_steps=_trainer_save_steps(config, evaluate),
         save_total_limit=2,
         load_best_model_at_end=evaluate,
         metric_for_best_model="eval_loss" if evaluate else None,
@@ -299,6 +297,27 @@ def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArgumen
     )
 
 
+def _trainer_save_steps(config: FinetuneConfig, evaluate: bool) -> int:
+    """The Trainer's own save interval.  It picks the best checkpoint among saved ones, so it
+    saves at every evaluation; a --save-every that is not a multiple of --eval-every (saving more
+    often, for resumability) is added by ``SaveEveryCallback``."""
+    if evaluate and config.save_steps % config.eval_every:
+        return config.eval_every
+    return config.save_steps
+
+
+class SaveEveryCallback(TrainerCallback):
+    """A checkpoint every ``every`` steps, besides the Trainer's own (at the evaluations)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            control.should_save = True
+        return control
+
+
 def _checkpointing_arguments(enabled: bool) -> dict[str, Any]:
     """Gradient checkpointing, under its name in this transformers (renamed activation_checkpointing in 5.2x)."""
     import dataclasses
@@ -312,9 +331,12 @@ def build_trainer(config: FinetuneConfig, prepared: Prepared, loaded, rows, call
     tokenizer = prepared.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     has_dev = bool(prepared.dev_examples)
+    args = training_arguments(config, has_dev)
+    if args.save_steps != config.save_steps:
+        callbacks = (SaveEveryCallback(config.save_steps), *callbacks)
     trainer = TargetTokenTrainer(
         model=loaded.model,
-        args=training_arguments(config, has_dev),
+        args=args,
         train_dataset=prepared.train_examples,
         eval_dataset=prepared.dev_examples if has_dev else None,
         data_collator=Collator(pad_token_id=pad, teacher=rows),
@@ -431,6 +453,7 @@ def _trainable_record(config: FinetuneConfig, prepared: Prepared) -> dict[str, A
         "lora": {"rank": config.lora_rank, "alpha": config.lora_alpha, "merged": True} if config.lora else None,
         "embeddings_frozen": config.freeze_embeddings or config.lora or prepared.train_layers is not None,
         "gradient_checkpointing": config.gradient_checkpointing,
+        "optimizer": config.optimizer,
     }
 
 

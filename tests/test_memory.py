@@ -1,0 +1,111 @@
+"""Memory estimates per stage: pure arithmetic on a model's shape, the shape from a meta-device
+skeleton of its config (no weights), and the Aya recipe's stages against one 80 GB GPU."""
+from __future__ import annotations
+
+import pytest
+
+from mtprune.memory import (
+    GiB,
+    Estimate,
+    ModelShape,
+    activation_values,
+    format_estimates,
+    inference_memory,
+    kv_cache_bytes,
+    model_shape,
+    recipe_estimates,
+    training_memory,
+)
+
+GB80 = 80 * 10 ** 9
+SMALL = ModelShape(params=1000, layer_params=100, num_layers=4, hidden=8, intermediate=32, vocab=50, kv_dim=4,
+                   lora_width=200)
+
+
+def aya_expanse_8b_config():
+    """Aya Expanse 8B's config.json (CohereForCausalLM), as published with the model."""
+    from transformers import CohereConfig
+
+    return CohereConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                        num_key_value_heads=8, vocab_size=256000, max_position_embeddings=8192,
+                        tie_word_embeddings=True, logit_scale=0.125)
+
+
+@pytest.fixture(scope="module")
+def aya():
+    return model_shape(aya_expanse_8b_config())
+
+
+def test_full_training_counts_weights_gradients_and_adam_states():
+    est = training_memory(SMALL, batch_size=2, max_length=10, compute_bytes=2, target_fraction=0.5)
+    assert est.weights == 1000 * 4 and est.optimizer == 1000 * (4 + 8)
+    per_layer = 20 * activation_values(SMALL) * 2
+    assert est.activations == 4 * per_layer + 10 * 50 * 4 * 2  # 4 layers + the targets' fp32 logits and grads
+    assert est.total == est.weights + est.optimizer + est.activations and est.kv_cache == 0
+
+
+def test_lora_8bit_states_and_checkpointing_shrink_their_parts():
+    full = training_memory(SMALL, batch_size=2, max_length=10)
+    lora = training_memory(SMALL, batch_size=2, max_length=10, lora=True, lora_rank=2)
+    assert lora.optimizer == 4 * 2 * 200 * (4 + 8) and lora.weights == 1000 * 4 + 4 * 2 * 200 * 4
+    assert training_memory(SMALL, batch_size=2, max_length=10, optimizer="paged_adamw_8bit").optimizer == 1000 * 6
+    checkpointed = training_memory(SMALL, batch_size=2, max_length=10, gradient_checkpointing=True)
+    assert checkpointed.activations < full.activations
+    some_layers = training_memory(SMALL, batch_size=2, max_length=10, trained_layers=1)
+    assert some_layers.optimizer == 100 * 12
+
+
+def test_inference_kv_cache_and_the_pruned_shape():
+    assert kv_cache_bytes(SMALL, sequences=3, tokens=10, dtype_bytes=2) == 2 * 4 * 4 * 3 * 10 * 2
+    est = inference_memory(SMALL, dtype_bytes=2, batch_size=3, tokens=10)
+    assert est.weights == 2000 and est.kv_cache == kv_cache_bytes(SMALL, 3, 10, 2)
+    pruned = SMALL.pruned(1)
+    assert (pruned.params, pruned.num_layers) == (900, 3)
+    assert "weights 0.0" in Estimate(weights=10).describe() and Estimate(weights=GiB).describe().startswith("~1.0 GiB")
+
+
+def test_the_shape_comes_from_a_skeleton_without_weights(aya):
+    assert aya.num_layers == 32 and aya.hidden == 4096 and aya.kv_dim == 8 * 128 and aya.vocab == 256000
+    assert 8.0e9 < aya.params < 8.1e9  # Aya Expanse 8B: 8.03B parameters (tied embeddings counted once)
+    assert aya.embedding_params == 256000 * 4096
+    # q, o: 4096 -> 4096; k, v: 4096 -> 1024; gate, up: 4096 -> 14336; down: 14336 -> 4096
+    assert aya.lora_width == 2 * 8192 + 2 * 5120 + 3 * (4096 + 14336)
+
+
+def test_aya_finetune_as_it_was_does_not_fit_and_as_it_is_does(aya, tmp_path):
+    """The issue's figure: the 24-layer student trained fully with fp32 AdamW needs > 100 GB; the
+    example's settings (gradient checkpointing, paged 8-bit AdamW, embeddings frozen... as estimated:
+    full layers) fit one 80 GB GPU."""
+    student = aya.pruned(8)
+    before = training_memory(student, batch_size=8, max_length=512)
+    assert before.total > 100 * 10 ** 9
+    after = training_memory(student, batch_size=8, max_length=512, gradient_checkpointing=True,
+                            optimizer="paged_adamw_8bit")
+    assert after.total < GB80
+    lora = training_memory(student, batch_size=8, max_length=512, lora=True, gradient_checkpointing=True)
+    assert lora.total < 40 * 10 ** 9
+
+
+def test_the_aya_recipe_dry_run_estimates_every_stage(aya):
+    from pathlib import Path
+
+    from mtprune.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parent.parent / "examples" / "aya-expanse-8b-cs-de.yaml",
+                         allow_missing_files=True)
+    teacher = model_shape(aya_expanse_8b_config())  # stands in for the 32B teacher's shape here
+    estimates = dict(recipe_estimates(recipe, {recipe.model: aya, "CohereLabs/aya-expanse-32b": teacher}))
+    finetune = estimates["recover 2. finetune"]
+    assert finetune.total < GB80, finetune.describe()
+    assert "vLLM takes 90%" in estimates["evaluate"].note and "search" in estimates
+    text = format_estimates(list(estimates.items()))
+    assert "recover 1. synthesize" in text and "recover 2. finetune (teacher top-k pass)" in text
+    assert not any(line.startswith(" !") for line in text.splitlines()), text
+
+
+def test_a_local_model_and_a_missing_hub_model(tiny_checkpoints):
+    from mtprune.memory import shape_of
+
+    shape = shape_of(str(tiny_checkpoints["gemma3"]))
+    assert shape.num_layers == 6 and shape.hidden == 64 and shape.kv_dim == 32
+    assert shape_of("nobody/no-such-model-here") is None
