@@ -26,7 +26,7 @@ LAYER_IDS_NOTE = (
 )
 
 # subcommands in mtprune/commands/, each with add_parser(subparsers) (registered in this order)
-COMMAND_MODULES: tuple[str, ...] = ("synthesize", "heal", "finetune", "bench", "run", "export_submission")
+COMMAND_MODULES: tuple[str, ...] = ("synthesize", "heal", "finetune", "bench", "run", "export_submission", "trim_vocab")
 
 
 # ----------------------------------------------------------------------------------------
