@@ -70,7 +70,25 @@ def tokenizer_spec(tokenizer) -> dict:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
-TOKENIZERS = {"byte-fallback": byte_fallback_tokenizer, "byte-level": make_tokenizer}
+def unigram_tokenizer():
+    """A SentencePiece-Unigram-like tokenizer (T5 style: Metaspace) with byte fallback."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=SPECIALS[:4], unk_token="<unk>",
+                                      initial_alphabet=list(ALPHABET), show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    spec = json.loads(tok.to_str())
+    spec["model"]["vocab"] += [[piece, -50.0] for piece in vocab.BYTE_PIECES]
+    spec["model"]["byte_fallback"] = True
+    spec["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"},
+                                                        {"type": "Metaspace", "replacement": "▁",
+                                                         "prepend_scheme": "always", "split": True}]}
+    return hf_tokenizer(spec, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+
+
+TOKENIZERS = {"byte-fallback": byte_fallback_tokenizer, "byte-level": make_tokenizer, "unigram": unigram_tokenizer}
 TEXTS = [seg for seg in _CORPUS] + [
     "Und Gott sah, dass es gut war.", "And God saw that it was good.", "the earth and the heaven",
     "Схема 😀 ☃ ≠ ∑ and München, Œuvre", "  two  spaces\tand\nnewlines  ", "",
@@ -126,6 +144,7 @@ def test_unsupported_tokenizers_are_refused_with_what_is_supported():
         vocab.tokenizer_kind(_toy_spec())
     assert vocab.tokenizer_kind(tokenizer_spec(make_tokenizer())) == "byte-level-bpe"
     assert vocab.tokenizer_kind(byte_fallback_spec()) == "bpe-byte-fallback"
+    assert vocab.tokenizer_kind(tokenizer_spec(unigram_tokenizer())) == "unigram"
 
 
 def test_config_ids_are_renumbered_and_a_lost_one_is_an_error():

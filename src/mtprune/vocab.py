@@ -118,10 +118,13 @@ def always_kept(spec: Mapping[str, Any], kind: str) -> set[int]:
     else:
         return keep
     missing = [w for w in wanted if w not in piece_ids]
-    if missing:
-        raise ConfigError(f"the tokenizer lacks {len(missing)} of the 256 {label} (e.g. {missing[0]!r}): a trimmed "
-                          "vocabulary could not encode every text")
-    return keep | {piece_ids[w] for w in wanted}
+    if len(missing) == len(wanted):
+        raise ConfigError(f"the tokenizer has none of the 256 {label}: a trimmed vocabulary could not encode every "
+                          "text")
+    if missing:  # SmolLM2's GGUF vocabulary lacks 21 control bytes: the original cannot write them either
+        logger.warning("the tokenizer lacks %d of the 256 %s (e.g. %r); the trimmed one keeps the other %d",
+                       len(missing), label, missing[0], 256 - len(missing))
+    return keep | {piece_ids[w] for w in wanted if w in piece_ids}
 
 
 def byte_token_ids(spec: Mapping[str, Any], kind: str) -> set[int]:
