@@ -322,6 +322,12 @@ def test_pruned_and_recovered_checkpoints_trim_through_the_command(capsys, tiny_
         trim = record["vocabulary"][-1]
         assert record["removed"] == [1] and trim["kept"] < trim["vocab_size_before"]  # the pruning record stays
     assert read_record(tmp_path / "recovered-trimmed")["recovery"][-1]["prompt"]["mode"] == "zeroshot"
+    # a trimmed model trims again: its record lists both trims, each with its own id map
+    code, stdout, err = run(capsys, "trim-vocab", tmp_path / "recovered-trimmed", "--data", "sample:en-de", "--part",
+                            "train", "--limit", "4", "-o", tmp_path / "twice")
+    assert code == 0, err
+    first, second = read_record(tmp_path / "twice")["vocabulary"]
+    assert second["vocab_size_before"] == first["kept"] > second["kept"]
     code, stdout, err = run(capsys, "info", tmp_path / "recovered-trimmed")
     assert code == 0 and "recovered" in stdout
 

@@ -360,7 +360,8 @@ def trim_model_vocabulary(model, kept: Sequence[int]) -> None:
     index = torch.tensor(list(kept), dtype=torch.long, device=embed.weight.device)
     if int(index.max()) >= embed.weight.shape[0]:
         raise ConfigError(f"token id {int(index.max())} is beyond the model's {embed.weight.shape[0]} embedding rows")
-    embed.weight = torch.nn.Parameter(embed.weight.detach().index_select(0, index), requires_grad=False)
+    grad = embed.weight.requires_grad
+    embed.weight = torch.nn.Parameter(embed.weight.detach().index_select(0, index), requires_grad=grad)
     embed.num_embeddings = len(kept)
     if getattr(embed, "padding_idx", None) is not None:
         embed.padding_idx = new_ids(kept).get(embed.padding_idx)
@@ -369,10 +370,10 @@ def trim_model_vocabulary(model, kept: Sequence[int]) -> None:
             head.weight = embed.weight
         else:
             head.weight = torch.nn.Parameter(head.weight.detach().index_select(0, index.to(head.weight.device)),
-                                             requires_grad=False)
+                                             requires_grad=grad)
         if getattr(head, "bias", None) is not None:
             head.bias = torch.nn.Parameter(head.bias.detach().index_select(0, index.to(head.bias.device)),
-                                           requires_grad=False)
+                                           requires_grad=grad)
         if hasattr(head, "out_features"):
             head.out_features = len(kept)
     for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
