@@ -296,73 +296,107 @@ def _load_pairs(specs: Sequence[DataSpec]):
     return [load_pair(spec) for spec in specs]
 
 
-def trim_vocabulary(cfg: TrimConfig) -> TrimResult:
-    """Trim ``cfg.model``'s vocabulary to what ``cfg.data`` uses and save it to ``cfg.out``."""
+def _check_output(cfg: TrimConfig) -> Path:
     from .export import check_output_dir
-    from .models import load_model, resolve_source
+    from .models import resolve_source
 
-    cfg.validate()
     out = Path(cfg.out)
     check_output_dir(out, cfg.force)
     source = resolve_source(cfg.model)
     if source.path and Path(source.path).resolve() in (out.resolve(), *out.resolve().parents):
         raise ConfigError(f"-o {out} is the model folder {source.path} or inside it; write the trimmed model elsewhere")
-    pairs, fill_pairs = _load_pairs(cfg.data), _load_pairs(cfg.keep_from)
-    started = time.time()
-    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    return out
+
+
+@dataclass
+class Counted:
+    """What the data says: the tokenizer.json, its kind, the counted texts and their old ids, the plan."""
+
+    spec: dict[str, Any]
+    kind: str
+    texts: list[tuple[str, bool]]
+    old_ids: list[list[int]]
+    plan: vocab.KeepPlan
+    byte_share: dict[str, float]
+
+
+def count_and_plan(loaded, cfg: TrimConfig, pairs, fill_pairs) -> Counted:
+    """Count the data's tokens in every prompt format and choose the kept ids (nothing changed yet)."""
     tokenizer, model = loaded.tokenizer, loaded.model
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ConfigError(f"{cfg.model}: its tokenizer ({type(tokenizer).__name__}) is not a `tokenizers` tokenizer "
+                          "(no tokenizer.json); trim-vocab rebuilds tokenizer.json, so it cannot trim this one")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     kind = vocab.tokenizer_kind(spec)
     rows = model.get_input_embeddings().weight.shape[0]
     if cfg.keep is not None and cfg.keep > rows:
         raise ConfigError(f"--keep {cfg.keep} is larger than the vocabulary ({rows} tokens)")
     byte_share = check_byte_share(tokenizer, spec, kind, pairs)
-
     texts = data_texts(loaded, pairs, cfg.shots)
     old_ids = encode(tokenizer, texts)
     counts = Counter(i for row in old_ids for i in row)
     fill = Counter(i for row in encode(tokenizer, raw_texts(fill_pairs)) for i in row) if fill_pairs else None
     plan = vocab.plan_kept_ids(spec, kind, counts, required=required_ids(tokenizer, model, spec, kind),
                                min_count=cfg.min_count, keep=cfg.keep, fill_counts=fill, vocab_size=rows)
-    kept = list(plan.kept)
-    if kept[-1] >= rows:
-        raise ConfigError(f"the tokenizer has ids up to {kept[-1]} but the model only {rows} embedding rows")
-    mapping = vocab.new_ids(kept)
-    logger.info("keeping %d of %d tokens (%d required, %d from the data, %d parents, %d by --keep)", len(kept), rows,
-                plan.required, plan.from_data, plan.closure, plan.filled)
+    if plan.kept[-1] >= rows:
+        raise ConfigError(f"the tokenizer has ids up to {plan.kept[-1]} but the model only {rows} embedding rows")
+    logger.info("keeping %d of %d tokens (%d required, %d from the data, %d parents, %d by --keep)", len(plan.kept),
+                rows, plan.required, plan.from_data, plan.closure, plan.filled)
+    return Counted(spec, kind, texts, old_ids, plan, byte_share)
 
-    new_tokenizer = build_tokenizer(tokenizer, vocab.trimmed_tokenizer_json(spec, kind, kept), mapping)
-    tokenization = check_tokenization(old_ids, new_tokenizer, texts, tokenizer.convert_ids_to_tokens, mapping)
-    samples = _logit_samples(old_ids, mapping)
+
+def apply_trim(loaded, counted: Counted) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the tokenizer and trim the model in place, checking both; returns the new tokenizer
+    and the checks (tokenizer, logits, the head's FLOP share before and after)."""
+    tokenizer, model, kept = loaded.tokenizer, loaded.model, list(counted.plan.kept)
+    mapping = vocab.new_ids(kept)
+    new_tokenizer = build_tokenizer(tokenizer, vocab.trimmed_tokenizer_json(counted.spec, counted.kind, kept), mapping)
+    tokenization = check_tokenization(counted.old_ids, new_tokenizer, counted.texts, tokenizer.convert_ids_to_tokens,
+                                      mapping)
+    samples = _logit_samples(counted.old_ids, mapping)
     before = [_logits(model, ids).cpu() for ids in samples]
-    config_changes = _remap_configs(model, mapping)
-    report_before = vocab.vocabulary_report(model)
+    config_changes = _remap_configs(model, mapping)  # all of them first: a lost id changes nothing
+    share_before = vocab.vocabulary_report(model)["head_flops_share"]
     vocab.trim_model_vocabulary(model, kept)
     for target, changes in config_changes:
         for key, value in changes.items():
             setattr(target, key, value)
-    logits = check_logits(before, model, samples, kept)
+    checks = {"head_flops_share_before": round(share_before, 4),
+              "head_flops_share_after": round(vocab.vocabulary_report(model)["head_flops_share"], 4),
+              "tokenizer_check": tokenization, "logit_check": check_logits(before, model, samples, kept)}
+    return new_tokenizer, checks
+
+
+def trim_vocabulary(cfg: TrimConfig) -> TrimResult:
+    """Trim ``cfg.model``'s vocabulary to what ``cfg.data`` uses and save it to ``cfg.out``."""
+    from .models import load_model
+
+    cfg.validate()
+    out = _check_output(cfg)
+    pairs, fill_pairs = _load_pairs(cfg.data), _load_pairs(cfg.keep_from)
+    started = time.time()
+    loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    rows = loaded.model.get_input_embeddings().weight.shape[0]
+    counted = count_and_plan(loaded, cfg, pairs, fill_pairs)
+    new_tokenizer, checks = apply_trim(loaded, counted)
     entry = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {**loaded.source.to_dict(), "fingerprint": loaded.fingerprint},
-        "tokenizer_kind": kind,
+        "tokenizer_kind": counted.kind,
         "vocab_size_before": rows,
-        "kept": len(kept),
-        "plan": {key: value for key, value in asdict(plan).items() if key != "kept"},
+        "kept": len(counted.plan.kept),
+        "plan": {key: value for key, value in asdict(counted.plan).items() if key != "kept"},
         "min_count": cfg.min_count,
         "keep": cfg.keep,
         "data": [_describe(pair) for pair in pairs],
         "keep_from": [_describe(pair) for pair in fill_pairs],
         "prompt_modes": prompt_modes(loaded),
         "shots": cfg.shots,
-        "byte_share": byte_share,
-        "head_flops_share_before": round(report_before["head_flops_share"], 4),
-        "head_flops_share_after": round(vocab.vocabulary_report(model)["head_flops_share"], 4),
-        "tokenizer_check": tokenization,
-        "logit_check": logits,
+        "byte_share": counted.byte_share,
+        **checks,
         "seconds": round(time.time() - started, 1),
         "old_to_new": "kept_ids[new id] = old id",
-        "kept_ids": kept,
+        "kept_ids": list(counted.plan.kept),
     }
     _save(loaded, new_tokenizer, out, entry, cfg)
     return TrimResult(out=out, entry=entry)
