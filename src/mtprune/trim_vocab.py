@@ -444,9 +444,9 @@ tags: [mtprune, vocabulary-trimming, translation]
 # {name}
 
 Vocabulary-trimmed version of `{entry['source']['spec']}` made with mtprune
-{entry['versions'].get('mtprune', '')}: {entry['kept']:,} of {entry['vocab_size_before']:,} tokens kept
-(the tokens of {data} in the prompt formats {', '.join(entry['prompt_modes'])}, special and control tokens,
-all byte pieces, and what keeps each kept token reachable). The LM head's share of a generated
+{entry['versions'].get('mtprune', '')}: {entry['kept']:,} of {entry['vocab_size_before']:,} tokens kept: the tokens of
+{data} in the prompt formats {' / '.join(entry['prompt_modes'])}; special and control tokens;
+all byte pieces; and what keeps each kept token reachable. The LM head's share of a generated
 token's matmul FLOPs: {entry['head_flops_share_before']:.0%} before, {entry['head_flops_share_after']:.0%} after.
 
 The model can only generate kept tokens; text outside the kept vocabulary is still encoded
