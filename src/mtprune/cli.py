@@ -19,7 +19,8 @@ logger = logging.getLogger("mtprune")
 
 # subcommands in mtprune/commands/, each with add_parser(subparsers) and run(args) (registered in this order)
 COMMAND_MODULES: tuple[str, ...] = ("info", "prune", "translate", "evaluate", "search", "report", "quickstart",
-                                    "synthesize", "heal", "finetune", "bench", "run", "export_submission")
+                                    "trim_vocab", "synthesize", "heal", "finetune", "bench", "run",
+                                    "export_submission")
 
 
 def build_parser() -> argparse.ArgumentParser:
