@@ -466,9 +466,12 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
 def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
     """The recipe's translation settings and device, for the config fields ``cls`` has.  A training
     step takes the prompt settings (it trains on the inference format) but keeps its own batch
-    size: the translation batch size is not a training batch size."""
+    size: the translation batch size is not a training batch size. A dtype the recipe names (not
+    auto) is every step's dtype, training included; a step's own ``dtype`` wins."""
     names = {f.name for f in dataclasses.fields(cls)}
     shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
+    if recipe.dtype != "auto":
+        shared["dtype"] = recipe.dtype
     if training:
         for key in TRANSLATION_ONLY:
             shared.pop(key)
