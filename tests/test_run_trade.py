@@ -35,6 +35,7 @@ bench: {{batch_sizes: [4], warmup: 0, runs: 2, limit: 4}}
 
 
 def test_trimmed_pruned_recovered_and_reference_side_by_side(tiny_checkpoints, tmp_path, capsys):
+    from mtprune.cli import main
     from mtprune.commands.run import execute
     from mtprune.export import read_record
 
@@ -64,6 +65,9 @@ def test_trimmed_pruned_recovered_and_reference_side_by_side(tiny_checkpoints, t
     row = bench["models"][1]["batches"][0]
     assert len(row["runs_segments_per_s"]) == 2 and row["segment_speedup"] > 0
     table = capsys.readouterr().out
+    assert main(["info", str(run_dir / "prune" / "model")]) == 0
+    info = capsys.readouterr().out
+    assert f"vocabulary     {kept:,} tokens" in info and f"-> {kept:,} tokens (the tokens of sample:en-de)" in info
     assert "vocab" in table and "seg/s" in table and f"{kept:>9}" in table
     md = (run_dir / "report" / "report.md").read_text()
     assert "| reference | 6 |" in md and "segments/s" in md
