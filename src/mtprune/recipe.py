@@ -874,4 +874,7 @@ def _reference(ck: RecipeChecker, value: bool, recipe: Recipe) -> bool:
             ck.error(("reference",), "heal repairs the layers after a gap and the unpruned model has none: "
                      "a reference needs finetune (or synthesize + finetune) steps only")
             break
+        if step.options.get("teacher") == "auto":
+            ck.error(("reference",), f"{step.name} distils from the unpruned model (teacher: auto), which the "
+                     "reference is: name the teacher model, or leave out 'reference'")
     return True
