@@ -42,6 +42,8 @@ def test_info_json(tiny_checkpoints, capsys, arch):
     assert len(info["parameters"]["per_layer"]) == 6
     assert info["architecture"] == type(model).__name__ and info["source"]["kind"] == "folder"
     assert info["chat_template"] is True and info["pruning_record"] is None
+    assert info["vocabulary"]["vocab_size"] == model.get_output_embeddings().weight.shape[0]
+    assert 0 < info["vocabulary"]["head_flops_share"] < 1
     assert info["size_on_disk_bytes"] == sum(p.stat().st_size for p in folder.iterdir())
     assert ("layer_types" in info["per_layer_config_keys"]) == (arch == "gemma3")
 

@@ -106,6 +106,21 @@ def test_sft_lowers_dev_loss_and_writes_a_recovered_checkpoint(pruned, data_tsv,
     assert AutoTokenizer.from_pretrained(out).chat_template  # tokenizer with its chat template
 
 
+def test_a_base_model_is_trained_zero_shot_by_default(pruned, data_tsv, tmp_path):
+    """Without a chat template, prompt auto trains (and records) the bare instruction: the recovered
+    model then translates without few-shot examples; --prompt fewshot keeps the few-shot format."""
+    from tiny import copy_without, make_tokenizer
+
+    base = copy_without(pruned, tmp_path / "base", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+    make_tokenizer(chat_template=False).save_pretrained(base)
+    assert finetune(base, data_tsv, tmp_path / "zs", "--max-steps", "2") == 0
+    (rec,) = read_record(tmp_path / "zs")["recovery"]
+    assert rec["prompt"]["mode"] == "zeroshot" and not rec["prompt"].get("example_ids")
+    assert finetune(base, data_tsv, tmp_path / "fs", "--max-steps", "2", "--prompt", "fewshot", "--shots", "2") == 0
+    (rec,) = read_record(tmp_path / "fs")["recovery"]
+    assert rec["prompt"]["mode"] == "fewshot" and len(rec["prompt"]["example_ids"]) == 2
+
+
 def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path, monkeypatch):
     from transformers import TrainerCallback
 

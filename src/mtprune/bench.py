@@ -355,10 +355,13 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
     for b in cfg.batch_sizes:
         t = m.timings[b]
         rate = summarize(t.rates, cfg.interval, cfg.seed)
+        segments = summarize(t.segment_rates, cfg.interval, cfg.seed)
         row = {
             "batch_size": b, "runs": len(t.rates),
             "tokens_per_s": round(rate.median, 3), "tokens_per_s_interval": [round(rate.lo, 3), round(rate.hi, 3)],
-            "segments_per_s": round(median(t.segment_rates), 4),
+            "segments_per_s": round(segments.median, 4),
+            "segments_per_s_interval": [round(segments.lo, 4), round(segments.hi, 4)],
+            "runs_segments_per_s": [round(r, 4) for r in t.segment_rates],
             "latency_median_s": round(median(t.latencies), 4), "latency_p95_s": round(percentile(t.latencies, 95), 4),
             "peak_memory_bytes": t.peak_bytes, "generated_tokens": t.tokens,
             "runs_tokens_per_s": [round(r, 3) for r in t.rates],
@@ -421,6 +424,12 @@ def add_ratios(models: list[dict[str, Any]], interval: str = "minmax", seed: int
             row["speedup"] = round(speedup.median, 4)
             row["speedup_interval"] = [round(speedup.lo, 4), round(speedup.hi, 4)]
             row["speedup_runs"] = [round(r, 4) for r in ratios]
+            if row.get("runs_segments_per_s") and base_row.get("runs_segments_per_s"):
+                # segments/s as translated: each model's own prompts and outputs (no ideal: not equal work)
+                per_round = summarize(per_round_ratios(row["runs_segments_per_s"], base_row["runs_segments_per_s"]),
+                                      interval, seed)
+                row["segment_speedup"] = round(per_round.median, 4)
+                row["segment_speedup_interval"] = [round(per_round.lo, 4), round(per_round.hi, 4)]
             row["ideal_speedup"] = round(per_token_flops(base_shape, context)["total"] / flops["total"], 4)
             row["gain_over_ideal"] = (round((row["speedup"] - 1) / (row["ideal_speedup"] - 1), 3)
                                       if abs(row["ideal_speedup"] - 1) > 1e-9 else None)

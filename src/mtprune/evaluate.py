@@ -220,6 +220,8 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], **transl
     return {
         "layers": num_layers(model),
         "parameters": count_parameters(model)["total"],
+        "vocab_size": model.config.get_text_config().vocab_size,
+        "prompt": translator.prompter.mode,
         "scores": scored["scores"],
         "failures": scored["failures"],
         "timing": result.timing(),

@@ -98,6 +98,7 @@ class PruneRecord:
     plan: dict[str, Any] | None = None  # summary of the search plan this came from, if any
     verification: dict[str, Any] | None = None
     layer_ids: str = "original 0-based ids of the unpruned model"
+    vocabulary: list[dict[str, Any]] | None = None  # the source's vocabulary trims (mtprune trim-vocab), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,6 +220,14 @@ class ExportResult:
     record: PruneRecord
 
 
+def _source_vocabulary(loaded) -> list[dict[str, Any]] | None:
+    """The vocabulary trims recorded in the source's mtprune.json: a pruned model keeps saying
+    which tokens it has (and the old-to-new id map) when its source was trimmed."""
+    folder = Path(loaded.checkpoint) if getattr(loaded, "checkpoint", None) else None
+    record = read_record(folder) if folder is not None and folder.is_dir() else None
+    return (record or {}).get("vocabulary")
+
+
 def export_pruned(
     loaded,
     keep: Sequence[int],
@@ -254,6 +263,7 @@ def export_pruned(
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         versions=software_versions(),
         plan=plan_summary,
+        vocabulary=_source_vocabulary(loaded),
     )
 
     def finish(folder: Path, verification: dict[str, Any] | None) -> None:

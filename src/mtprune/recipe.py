@@ -101,6 +101,29 @@ class RecoverStep:
 
 
 @dataclass
+class TrimVocab:
+    """``trim_vocab:``: the vocabulary kept for the run (see ``mtprune trim-vocab --help``); the stage
+    runs first, so the search, pruning, recovery and the reference work on the trimmed model."""
+
+    data: list[DataSpec | str] = field(default_factory=lambda: [TRAIN])  # "train": each pair's train part
+    limit: int | None = None  # segments of each pair's train part counted (None: the whole part)
+    keep: int | None = None  # tokens kept in all, filled up in the tokenizer's order
+    min_count: int = 1
+    verify: bool = True
+
+    def specs(self, pairs: list[Pair]) -> list[DataSpec]:
+        """The data whose tokens are kept: every pair's train part (without its limit, unless
+        ``limit`` says), and the data specs given."""
+        out = []
+        for item in self.data:
+            if item == TRAIN:
+                out += [dataclasses.replace(p.train, limit=self.limit) for p in pairs if p.train is not None]
+            else:
+                out.append(item)
+        return out
+
+
+@dataclass
 class Evaluate:
     metrics: list[str] = field(default_factory=lambda: ["chrf++", "bleu"])
 
@@ -131,16 +154,20 @@ class Recipe:
     recover: list[RecoverStep] = field(default_factory=list)
     evaluate: Evaluate = field(default_factory=Evaluate)
     bench: Bench | None = None
+    trim_vocab: TrimVocab | None = None
+    reference: bool = False  # the recovery steps applied to the unpruned (trimmed) model too: the fair reference
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
     text: str = ""  # the recipe as run (the file, or with --set overrides applied): saved in the run folder
 
-    def search_config(self, run_dir: Path, *, resume: bool = False, progress: bool = True) -> SearchConfig:
+    def search_config(self, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                      model: str | None = None) -> SearchConfig:
+        """``model``: the model searched (default: the recipe's; a run's trimmed copy of it)."""
         opts = dict(self.search or {})
         stop = StopRule(**{k: opts.pop(k) for k in list(opts) if k in _field_names(StopRule)})
         t = self.translation
         return SearchConfig(
-            model=self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
+            model=model or self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
             run_dir=run_dir, stop=stop, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
             batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype, device=self.device,
             seed=self.seed, resume=resume, progress=progress, **opts)
@@ -150,6 +177,7 @@ TOP_LEVEL: dict[str, Any] = {
     "model": str, "dtype": str, "device": str, "seed": int, "pairs": list, "translation": dict,
     "backend": Union[dict, str], "search": Union[dict, None], "prune": Union[dict, None],
     "recover": Union[list, None], "evaluate": Union[dict, None], "bench": Union[dict, None],
+    "trim_vocab": Union[dict, None], "reference": bool,
 }
 PAIR_KEYS: dict[str, Any] = {"src": str, "tgt": str, "weight": float, "data": Union[str, dict],
                              "dev": Union[str, dict], "test": Union[str, dict], "train": Union[str, dict]}
@@ -413,6 +441,8 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
     recipe.recover = _recover(ck, top.get("recover") or [], recipe)
     recipe.evaluate = _evaluate(ck, top.get("evaluate"))
     recipe.bench = _bench(ck, top.get("bench")) if "bench" in top else None
+    recipe.trim_vocab = _trim_vocab(ck, top.get("trim_vocab"), recipe) if "trim_vocab" in top else None
+    recipe.reference = _reference(ck, top.get("reference", False), recipe)
     _roles_needed(ck, recipe)
     ck.raise_if_any()
     recipe.missing_files = ck.missing
@@ -868,3 +898,49 @@ def _bench(ck: RecipeChecker, value: Any) -> Bench:
     if bench.limit is not None and bench.limit < 1:
         ck.error(path + ("limit",), f"must be at least 1, got {bench.limit}")
     return bench
+
+
+def _trim_vocab(ck: RecipeChecker, value: Any, recipe: Recipe) -> TrimVocab:
+    from .trim_vocab import TrimConfig
+
+    path = ("trim_vocab",)
+    allowed = {**config_keys(TrimVocab, ("data",)), "data": Union[str, dict, list, None]}
+    opts = ck.mapping(value, path, allowed)
+    given = opts.pop("data", None) or TRAIN
+    trim = TrimVocab(**opts, data=[])
+    for i, item in enumerate(given if isinstance(given, list) else [given]):
+        where = path + ("data",) + ((i,) if isinstance(given, list) else ())
+        if item == TRAIN:
+            missing = [p.name for p in recipe.pairs if p.train is None]
+            if missing:
+                ck.error(where, f"'train' data: pairs {', '.join(missing)} have no train data ('data' or 'train')")
+            trim.data.append(TRAIN)
+        elif isinstance(item, (str, dict)):
+            ref = _data_ref(ck, where, item, None, "train", _only_pair(ck, where, recipe), recipe.seed)
+            if ref is not None:
+                trim.data.append(ref)
+        else:
+            ck.error(where, f"expected 'train' or a data spec, got {_yaml_kind(item)}")
+    if trim.limit is not None and trim.limit < 1:
+        ck.error(path + ("limit",), f"must be at least 1, got {trim.limit}")
+    # the library's own checks, so that the stage cannot refuse what the recipe check let through
+    config = TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs), out=_NO_OUTPUT, keep=trim.keep,
+                        min_count=trim.min_count, shots=recipe.translation.shots)
+    ck.attempt(path, config.validate)
+    return trim
+
+
+def _reference(ck: RecipeChecker, value: bool, recipe: Recipe) -> bool:
+    if not value:
+        return False
+    if not any(step.makes_model for step in recipe.recover):
+        ck.error(("reference",), "the reference is the unpruned model with the same recovery: give recover steps")
+    for step in recipe.recover:
+        if step.method == "heal":
+            ck.error(("reference",), "heal repairs the layers after a gap and the unpruned model has none: "
+                     "a reference needs finetune (or synthesize + finetune) steps only")
+            break
+        if step.options.get("teacher") == "auto":
+            ck.error(("reference",), f"{step.name} distils from the unpruned model (teacher: auto), which the "
+                     "reference is: name the teacher model, or leave out 'reference'")
+    return True

@@ -59,19 +59,36 @@ class RunContext:
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
 
-    def step_dir(self, index: int, step: RecoverStep) -> Path:
-        return self.dir("recover") / f"{index:02d}-{step.name}"
+    def step_dir(self, index: int, step: RecoverStep, stage: str = "recover") -> Path:
+        return self.dir(stage) / f"{index:02d}-{step.name}"
 
     @property
     def pruned(self) -> Path:
         return self.dir("prune") / "model"
 
+    @property
+    def base(self) -> str:
+        """The model the search, pruning and the reference start from: the trimmed copy where the
+        recipe trims the vocabulary, else the recipe's model."""
+        return str(self.dir("trim_vocab") / "model") if self.recipe.trim_vocab else self.recipe.model
+
+    def final(self, stage: str) -> str | None:
+        """The last model the recovery steps make in ``stage`` (recover or reference)."""
+        made = [str(self.step_dir(i, s, stage) / "model") for i, s in enumerate(self.recipe.recover, 1)
+                if s.makes_model]
+        return made[-1] if made else None
+
     def models(self) -> list[tuple[str, str]]:
         """(name, MODEL) of every model the run makes, the unpruned one first."""
-        models = [("unpruned", self.recipe.model), ("pruned", str(self.pruned))]
+        models = [("unpruned", self.recipe.model)]
+        if self.recipe.trim_vocab:
+            models.append(("trimmed", self.base))
+        models.append(("pruned", str(self.pruned)))
         for i, step in enumerate(self.recipe.recover, 1):
             if step.makes_model:
                 models.append((step.name, str(self.step_dir(i, step) / "model")))
+        if self.recipe.reference:
+            models.append(("reference", self.final("reference")))
         return models
 
 
@@ -120,30 +137,57 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
     common = {"model": model_identity(recipe.model), "dtype": recipe.dtype, "device": recipe.device,
               "seed": recipe.seed, "translation": t}
     inputs: dict[str, dict[str, Any]] = {}
+    models: dict[str, Any] = {"unpruned": common["model"]}
+    if recipe.trim_vocab is not None:
+        trim = recipe.trim_vocab
+        inputs["trim_vocab"] = {**common, "trim_vocab": {**dataclasses.asdict(trim), "data": [
+            data_identity(spec) for spec in trim.specs(recipe.pairs)]}}
+        models["trimmed"] = digest(inputs["trim_vocab"])
+        common = {**common, "model": {"trimmed": models["trimmed"]}}  # what later stages start from
     if recipe.search is not None:
         inputs["search"] = {**common, "search": recipe.search,
                             "dev": [[p.name, p.weight, data_identity(p.dev)] for p in recipe.pairs]}
     inputs["prune"] = {"model": common["model"], "device": recipe.device, "prune": dataclasses.asdict(recipe.prune),
                        "search": digest(inputs["search"]) if "search" in inputs else None}
-    upstream = digest(inputs["prune"])
-    models = {"unpruned": common["model"], "pruned": upstream}
-    if recipe.recover:
-        steps = []
+    models["pruned"] = digest(inputs["prune"])
+    for stage, start in (("recover", models["pruned"]), ("reference", digest(common["model"]))):
+        if not recipe.recover or (stage == "reference" and not recipe.reference):
+            continue
+        steps, upstream = [], start
         for step in recipe.recover:
             upstream = digest(step_inputs(recipe, step, upstream, common))
             steps.append(upstream)
             if step.makes_model:
-                models[step.name] = upstream
-        inputs["recover"] = {"steps": steps}
-    final = list(models.values())[-1]
+                models[step.name if stage == "recover" else "reference"] = upstream
+        inputs[stage] = {"steps": steps}
     backend = dataclasses.asdict(recipe.backend)
     inputs["evaluate"] = {**common, "backend": backend, "evaluate": dataclasses.asdict(recipe.evaluate),
                           "test": [[p.name, data_identity(p.test)] for p in recipe.pairs], "models": models}
     if recipe.bench is not None:
         inputs["bench"] = {**common, "backend": backend, "bench": dataclasses.asdict(recipe.bench),
-                           "test": data_identity(recipe.pairs[0].test), "models": [common["model"], final]}
+                           "test": data_identity(recipe.pairs[0].test),
+                           "models": [models[name] for name in bench_models(recipe)]}
     inputs["report"] = {name: digest(value) for name, value in inputs.items()}
     return inputs
+
+
+def last_recovered(recipe: Recipe) -> str:
+    """The name of the last model the recovery makes ("pruned" without recovery)."""
+    return next((s.name for s in reversed(recipe.recover) if s.makes_model), "pruned")
+
+
+def model_names(recipe: Recipe) -> list[str]:
+    """Every model a run of ``recipe`` makes, the unpruned one first (RunContext.models's names)."""
+    names = ["unpruned"] + (["trimmed"] if recipe.trim_vocab else []) + ["pruned"]
+    names += [s.name for s in recipe.recover if s.makes_model] + (["reference"] if recipe.reference else [])
+    return names
+
+
+def bench_models(recipe: Recipe) -> list[str]:
+    """The models the bench measures: the unpruned one first (the reference for the speed-ups), then
+    the trimmed one, the final recovered (or pruned) model and the reference, where the run makes them."""
+    wanted = ("unpruned", "trimmed", last_recovered(recipe), "reference")
+    return [name for name in model_names(recipe) if name in wanted]
 
 
 def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +235,16 @@ def _action(folder: Path, current: str, inputs: dict[str, Any], forced: bool) ->
 
 def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
     pairs = ", ".join(p.name for p in recipe.pairs)
+    base = run_dir / "trim_vocab" / "model" if recipe.trim_vocab else recipe.model
+    if name == "trim_vocab":
+        t = recipe.trim_vocab
+        data = ", ".join(d if isinstance(d, str) else d.spec for d in t.data)
+        limit = f"{t.limit} segments of each pair's" if t.limit else "each pair's whole"
+        keep = f", {t.keep} tokens in all" if t.keep else ""
+        return (f"keep the tokens of {data} ({limit} train part where 'train'; min count {t.min_count}{keep}) "
+                f"-> {base}")
+    if name == "reference":
+        return f"the recovery steps on the unpruned model {base}: the fair reference"
     if name == "search":
         s = recipe.search or {}
         stop = ", ".join(f"{k} {s[k]}" for k in ("remove", "target_layers", "target_params", "min_quality",
@@ -200,18 +254,17 @@ def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
                 f"(combine {s.get('combine', 'mean')}); stop: {stop}")
     if name == "prune":
         what = f"drop {recipe.prune.drop}" if recipe.prune.drop is not None else "apply the search's plan"
-        return f"{what} to {recipe.model} -> {run_dir / 'prune' / 'model'}"
+        return f"{what} to {base} -> {run_dir / 'prune' / 'model'}"
     if name == "recover":
         return "; ".join(f"{i}. {s.name} on {', '.join(d if isinstance(d, str) else d.spec for d in s.data)}"
                          + (f" ({', '.join(f'{k}={v}' for k, v in s.options.items())})" if s.options else "")
                          for i, s in enumerate(recipe.recover, 1))
     if name == "evaluate":
-        names = ["unpruned", "pruned"] + [s.name for s in recipe.recover if s.makes_model]
-        return f"{', '.join(names)} on the test data of {pairs}: {', '.join(recipe.evaluate.metrics)} " \
+        return f"{', '.join(model_names(recipe))} on the test data of {pairs}: {', '.join(recipe.evaluate.metrics)} " \
                f"({recipe.backend.name})"
     if name == "bench":
         b = recipe.bench
-        return f"unpruned and final model, batch sizes {b.batch_sizes}, {b.runs} runs ({recipe.backend.name})"
+        return f"{', '.join(bench_models(recipe))}, batch sizes {b.batch_sizes}, {b.runs} runs ({recipe.backend.name})"
     return f"{run_dir / 'report'}: report.md, report.html (plots embedded), summary.json"
 
 
@@ -264,8 +317,8 @@ def _invalidate_dependents(ctx: RunContext, stage: str) -> None:
     recovery steps start afresh (no finetune resumes from checkpoints of an older model)."""
     for later in (name for name in STAGES if stage in _reads(name)):
         (ctx.dir(later) / STAMP).unlink(missing_ok=True)
-        if later == "recover":
-            for step_dir in ctx.dir("recover").glob("[0-9][0-9]-*"):
+        if later in ("recover", "reference"):
+            for step_dir in ctx.dir(later).glob("[0-9][0-9]-*"):
                 (step_dir / STAMP).unlink(missing_ok=True)
                 (step_dir / INPUTS).unlink(missing_ok=True)
 
@@ -286,7 +339,7 @@ def _claim_run_dir(recipe: Recipe, run_dir: Path) -> None:
 def _run_stage(ctx: RunContext, stage: Stage) -> None:
     folder = ctx.dir(stage.name)
     logger.info("%s %s: %s", stage.action, stage.name, stage.reason)
-    keep_steps = stage.name == "recover" and not stage.forced  # its steps have their own stamps
+    keep_steps = stage.name in ("recover", "reference") and not stage.forced  # its steps have their own stamps
     if stage.action == "redo" and not keep_steps:
         _clear(folder, keep=() if stage.forced else KEPT_ON_REDO.get(stage.name, ()))
     (folder / STAMP).unlink(missing_ok=True)
@@ -315,13 +368,27 @@ def _clear(folder: Path, keep: tuple[str, ...]) -> None:
             path.unlink()
 
 
+def _trim_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    """The recipe's model with the vocabulary its pairs use (``mtprune trim-vocab``)."""
+    from .trim_vocab import TrimConfig, trim_vocabulary
+
+    recipe, trim = ctx.recipe, ctx.recipe.trim_vocab
+    result = trim_vocabulary(TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs), out=folder / "model",
+                                        keep=trim.keep, min_count=trim.min_count, shots=recipe.translation.shots,
+                                        device=recipe.device, force=True, verify=trim.verify))
+    entry = result.entry
+    return {"model_dir": str(result.out), "kept": entry["kept"], "vocab_size_before": entry["vocab_size_before"],
+            "head_flops_share_before": entry["head_flops_share_before"],
+            "head_flops_share_after": entry["head_flops_share_after"], "seconds": entry["seconds"]}
+
+
 def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     """A changed stop rule or batch size resumes the trace (the rounds done are not computed again);
     a trace of another model, data or criterion is started over."""
     from .search import run_search
 
     resume = (folder / "trace.jsonl").is_file()
-    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress)
+    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress, model=ctx.base)
     plan = run_search(dataclasses.replace(cfg, restart_if_changed=True))
     return {"plan": str(folder / "plan.json"), "removed": plan["removed"], "kept": plan["kept"],
             "metric": plan["metric"], "baseline": plan["baseline"], "stop_reason": plan["stop_reason"],
@@ -336,7 +403,7 @@ def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     from .plan import load_plan
 
     recipe, drop = ctx.recipe, ctx.recipe.prune.drop
-    loaded = load_model(recipe.model, dtype="source", device=recipe.device)
+    loaded = load_model(ctx.base, dtype="source", device=recipe.device)
     if drop is None:
         path = ctx.dir("search") / "plan.json"
         result = export_plan(loaded, load_plan(path), ctx.pruned, path=str(path), layers=recipe.prune.layers,
@@ -354,9 +421,19 @@ def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 
 def _recover_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    student, synthesized, results = str(ctx.pruned), [], []
+    return _recovery(ctx, stage, str(ctx.pruned))
+
+
+def _reference_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    """The same recovery steps on the unpruned (trimmed) model: what the recovery alone gives."""
+    return _recovery(ctx, stage, ctx.base)
+
+
+def _recovery(ctx: RunContext, stage: Stage, student: str) -> dict[str, Any]:
+    """The recipe's recovery steps in order from ``student``, each in RUN_DIR/STAGE/NN-NAME."""
+    synthesized, results = [], []
     for i, (step, step_digest) in enumerate(zip(ctx.recipe.recover, stage.inputs["steps"]), 1):
-        result = _recover_step(ctx, i, step, step_digest, student, synthesized)
+        result = _recover_step(ctx, i, step, step_digest, student, synthesized, stage.name)
         results.append({"step": step.name, "method": step.method, **result})
         if step.makes_model:
             student = result["model_dir"]
@@ -366,9 +443,9 @@ def _recover_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any
 
 
 def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: str, student: str,
-                  synthesized: list[dict[str, Any]]) -> dict[str, Any]:
-    folder = ctx.step_dir(index, step)
-    label = f"recover step {index} ({step.name})"
+                  synthesized: list[dict[str, Any]], stage: str = "recover") -> dict[str, Any]:
+    folder = ctx.step_dir(index, step, stage)
+    label = f"{stage} step {index} ({step.name})"
     stamp, started = read_json(folder / STAMP), read_json(folder / INPUTS)
     if stamp and stamp.get("digest") == step_digest and (folder / RESULT).is_file():
         logger.info("skip %s: done, inputs unchanged", label)
@@ -396,9 +473,12 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
 def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
     """The recipe's translation settings and device, for the config fields ``cls`` has.  A training
     step takes the prompt settings (it trains on the inference format) but keeps its own batch
-    size: the translation batch size is not a training batch size."""
+    size: the translation batch size is not a training batch size. A dtype the recipe names (not
+    auto) is every step's dtype, training included; a step's own ``dtype`` wins."""
     names = {f.name for f in dataclasses.fields(cls)}
     shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
+    if recipe.dtype != "auto":
+        shared["dtype"] = recipe.dtype
     if training:
         for key in TRANSLATION_ONLY:
             shared.pop(key)
@@ -505,9 +585,9 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     recipe, b = ctx.recipe, ctx.recipe.bench
     pair = recipe.pairs[0]
     data = dataclasses.replace(pair.test, limit=b.limit)
-    final = ctx.models()[-1][1]
+    paths = dict(ctx.models())
     t = recipe.translation
-    result = run_bench(BenchConfig(models=[recipe.model, final], data=data, batch_sizes=tuple(b.batch_sizes),
+    result = run_bench(BenchConfig(models=[paths[name] for name in bench_models(recipe)], data=data, batch_sizes=tuple(b.batch_sizes),
                                    warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
                                    device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
                                    max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
@@ -522,5 +602,5 @@ def _report_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]
     return write_run_folder_report(ctx.run_dir)
 
 
-RUNNERS = {"search": _search_stage, "prune": _prune_stage, "recover": _recover_stage,
-           "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}
+RUNNERS = {"trim_vocab": _trim_stage, "search": _search_stage, "prune": _prune_stage, "recover": _recover_stage,
+           "reference": _reference_stage, "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}

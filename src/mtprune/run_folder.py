@@ -4,10 +4,12 @@
 """
 from __future__ import annotations
 
-STAGES = ("search", "prune", "recover", "evaluate", "bench", "report")
+STAGES = ("trim_vocab", "search", "prune", "recover", "reference", "evaluate", "bench", "report")
 # the stages whose outputs each stage reads (the report reads them all)
-STAGE_READS = {"prune": ("search",), "recover": ("prune",), "evaluate": ("prune", "recover"),
-               "bench": ("prune", "recover"), "report": ("search", "prune", "recover", "evaluate", "bench")}
+STAGE_READS = {"search": ("trim_vocab",), "prune": ("trim_vocab", "search"), "recover": ("prune",),
+               "reference": ("trim_vocab",), "evaluate": ("trim_vocab", "prune", "recover", "reference"),
+               "bench": ("trim_vocab", "prune", "recover", "reference"),
+               "report": ("trim_vocab", "search", "prune", "recover", "reference", "evaluate", "bench")}
 # in each stage's folder: stamp.json once it has finished, inputs.json once it has started, its result.json;
 # run.json at the top of the folder
 STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"

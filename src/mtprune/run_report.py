@@ -161,6 +161,7 @@ def _run_models(evaluate: dict[str, Any], recover: dict[str, Any] | None) -> lis
         first = next(iter(per_pair.values()))
         rows.append({"name": name, "path": evaluate["models"][name], "layers": first["layers"],
                      "parameters": first["parameters"], "size_on_disk_bytes": first.get("size_on_disk_bytes"),
+                     "vocab_size": first.get("vocab_size"), "prompt": first.get("prompt"),
                      "train_seconds": seconds.get(name),
                      "scores": {pair: r["scores"] for pair, r in per_pair.items()}})
     return rows
@@ -208,18 +209,20 @@ def build_sections(summary: dict[str, Any], plots: Sequence[str]) -> list[Sectio
 def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
     pairs, metrics = list(summary["test_data"]), list(summary["metrics"])
     speed = bench_rows(summary)
-    header = ["model", "layers", "parameters", "size on disk"]
+    header = ["model", "layers", "vocabulary", "parameters", "size on disk", "prompt"]
     header += [f"{m} {p}" for p in pairs for m in metrics]
-    header += ["tokens/s", "peak memory", "training"]
+    header += ["segments/s", "tokens/s", "peak memory", "training"]
     base = summary["models"][0]
     rows = []
     for model in summary["models"]:
-        row = [model["name"], str(model["layers"]),
+        vocab = model.get("vocab_size")
+        row = [model["name"], str(model["layers"]), MISSING if vocab is None else f"{vocab:,}",
                f"{_human(model['parameters'])} ({model['parameters'] / base['parameters']:.1%})",
-               _bytes(model.get("size_on_disk_bytes"))]
+               _bytes(model.get("size_on_disk_bytes")), model.get("prompt") or MISSING]
         row += [_num(score(model, p, m)) for p in pairs for m in metrics]
         bench = speed.get(model["name"], {})
-        row += [_speed_cell(bench), _bytes(bench.get("peak_memory_bytes")), _minutes(model.get("train_seconds"))]
+        row += [_segments_cell(bench), _speed_cell(bench), _bytes(bench.get("peak_memory_bytes")),
+                _minutes(model.get("train_seconds"))]
         rows.append(row)
     section = Section("Models side by side", tables=[Table(header, rows, "l" + "r" * (len(header) - 1))])
     section.paragraphs.append(_test_data_text(summary["test_data"]))
@@ -229,6 +232,19 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
         section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
     return section
+
+
+def _segments_cell(bench: dict[str, Any]) -> str:
+    """'2.10 [2.05-2.20] (1.90x [1.85-1.95])': segments/s as the model translates (its own prompt
+    and outputs) and the speed-up over the first model, with their ranges over the rounds."""
+    from .bench import interval_text
+
+    if not bench or bench.get("segments_per_s") is None:
+        return MISSING
+    text = interval_text(bench["segments_per_s"], bench.get("segments_per_s_interval"), ".2f")
+    if bench.get("segment_speedup") is not None:
+        text += f" ({interval_text(bench['segment_speedup'], bench.get('segment_speedup_interval'), '.2f', 'x')})"
+    return text
 
 
 def _speed_cell(bench: dict[str, Any]) -> str:

@@ -84,9 +84,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dev-limit", type=int, default=200, metavar="N",
                    help="dev segments per --data (default: 200; each dev pass costs one forward pass over them)")
     g.add_argument("--prompt", default="auto",
-                   help="auto (chat template if the tokenizer has one, else few-shot), chat, fewshot, zeroshot (the "
-                   "paper's instruction as plain text, no examples: a base model then needs no few-shot prefix), or "
-                   "a template FILE (default: auto, as translate/evaluate)")
+                   help="the format trained on, and recorded for translate/evaluate: auto (the format the student "
+                   "was fine-tuned with before, else its chat template, else zeroshot), chat, fewshot, zeroshot (the "
+                   "paper's instruction as plain text, no examples: a base model then needs no few-shot prefix, so "
+                   "each later translation reads a fraction of the tokens), or a template FILE (default: auto)")
     g.add_argument("--shots", type=int, default=3,
                    help="few-shot examples in fewshot prompts, the ones evaluate uses (default: 3); they are left "
                    "out of the training examples. Longer prompts cost more per step")

@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("info", help="architecture, layers, parameters, size of a model",
                               description="Show architecture, layer count, parameters (total, per layer, embeddings, "
-                              "head), dtype, size on disk and chat template of MODEL.")
+                              "head), vocabulary size and the LM head's share of a generated token's matmul FLOPs "
+                              "(what `mtprune trim-vocab` can save), dtype, size on disk and chat template of MODEL.")
     add_model_arguments(p, dtype_default="source")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import folder_size
     from ..layers import LayerSurgeon, find_layer_stack
     from ..models import load_model
+    from ..vocab import vocabulary_report
 
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
     model = loaded.model
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         "dtype": loaded.dtype,
         "device": loaded.device,
         "size_on_disk_bytes": folder_size(loaded.checkpoint),
+        "vocabulary": vocabulary_report(model),
         "chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),
         "per_layer_config_keys": LayerSurgeon(model).per_layer_keys,
         "pruning_record": read_record(Path(loaded.checkpoint)) if Path(loaded.checkpoint).is_dir() else None,
@@ -72,6 +75,9 @@ def format_info(info: dict) -> str:
         f" + lm_head {human(p['lm_head'])}{' (tied)' if p['lm_head'] == 0 else ''}"
         f" + layers {human(sum(per_layer))} ({human(per_layer[0]) if per_layer else 0} each)"
         f" + other {human(p['other'])}",
+        f"vocabulary     {info['vocabulary']['vocab_size']:,} tokens; the LM head is "
+        f"{info['vocabulary']['head_flops_share']:.0%} of a generated token's matmul FLOPs (at "
+        f"{info['vocabulary']['context']:.0f} tokens of context)",
         f"dtype, device  {info['dtype']}, {info['device']}",
         f"size on disk   {human(info['size_on_disk_bytes'], 'B')}",
         f"chat template  {'yes' if info['chat_template'] else 'no (base model: use few-shot prompts)'}",
@@ -83,5 +89,8 @@ def format_info(info: dict) -> str:
             f"pruned         from {record['source']['spec']}: {record['original_num_layers']} -> "
             f"{len(record['kept'])} layers, removed (original ids) {record['removed']}"
         )
+    for trim in (record or {}).get("vocabulary") or []:
+        lines.append(f"trimmed        from {trim['source']['spec']}: {trim['vocab_size_before']:,} -> {trim['kept']:,} "
+                     f"tokens (the tokens of {', '.join(d['data'] for d in trim['data'])})")
     lines += [f"recovered      {line}" for line in (recovery_summary(record) or "").splitlines()]
     return "\n".join(lines)

@@ -109,13 +109,32 @@ def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, d
 
 
 def _format_scores(summary: dict) -> str:
-    """The models side by side: layers, parameters and each metric per pair."""
+    """The models side by side: layers, vocabulary, parameters, prompt, each metric per pair, and
+    segments/s as translated with the speed-up over the first model (where the run has a bench)."""
+    from ..run_report import bench_rows
+
     pairs, metrics = list(summary["test_data"]), summary["metrics"]
-    columns = [f"{m} {p}" for p in pairs for m in metrics]
+    speed = bench_rows(summary)
+    columns = [f"{m} {p}" for p in pairs for m in metrics] + (["seg/s", "speed-up"] if speed else [])
     width = max(len(m["name"]) for m in summary["models"]) + 2
-    lines = [f"{'model':<{width}}{'layers':>6}{'params':>10}" + "".join(f"{c:>14}" for c in columns)]
+    lines = [f"{'model':<{width}}{'layers':>6}{'vocab':>9}{'params':>10}{'prompt':>10}"
+             + "".join(f"{c:>14}" for c in columns)]
     for model in summary["models"]:
-        cells = [(model["scores"].get(p) or {}).get(m, {}).get("value") for p in pairs for m in metrics]
-        lines.append(f"{model['name']:<{width}}{model['layers']:>6}{model['parameters'] / 1e6:>9.1f}M"
-                     + "".join(f"{'-' if v is None else format(v, '.2f'):>14}" for v in cells))
+        cells = [_num((model["scores"].get(p) or {}).get(m, {}).get("value")) for p in pairs for m in metrics]
+        if speed:
+            row = speed.get(model["name"]) or {}
+            cells += [_num(row.get("segments_per_s")), _num(row.get("segment_speedup"), "x")]
+        vocab = model.get("vocab_size")
+        lines.append(f"{model['name']:<{width}}{model['layers']:>6}{'-' if vocab is None else vocab:>9}"
+                     f"{model['parameters'] / 1e6:>9.1f}M{model.get('prompt') or '-':>10}"
+                     + "".join(f"{c:>14}" for c in cells))
+    if speed:
+        first = next(iter(speed.values()))
+        lines.append(f"seg/s: segments per second as each model translates the first pair's test segments (its own "
+                     f"prompt and outputs), batch {first['batch_size']}, median of {first.get('runs', '?')} "
+                     "interleaved rounds; speed-up over the first model (median of the per-round ratios)")
     return "\n".join(lines)
+
+
+def _num(value, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"

@@ -198,7 +198,7 @@ def prepare(config: FinetuneConfig) -> Prepared:
     tokenizer = _load_tokenizer(source)
     teacher = resolve_teacher(config, base_record, tokenizer, source)
     pairs, dev_pairs = _load_pairs(config)
-    prompt_mode = _inference_prompt(config.prompt, source)
+    prompt_mode = training_prompt(config.prompt, source, tokenizer)
     prompts, train_examples, dev_examples = _tokenize(config, prompt_mode, tokenizer, pairs, dev_pairs)
     return Prepared(
         source=source, base_record=base_record, num_layers=num_layers,
@@ -388,6 +388,19 @@ def _inference_prompt(prompt: str, source) -> str:
     from ..models import checkpoint_for
 
     return default_prompt(SimpleNamespace(checkpoint=checkpoint_for(source), source=source), prompt)
+
+
+def training_prompt(prompt: str, source, tokenizer) -> str:
+    """The prompt the student is trained on. ``auto``: the format it was fine-tuned with before,
+    else its chat template, else (a base model) the bare zero-shot instruction: once trained on it,
+    the model translates without few-shot examples, so every later translation reads a fraction of
+    the tokens (the model records the format; translate and evaluate use it)."""
+    mode = _inference_prompt(prompt, source)
+    if mode == "auto" and not getattr(tokenizer, "chat_template", None):
+        logger.info("prompt: zeroshot (the base model learns to translate from the instruction alone, without "
+                    "few-shot examples; --prompt fewshot trains on the few-shot format instead)")
+        return "zeroshot"
+    return mode
 
 
 def _tokenize(config: FinetuneConfig, prompt_mode: str, tokenizer, pairs, dev_pairs):

@@ -1,0 +1,86 @@
+"""mtprune run with the stages that show the trade: trim_vocab first (search, pruning and the reference
+work on the trimmed model), zero-shot recovery, the fair reference (the same recovery on the unpruned
+model), and every model side by side with segments/s as translated; on a tiny model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtprune.errors import ConfigError
+from mtprune.recipe import load_recipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
+
+
+def trade_recipe(folder: Path, model: Path, extra: str = "") -> Path:
+    recipe = folder / "trade.yaml"
+    recipe.write_text(f"""\
+model: {model}
+dtype: float32
+device: cpu
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, dev: {{limit: 4}}, test: {{limit: 6}}, train: {{limit: 24}}}}
+translation: {{shots: 1, batch_size: 4, max_new_tokens: 6}}
+trim_vocab: {{limit: 200}}
+search: {{remove: 1}}
+recover:
+  - finetune: {{max_steps: 2, batch_size: 4, learning_rate: 0.001, eval_every: 2, dev_limit: 4, max_length: 512}}
+reference: true
+evaluate: {{metrics: [chrf++]}}
+bench: {{batch_sizes: [4], warmup: 0, runs: 2, limit: 4}}
+{extra}""")
+    return recipe
+
+
+def test_trimmed_pruned_recovered_and_reference_side_by_side(tiny_checkpoints, tmp_path, capsys):
+    from mtprune.cli import main
+    from mtprune.commands.run import execute
+    from mtprune.export import read_record
+
+    run_dir = tmp_path / "run"
+    assert execute(str(trade_recipe(tmp_path, tiny_checkpoints["llama"])), run_dir, progress=False) == 0
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    models = {m["name"]: m for m in summary["models"]}
+    assert list(models) == ["unpruned", "trimmed", "pruned", "finetune", "reference"]
+    full = models["unpruned"]["vocab_size"]
+    kept = json.loads((run_dir / "trim_vocab" / "result.json").read_text())["kept"]
+    assert kept < full and all(models[n]["vocab_size"] == kept for n in ("trimmed", "pruned", "finetune", "reference"))
+    assert [models[n]["layers"] for n in models] == [6, 6, 5, 5, 6]
+    # the search ran on the trimmed copy, and the pruned model is the trimmed one without a layer
+    plan = json.loads((run_dir / "search" / "plan.json").read_text())
+    assert plan["model"]["spec"] == str(run_dir / "trim_vocab" / "model")
+    assert read_record(run_dir / "prune" / "model")["vocabulary"][-1]["kept"] == kept
+    # the recovery and the reference trained on the same data, and record it; the tiny tokenizer has a chat
+    # template, so prompt auto is chat (a base model's is zero-shot: test_finetune)
+    rec, ref = (read_record(run_dir / stage / "01-finetune" / "model")["recovery"][-1] for stage in ("recover",
+                                                                                                     "reference"))
+    assert rec["data"] == ref["data"] and rec["prompt"] == ref["prompt"]
+    assert models["finetune"]["prompt"] == "chat"
+    # the bench: the unpruned model (the reference for the speed-ups), the trimmed, the final, the reference
+    bench = json.loads((run_dir / "bench" / "bench.json").read_text())
+    assert [Path(m["model"]).parent.name for m in bench["models"]][1:] == ["trim_vocab", "01-finetune",
+                                                                           "01-finetune"]
+    row = bench["models"][1]["batches"][0]
+    assert len(row["runs_segments_per_s"]) == 2 and row["segment_speedup"] > 0
+    table = capsys.readouterr().out
+    assert main(["info", str(run_dir / "prune" / "model")]) == 0
+    info = capsys.readouterr().out
+    assert f"vocabulary     {kept:,} tokens" in info and f"-> {kept:,} tokens (the tokens of sample:en-de)" in info
+    assert "vocab" in table and "seg/s" in table and f"{kept:>9}" in table
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| reference | 6 |" in md and "segments/s" in md
+
+
+def test_the_recipe_check_refuses_a_reference_it_cannot_make(tiny_checkpoints, tmp_path):
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    text = recipe.read_text().replace("  - finetune: {max_steps: 2, batch_size: 4, learning_rate: 0.001, "
+                                      "eval_every: 2, dev_limit: 4, max_length: 512}", "  - heal: {epochs: 1}")
+    recipe.write_text(text.replace("trim_vocab: {limit: 200}", "trim_vocab: {limit: 0, min_count: 0}"))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    message = str(err.value)
+    assert "trade.yaml:11: reference: heal repairs the layers after a gap" in message
+    assert "trade.yaml:7: trim_vocab.limit: must be at least 1, got 0" in message
+    assert "trade.yaml:7: trim_vocab: min_count must be at least 1, got 0" in message  # the library check, as keys
