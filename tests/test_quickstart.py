@@ -18,7 +18,8 @@ def test_the_example_is_the_packaged_recipe():
     recipe = load_recipe("quickstart")
     assert recipe.path == PACKAGED_RECIPES_DIR / "quickstart.yaml" and recipe.model == "gemma-3-270m"
     assert recipe.search["fast"] is False and recipe.search["remove"] == 2  # chosen from measurements (see recipe)
-    assert [s.method for s in recipe.recover] == ["heal"]
+    assert [s.method for s in recipe.recover] == ["finetune"] and recipe.reference
+    assert recipe.trim_vocab is not None and recipe.trim_vocab.limit is None  # the whole train part counted
 
 
 def test_overrides_are_parsed_as_yaml_and_named_in_errors(tmp_path):
@@ -47,18 +48,23 @@ def test_quickstart_options_are_recipe_settings(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr("mtprune.models.load_model", refuse)
     code, out, err = run(capsys, "quickstart", "-o", tmp_path / "qs", "--remove", "3", "--test-size", "24",
-                         "--recover", "none", "--dry-run")
+                         "--recover", "none", "--no-trim", "--dry-run")
     assert code == 0, err
-    assert "remove 3" in out and "recover" not in [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
-    code, _, err = run(capsys, "quickstart", "-o", tmp_path / "qs", "--recover", "none", "--heal-epochs", "2")
-    assert code == 2 and "--heal-epochs with --recover none" in err
+    stages = [line.split()[0] for line in out.splitlines()[1:] if line.startswith("  ") and line.split()]
+    assert "remove 3" in out and {"recover", "reference", "trim_vocab"}.isdisjoint(stages) and "search" in stages
+    code, out, err = run(capsys, "quickstart", "-o", tmp_path / "qs", "--steps", "8", "--train-size", "64", "--dry-run")
+    assert code == 0 and "max_steps=8" in out and "trim_vocab" in out and "reference" in out
+    code, _, err = run(capsys, "quickstart", "-o", tmp_path / "qs", "--recover", "none", "--steps", "2")
+    assert code == 2 and "--steps with --recover none" in err
 
 
 def tiny_quickstart(model: Path) -> list[str]:
-    return ["--model", model, "--dev-size", "4", "--test-size", "6", "--heal-segments", "8", "--heal-epochs", "1",
+    return ["--model", model, "--dev-size", "4", "--test-size", "6", "--train-size", "16", "--steps", "2",
             "--set", "dtype=float32", "--set", "device=cpu", "--set", "translation.max_new_tokens=8",
-            "--set", "translation.shots=1", "--set", "recover.0.heal.batch_size=2",
-            "--set", "bench.limit=4", "--set", "bench.fixed_new_tokens=4"]
+            "--set", "translation.shots=1", "--set", "recover.0.finetune.batch_size=4",
+            "--set", "recover.0.finetune.max_length=512", "--set", "recover.0.finetune.dev_limit=4",
+            "--set", "recover.0.finetune.eval_every=2", "--set", "trim_vocab.limit=100",
+            "--set", "bench.limit=4", "--set", "bench.runs=2", "--set", "bench.warmup=0"]
 
 
 def test_quickstart_equals_run_of_the_packaged_recipe(tiny_checkpoints, tmp_path, capsys):
@@ -68,24 +74,25 @@ def test_quickstart_equals_run_of_the_packaged_recipe(tiny_checkpoints, tmp_path
     overrides = [a for a in options[options.index("--set"):] if a != "--set"]
     code, run_out, err = run(capsys, "run", "quickstart", "-o", tmp_path / "r", *[x for o in [
         f"model={json.dumps(str(tiny_checkpoints['llama']))}", "pairs.0.dev.limit=4", "pairs.0.test.limit=6",
-        "pairs.0.train.limit=8", "recover.0.heal.epochs=1.0", *overrides] for x in ("--set", o)])
+        "pairs.0.train.limit=16", "recover.0.finetune.max_steps=2", *overrides] for x in ("--set", o)])
     assert code == 0, err
     def table(text: str) -> list[list[str]]:
         """The models side by side (the trainer logs to stdout before it), without the measured speeds."""
         lines = text.splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith("model "))
-        return [line.split()[:-2] if line.split()[0] in ("unpruned", "pruned", "heal") else line.split()
+        names = ("unpruned", "trimmed", "pruned", "finetune", "reference")
+        return [line.split()[:-2] if line.split()[0] in names else line.split()
                 for line in lines[start:] if not line.startswith("report:")]
 
     assert table(quick_out) == table(run_out)
-    assert "unpruned" in quick_out and "pruned" in quick_out and "heal" in quick_out
+    assert all(name in quick_out for name in ("unpruned", "trimmed", "pruned", "finetune", "reference"))
     q = json.loads((tmp_path / "q" / "report" / "summary.json").read_text())
     r = json.loads((tmp_path / "r" / "report" / "summary.json").read_text())
     assert [m["scores"] for m in q["models"]] == [m["scores"] for m in r["models"]]
     assert q["plan"]["removed"] == r["plan"]["removed"] and len(q["plan"]["removed"]) == 2
     assert "--set" in (tmp_path / "q" / "recipe.yaml").read_text()  # the recipe as run is kept
-    healed = json.loads((tmp_path / "q" / "recover" / "01-heal" / "model" / "mtprune.json").read_text())
-    assert healed["removed"] == q["plan"]["removed"] and healed["recovery"][-1]["method"] == "heal"
+    tuned = json.loads((tmp_path / "q" / "recover" / "01-finetune" / "model" / "mtprune.json").read_text())
+    assert tuned["removed"] == q["plan"]["removed"] and tuned["recovery"][-1]["method"] == "sft"
 
     # run again: every stage is skipped, the same table
     code, again, _ = run(capsys, "quickstart", "-o", tmp_path / "q", *options)

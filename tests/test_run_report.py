@@ -50,20 +50,28 @@ def rows_of(md: str, heading: str) -> list[list[str]]:
     return [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines[2:]]
 
 
+def models_of(md: str) -> list[dict[str, str]]:
+    """The models table's rows as {column: cell}."""
+    section = md.split("## Models side by side", 1)[1].split("\n## ", 1)[0]
+    header = [c.strip() for c in re.split(r"(?<!\\)\|", next(ln for ln in section.splitlines()
+                                                                if ln.startswith("|")))[1:-1]]
+    return [dict(zip(header, row)) for row in rows_of(md, "## Models side by side")]
+
+
 def test_models_table_has_every_figure_per_model_and_pair():
     summary = make_summary(two_pairs=True)
     sections = run_report.build_sections(summary, plots=[])
     md = run_report.render_markdown(summary, sections, {})
-    rows = rows_of(md, "## Models side by side")
-    assert [r[0] for r in rows] == ["unpruned", "pruned", "pruned + finetune"]
+    rows = models_of(md)
+    assert [r["model"] for r in rows] == ["unpruned", "pruned", "pruned + finetune"]
     unpruned, pruned, tuned = rows
-    assert pruned[1] == "5" and pruned[2] == "14.00K (70.0%)" and pruned[3] == "53.41 MiB"
-    # chrf++ en-de, bleu en-de, chrf++ cs-de, bleu cs-de
-    assert tuned[4:8] == ["48.50", "12.12", "47.50", "12.12"]
+    assert pruned["layers"] == "5" and pruned["parameters"] == "14.00K (70.0%)" and pruned["size on disk"] == "53.41 MiB"
+    assert [tuned[f"{m} {p}"] for p in ("en-de", "cs-de") for m in ("chrf++", "bleu")] == ["48.50", "12.12", "47.50",
+                                                                                          "12.12"]
     # a bench JSON before rounds: one model after the other, runs unknown
-    assert pruned[8] == "140.0 (1.40x / ideal 1.50x; 1 run, sequential)" and pruned[9] == "3.00 GiB"
-    assert unpruned[8] == "100.0 (1.00x / ideal 1.00x)"
-    assert tuned[10] == "5.0 min" and unpruned[10] == "–"
+    assert pruned["tokens/s"] == "140.0 (1.40x / ideal 1.50x; 1 run, sequential)"
+    assert pruned["peak memory"] == "3.00 GiB" and unpruned["tokens/s"] == "100.0 (1.00x / ideal 1.00x)"
+    assert tuned["training"] == "5.0 min" and unpruned["training"] == "–"
     assert "batch size 64" in md and "hash-cs-de" in md
     search = rows_of(md, "## Search")
     assert search[0][:3] == ["0", "–", "50.00"] and [r[1] for r in search[1:]] == ["3", "5", "1"]
@@ -89,10 +97,10 @@ def test_a_speedup_above_its_ideal_or_within_noise_is_flagged_with_its_range_and
     summary = make_summary()
     summary["bench"] = interleaved_bench()
     md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
-    unpruned, pruned, tuned = rows_of(md, "## Models side by side")
-    assert unpruned[6] == "100.0 [99.0-102.0] (1.00x [1.00-1.00] / ideal 1.00x)"
-    assert pruned[6] == "140.0 [139.0-142.0] (1.19x [1.12-1.25] / ideal 1.04x; far above ideal)"
-    assert tuned[6].endswith("(1.01x [0.97-1.04] / ideal 1.04x; noise)")
+    unpruned, pruned, tuned = (r["tokens/s"] for r in models_of(md))
+    assert unpruned == "100.0 [99.0-102.0] (1.00x [1.00-1.00] / ideal 1.00x)"
+    assert pruned == "140.0 [139.0-142.0] (1.19x [1.12-1.25] / ideal 1.04x; far above ideal)"
+    assert tuned.endswith("(1.01x [0.97-1.04] / ideal 1.04x; noise)")
     assert "the median of 3 timed rounds, interleaved (in brackets: min-max over the rounds)" in md
     assert "far above ideal = above the FLOP ideal by more than its spread: measurement noise or a cost the FLOP " \
            "model omits" in md and "noise = within noise" in md
@@ -103,7 +111,7 @@ def test_an_older_bench_json_above_its_ideal_is_flagged_too():
     summary["bench"]["config"]["runs"] = 1
     summary["bench"]["models"][1]["batches"][1]["speedup"] = 1.6  # ideal 1.5
     md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
-    cell = rows_of(md, "## Models side by side")[1][6]
+    cell = models_of(md)[1]["tokens/s"]
     assert cell == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
     assert "the median of 1 run, one model after the other" in md
 
@@ -113,7 +121,7 @@ def test_models_without_bench_or_plan_still_report():
     del summary["bench"], summary["plan"]
     md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
     assert "## Search" not in md
-    assert rows_of(md, "## Models side by side")[1][6] == "–"  # tokens/s
+    assert models_of(md)[1]["tokens/s"] == "–" and models_of(md)[1]["segments/s"] == "–"
 
 
 def test_summary_missing_keys_is_a_clear_error():

@@ -441,7 +441,8 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
     recipe.recover = _recover(ck, top.get("recover") or [], recipe)
     recipe.evaluate = _evaluate(ck, top.get("evaluate"))
     recipe.bench = _bench(ck, top.get("bench")) if "bench" in top else None
-    recipe.trim_vocab = _trim_vocab(ck, top.get("trim_vocab"), recipe) if "trim_vocab" in top else None
+    # trim_vocab: {} trims with the defaults; null (or no section) keeps the whole vocabulary
+    recipe.trim_vocab = _trim_vocab(ck, top["trim_vocab"], recipe) if top.get("trim_vocab") is not None else None
     recipe.reference = _reference(ck, top.get("reference", False), recipe)
     _roles_needed(ck, recipe)
     ck.raise_if_any()

@@ -424,7 +424,7 @@ def _save(loaded, tokenizer, out: Path, entry: dict[str, Any], cfg: TrimConfig) 
     local = Path(loaded.checkpoint)
     record = json.loads(json.dumps(read_record(local))) if local.is_dir() and read_record(local) else {}
     entry["versions"] = software_versions()
-    record["vocabulary"] = [*record.get("vocabulary", []), entry]
+    record["vocabulary"] = [*(record.get("vocabulary") or []), entry]
 
     def finish(folder: Path, verification: dict[str, Any] | None) -> None:
         entry["verification"] = verification

@@ -75,9 +75,7 @@ def format_info(info: dict) -> str:
         f" + lm_head {human(p['lm_head'])}{' (tied)' if p['lm_head'] == 0 else ''}"
         f" + layers {human(sum(per_layer))} ({human(per_layer[0]) if per_layer else 0} each)"
         f" + other {human(p['other'])}",
-        f"vocabulary     {info['vocabulary']['vocab_size']:,} tokens; the LM head is "
-        f"{info['vocabulary']['head_flops_share']:.0%} of a generated token's matmul FLOPs (at "
-        f"{info['vocabulary']['context']:.0f} tokens of context)",
+        *_vocabulary_lines(info.get("vocabulary")),
         f"dtype, device  {info['dtype']}, {info['device']}",
         f"size on disk   {human(info['size_on_disk_bytes'], 'B')}",
         f"chat template  {'yes' if info['chat_template'] else 'no (base model: use few-shot prompts)'}",
@@ -94,3 +92,10 @@ def format_info(info: dict) -> str:
                      f"tokens (the tokens of {', '.join(d['data'] for d in trim['data'])})")
     lines += [f"recovered      {line}" for line in (recovery_summary(record) or "").splitlines()]
     return "\n".join(lines)
+
+
+def _vocabulary_lines(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    return [f"vocabulary     {report['vocab_size']:,} tokens; the LM head is {report['head_flops_share']:.0%} of a "
+            f"generated token's matmul FLOPs (at {report['context']:.0f} tokens of context)"]

@@ -8,10 +8,14 @@ from pathlib import Path
 DESCRIPTION = """\
 The embedded default job: the packaged gemma-3-270m and the bundled en-de sample, run as the recipe
 shipped with mtprune (`mtprune run quickstart -o RUN_DIR` is the same; examples/quickstart.yaml is
-that recipe): an exact search on 16 dev segments removing 2 layers, the plan applied, local healing of
-the layers after each gap (`mtprune heal`, 64 train segments), the unpruned, pruned and healed models
-on 48 held-out test segments, their speed with the same work for each, and one report
-(RUN_DIR/report/report.html, report.md, summary.json).
+that recipe). It shows the trade, model by model, on 48 held-out test segments:
+  unpruned   the base model as it is used: few-shot prompts (3 examples)
+  trimmed    its vocabulary trimmed to the tokens en-de uses (`mtprune trim-vocab`): a smaller LM head
+  pruned     the trimmed model with 2 layers removed (an exact search on 16 dev segments)
+  finetune   the pruned model fine-tuned on 256 train segments to translate zero-shot (no examples)
+  reference  the trimmed unpruned model with the same fine-tuning: what pruning itself costs
+with chrF++ and BLEU, and segments/s as each model translates (its own prompt), timed interleaved;
+one report (RUN_DIR/report/report.html, report.md, summary.json).
 
 Like `mtprune run`, it is resumable: run the same command again after an interruption and finished
 stages are skipped; change an option and the stages it affects are redone."""
@@ -38,9 +42,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--test-size", type=int, metavar="N", help="held-out test segments (default: 48)")
     p.add_argument("--shots-from", metavar="SPEC", help="few-shot examples from this data (default: the sample's "
                    "train part)")
-    p.add_argument("--recover", choices=("heal", "none"), help="recovery after pruning: heal (default) or none")
-    p.add_argument("--heal-segments", type=int, metavar="N", help="train segments healed on (default: 64)")
-    p.add_argument("--heal-epochs", type=float, metavar="E", help="passes over them (default: 3)")
+    p.add_argument("--recover", choices=("finetune", "none"),
+                   help="recovery after pruning: finetune (default; with the fair reference) or none")
+    p.add_argument("--train-size", type=int, metavar="N", help="train segments fine-tuned on (default: 256)")
+    p.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps of batch 8 (default: 32)")
+    p.add_argument("--no-trim", action="store_true", help="keep the whole vocabulary (no trimmed model)")
     p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
     p.add_argument("--force", action="store_true", help="redo every stage (= --from search)")
@@ -53,13 +59,13 @@ def quickstart_overrides(args: argparse.Namespace) -> list[str]:
     """The options given, as settings of the packaged recipe (``--set`` last, so it wins)."""
     keys = {"model": "model", "remove": "search.remove", "dev_size": "pairs.0.dev.limit",
             "test_size": "pairs.0.test.limit", "shots_from": "translation.shots_from",
-            "heal_segments": "pairs.0.train.limit"}
+            "train_size": "pairs.0.train.limit", "steps": "recover.0.finetune.max_steps"}
     overrides = [f"{key}={json.dumps(getattr(args, name))}" for name, key in keys.items()
-                 if getattr(args, name) is not None]
+                 if getattr(args, name) is not None and not (args.recover == "none" and name == "steps")]
     if args.recover == "none":
-        overrides.append("recover=[]")
-    elif args.heal_epochs is not None:
-        overrides.append(f"recover.0.heal.epochs={args.heal_epochs}")
+        overrides += ["recover=[]", "reference=false"]
+    if args.no_trim:
+        overrides.append("trim_vocab=null")
     return overrides + list(args.overrides)
 
 
@@ -67,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .run import execute
 
-    if args.recover == "none" and args.heal_epochs is not None:
-        raise ConfigError("--heal-epochs with --recover none: there is no healing; leave one out")
+    if args.recover == "none" and args.steps is not None:
+        raise ConfigError("--steps with --recover none: there is no fine-tuning; leave one out")
     start_from = "search" if args.force else args.start_from
     if args.force and args.start_from:
         raise ConfigError("--force is --from search: give one of them")
