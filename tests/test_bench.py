@@ -82,6 +82,13 @@ def test_ideal_speedup_follows_flops_not_layer_count():
     no_head = [entry(4, 0), entry(2, 0)]
     add_ratios(no_head)
     assert no_head[1]["batches"][0]["ideal_speedup"] == pytest.approx(2.0)
+    # each model's attention at its own context: a zero-shot prompt attends to fewer tokens than few-shot
+    short = [entry(4, 0), entry(4, 0)]
+    short[1]["batches"][0]["mean_context"] = 5.0
+    add_ratios(short)
+    same_linear = 2 * 400
+    assert short[1]["batches"][0]["ideal_speedup"] == pytest.approx(
+        (same_linear + 4 * 4 * 8 * 20) / (same_linear + 4 * 4 * 8 * 5), abs=1e-4)
 
 
 def test_speedups_are_per_round_ratios_with_their_range_and_flags():

@@ -1,6 +1,6 @@
 """Deployment speed: the WMT 2025 compression task's protocol, with figures a user can trust.
 
-For each model and batch size: ``--warmup`` untimed calls on the first batch, then ``--runs``
+For each model and batch size: ``--warmup`` untimed passes over the data, then ``--runs``
 timed passes over the data in consecutive batches of that size (the order a deployment
 receives them).  The models are timed INTERLEAVED: all loaded at once, one pass per model per
 round, their order rotating each round (``bench_stats.schedule``), so that the machine's drift
@@ -323,11 +323,12 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
 
 
 def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:
-    """``cfg.warmup`` untimed calls on the first batch, at every batch size."""
+    """``cfg.warmup`` untimed passes over the data, at every batch size: every batch shape the
+    timed rounds use has been run once (allocations, kernels picked), so round 1 is not slower."""
     for b, translator in m.translators.items():
-        first = _batches(pair.sources, b)[0]
         for _ in range(cfg.warmup):
-            translator.translate(first)
+            for batch in _batches(pair.sources, b):
+                translator.translate(batch)
 
 
 def time_rounds(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
@@ -408,16 +409,16 @@ def bench_models(pair, cfg: BenchConfig) -> list[dict[str, Any]]:
 def add_ratios(models: list[dict[str, Any]], interval: str = "minmax", seed: int = 0,
                interleaved: bool = True) -> None:
     """Each model's speed-up over the first one, round by round (round i of both models:
-    timed seconds apart when interleaved), its median and interval; the ideal one (per-token
-    FLOPs at the first model's measured context for that batch size, so that both models are
-    charged the same attention); ``gain_over_ideal``; and the flags of ``bench_stats.speedup_flags``."""
+    timed seconds apart when interleaved), its median and interval; the ideal one (the ratio of
+    per-token FLOPs, each model's at its own measured context: a model prompted without few-shot
+    examples attends to fewer tokens); ``gain_over_ideal``; and the flags of ``bench_stats.speedup_flags``."""
     base = models[0]
     base_shape = ModelShape.from_dict(base["shape"])
     for entry in models:
         shape = ModelShape.from_dict(entry["shape"])
         for row, base_row in zip(entry["batches"], base["batches"]):
+            flops = per_token_flops(shape, row["mean_context"])
             context = base_row["mean_context"]
-            flops = per_token_flops(shape, context)
             ratios = per_round_ratios(_rounds(row), _rounds(base_row))
             speedup = summarize(ratios, interval, seed)
             row["flops_per_token"] = flops

@@ -398,26 +398,31 @@ def _html_table(t: Table) -> str:
 # ----------------------------------------------------------------------------------------
 
 def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
-    """Quality (first metric, each pair) against measured tokens/s, one point per model with its
-    tokens/s range over the bench's rounds; a flagged speed-up says so in the point's label."""
+    """Quality (first metric, each pair) against measured speed, one point per model with its range
+    over the bench's rounds: tokens/s where every model did the same work (``fixed_new_tokens``;
+    a flagged speed-up says so in the point's label), else segments/s as each model translates."""
     from .bench import error_bars
     from .report import _pyplot
 
     plt = _pyplot()
     speed = bench_rows(summary)
+    equal_work = bool(((summary.get("bench") or {}).get("config") or {}).get("fixed_new_tokens"))
+    key = "tokens_per_s" if equal_work or not all(r.get("segments_per_s") for r in speed.values()) \
+        else "segments_per_s"
     metric = summary["metrics"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for pair in summary["test_data"]:
         named = [m for m in summary["models"] if m["name"] in speed and score(m, pair, metric) is not None]
         rows = [speed[m["name"]] for m in named]
         ys = [score(m, pair, metric) for m in named]
-        ax.errorbar([r["tokens_per_s"] for r in rows], ys, xerr=error_bars(rows, "tokens_per_s"), marker="o",
+        ax.errorbar([r[key] for r in rows], ys, xerr=error_bars(rows, key), marker="o",
                     linestyle="none", capsize=3, label=pair)
         for m, row, y in zip(named, rows, ys):
-            flags = ", ".join(FLAG_SHORT.get(f, f) for f in row["flags"])
-            ax.annotate(f"{m['name']} ({flags})" if flags else m["name"], (row["tokens_per_s"], y),
+            flags = ", ".join(FLAG_SHORT.get(f, f) for f in row["flags"]) if key == "tokens_per_s" else ""
+            ax.annotate(f"{m['name']} ({flags})" if flags else m["name"], (row[key], y),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("generated tokens / s")
+    ax.set_xlabel("generated tokens / s (the same work for every model)" if key == "tokens_per_s"
+                  else "segments / s as translated (each model's own prompt and outputs)")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
     ax.legend()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 DESCRIPTION = (
     "Measure translation speed as the WMT 2025 model compression task does: for each MODEL and each batch size, "
-    "--warmup untimed calls, then --runs timed passes over the data in consecutive batches of that size. The "
+    "--warmup untimed passes, then --runs timed passes over the data in consecutive batches of that size. The "
     "models are timed INTERLEAVED: one pass per model per round, their order rotating each round, so that the "
     "machine's drift (a shared CPU's load, a GPU's clock boost and heat) hits every model alike, and each "
     "speed-up is computed round by round (A_i / B_i). Reports generated tokens/s (median over rounds and its "
@@ -53,7 +53,8 @@ def add_parser(subparsers) -> None:
     add_translation_arguments(p, batch_size=False)
     add_backend_arguments(p)
     p.add_argument("--batch-sizes", default="1,16,64", help="comma-separated batch sizes (default: 1,16,64)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls on the first batch (default: 1)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed passes over the data per model and batch size before the timed rounds (default: 1)")
     p.add_argument("--runs", type=int, default=5, help="timed rounds: passes over the data per model (default: 5)")
     p.add_argument("--sequential", action="store_true",
                    help="load and time one model at a time, for models that do not fit in memory together "
