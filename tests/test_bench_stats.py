@@ -15,12 +15,29 @@ def test_percentile_interpolates_like_numpy():
     assert percentile([1.0, 2.0, 3.0, 4.0], 0) == 1.0 and percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
 
 
-def test_round_order_is_a_latin_square():
-    orders = [round_order(3, r) for r in range(3)]
-    assert orders == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
-    for position in range(3):  # every model once in every position over 3 rounds
-        assert sorted(o[position] for o in orders) == [0, 1, 2]
-    assert round_order(2, 0) == [0, 1] and round_order(2, 1) == [1, 0] and round_order(2, 2) == [0, 1]
+def predecessors(orders: list[list[int]]) -> Counter:
+    """How often each model directly follows each other one within a round."""
+    return Counter((a, b) for o in orders for a, b in zip(o, o[1:]))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_round_order_is_a_williams_square(n):
+    period = n if n % 2 == 0 else 2 * n
+    orders = [round_order(n, r) for r in range(period)]
+    for position in range(n):  # every model equally often in every position
+        assert Counter(o[position] for o in orders) == {m: period // n for m in range(n)}
+    # every model follows every other one equally often: carry-over from the pass before is balanced
+    pairs = predecessors(orders)
+    assert set(pairs) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert len(set(pairs.values())) == 1
+    assert round_order(n, period) == orders[0]
+
+
+def test_round_order_examples():
+    assert [round_order(2, r) for r in range(3)] == [[0, 1], [1, 0], [0, 1]]
+    assert [round_order(4, r) for r in range(4)] == [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]]
+    # the old rotation let the copy right after the reference follow it in 3 of 4 rounds
+    assert predecessors([round_order(4, r) for r in range(4)])[(0, 1)] == 1
 
 
 def test_schedule_interleaves_models_and_spreads_batch_sizes_over_rounds():

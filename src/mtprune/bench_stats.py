@@ -48,16 +48,31 @@ def median(values: Sequence[float]) -> float:
 
 
 def round_order(n_models: int, round_index: int) -> list[int]:
-    """The models' order in round ``round_index``: rotated by one each round (a Latin square:
-    over n_models rounds every model is timed once in every position)."""
-    shift = round_index % n_models if n_models else 0
-    return [(i + shift) % n_models for i in range(n_models)]
+    """The models' order in round ``round_index``: the rows of a Williams square, a Latin square
+    (over its rows every model is timed once in every position) in which every model also
+    follows every other model equally often, so that what a pass inherits from the pass before
+    it (a warm allocator for the same shapes, a cache state) is spread over all models alike.
+    Rows: the first is 0, 1, n-1, 2, n-2, ...; row r adds r to each (mod n); an odd n needs the
+    mirrored rows too (2n rounds for full balance)."""
+    if n_models <= 1:
+        return list(range(n_models))
+    first, low, high = [0], 1, n_models - 1
+    while len(first) < n_models:
+        first.append(low)
+        low += 1
+        if len(first) < n_models:
+            first.append(high)
+            high -= 1
+    period = n_models if n_models % 2 == 0 else 2 * n_models
+    r = round_index % period
+    row = [(m + r) % n_models for m in first]
+    return row[::-1] if r >= n_models else row
 
 
 def schedule(n_models: int, batch_sizes: Sequence[int], rounds: int) -> list[tuple[int, int, int]]:
     """Every timed pass as (round, batch size, model index), in the order to run them: rounds
     outermost, so that each batch size's rounds spread over the whole measurement; in round r
-    the k-th batch size starts its models' rotation at r + k (a Latin square over batch sizes)."""
+    the k-th batch size takes ``round_order``'s row r + k (batch sizes do not share a row)."""
     return [(r, b, m) for r in range(rounds) for k, b in enumerate(batch_sizes) for m in round_order(n_models, r + k)]
 
 
