@@ -21,8 +21,8 @@ a stage whose inputs changed is redone with everything after it. --from STAGE re
 every later one. Layer ids are ORIGINAL 0-based ids."""
 
 EPILOG = """\
-stages: search, prune, recover, evaluate, bench, report (search without a 'search' section, recover
-  without 'recover' steps and bench without a 'bench' section are left out)
+stages: trim_vocab, search, prune, recover, reference, evaluate, bench, report (a stage without its
+  section is left out: trim_vocab, search, recover steps, reference: true, bench)
 
 recipe keys (examples/*.yaml show them all):
   model: MODEL                 packaged name, checkpoint folder (relative to the recipe), .gguf or hub id
@@ -34,6 +34,8 @@ recipe keys (examples/*.yaml show them all):
   translation:                 prompt, shots, shots_from, batch_size, max_new_tokens (every stage that translates)
   backend:                     hf | vllm, or {name, tensor_parallel, gpu_memory_utilization, max_model_len}
                                (evaluate, synthesize, bench; the search always runs hf)
+  trim_vocab:                  {data: train | SPEC list, limit, keep, min_count, verify}: first, so the search,
+                               pruning and the reference work on the trimmed copy (see mtprune trim-vocab --help)
   search:                      `mtprune search`'s settings: criterion, metric, fast, proxy, shortlist, race,
                                protect, combine, candidate_batch; stop rules remove, target_layers,
                                target_params, min_quality, depth_for, speed_from
@@ -45,7 +47,9 @@ recipe keys (examples/*.yaml show them all):
                                               lora, train_layers, data: [train | synthesized | SPEC], ...}
                                (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
                                train data, for finetune after a synthesize step to the synthesized pairs)
-  evaluate:                    metrics: [chrf++, bleu, chrf, ter]
+  reference: true              the recovery steps applied to the unpruned (trimmed) model too: the fair reference
+  evaluate:                    metrics: [chrf++, bleu, chrf, ter] (every model: unpruned, trimmed, pruned, each
+                               recovered one, reference)
   bench:                       batch_sizes, warmup, runs (rounds, the models interleaved), limit (the first
                                pair's test segments), metric, fixed_new_tokens (the same work for every model),
                                order (interleaved, or sequential: one model in memory at a time); see
@@ -55,7 +59,8 @@ examples:
   mtprune run examples/quickstart.yaml -o runs/qs --dry-run     # check the recipe, show the plan, load nothing
   mtprune run examples/quickstart.yaml -o runs/qs               # run (again: finished stages are skipped)
   mtprune run examples/quickstart.yaml -o runs/qs --from recover   # redo recovery, evaluation, bench, report
-  mtprune run examples/aya-expanse-8b-cs-de.yaml -o runs/aya    # the paper's setup (GPU, hub models)"""
+  mtprune run examples/aya-expanse-8b-cs-de.yaml -o runs/aya    # the paper's setup (GPU, hub models)
+  mtprune run quickstart -o runs/qs4 --set search.remove=4       # a packaged recipe, one value changed"""
 
 
 def add_parser(subparsers) -> None:
