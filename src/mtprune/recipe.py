@@ -458,12 +458,12 @@ def packaged_recipes() -> list[str]:
 def recipe_path(spec: str | Path) -> Path:
     """A recipe file as given, or the packaged recipe of that name (``quickstart``)."""
     path = Path(spec)
-    if path.exists() or path.suffix in (".yaml", ".yml") or str(spec) not in packaged_recipes():
-        if not path.exists():
-            raise ConfigError(f"{spec}: recipe file not found (a YAML file, or a recipe shipped with mtprune: "
-                              f"{', '.join(packaged_recipes())})")
+    if path.exists():
         return path
-    return PACKAGED_RECIPES_DIR / f"{spec}.yaml"
+    if str(spec) in packaged_recipes():
+        return PACKAGED_RECIPES_DIR / f"{spec}.yaml"
+    raise ConfigError(f"{spec}: recipe file not found (a YAML file, or a recipe shipped with mtprune: "
+                      f"{', '.join(packaged_recipes())})")
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, Path_, Any]]:
@@ -908,20 +908,9 @@ def _trim_vocab(ck: RecipeChecker, value: Any, recipe: Recipe) -> TrimVocab:
     allowed = {**config_keys(TrimVocab, ("data",)), "data": Union[str, dict, list, None]}
     opts = ck.mapping(value, path, allowed)
     given = opts.pop("data", None) or TRAIN
-    trim = TrimVocab(**opts, data=[])
-    for i, item in enumerate(given if isinstance(given, list) else [given]):
-        where = path + ("data",) + ((i,) if isinstance(given, list) else ())
-        if item == TRAIN:
-            missing = [p.name for p in recipe.pairs if p.train is None]
-            if missing:
-                ck.error(where, f"'train' data: pairs {', '.join(missing)} have no train data ('data' or 'train')")
-            trim.data.append(TRAIN)
-        elif isinstance(item, (str, dict)):
-            ref = _data_ref(ck, where, item, None, "train", _only_pair(ck, where, recipe), recipe.seed)
-            if ref is not None:
-                trim.data.append(ref)
-        else:
-            ck.error(where, f"expected 'train' or a data spec, got {_yaml_kind(item)}")
+    # the same data forms as a recovery step's ('train' or data specs; no synthesis precedes it)
+    trim = TrimVocab(**opts, data=_step_data(ck, path + ("data",), given, recipe,
+                                             RecoverStep("trim_vocab", "trim_vocab", {}), synthesized=False))
     if trim.limit is not None and trim.limit < 1:
         ck.error(path + ("limit",), f"must be at least 1, got {trim.limit}")
     # the library's own checks, so that the stage cannot refuse what the recipe check let through

@@ -68,9 +68,7 @@ class RunContext:
 
     @property
     def base(self) -> str:
-        """The model the search, pruning and the reference start from: the trimmed copy where the
-        recipe trims the vocabulary, else the recipe's model."""
-        return str(self.dir("trim_vocab") / "model") if self.recipe.trim_vocab else self.recipe.model
+        return base_model(self.recipe, self.run_dir)
 
     def final(self, stage: str) -> str | None:
         """The last model the recovery steps make in ``stage`` (recover or reference)."""
@@ -79,17 +77,18 @@ class RunContext:
         return made[-1] if made else None
 
     def models(self) -> list[tuple[str, str]]:
-        """(name, MODEL) of every model the run makes, the unpruned one first."""
-        models = [("unpruned", self.recipe.model)]
-        if self.recipe.trim_vocab:
-            models.append(("trimmed", self.base))
-        models.append(("pruned", str(self.pruned)))
-        for i, step in enumerate(self.recipe.recover, 1):
-            if step.makes_model:
-                models.append((step.name, str(self.step_dir(i, step) / "model")))
-        if self.recipe.reference:
-            models.append(("reference", self.final("reference")))
-        return models
+        """(name, MODEL) of every model the run makes (``model_names``), the unpruned one first."""
+        paths = {"unpruned": self.recipe.model, "trimmed": self.base, "pruned": str(self.pruned),
+                 "reference": self.final("reference")}
+        paths.update({step.name: str(self.step_dir(i, step) / "model")
+                      for i, step in enumerate(self.recipe.recover, 1) if step.makes_model})
+        return [(name, paths[name]) for name in model_names(self.recipe)]
+
+
+def base_model(recipe: Recipe, run_dir: Path) -> str:
+    """The model the search, pruning and the reference start from: the trimmed copy where the
+    recipe trims the vocabulary, else the recipe's model."""
+    return str(Path(run_dir) / "trim_vocab" / "model") if recipe.trim_vocab else recipe.model
 
 
 # ----------------------------------------------------------------------------------------
@@ -235,7 +234,7 @@ def _action(folder: Path, current: str, inputs: dict[str, Any], forced: bool) ->
 
 def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
     pairs = ", ".join(p.name for p in recipe.pairs)
-    base = run_dir / "trim_vocab" / "model" if recipe.trim_vocab else recipe.model
+    base = base_model(recipe, run_dir)
     if name == "trim_vocab":
         t = recipe.trim_vocab
         data = ", ".join(d if isinstance(d, str) else d.spec for d in t.data)
