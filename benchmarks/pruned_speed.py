@@ -19,8 +19,8 @@ encoding is paid per segment, so a model that stops early shows few tokens per s
 
     python benchmarks/pruned_speed.py [--limit 64] [--runs 5] [--batch-sizes 16,64] [--fixed-new-tokens 32]
 
-The models are timed interleaved (``mtprune bench``'s default): one pass each per round, the
-order rotating, each speed-up the median of its per-round ratios with their min-max range.
+The models are timed interleaved (``mtprune bench``'s default): one pass each per round, taking
+turns batch by batch, the order rotating, each speed-up the median of its per-round ratios with their min-max range.
 
 Last line: ``gain/ideal: X.XX (measured A.AAx, ideal B.BBx, N of M layers removed)`` for
 the 25% model at the largest batch size.

@@ -1,5 +1,6 @@
 """mtprune bench: the FLOPs and percentile core, and the whole protocol on tiny models."""
 import json
+import os
 
 import pytest
 
@@ -149,7 +150,10 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
     first, second = result["models"]
     assert (first["layers"], second["layers"]) == (6, 4)
     assert second["parameters"] < first["parameters"] and second["size_on_disk_bytes"] < first["size_on_disk_bytes"]
-    assert result["timing"] == {"order": "interleaved", "runs": 2, "warmup": 1, "interval": "minmax", "coverage": 0.5}
+    assert result["timing"] == {"order": "interleaved", "runs": 2, "warmup": 1, "interval": "minmax", "coverage": 0.5,
+                                "turns": "batch"}
+    # weights in 2 MB pages unless the user said otherwise (models.enable_huge_pages), and the JSON says so
+    assert result["machine"]["huge_pages"].endswith("THP_MEM_ALLOC_ENABLE=" + os.environ.get("THP_MEM_ALLOC_ENABLE"))
     for entry in result["models"]:
         assert [r["batch_size"] for r in entry["batches"]] == [1, 3]
         assert entry["memory_kind"].endswith("less the other 1 loaded models' weights")

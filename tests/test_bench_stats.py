@@ -43,13 +43,24 @@ def test_round_order_examples():
 def test_schedule_interleaves_models_and_spreads_batch_sizes_over_rounds():
     passes = schedule(2, (1, 16), rounds=3)
     assert len(passes) == 2 * 2 * 3
-    assert passes[:4] == [(0, 1, 0), (0, 1, 1), (0, 16, 1), (0, 16, 0)]
+    assert passes[:4] == [(0, 1, 0, 0), (0, 1, 0, 1), (0, 16, 0, 1), (0, 16, 0, 0)]
     # each (model, batch size) is timed once per round, every round before the next begins
-    assert Counter((b, m) for _, b, m in passes) == {(b, m): 3 for b in (1, 16) for m in (0, 1)}
-    assert [r for r, _, _ in passes] == sorted(r for r, _, _ in passes)
+    assert Counter((b, m) for _, b, _, m in passes) == {(b, m): 3 for b in (1, 16) for m in (0, 1)}
+    assert [r for r, *_ in passes] == sorted(r for r, *_ in passes)
     # and each batch size's first model alternates between rounds: drift within a round is shared
-    assert [m for r, b, m in passes if b == 1][::2] == [0, 1, 0]
-    assert schedule(1, (4,), 2) == [(0, 4, 0), (1, 4, 0)]
+    assert [m for r, b, _, m in passes if b == 1][::2] == [0, 1, 0]
+    assert schedule(1, (4,), 2) == [(0, 4, 0, 0), (1, 4, 0, 0)]
+
+
+def test_schedule_takes_turns_batch_by_batch():
+    """Batch j of every model runs before batch j+1 of any: a round's ratio compares batches
+    seconds apart; the first model changes from batch to batch."""
+    passes = schedule(2, (16,), rounds=2, batches={16: 3})
+    assert passes[:6] == [(0, 16, 0, 0), (0, 16, 0, 1), (0, 16, 1, 1), (0, 16, 1, 0), (0, 16, 2, 0), (0, 16, 2, 1)]
+    assert Counter((r, m) for r, _, _, m in passes) == {(r, m): 3 for r in (0, 1) for m in (0, 1)}
+    for r in (0, 1):
+        in_round = [(j, m) for rr, _, j, m in passes if rr == r]
+        assert [j for j, _ in in_round] == sorted(j for j, _ in in_round)
 
 
 def test_per_round_ratios_pair_the_same_rounds():

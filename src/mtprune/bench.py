@@ -3,8 +3,9 @@
 For each model and batch size: ``--warmup`` untimed passes over the data, then ``--runs``
 timed passes over the data in consecutive batches of that size (the order a deployment
 receives them).  The models are timed INTERLEAVED: all loaded at once, one pass per model per
-round, their order rotating each round (``bench_stats.schedule``), so that the machine's drift
-(a shared CPU's load, a GPU's clocks) hits every model alike; ``order="sequential"`` loads one
+round, the models taking turns batch by batch in an order rotating each round and batch
+(``bench_stats.schedule``), so that the machine's drift (a shared CPU's load, a GPU's clocks)
+hits every model alike; ``order="sequential"`` loads one
 model at a time instead (and says so), as does the vLLM backend (one engine per process).
 Per model and batch size: generated tokens/s (median over rounds and its range) and segments/s,
 latency per batch (median, p95 over every batch of every round), peak memory while translating
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import platform
 import re
 import time
@@ -217,9 +219,7 @@ class PeakMemory:
 
 
 def machine_info(device: str) -> dict[str, Any]:
-    """Where the figures were measured: CPU and its relevant flags, threads, GPU."""
-    import os
-
+    """Where the figures were measured: CPU and its relevant flags, threads, huge pages, GPU."""
     import torch
 
     info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
@@ -234,7 +234,20 @@ def machine_info(device: str) -> dict[str, Any]:
         info["cpu"] = platform.processor()
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["huge_pages"] = huge_pages_note()
     return info
+
+
+def huge_pages_note() -> str:
+    """'thp madvise, THP_MEM_ALLOC_ENABLE=1': whether CPU weights can live in 2 MB pages."""
+    from .models import HUGE_PAGES_ENV
+
+    try:
+        mode = re.search(r"\[(\w+)\]", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()).group(1)
+    except (OSError, AttributeError):
+        mode = "unknown"
+    return f"thp {mode}, {HUGE_PAGES_ENV}={os.environ.get(HUGE_PAGES_ENV, 'unset')}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -256,7 +269,7 @@ def _mean_context(loaded, translator, sources: Sequence[str], generated_tokens: 
 
 @dataclass
 class Timings:
-    """The timed passes of one model at one batch size, round by round."""
+    """The timed batches of one model at one batch size, summed round by round."""
 
     rates: list[float] = field(default_factory=list)  # generated tokens/s per round
     segment_rates: list[float] = field(default_factory=list)
@@ -264,20 +277,27 @@ class Timings:
     peak_bytes: int | None = None
     hypotheses: list[str] | None = None  # the first round's
     tokens: int = 0  # generated in the first round
+    _round: list[float] = field(default_factory=lambda: [0, 0, 0.0])  # tokens, segments, seconds so far
+    _hyps: list[str] = field(default_factory=list)
 
-    def add_pass(self, translator, batches: list[list[str]]) -> None:
-        hyps, tokens, seconds = [], 0, 0.0
-        for batch in batches:
-            start = time.perf_counter()
-            result = translator.translate(batch)
-            self.latencies.append(time.perf_counter() - start)
-            seconds += self.latencies[-1]
-            tokens += result.generated_tokens
-            hyps += result.hypotheses
-        self.rates.append(tokens / seconds)
-        self.segment_rates.append(len(hyps) / seconds)
+    def add_batch(self, translator, batch: list[str]) -> None:
+        start = time.perf_counter()
+        result = translator.translate(batch)
+        self.latencies.append(time.perf_counter() - start)
+        self._round[0] += result.generated_tokens
+        self._round[1] += len(result.hypotheses)
+        self._round[2] += self.latencies[-1]
         if self.hypotheses is None:
-            self.hypotheses, self.tokens = hyps, tokens
+            self._hyps += result.hypotheses
+
+    def end_round(self) -> None:
+        """One pass over the data is complete: its rates become this round's."""
+        tokens, segments, seconds = self._round
+        self.rates.append(tokens / seconds)
+        self.segment_rates.append(segments / seconds)
+        if self.hypotheses is None:
+            self.hypotheses, self.tokens = self._hyps, tokens
+        self._round, self._hyps = [0, 0, 0.0], []
 
 
 @dataclass
@@ -332,15 +352,20 @@ def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:
 
 
 def time_rounds(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
-    """Every timed pass of ``bench_stats.schedule``: round by round, the models' order rotating,
-    so that the machine's drift hits every model alike.  Peak memory per pass; where several
-    models are loaded, less the other models' weights (what this one would need alone)."""
+    """Every timed batch of ``bench_stats.schedule``: round by round, the models taking turns
+    batch by batch in a rotating order, so that the machine's drift hits every model alike.  Peak
+    memory per batch; where several models are loaded, less the other models' weights (what this
+    one would need alone)."""
+    chunks = {b: _batches(pair.sources, b) for b in cfg.batch_sizes}
     for m in models:
         m.timings = {b: Timings() for b in cfg.batch_sizes}
-    for _, b, index in schedule(len(models), cfg.batch_sizes, cfg.runs):
+    passes = schedule(len(models), cfg.batch_sizes, cfg.runs, {b: len(c) for b, c in chunks.items()})
+    for _, b, j, index in passes:
         m = models[index]
         m.memory.reset()
-        m.timings[b].add_pass(m.translators[b], _batches(pair.sources, b))
+        m.timings[b].add_batch(m.translators[b], chunks[b][j])
+        if j == len(chunks[b]) - 1:
+            m.timings[b].end_round()
         peak = m.memory.peak_bytes()
         if peak is not None:
             peak -= sum(other.weight_bytes for other in models if other is not m)
@@ -448,6 +473,8 @@ def timing_note(cfg: BenchConfig) -> dict[str, Any]:
     """How the figures were timed, for the JSON, the table's footer and the report."""
     note: dict[str, Any] = {"order": cfg.timing_order, "runs": cfg.runs, "warmup": cfg.warmup,
                             "interval": cfg.interval}
+    if cfg.timing_order == "interleaved":
+        note["turns"] = "batch"  # the models take turns batch by batch (a bench before 2026-11-30: pass by pass)
     if cfg.interval == "minmax":
         note["coverage"] = round(minmax_coverage(cfg.runs), 4)
     if cfg.timing_order == "sequential":
@@ -542,7 +569,8 @@ def _footer(result: dict[str, Any]) -> list[str]:
         f"{backend_label(cfg['backend'])}; tok/s = generated tokens/s",
         timing_line(result),
         f"machine: {m.get('cpu', '?')} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']}, flags "
-        f"{','.join(m.get('cpu_flags', [])) or '-'}){', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
+        f"{','.join(m.get('cpu_flags', [])) or '-'}{', ' + m['huge_pages'] if m.get('huge_pages') else ''})"
+        f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
         f"dtype {first['dtype']} on {first['device']}; peak memory = {first['memory_kind']}",
         "speed-up and ideal are relative to the first model; speed-up = median of the per-round ratios; ideal = ratio "
         "of per-token matmul FLOPs (linear layers, LM head, attention at the measured context); gain/ideal = "
@@ -558,7 +586,8 @@ def timing_line(result: dict[str, Any]) -> str:
     if not t:
         return (f"timing: {cfg['warmup']} warm-up + {cfg['runs']} timed runs per model, one model after the other; "
                 "median of runs")
-    order = ("interleaved (one pass per model per round, the order rotating: drift hits every model alike)"
+    turns = "taking turns batch by batch" if t.get("turns") == "batch" else "one pass per model per round"
+    order = (f"interleaved ({turns}, the order rotating: drift hits every model alike)"
              if t["order"] == "interleaved" else
              f"sequential ({t.get('why', '')}: each model's runs one after the other, drift between models not "
              "cancelled)")

@@ -8,7 +8,8 @@ from pathlib import Path
 DESCRIPTION = (
     "Measure translation speed as the WMT 2025 model compression task does: for each MODEL and each batch size, "
     "--warmup untimed passes, then --runs timed passes over the data in consecutive batches of that size. The "
-    "models are timed INTERLEAVED: one pass per model per round, their order rotating each round, so that the "
+    "models are timed INTERLEAVED: one pass per model per round, the models taking turns batch by batch in an order "
+    "rotating each round and batch, so that the "
     "machine's drift (a shared CPU's load, a GPU's clock boost and heat) hits every model alike, and each "
     "speed-up is computed round by round (A_i / B_i). Reports generated tokens/s (median over rounds and its "
     "range) and segments/s, latency per batch (median, p95), peak memory while "
