@@ -84,14 +84,18 @@ def test_filter_translations_counts_each_rule():
     pairs = [
         (src, "Das Haus ist klein und sehr alt."),  # good
         (src, ""),  # empty
-        (src, "The house is small and very old."),  # copy of the source
+        (src, "The house is small and very old."),  # copy of the source (and not German)
         (src, "Haus"),  # too short
         ("Good morning.", "Guten Morgen " * 8),  # repetition and too long
         ("And God said.", "Und Gott\tsprach.\n"),  # good: tabs and newlines become spaces
+        (src, "La maison est petite et très vieille."),  # French, not German
     ]
-    kept, counts = filter_translations([s for s, _ in pairs], [h for _, h in pairs])
+    kept, counts = filter_translations([s for s, _ in pairs], [h for _, h in pairs], tgt_lang="de")
     assert kept == [(src, "Das Haus ist klein und sehr alt."), ("And God said.", "Und Gott sprach.")]
-    assert counts == {"failed": 4, "empty": 1, "too_long": 1, "too_short": 1, "copy": 1, "repetition": 1}
+    assert counts == {"failed": 5, "empty": 1, "too_long": 1, "too_short": 1, "copy": 1, "repetition": 1,
+                      "wrong_language": 2}
+    _, unchecked = filter_translations([s for s, _ in pairs], [h for _, h in pairs])  # no target: not checked
+    assert unchecked["wrong_language"] == 0 and unchecked["failed"] == 4
 
 
 def test_tsv_text_is_read_back_by_the_data_loader(tmp_path):
@@ -170,7 +174,8 @@ def test_torn_progress_line_resumes_twice_to_the_uninterrupted_output(tiny_check
 
 
 def test_cli_filters_dedups_counts_and_writes_provenance(tiny_checkpoints, sources_file, tmp_path, capsys, monkeypatch):
-    bad = {SOURCES[1]: "", SOURCES[2]: SOURCES[2], SOURCES[3]: "Es werde Licht " * 6}
+    bad = {SOURCES[1]: "", SOURCES[2]: SOURCES[2], SOURCES[3]: "Es werde Licht " * 6,
+           SOURCES[4]: "Et Dieu vit que la lumière était bonne."}  # French for a German target
 
     def fake(self, sources):
         hyps = [bad.get(s, f"Übersetzung: {s[::-1]}") for s in sources]
@@ -182,13 +187,17 @@ def test_cli_filters_dedups_counts_and_writes_provenance(tiny_checkpoints, sourc
                           "--tgt", "de", "--dtype", "float32", "-o", out)
     assert code == 0
     assert "12 sources: 2 duplicates dropped, 10 translated" in stdout
-    assert "3 failed (empty 1, too long 0, too short 0, copies 1, repetitions 1); kept 7 pairs" in stdout
+    assert ("4 failed (empty 1, too long 0, too short 0, copies 1, repetitions 1, wrong language 2); "
+            "kept 6 pairs") in stdout  # the copy is English: a wrong language too
     assert out.read_text().splitlines()[0] == "source\ttarget"
     segments = load_segments(DataSpec(str(out), "en", "de"))  # what finetune --data reads
     assert [s.source for s in segments] == [s for s in SOURCES if s not in bad]
 
     sidecar = json.loads((tmp_path / "synth.tsv.json").read_text())
-    assert sidecar["counts"]["kept"] == 7 and sidecar["counts"]["failures"]["failed"] == 3
+    assert sidecar["counts"]["kept"] == 6 and sidecar["counts"]["failures"]["failed"] == 4
+    language = sidecar["filter"]["language"]
+    assert language["identifier"].startswith("py3langid ") and language["status"] == "checked"
+    assert language["target"] == "de" and "de" in language["accepted"]
     assert sidecar["teacher"]["fingerprint"] == models.fingerprint_checkpoint(tiny_checkpoints["llama"])
     assert sidecar["data"]["data_hash"] and sidecar["data"]["n_segments"] == 12
     assert sidecar["translation"]["prompt"]["mode"] == "chat"

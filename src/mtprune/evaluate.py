@@ -195,14 +195,14 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
 
 
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
-    """Metric scores with signatures, and translation failure counts."""
+    """Metric scores with signatures, and translation failure counts (wrong language included)."""
     if len(hypotheses) != len(pair.segments):
         raise DataError(
             f"{len(hypotheses)} hypotheses for {len(pair.segments)} segments of {pair.spec.spec}: "
             "the hypothesis file must have one line per segment, in the data's order"
         )
     scores = score_all(metrics, list(hypotheses), pair.references, tgt_lang=pair.spec.tgt)
-    failures = failure_indicators(pair.sources, list(hypotheses))
+    failures = failure_indicators(pair.sources, list(hypotheses), tgt_lang=pair.spec.tgt)
     return {"scores": {name: s.to_dict() for name, s in scores.items()}, "failures": failures.to_dict()}
 
 

@@ -21,6 +21,7 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 
 from mtprune.errors import ConfigError, DataError, unknown_choice
+from mtprune.langcheck import LanguageCheck, language_check
 
 __all__ = [
     "METRICS",
@@ -365,7 +366,7 @@ def paired_bootstrap(metric: str, hyps_a: Sequence[str], hyps_b: Sequence[str],
 
 # ----------------------------------------------------------------------------- failures
 
-FAILURE_FLAGS: tuple[str, ...] = ("empty", "too_long", "too_short", "copy", "repetition")
+FAILURE_FLAGS: tuple[str, ...] = ("empty", "too_long", "too_short", "copy", "repetition", "wrong_language")
 
 _COPY_CHRF = CHRF()
 _COPY_CHRF_THRESHOLD = 90.0
@@ -376,7 +377,11 @@ _WORD = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class FailureReport:
-    """Counts of segments tripping each failure flag; ``failed`` counts segments with any flag."""
+    """Counts of segments tripping each failure flag; ``failed`` counts segments with any flag.
+
+    ``wrong_language`` is None where the language check did not run; ``language`` says why, or
+    with which identifier and rule it ran, how many outputs it judged and the wrong languages found.
+    """
 
     n: int
     empty: int
@@ -385,9 +390,11 @@ class FailureReport:
     copies: int
     repetitions: int
     failed: int = 0
+    wrong_language: int | None = None
+    language: dict | None = None
 
     def rates(self) -> dict[str, float]:
-        counts = {k: v for k, v in asdict(self).items() if k != "n"}
+        counts = {k: v for k, v in asdict(self).items() if k != "n" and isinstance(v, int)}
         return {k: (v / self.n if self.n else 0.0) for k, v in counts.items()}
 
     def to_dict(self) -> dict:
@@ -461,18 +468,23 @@ def _has_char_loop(text: str, count: int) -> bool:
     return False
 
 
-def segment_failures(source: str, hypothesis: str, *, max_length_ratio: float = 3.0,
-                     min_length_ratio: float = 0.25, repetition_ngram: int = 4,
-                     repetition_count: int = 4) -> set[str]:
+def segment_failures(source: str, hypothesis: str, *, tgt_lang: str | None = None,
+                     max_length_ratio: float = 3.0, min_length_ratio: float = 0.25,
+                     repetition_ngram: int = 4, repetition_count: int = 4) -> set[str]:
     """Failure flags (names from :data:`FAILURE_FLAGS`) that one translation trips.
 
     An empty output is only 'empty'. Length ratios count characters (whitespace
     collapsed) and are skipped for an empty source; note that a script change
     (e.g. English -> Chinese) shifts the natural ratio, so adjust the bounds.
+    'wrong_language' needs ``tgt_lang`` (see :mod:`mtprune.langcheck` for the rule).
     """
     _check_failure_options(max_length_ratio, min_length_ratio, repetition_ngram, repetition_count)
-    return _segment_flags(source, hypothesis, max_length_ratio, min_length_ratio,
-                          repetition_ngram, repetition_count)
+    flags = _segment_flags(source, hypothesis, max_length_ratio, min_length_ratio,
+                           repetition_ngram, repetition_count)
+    check = language_check(tgt_lang)
+    if "empty" not in flags and check.is_wrong(check.identify(hypothesis)):
+        flags.add("wrong_language")
+    return flags
 
 
 def _segment_flags(source: str, hypothesis: str, max_ratio: float, min_ratio: float,
@@ -495,25 +507,43 @@ def _segment_flags(source: str, hypothesis: str, max_ratio: float, min_ratio: fl
     return flags
 
 
-def failure_indicators(sources: Sequence[str], hypotheses: Sequence[str], *,
+def failure_indicators(sources: Sequence[str], hypotheses: Sequence[str], *, tgt_lang: str | None = None,
                        max_length_ratio: float = 3.0, min_length_ratio: float = 0.25,
                        repetition_ngram: int = 4, repetition_count: int = 4) -> FailureReport:
-    """Count empty, runaway-length, copied and looping translations (see :func:`segment_failures`)."""
+    """Count empty, runaway-length, copied, looping and (given ``tgt_lang``) wrong-language
+    translations (see :func:`segment_failures`)."""
     _check_failure_options(max_length_ratio, min_length_ratio, repetition_ngram, repetition_count)
     for kind, values in (("sources", sources), ("hypotheses", hypotheses)):
         if values is None or isinstance(values, str):
             raise DataError(f"{kind} must be a sequence of strings, one per segment.")
     sources, hypotheses = list(sources), list(hypotheses)
     _check_same_length("sources", sources, "hypotheses", hypotheses)
+    check = language_check(tgt_lang)
     tally: Counter[str] = Counter()
+    found: Counter[str] = Counter()  # the identifier's label of each judged output
     failed = 0
     for i, (src, hyp) in enumerate(zip(sources, hypotheses)):
         if not isinstance(src, str) or not isinstance(hyp, str):
             raise DataError(f"segment {i}: source and hypothesis must be strings.")
         flags = _segment_flags(src, hyp, max_length_ratio, min_length_ratio,
                                repetition_ngram, repetition_count)
+        label = None if "empty" in flags else check.identify(hyp)
+        found.update([label] if label else [])
+        if check.is_wrong(label):
+            flags.add("wrong_language")
         tally.update(flags)
         failed += bool(flags)
     return FailureReport(n=len(sources), empty=tally["empty"], too_long=tally["too_long"],
                          too_short=tally["too_short"], copies=tally["copy"],
-                         repetitions=tally["repetition"], failed=failed)
+                         repetitions=tally["repetition"], failed=failed,
+                         wrong_language=None if check.skipped else tally["wrong_language"],
+                         language=_language_record(check, found))
+
+
+def _language_record(check: LanguageCheck, found: Counter[str]) -> dict:
+    """The check's provenance, how many outputs it judged, and the wrong languages found (most first)."""
+    record = check.describe()
+    if not check.skipped:
+        record["judged"] = sum(found.values())
+        record["wrong"] = {label: n for label, n in found.most_common() if check.is_wrong(label)}
+    return record

@@ -9,7 +9,9 @@ from ..errors import ConfigError
 
 DESCRIPTION = (
     "Score translations with sacrebleu metrics (each with its signature) and count translation failures (empty, "
-    "length ratio, copies, repetition loops). Give MODEL to translate first, or --hyp FILE to score existing outputs."
+    "length ratio, copies, repetition loops, outputs in another language than the target: a language identifier, "
+    "py3langid, judges outputs of 20 letters or more where it is at least 50% sure). Give MODEL to translate "
+    "first, or --hyp FILE to score existing outputs."
 )
 EPILOG = """examples:
   mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64
@@ -88,6 +90,15 @@ def read_hypotheses(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+def wrong_language_text(failures: dict) -> str:
+    """'wrong language 12 (en 10, fr 2)', or why the check did not run."""
+    language = failures.get("language") or {}
+    if failures.get("wrong_language") is None:
+        return f"wrong language not checked ({language.get('reason', 'no language check in this record')})"
+    found = ", ".join(f"{label} {n}" for label, n in (language.get("wrong") or {}).items())
+    return f"wrong language {failures['wrong_language']}" + (f" ({found})" if found else "")
+
+
 def format_scores(record: dict) -> str:
     data = record["data"]
     lines = [f"{data['name']}  {data['n_segments']} segments  data {data['data']} (hash {data['data_hash']})"]
@@ -95,7 +106,7 @@ def format_scores(record: dict) -> str:
         lines.append(f"  {name:<7} {score['value']:7.2f}   {score['signature']}")
     f = record["failures"]
     lines.append(f"  failures: empty {f['empty']}, too long {f['too_long']}, too short {f['too_short']}, "
-                 f"copies {f['copies']}, repetitions {f['repetitions']} (of {f['n']})")
+                 f"copies {f['copies']}, repetitions {f['repetitions']}, {wrong_language_text(f)} (of {f['n']})")
     if "timing" in record:
         t = record["timing"]
         lines.append(f"  speed: {t['seconds']:.1f} s, {t['segments_per_s']:.2f} segments/s, "

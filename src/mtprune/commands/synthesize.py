@@ -8,7 +8,8 @@ DESCRIPTION = (
     "Sequence-level knowledge distillation data (the paper's KD step): TEACHER translates the source side of "
     "--data (references are not needed: a plain text file of sources works) with the batched greedy backend. "
     "Duplicate sources are translated once; translations that are empty, too long or too short for their "
-    "source, copies of the source or repetition loops (the failure rules of `mtprune evaluate`) are dropped. "
+    "source, copies of the source, repetition loops or in another language than --tgt (the failure rules of "
+    "`mtprune evaluate`) are dropped. "
     "Writes OUT (TSV with a source/target header, for `mtprune finetune --data OUT`) and OUT.json (teacher and "
     "its fingerprint, data hash, prompt, versions, counts). Translations are logged chunk by chunk to "
     "OUT.progress.jsonl: after a crash or Ctrl-C, rerun the same command and it continues where it stopped "
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{c['input']} sources: {c['duplicates']} duplicates dropped, {c['translated']} translated "
           f"({c['translated_now']} now, {c['reused_from_log']} from the progress log)")
     print(f"filtered: {f['failed']} failed (empty {f['empty']}, too long {f['too_long']}, too short "
-          f"{f['too_short']}, copies {f['copy']}, repetitions {f['repetition']}); kept {c['kept']} pairs")
+          f"{f['too_short']}, copies {f['copy']}, repetitions {f['repetition']}, wrong language "
+          f"{f['wrong_language']}); kept {c['kept']} pairs")
     print(f"wrote {result.out} and {result.sidecar}")
     return 0

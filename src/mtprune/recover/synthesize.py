@@ -24,6 +24,7 @@ from ..data import DataSpec
 from ..errors import ConfigError, DataError
 from ..files import write_json_atomic, write_text_atomic
 from ..jsonlog import JsonLog
+from ..langcheck import language_check
 from ..metrics import FAILURE_FLAGS, segment_failures
 
 logger = logging.getLogger(__name__)
@@ -121,16 +122,19 @@ def unique_sources(sources: Sequence[str]) -> tuple[list[str], int]:
     return unique, len(sources) - len(unique)
 
 
-def filter_translations(sources: Sequence[str], hypotheses: Sequence[str], *, max_length_ratio: float = 3.0,
+def filter_translations(sources: Sequence[str], hypotheses: Sequence[str], *, tgt_lang: str | None = None,
+                        max_length_ratio: float = 3.0,
                         min_length_ratio: float = 0.25) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Pairs that trip none of metrics.segment_failures' flags (empty, too long, too short,
-    source copy, repetition), and the count of each flag (a pair may trip several)."""
+    source copy, repetition, and given ``tgt_lang`` an output in another language), and the
+    count of each flag (a pair may trip several)."""
     kept: list[tuple[str, str]] = []
     counts = {flag: 0 for flag in FAILURE_FLAGS}
     failed = 0
     for source, hyp in zip(sources, hypotheses, strict=True):
         source, hyp = normalize_text(source), normalize_text(hyp)
-        flags = segment_failures(source, hyp, max_length_ratio=max_length_ratio, min_length_ratio=min_length_ratio)
+        flags = segment_failures(source, hyp, tgt_lang=tgt_lang, max_length_ratio=max_length_ratio,
+                                 min_length_ratio=min_length_ratio)
         for flag in flags:
             counts[flag] += 1
         if flags:
@@ -242,8 +246,8 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
     translated_now = translate_missing(log, sources, lambda chunk: translator.translate(chunk).hypotheses,
                                        cfg.chunk_size, cfg.progress)
     hypotheses = [log.translations[source_key(s)] for s in sources]
-    kept, failures = filter_translations(sources, hypotheses, max_length_ratio=cfg.max_length_ratio,
-                                         min_length_ratio=cfg.min_length_ratio)
+    kept, failures = filter_translations(sources, hypotheses, tgt_lang=pair.spec.tgt,
+                                         max_length_ratio=cfg.max_length_ratio, min_length_ratio=cfg.min_length_ratio)
     counts = {"input": len(pair.sources), "duplicates": duplicates, "translated": len(sources),
               "translated_now": translated_now, "reused_from_log": reused, "failures": failures, "kept": len(kept)}
     text = tsv_text(kept)
@@ -257,6 +261,7 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
         "translation": translator.describe(),
         "filter": {"rules": "mtprune.metrics.segment_failures", "flags": list(FAILURE_FLAGS),
                    "max_length_ratio": cfg.max_length_ratio, "min_length_ratio": cfg.min_length_ratio,
+                   "language": language_check(pair.spec.tgt).describe(),
                    "duplicates": "sources compared after whitespace normalization, first kept"},
         "counts": counts,
         "progress_log": str(cfg.log_path),
