@@ -255,6 +255,19 @@ def test_evaluate_hyp_equals_sacrebleu(tmp_path, capsys, no_loading):
     assert f"{record['scores']['chrf++']['value']:7.2f}" in stdout
 
 
+def test_evaluate_counts_outputs_in_the_source_language_as_wrong_language(tmp_path, capsys, no_loading):
+    pair = load_pair(SAMPLE)
+    hyps = pair.sources[:4] + pair.references[4:]  # four answers in English, four in German
+    hyp, out = tmp_path / "hyp.txt", tmp_path / "scores.json"
+    hyp.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    code, stdout, _ = run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--json", out)
+    assert code == 0
+    failures = json.loads(out.read_text(encoding="utf-8"))["failures"]
+    assert failures["wrong_language"] == 4 and failures["language"]["wrong"] == {"en": 4}
+    assert failures["language"]["identifier"].startswith("py3langid ")
+    assert "copies 4, repetitions 0, wrong language 4 (en 4) (of 8)" in stdout
+
+
 def test_evaluate_json_is_not_overwritten_without_force(tmp_path, capsys, no_loading):
     hyp, out = tmp_path / "hyp.txt", tmp_path / "scores.json"
     hyp.write_text("".join(r + "\n" for r in load_pair(SAMPLE).references), encoding="utf-8")

@@ -178,6 +178,9 @@ def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypat
     assert heal_row["train_seconds"] > 0 and heal_row["size_on_disk_bytes"] > 0 and heal_row["layers"] == 5
     md = (tmp_path / "whole" / "report" / "report.md").read_text()
     assert "## Models side by side" in md and "| heal | 5 |" in md and "## Search" in md
+    failures = [f for m in whole["models"] for f in m["failures"].values()]
+    assert len(failures) == 3 and all(f["language"]["identifier"].startswith("py3langid") for f in failures)
+    assert "## Translation failures" in md and "wrong language" in md
     assert "data:image/png;base64," in (tmp_path / "whole" / "report" / "report.html").read_text()
 
     real_heal, calls = heal_module.heal, []

