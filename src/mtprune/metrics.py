@@ -37,6 +37,8 @@ __all__ = [
     "BootstrapResult",
     "FailureReport",
     "canonical_metric",
+    "check_metrics",
+    "needs_references",
     "default_metric",
     "higher_is_better",
     "bleu_tokenizer",
@@ -98,6 +100,23 @@ def canonical_metric(name: str) -> str:
     if key not in _ALIASES:
         raise ConfigError(unknown_choice("metric", str(name), ALL_METRICS))
     return _ALIASES[key]
+
+
+def check_metrics(metrics: Sequence[str], comet: CometSettings | None = None) -> list[str]:
+    """Canonical names, with the COMET checkpoints found and their tokenizers loaded: a missing
+    checkpoint or package is an error now, before anything is translated."""
+    from .comet import check_comet
+
+    names = list(dict.fromkeys(canonical_metric(m) for m in metrics))
+    for name in names:
+        if name in COMET_METRICS:
+            check_comet(name, comet)
+    return names
+
+
+def needs_references(metrics: Sequence[str]) -> bool:
+    """False only where every metric is reference-free (comet-qe)."""
+    return any(canonical_metric(m) != "comet-qe" for m in metrics)
 
 
 def default_metric(tgt_lang: str) -> str:

@@ -114,7 +114,7 @@ def locate(spec: str, option: str) -> CometCheckpoint:
         if not ckpt.is_file():
             raise ConfigError(f"{option} {spec}: no {CKPT_NAME} in this folder (a COMET model folder has "
                               "hparams.yaml and checkpoints/model.ckpt)")
-    elif _looks_like_hub_id(str(spec)):
+    elif looks_like_hub_id(str(spec)):
         ckpt = _download(str(spec), option) / CKPT_NAME
     else:
         raise ConfigError(f"{option} {spec}: no such file or folder, and not a hub id (ORG/NAME such as "
@@ -124,7 +124,8 @@ def locate(spec: str, option: str) -> CometCheckpoint:
     return CometCheckpoint(name=str(spec), option=option, ckpt=ckpt, hparams=hparams)
 
 
-def _looks_like_hub_id(spec: str) -> bool:
+def looks_like_hub_id(spec: str) -> bool:
+    """ORG/NAME, not a path (a path that exists is taken as a path before this is asked)."""
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec)) and not spec.startswith((".", "/"))
 
 
@@ -223,6 +224,9 @@ class _Inert(dict):
 
     def __setstate__(self, state: Any) -> None:
         pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:  # a stand-in function (getattr(cls, name)) is called
+        return _Inert()
 
     def append(self, item: Any) -> None:
         pass
