@@ -3,7 +3,9 @@
 unbabel-comet cannot live in mtprune's environment (it needs transformers<5 and numpy<2), so the
 check runs in two environments over the tiny random checkpoints of ``tests/tiny_comet.py`` (every
 model class mtprune loads, softmax and sparsemax mixes, avg/max/cls pooling, a single layer,
-layer norm off, QE and source+reference unified inputs; segments long enough to be truncated):
+layer norm off, QE and source+reference unified inputs, an XLM-R XL encoder; segments long enough
+to be truncated).  Measured (unbabel-comet 2.2.7, transformers 4.57.6, torch 2.13 CPU, against
+transformers 5.24): all 11 cases PASS, the largest difference 3.0e-7.
 
     python tests/tiny_comet.py DIR                                          # mtprune's venv
     VENV_COMET/bin/python benchmarks/comet_crosscheck.py DIR unbabel       # pip install unbabel-comet==2.2.7

@@ -27,10 +27,10 @@ _CORPUS = [
 HIDDEN, LAYERS, MAX_POSITIONS = 32, 2, 40
 
 
-def make_encoder(folder: Path) -> Path:
-    """A tiny XLM-R: config.json, tokenizer.json and tokenizer_config.json."""
+def make_encoder(folder: Path, xl: bool = False) -> Path:
+    """A tiny XLM-R (``xl``: XLM-R XL, pre-layer-norm): config.json, tokenizer.json, tokenizer_config.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import XLMRobertaConfig
+    from transformers import XLMRobertaConfig, XLMRobertaXLConfig
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def make_encoder(folder: Path) -> Path:
              "unk_token": "<unk>", "mask_token": "<mask>"}
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": MAX_POSITIONS - 2, **names}))
-    XLMRobertaConfig(vocab_size=tok.get_vocab_size(), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+    (XLMRobertaXLConfig if xl else XLMRobertaConfig)(vocab_size=tok.get_vocab_size(), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=MAX_POSITIONS,
                      type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2).save_pretrained(folder)
     return folder
@@ -80,14 +80,15 @@ def make_comet(folder: Path, encoder: Path, model_class: str = "regression_metri
     layer mix's scalars (default random; a sparsemax of random scalars often keeps one layer)."""
     import torch
     import yaml
-    from transformers import XLMRobertaConfig, XLMRobertaModel
+    from transformers import AutoConfig, XLMRobertaModel, XLMRobertaXLModel
 
     folder = Path(folder)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     hparams = _hparams(model_class, encoder, **options)
     (folder / "hparams.yaml").write_text(yaml.safe_dump(hparams))
     torch.manual_seed(seed)
-    encoder_model = XLMRobertaModel(XLMRobertaConfig.from_pretrained(encoder), add_pooling_layer=False)
+    encoder_class = XLMRobertaXLModel if hparams["encoder_model"] == "XLM-RoBERTa-XL" else XLMRobertaModel
+    encoder_model = encoder_class(AutoConfig.from_pretrained(encoder), add_pooling_layer=False)
     state = {f"encoder.model.{k}": v.clone() for k, v in encoder_model.state_dict().items()}
     scalars = torch.tensor(mix_weights) if mix_weights is not None else torch.randn(LAYERS + 1)
     for i in range(LAYERS + 1):
@@ -115,12 +116,13 @@ CROSSCHECK_MODELS = {
     "qe-referenceless": ("referenceless_regression_metric", {"final_activation": "sigmoid"}),
     "kiwi-sparsemax": ("unified_metric", {"layer_transformation": "sparsemax", "mix_weights": [0.3, 0.2, 0.1]}),
     "unified-src-ref": ("unified_metric", {"input_segments": ["mt", "src", "ref"]}),
+    "kiwi-xl": ("unified_metric", {"encoder_model": "XLM-RoBERTa-XL"}),  # its encoder: encoder-xl
 }
 
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    enc = make_encoder(out / "encoder")
+    encoders = {"XLM-RoBERTa": make_encoder(out / "encoder"), "XLM-RoBERTa-XL": make_encoder(out / "encoder-xl", xl=True)}
     for i, (name, (kind, opts)) in enumerate(CROSSCHECK_MODELS.items()):
-        make_comet(out / name, enc, kind, seed=i, **opts)
+        make_comet(out / name, encoders[opts.get("encoder_model", "XLM-RoBERTa")], kind, seed=i, **opts)
     print(f"wrote {', '.join(CROSSCHECK_MODELS)} and their encoder under {out}")

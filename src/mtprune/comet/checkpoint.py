@@ -27,7 +27,7 @@ CKPT_NAME = Path("checkpoints") / "model.ckpt"
 # class_identifier -> what the model reads; unbabel's ranking and XCOMET models are not scorers of this kind
 MODEL_CLASSES = {
     "regression_metric": "source, translation and reference (e.g. Unbabel/wmt22-comet-da)",
-    "referenceless_regression_metric": "source and translation (e.g. Unbabel/wmt21-comet-qe-da)",
+    "referenceless_regression_metric": "source and translation (the COMET-QE models)",
     "unified_metric": "translation with source and/or reference in one sequence (e.g. Unbabel/wmt22-cometkiwi-da)",
 }
 ENCODERS = {"XLM-RoBERTa": "XLMRobertaModel", "XLM-RoBERTa-XL": "XLMRobertaXLModel"}

@@ -15,7 +15,7 @@ DESCRIPTION = (
 EPILOG = """examples:
   mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64
   mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json
-  mtprune evaluate gemma-3-270m --data sample:en-de --part test --metrics chrf++,comet,comet-qe \
+  mtprune evaluate gemma-3-270m --data sample:en-de --part test --metrics chrf++,comet,comet-qe \\
       --comet-model ./wmt22-comet-da --comet-qe-model ./wmt22-cometkiwi-da"""
 
 
