@@ -50,8 +50,8 @@ def test_aliases(alias, expected):
 def test_unknown_metric_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown metric 'blue'\. Did you mean 'bleu'\?"):
         M.canonical_metric("blue")
-    with pytest.raises(ConfigError, match="Valid: bleu, chrf, chrf\\+\\+, ter"):
-        M.corpus_score("comet", ["a"], ["a"])
+    with pytest.raises(ConfigError, match="Valid: bleu, chrf, chrf\\+\\+, comet, comet-qe, ter"):
+        M.corpus_score("meteor", ["a"], ["a"])
 
 
 @pytest.mark.parametrize("lang, expected", [

@@ -65,6 +65,7 @@ class BenchConfig:
     max_new_tokens: int | None = None
     fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
     metric: str = "chrf++"
+    comet: Any = None  # CometSettings of a COMET --metric (default: its default model)
     order: str = "interleaved"  # or sequential: one model loaded at a time (for models that do not fit together)
     interval: str = "minmax"  # or bootstrap (of the median, seeded)
     seed: int = 0
@@ -391,7 +392,7 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
             "latency_median_s": round(median(t.latencies), 4), "latency_p95_s": round(percentile(t.latencies, 95), 4),
             "peak_memory_bytes": t.peak_bytes, "generated_tokens": t.tokens,
             "runs_tokens_per_s": [round(r, 3) for r in t.rates],
-            "quality": score_hypotheses(pair, t.hypotheses, [cfg.metric])["scores"][cfg.metric]["value"]
+            "quality": score_hypotheses(pair, t.hypotheses, [cfg.metric], cfg.comet)["scores"][cfg.metric]["value"]
             if scored else None,
             "hypotheses": t.hypotheses,
             "mean_context": round(_mean_context(m.loaded, m.translators[b], pair.sources, t.tokens), 1),
@@ -486,8 +487,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Measure every model of ``cfg``; the result is what ``--json`` writes."""
     from .evaluate import load_pair
     from .export import software_versions
+    from .metrics import check_metrics
 
     cfg.validate()
+    if cfg.fixed_new_tokens is None:
+        check_metrics([cfg.metric], cfg.comet)  # a COMET checkpoint is found before any model loads
     pair = load_pair(cfg.data)
     logger.info("%d models, batch sizes %s, %d warm-up + %d timed runs of %d segments, %s", len(cfg.models),
                 ",".join(map(str, cfg.batch_sizes)), cfg.warmup, cfg.runs, len(pair.segments), cfg.timing_order)

@@ -10,7 +10,7 @@ from typing import Any
 from .backends import BackendConfig
 from .data import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
 from .errors import ConfigError, DataError
-from .metrics import failure_indicators, score_all
+from .metrics import failure_indicators, needs_references, score_all
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ class PairTask:
     @property
     def sources(self) -> list[str]:
         return [s.source for s in self.segments]
+
+    @property
+    def has_references(self) -> bool:
+        return all(s.reference is not None for s in self.segments)
 
     @property
     def references(self) -> list[str]:
@@ -194,28 +198,33 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
     return backend_class(backend.name).from_loaded(loaded, prompter, **kwargs)
 
 
-def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
-    """Metric scores with signatures, and translation failure counts (wrong language included)."""
+def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str],
+                     comet=None) -> dict[str, Any]:
+    """Metric scores with signatures, and translation failure counts (wrong language included);
+    ``comet``: the ``CometSettings`` of the COMET metrics (default: their default models)."""
     if len(hypotheses) != len(pair.segments):
         raise DataError(
             f"{len(hypotheses)} hypotheses for {len(pair.segments)} segments of {pair.spec.spec}: "
             "the hypothesis file must have one line per segment, in the data's order"
         )
-    scores = score_all(metrics, list(hypotheses), pair.references, tgt_lang=pair.spec.tgt)
+    references = pair.references if needs_references(metrics) or pair.has_references else None
+    scores = score_all(metrics, list(hypotheses), references, tgt_lang=pair.spec.tgt, sources=pair.sources,
+                       comet=comet)
     failures = failure_indicators(pair.sources, list(hypotheses), tgt_lang=pair.spec.tgt)
     return {"scores": {name: s.to_dict() for name, s in scores.items()}, "failures": failures.to_dict()}
 
 
-def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], **translation: Any) -> dict[str, Any]:
-    """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it:
-    layers, parameters, scores with signatures, failure counts, timing and the hypotheses."""
+def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=None, **translation: Any) -> dict[str, Any]:
+    """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it
+    (``comet``: CometSettings): layers, parameters, scores with signatures, failure counts, timing
+    and the hypotheses."""
     from .export import count_parameters
     from .layers import num_layers
     from .models import countable_model
 
     translator = make_translator(loaded, pair, **translation)
     result = translator.translate(pair.sources)
-    scored = score_hypotheses(pair, result.hypotheses, metrics)
+    scored = score_hypotheses(pair, result.hypotheses, metrics, comet)
     model = countable_model(loaded)
     return {
         "layers": num_layers(model),

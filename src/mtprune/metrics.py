@@ -7,6 +7,10 @@ For the layer search, which scores many systems against the same references,
 Corpus metrics (chrF, BLEU, TER) are not means of segment scores; the paired
 bootstrap therefore resamples per-segment sufficient statistics and recomputes
 the corpus score from their sums, with sacrebleu's own formula.
+
+COMET (``comet``, ``comet-qe``: the ``comet`` package) scores segments with a neural model; its
+corpus score is their mean, which :class:`MeanScorer` gives the same interface, signature and
+bootstrap.  Those metrics read the sources too, and take their model from ``CometSettings``.
 """
 from __future__ import annotations
 
@@ -20,17 +24,22 @@ import numpy as np
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 
+from mtprune.comet import COMET_METRICS, CometSettings
 from mtprune.errors import ConfigError, DataError, unknown_choice
 from mtprune.langcheck import LanguageCheck, language_check
 
 __all__ = [
     "METRICS",
+    "ALL_METRICS",
+    "MeanScorer",
     "FAILURE_FLAGS",
     "Score",
     "Scorer",
     "BootstrapResult",
     "FailureReport",
     "canonical_metric",
+    "check_metrics",
+    "needs_references",
     "default_metric",
     "higher_is_better",
     "bleu_tokenizer",
@@ -43,7 +52,8 @@ __all__ = [
     "segment_failures",
 ]
 
-METRICS: tuple[str, ...] = ("chrf++", "chrf", "bleu", "ter")
+METRICS: tuple[str, ...] = ("chrf++", "chrf", "bleu", "ter")  # sacrebleu's
+ALL_METRICS: tuple[str, ...] = METRICS + COMET_METRICS
 
 _ALIASES = {
     "chrf++": "chrf++",
@@ -53,6 +63,11 @@ _ALIASES = {
     "chrf2": "chrf",
     "bleu": "bleu",
     "ter": "ter",
+    "comet": "comet",
+    "comet-qe": "comet-qe",
+    "cometqe": "comet-qe",
+    "comet-kiwi": "comet-qe",
+    "cometkiwi": "comet-qe",
 }
 
 # Targets written without spaces between words: word n-grams (chrF++) and
@@ -84,8 +99,25 @@ def canonical_metric(name: str) -> str:
     """Canonical metric name for ``name`` (case-insensitive, aliases such as 'chrfpp')."""
     key = str(name).strip().lower()
     if key not in _ALIASES:
-        raise ConfigError(unknown_choice("metric", str(name), METRICS))
+        raise ConfigError(unknown_choice("metric", str(name), ALL_METRICS))
     return _ALIASES[key]
+
+
+def check_metrics(metrics: Sequence[str], comet: CometSettings | None = None) -> list[str]:
+    """Canonical names, with the COMET checkpoints found and their tokenizers loaded: a missing
+    checkpoint or package is an error now, before anything is translated."""
+    from .comet import check_comet
+
+    names = list(dict.fromkeys(canonical_metric(m) for m in metrics))
+    for name in names:
+        if name in COMET_METRICS:
+            check_comet(name, comet)
+    return names
+
+
+def needs_references(metrics: Sequence[str]) -> bool:
+    """False only where every metric is reference-free (comet-qe)."""
+    return any(canonical_metric(m) != "comet-qe" for m in metrics)
 
 
 def default_metric(tgt_lang: str) -> str:
@@ -219,44 +251,98 @@ class Scorer:
         return [float(compute(row).score) for row in stats.tolist()]
 
 
-def make_scorer(metric: str, references: Sequence[str], *,
-                tgt_lang: str | None = None) -> Callable[[Sequence[str]], Score]:
-    """A :class:`Scorer`: ``make_scorer("chrf++", refs)(hyps) -> Score``, references cached."""
-    return Scorer(metric, references, tgt_lang=tgt_lang)
+class MeanScorer:
+    """A metric whose corpus score is the mean of its segment scores (COMET), with :class:`Scorer`'s
+    interface: ``segments`` gives ``signature`` and ``segment_scores(hypotheses)``.  Its bootstrap
+    statistics are (score, 1) per segment."""
+
+    def __init__(self, metric: str, segments, n_segments: int):
+        self.metric, self._segments, self._n = metric, segments, n_segments
+        self.signature = segments.signature
+
+    @property
+    def n_segments(self) -> int:
+        return self._n
+
+    def segment_scores(self, hypotheses: Sequence[str]) -> list[float]:
+        hypotheses = _as_segments("hypotheses", hypotheses)
+        if len(hypotheses) != self._n:
+            raise DataError(f"{len(hypotheses)} hypotheses for {self._n} segments; they must be aligned one to one.")
+        return self._segments.segment_scores(hypotheses)
+
+    def __call__(self, hypotheses: Sequence[str]) -> Score:
+        scores = self.segment_scores(hypotheses)
+        return Score(self.metric, float(np.mean(scores)), self.signature, len(scores))
+
+    def statistics(self, hypotheses: Sequence[str]) -> np.ndarray:
+        scores = np.asarray(self.segment_scores(hypotheses), dtype=np.float64)
+        return np.stack([scores, np.ones_like(scores)], axis=1)
+
+    def score_from_statistics(self, summed: np.ndarray) -> float:
+        return float(summed[0] / summed[1])
 
 
-def corpus_score(metric: str, hypotheses: Sequence[str], references: Sequence[str], *,
-                 tgt_lang: str | None = None) -> Score:
+def make_scorer(metric: str, references: Sequence[str] | None, *, tgt_lang: str | None = None,
+                sources: Sequence[str] | None = None, comet: CometSettings | None = None,
+                progress: bool = False) -> Callable[[Sequence[str]], Score]:
+    """A scorer: ``make_scorer("chrf++", refs)(hyps) -> Score``, references cached.
+
+    COMET metrics need ``sources`` (their references are optional where the model is a QE model)
+    and take their checkpoint from ``comet``; ``progress`` shows their batches."""
+    metric = canonical_metric(metric)
+    if metric not in COMET_METRICS:
+        return Scorer(metric, references, tgt_lang=tgt_lang)
+    from .comet import CometSegments
+
+    sources = _as_segments("sources", sources)
+    if references is not None:
+        references = _as_segments("references", references)
+        _check_same_length("sources", sources, "references", references)
+    return MeanScorer(metric, CometSegments(metric, sources, references, comet, progress=progress), len(sources))
+
+
+def corpus_score(metric: str, hypotheses: Sequence[str], references: Sequence[str] | None, *,
+                 tgt_lang: str | None = None, sources: Sequence[str] | None = None,
+                 comet: CometSettings | None = None) -> Score:
     """Corpus-level score of ``hypotheses`` against one reference per segment."""
-    metric = canonical_metric(metric)
     hypotheses = _as_segments("hypotheses", hypotheses)
-    references = _as_segments("references", references)
-    _check_same_length("hypotheses", hypotheses, "references", references)
-    return Scorer(metric, references, tgt_lang=tgt_lang)(hypotheses)
+    return make_scorer(metric, _checked_references(metric, hypotheses, references), tgt_lang=tgt_lang,
+                       sources=sources, comet=comet)(hypotheses)
 
 
-def segment_scores(metric: str, hypotheses: Sequence[str], references: Sequence[str], *,
-                   tgt_lang: str | None = None) -> list[float]:
+def segment_scores(metric: str, hypotheses: Sequence[str], references: Sequence[str] | None, *,
+                   tgt_lang: str | None = None, sources: Sequence[str] | None = None,
+                   comet: CometSettings | None = None) -> list[float]:
     """Sentence-level scores, one per segment (BLEU with effective order, as sentence_bleu)."""
-    metric = canonical_metric(metric)
     hypotheses = _as_segments("hypotheses", hypotheses)
+    return make_scorer(metric, _checked_references(metric, hypotheses, references), tgt_lang=tgt_lang,
+                       sources=sources, comet=comet).segment_scores(hypotheses)
+
+
+def _checked_references(metric: str, hypotheses: list[str], references: Sequence[str] | None) -> list[str] | None:
+    """References aligned with the hypotheses; only COMET QE models do without."""
+    if references is None and canonical_metric(metric) in COMET_METRICS:
+        return None
     references = _as_segments("references", references)
     _check_same_length("hypotheses", hypotheses, "references", references)
-    return Scorer(metric, references, tgt_lang=tgt_lang).segment_scores(hypotheses)
+    return references
 
 
-def score_all(metrics: Sequence[str], hypotheses: Sequence[str], references: Sequence[str], *,
-              tgt_lang: str | None = None) -> dict[str, Score]:
+def score_all(metrics: Sequence[str], hypotheses: Sequence[str], references: Sequence[str] | None, *,
+              tgt_lang: str | None = None, sources: Sequence[str] | None = None,
+              comet: CometSettings | None = None) -> dict[str, Score]:
     """Several metrics at once, keyed by canonical name (aliases of one metric count once)."""
     if isinstance(metrics, str):
         metrics = [metrics]
     names = list(dict.fromkeys(canonical_metric(m) for m in metrics))
     if not names:
-        raise ConfigError(f"no metrics given. Valid: {', '.join(METRICS)}.")
+        raise ConfigError(f"no metrics given. Valid: {', '.join(ALL_METRICS)}.")
     hypotheses = _as_segments("hypotheses", hypotheses)
-    references = _as_segments("references", references)
-    _check_same_length("hypotheses", hypotheses, "references", references)
-    return {m: corpus_score(m, hypotheses, references, tgt_lang=tgt_lang) for m in names}
+    if references is not None or not all(m in COMET_METRICS for m in names):
+        references = _as_segments("references", references)
+        _check_same_length("hypotheses", hypotheses, "references", references)
+    return {m: corpus_score(m, hypotheses, references, tgt_lang=tgt_lang, sources=sources, comet=comet)
+            for m in names}
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -324,7 +410,8 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
 
 def paired_bootstrap(metric: str, hyps_a: Sequence[str], hyps_b: Sequence[str],
                      references: Sequence[str], *, n_samples: int = 1000, seed: int = 12345,
-                     confidence: float = 0.95, tgt_lang: str | None = None) -> BootstrapResult:
+                     confidence: float = 0.95, tgt_lang: str | None = None,
+                     sources: Sequence[str] | None = None, comet: CometSettings | None = None) -> BootstrapResult:
     """Paired bootstrap resampling (Koehn 2004): is system B really better than A?
 
     Both systems are scored on the same resampled segment sets; each corpus
@@ -341,7 +428,7 @@ def paired_bootstrap(metric: str, hyps_a: Sequence[str], hyps_b: Sequence[str],
     references = _as_segments("references", references)
     _check_same_length("hyps_a", hyps_a, "references", references)
     _check_same_length("hyps_b", hyps_b, "references", references)
-    scorer = Scorer(metric, references, tgt_lang=tgt_lang)
+    scorer = make_scorer(metric, references, tgt_lang=tgt_lang, sources=sources, comet=comet)
     stats_a = scorer.statistics(hyps_a)
     stats_b = scorer.statistics(hyps_b)
 

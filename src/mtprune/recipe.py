@@ -23,6 +23,7 @@ from typing import Any, Union
 
 from .backends import BackendConfig
 from .bench import BenchConfig
+from .comet import CometSettings
 from .data import DataSpec, data_spec_from_args
 from .errors import ConfigError, MtpruneError, unknown_choice
 from .recover.finetune import FinetuneConfig
@@ -36,7 +37,7 @@ RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 # set by the recipe itself, not by a section's keys
-SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "prompt", "shots", "shots_from", "batch_size",
+SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "batch_size",
                       "max_new_tokens", "dtype", "device", "seed", "resume", "restart_if_changed", "progress")
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
@@ -155,6 +156,7 @@ class Recipe:
     evaluate: Evaluate = field(default_factory=Evaluate)
     bench: Bench | None = None
     trim_vocab: TrimVocab | None = None
+    comet: CometSettings | None = None  # the checkpoints of the metrics comet and comet-qe, wherever used
     reference: bool = False  # the recovery steps applied to the unpruned (trimmed) model too: the fair reference
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
@@ -170,14 +172,21 @@ class Recipe:
             model=model or self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
             run_dir=run_dir, stop=stop, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
             batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype, device=self.device,
-            seed=self.seed, resume=resume, progress=progress, **opts)
+            seed=self.seed, resume=resume, progress=progress, comet=self.comet, **opts)
+
+    def comet_metrics(self) -> list[str]:
+        """The COMET metrics the run scores with (search, evaluate, bench), in that order."""
+        from .comet import is_comet
+
+        used = [(self.search or {}).get("metric")] + list(self.evaluate.metrics) + [self.bench.metric if self.bench else None]
+        return list(dict.fromkeys(m for m in used if m and is_comet(m)))
 
 
 TOP_LEVEL: dict[str, Any] = {
     "model": str, "dtype": str, "device": str, "seed": int, "pairs": list, "translation": dict,
     "backend": Union[dict, str], "search": Union[dict, None], "prune": Union[dict, None],
     "recover": Union[list, None], "evaluate": Union[dict, None], "bench": Union[dict, None],
-    "trim_vocab": Union[dict, None], "reference": bool,
+    "trim_vocab": Union[dict, None], "reference": bool, "comet": Union[dict, None],
 }
 PAIR_KEYS: dict[str, Any] = {"src": str, "tgt": str, "weight": float, "data": Union[str, dict],
                              "dev": Union[str, dict], "test": Union[str, dict], "train": Union[str, dict]}
@@ -434,6 +443,7 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
     recipe.seed = top.get("seed", 0)
     recipe.translation = _translation(ck, top.get("translation"))
     recipe.backend = _backend(ck, top.get("backend", "hf"))
+    recipe.comet = _comet(ck, top.get("comet"))
     recipe.pairs = _pairs(ck, top.get("pairs") or [], recipe.seed)
     recipe.num_layers = _num_layers(recipe.model)
     recipe.search = _search(ck, top.get("search"), recipe) if top.get("search") is not None else None
@@ -882,8 +892,28 @@ def _evaluate(ck: RecipeChecker, value: Any) -> Evaluate:
     metrics = [ck.attempt(("evaluate", "metrics", i), canonical_metric, m) for i, m in enumerate(ev.metrics)]
     ev.metrics = list(dict.fromkeys(m for m in metrics if m))
     if not ev.metrics and None not in metrics:
-        ck.error(("evaluate", "metrics"), "give at least one metric (chrf++, chrf, bleu, ter)")
+        ck.error(("evaluate", "metrics"), "give at least one metric (chrf++, chrf, bleu, ter, comet, comet-qe)")
     return ev
+
+
+def _comet(ck: RecipeChecker, value: Any) -> CometSettings | None:
+    """``comet:``: the COMET checkpoints (a folder relative to the recipe, or a hub id) and how they run."""
+    from .comet.checkpoint import looks_like_hub_id
+
+    if value is None:
+        return None
+    path = ("comet",)
+    settings = CometSettings(**ck.mapping(value, path, config_keys(CometSettings)))
+    for key in ("model", "qe_model"):
+        given = getattr(settings, key)
+        if given is None:
+            continue
+        local = Path(str(given)).expanduser()
+        if (local if local.is_absolute() else ck.base / local).exists() or not looks_like_hub_id(str(given)):
+            setattr(settings, key, ck.file(path + (key,), str(given), "COMET model"))
+    for message in settings.errors():
+        ck.error(path, message.replace("--comet-batch-size", "batch_size").replace("--comet-device", "device"))
+    return settings
 
 
 def _bench(ck: RecipeChecker, value: Any) -> Bench:

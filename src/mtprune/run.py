@@ -145,7 +145,8 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
         common = {**common, "model": {"trimmed": models["trimmed"]}}  # what later stages start from
     if recipe.search is not None:
         inputs["search"] = {**common, "search": recipe.search,
-                            "dev": [[p.name, p.weight, data_identity(p.dev)] for p in recipe.pairs]}
+                            "dev": [[p.name, p.weight, data_identity(p.dev)] for p in recipe.pairs],
+                            **_comet_inputs(recipe, [recipe.search.get("metric")])}
     inputs["prune"] = {"model": common["model"], "device": recipe.device, "prune": dataclasses.asdict(recipe.prune),
                        "search": digest(inputs["search"]) if "search" in inputs else None}
     models["pruned"] = digest(inputs["prune"])
@@ -161,13 +162,25 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
         inputs[stage] = {"steps": steps}
     backend = dataclasses.asdict(recipe.backend)
     inputs["evaluate"] = {**common, "backend": backend, "evaluate": dataclasses.asdict(recipe.evaluate),
-                          "test": [[p.name, data_identity(p.test)] for p in recipe.pairs], "models": models}
+                          "test": [[p.name, data_identity(p.test)] for p in recipe.pairs], "models": models,
+                          **_comet_inputs(recipe, recipe.evaluate.metrics)}
     if recipe.bench is not None:
         inputs["bench"] = {**common, "backend": backend, "bench": dataclasses.asdict(recipe.bench),
+                           **_comet_inputs(recipe, [recipe.bench.metric]),
                            "test": data_identity(recipe.pairs[0].test),
                            "models": [models[name] for name in bench_models(recipe)]}
     inputs["report"] = {name: digest(value) for name, value in inputs.items()}
     return inputs
+
+
+def _comet_inputs(recipe: Recipe, metrics: list) -> dict[str, Any]:
+    """The COMET checkpoints a stage's metrics score with (nothing where it uses none): another
+    checkpoint makes the stage run again."""
+    from .comet import CometSettings, is_comet
+
+    settings = recipe.comet or CometSettings()
+    used = sorted({m for m in metrics if m and is_comet(m)})
+    return {"comet": {m: settings.model_for(m) for m in used}} if used else {}
 
 
 def last_recovered(recipe: Recipe) -> str:
@@ -287,6 +300,7 @@ def format_plan(recipe: Recipe, stages: list[Stage], run_dir: Path) -> str:
 def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Execute the recipe's stages into ``run_dir``; returns the report's summary."""
     run_dir = Path(run_dir)
+    _check_comet(recipe)
     _claim_run_dir(recipe, run_dir)
     ctx = RunContext(recipe, run_dir, progress=progress)
     ran: set[str] = set()
@@ -379,6 +393,15 @@ def _trim_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     return {"model_dir": str(result.out), "kept": entry["kept"], "vocab_size_before": entry["vocab_size_before"],
             "head_flops_share_before": entry["head_flops_share_before"],
             "head_flops_share_after": entry["head_flops_share_after"], "seconds": entry["seconds"]}
+
+
+def _check_comet(recipe: Recipe) -> None:
+    """The COMET checkpoints the run scores with are there and load their tokenizers: a missing
+    one (or the ``comet`` extra) is an error before anything runs."""
+    from .comet import check_comet
+
+    for metric in recipe.comet_metrics():
+        check_comet(metric, recipe.comet)
 
 
 def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
@@ -568,7 +591,7 @@ def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool) -> N
     from .files import folder_size
 
     t = recipe.translation
-    result = translate_and_score(loaded, pair, recipe.evaluate.metrics, prompt=t.prompt, shots=t.shots,
+    result = translate_and_score(loaded, pair, recipe.evaluate.metrics, recipe.comet, prompt=t.prompt, shots=t.shots,
                                  shots_from=t.shots_from, backend=recipe.backend, batch_size=t.batch_size,
                                  max_new_tokens=t.max_new_tokens, progress=progress)
     hypotheses = result.pop("hypotheses")
@@ -590,7 +613,8 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
                                    warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
                                    device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
                                    max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
-                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order))
+                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order,
+                                   comet=recipe.comet))
     write_json_atomic(folder / "bench.json", result)
     return result
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .comet import CometSettings, is_comet
 from .data import DataSpec
 from .errors import ConfigError, unknown_choice
 from .files import write_json_atomic
@@ -102,6 +103,7 @@ class SearchConfig:
     stop: StopRule
     criterion: str = "chrf"
     metric: str | None = None  # default: chrF++ (chrF for targets written without spaces)
+    comet: CometSettings | None = None  # the COMET checkpoints of --metric comet / comet-qe
     fast: bool = False
     proxy: str = "logprob"
     shortlist: int = 4
@@ -152,6 +154,8 @@ class SearchConfig:
                 canonical_metric(self.metric)
             except ConfigError as exc:
                 errs.append(str(exc))
+        if self.comet is not None:
+            errs += self.comet.errors()
         return errs
 
     def validate(self) -> None:
@@ -222,7 +226,8 @@ class SubsetEvaluator:
                             batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=False)
             for p in pairs
         ]
-        self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt) for p in pairs]
+        self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt, sources=p.sources, comet=cfg.comet)
+                        for p in pairs]
         self._forced = None
         self._max_group = cfg.candidates_per_batch  # lowered after running out of memory
         self.pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.tokenizer.eos_token_id
@@ -447,19 +452,21 @@ def race(evaluator: SubsetEvaluator, cfg: SearchConfig, kept: list[int], shortli
 
     Returns the survivors, which then get the full-set evaluation.
     """
-    refs = evaluator.pairs[0].references
+    pair = evaluator.pairs[0]
+    refs, sources = pair.references, pair.sources
     sign = 1.0 if higher_is_better(evaluator.metric) else -1.0
     alive = list(shortlist)
     for size in race_stages(len(refs)):
         if len(alive) < 2:
             break
         hyps = dict(zip(alive, evaluator.prefix_hypotheses([[k for k in kept if k != c] for c in alive], size)))
-        scorer = make_scorer(evaluator.metric, refs[:size], tgt_lang=evaluator.pairs[0].spec.tgt)
+        scorer = make_scorer(evaluator.metric, refs[:size], tgt_lang=pair.spec.tgt, sources=sources[:size],
+                             comet=cfg.comet)
         value = {c: scorer(hyps[c]).value for c in alive}
         leader = max(alive, key=lambda c: (sign * value[c], -c))
         for c in [c for c in alive if c != leader]:
             test = paired_bootstrap(evaluator.metric, hyps[c], hyps[leader], refs[:size], seed=cfg.seed,
-                                    tgt_lang=evaluator.pairs[0].spec.tgt)
+                                    tgt_lang=pair.spec.tgt, sources=sources[:size], comet=cfg.comet)
             if test.p_value < cfg.race_alpha:
                 alive.remove(c)
                 records[c]["race"] = {"eliminated_at_segments": size, "by_layer": leader, "p_value": test.p_value,
@@ -571,6 +578,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     from .models import load_model, peek_num_layers, resolve_source
 
     cfg.validate()
+    comet_sha256 = _check_comet(cfg)
     source = resolve_source(cfg.model)
     n_peek = peek_num_layers(source)
     if n_peek is not None:
@@ -586,6 +594,8 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     check_depth(cfg, n, protected)
     params = count_parameters(loaded.model)
     identity = _identity(cfg, loaded, pairs, protected)
+    if comet_sha256:  # a trace scored by another COMET checkpoint is not this search's
+        identity["comet_sha256"] = comet_sha256
     trace = Trace(cfg.run_dir, identity, cfg.resume, cfg.restart_if_changed)
     evaluator = SubsetEvaluator(loaded, surgeon, pairs, cfg, trace)
     prompt_description = evaluator.translators[0].prompter.describe()
@@ -653,6 +663,15 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     logger.info("search done (%s): removed %s, %s %.2f -> %.2f; plan in %s", state.stop_reason, state.removed,
                 evaluator.metric, baseline["score"], last_score["score"], Path(cfg.run_dir) / "plan.json")
     return plan
+
+
+def _check_comet(cfg: SearchConfig) -> str | None:
+    """A COMET metric's checkpoint, found and checked before the model loads: its sha256 (else None)."""
+    if cfg.criterion != "chrf" or not is_comet(cfg.metric_name):
+        return None
+    from .comet import check_comet
+
+    return check_comet(cfg.metric_name, cfg.comet).sha256()
 
 
 def _round_evaluations(cfg: SearchConfig, n_candidates: int) -> int:

@@ -44,7 +44,7 @@ and each batch is given to vLLM whole, so the batch size is the number of sequen
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import add_backend_arguments, add_model_arguments, add_translation_arguments
+    from .options import add_backend_arguments, add_comet_arguments, add_model_arguments, add_translation_arguments
 
     p = subparsers.add_parser("bench", help="speed, memory and quality of models side by side (WMT protocol)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -67,8 +67,9 @@ def add_parser(subparsers) -> None:
                    help="equal work for every model: each segment generates exactly N tokens, stop rules off (no "
                    "quality then). Pruned models often write shorter or longer outputs than the unpruned one, so "
                    "tokens/s of their own translations mixes speed with output length; use this to measure speed")
-    p.add_argument("--metric", default="chrf++", help="quality metric of the outputs: chrf++, chrf, bleu, ter "
-                   "(default: chrf++)")
+    p.add_argument("--metric", default="chrf++", help="quality metric of the outputs: chrf++, chrf, bleu, ter, "
+                   "comet, comet-qe (default: chrf++)")
+    add_comet_arguments(p)
     p.add_argument("--json", metavar="FILE", help="write every figure, the settings, machine and versions")
     p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     p.add_argument("--plot", metavar="FILE", help="write tokens/s by batch size, one line per model (PNG)")
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import write_text_atomic
     from ..metrics import canonical_metric
     from ..report import _have_matplotlib, _save_atomic
+    from .options import comet_settings
 
     if args.plot and not _have_matplotlib():
         raise ConfigError("--plot needs matplotlib: pip install 'mtprune[report]' (or leave out --plot)")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, max_new_tokens=args.max_new_tokens,
-        fixed_new_tokens=args.fixed_new_tokens, metric=canonical_metric(args.metric),
+        fixed_new_tokens=args.fixed_new_tokens, metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,
     )
     result = run_bench(cfg)

@@ -8,19 +8,21 @@ from pathlib import Path
 from ..errors import ConfigError
 
 DESCRIPTION = (
-    "Score translations with sacrebleu metrics (each with its signature) and count translation failures (empty, "
-    "length ratio, copies, repetition loops, outputs in another language than the target: a language identifier, "
-    "py3langid, judges outputs of 20 letters or more where it is at least 50% sure). Give MODEL to translate "
-    "first, or --hyp FILE to score existing outputs."
+    "Score translations with sacrebleu metrics and COMET (each with its signature) and count translation failures "
+    "(empty, length ratio, copies, repetition loops, outputs in another language than the target: a language "
+    "identifier, py3langid, judges outputs of 20 letters or more where it is at least 50% sure). Give MODEL to "
+    "translate first, or --hyp FILE to score existing outputs."
 )
 EPILOG = """examples:
   mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64
-  mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json"""
+  mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json
+  mtprune evaluate gemma-3-270m --data sample:en-de --part test --metrics chrf++,comet,comet-qe \\
+      --comet-model ./wmt22-comet-da --comet-qe-model ./wmt22-cometkiwi-da"""
 
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import MODEL_HELP, add_backend_arguments, add_translation_arguments
+    from .options import MODEL_HELP, add_backend_arguments, add_comet_arguments, add_translation_arguments
 
     p = subparsers.add_parser("evaluate", help="translate and score, or score existing outputs",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -33,7 +35,8 @@ def add_parser(subparsers) -> None:
     add_backend_arguments(p)
     p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
     p.add_argument("--metrics", default="chrf++,bleu,chrf,ter",
-                   help="comma-separated: chrf++, chrf, bleu, ter (default: all)")
+                   help="comma-separated: chrf++, chrf, bleu, ter, comet, comet-qe (default: chrf++,bleu,chrf,ter)")
+    add_comet_arguments(p)
     p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(func=run)
@@ -42,20 +45,23 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import data_spec_from_args
     from ..evaluate import load_pair, score_hypotheses
-    from ..metrics import canonical_metric
+    from ..metrics import check_metrics, needs_references
+    from .options import comet_settings
     from .translate import backend, run_record, translate_pair, write_text
 
     if args.model and args.hyp:
         raise ConfigError("give MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
     if not (args.model or args.hyp):
         raise ConfigError("nothing to score: give MODEL to translate and score, or --hyp FILE with existing outputs")
-    metrics = [canonical_metric(m) for m in args.metrics.split(",")]
+    comet = comet_settings(args)
+    metrics = check_metrics(args.metrics.split(","), comet)  # COMET checkpoints found before translating
     if args.json and Path(args.json).exists() and not args.force:
         raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
     if args.model:
         backend(args)
     pair = load_pair(data_spec_from_args(args))
-    pair.references  # noqa: B018  (refuse data without references before translating)
+    if needs_references(metrics):
+        pair.references  # noqa: B018  (refuse data without references before translating)
     loaded = translator = result = None
     if args.hyp:
         hyps = read_hypotheses(Path(args.hyp))
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     record = run_record(args, pair, loaded, translator, result)
     if args.hyp:
         record["hypotheses"] = str(args.hyp)
-    record.update(score_hypotheses(pair, hyps, metrics))
+    record.update(score_hypotheses(pair, hyps, metrics, comet))
     print(format_scores(record))
     if args.json:
         write_text(Path(args.json), json.dumps(record, indent=2) + "\n", args.force)
@@ -103,7 +109,7 @@ def format_scores(record: dict) -> str:
     data = record["data"]
     lines = [f"{data['name']}  {data['n_segments']} segments  data {data['data']} (hash {data['data_hash']})"]
     for name, score in record["scores"].items():
-        lines.append(f"  {name:<7} {score['value']:7.2f}   {score['signature']}")
+        lines.append(f"  {name:<8} {score['value']:7.2f}   {score['signature']}")
     f = record["failures"]
     lines.append(f"  failures: empty {f['empty']}, too long {f['too_long']}, too short {f['too_short']}, "
                  f"copies {f['copies']}, repetitions {f['repetitions']}, {wrong_language_text(f)} (of {f['n']})")

@@ -78,3 +78,28 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-model-len", type=int, metavar="TOKENS", default=None,
                    help="vllm: longest prompt + translation in tokens (default: the model's context length; "
                    "lower it where its KV cache does not fit)")
+
+
+def add_comet_arguments(p: argparse.ArgumentParser) -> None:
+    """--comet-model, --comet-qe-model, --comet-batch-size, --comet-device (the COMET metrics)."""
+    g = p.add_argument_group("COMET (metrics comet and comet-qe; unbabel checkpoints, run by mtprune itself)")
+    g.add_argument("--comet-model", metavar="PATH|ID",
+                   help="checkpoint of the metric comet: a COMET folder (hparams.yaml + checkpoints/model.ckpt), "
+                   "its model.ckpt, or a hub id (default: Unbabel/wmt22-comet-da); uses the references where "
+                   "the model reads them (a QE model such as CometKiwi does not)")
+    g.add_argument("--comet-qe-model", metavar="PATH|ID",
+                   help="checkpoint of the metric comet-qe, scored without references (default: "
+                   "Unbabel/wmt22-cometkiwi-da)")
+    g.add_argument("--comet-batch-size", type=int, default=16, metavar="N",
+                   help="segments per COMET batch (default: 16)")
+    g.add_argument("--comet-device", default="auto",
+                   help="device of the COMET model: auto (the GPU where there is one), cpu, cuda, cuda:N, mps "
+                   "(default: auto)")
+
+
+def comet_settings(args: argparse.Namespace):
+    """The CometSettings of ``add_comet_arguments``'s options."""
+    from ..comet import CometSettings
+
+    return CometSettings(model=args.comet_model, qe_model=args.comet_qe_model, batch_size=args.comet_batch_size,
+                         device=args.comet_device)

@@ -48,8 +48,12 @@ recipe keys (examples/*.yaml show them all):
                                (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
                                train data, for finetune after a synthesize step to the synthesized pairs)
   reference: true              the recovery steps applied to the unpruned (trimmed) model too: the fair reference
-  evaluate:                    metrics: [chrf++, bleu, chrf, ter] (every model: unpruned, trimmed, pruned, each
-                               recovered one, reference)
+  evaluate:                    metrics: [chrf++, bleu, chrf, ter, comet, comet-qe] (every model: unpruned, trimmed,
+                               pruned, each recovered one, reference)
+  comet:                       {model, qe_model, batch_size, device}: the COMET checkpoints of the metrics comet
+                               and comet-qe wherever used (search.metric, evaluate.metrics, bench.metric): a
+                               folder (relative to the recipe) or a hub id; default Unbabel/wmt22-comet-da and
+                               Unbabel/wmt22-cometkiwi-da
   bench:                       batch_sizes, warmup, runs (rounds, the models interleaved), limit (the first
                                pair's test segments), metric, fixed_new_tokens (the same work for every model),
                                order (interleaved, or sequential: one model in memory at a time); see
@@ -122,8 +126,9 @@ def _format_scores(summary: dict) -> str:
     speed = bench_rows(summary)
     columns = [f"{m} {p}" for p in pairs for m in metrics] + (["seg/s", "speed-up"] if speed else [])
     width = max(len(m["name"]) for m in summary["models"]) + 2
+    widths = [max(14, len(c) + 2) for c in columns]  # "comet-qe en-de" needs more than 14
     lines = [f"{'model':<{width}}{'layers':>6}{'vocab':>9}{'params':>10}{'prompt':>10}"
-             + "".join(f"{c:>14}" for c in columns)]
+             + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for model in summary["models"]:
         cells = [_num((model["scores"].get(p) or {}).get(m, {}).get("value")) for p in pairs for m in metrics]
         if speed:
@@ -132,7 +137,7 @@ def _format_scores(summary: dict) -> str:
         vocab = model.get("vocab_size")
         lines.append(f"{model['name']:<{width}}{model['layers']:>6}{'-' if vocab is None else vocab:>9}"
                      f"{model['parameters'] / 1e6:>9.1f}M{model.get('prompt') or '-':>10}"
-                     + "".join(f"{c:>14}" for c in cells))
+                     + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     if speed:
         first = next(iter(speed.values()))
         lines.append(f"seg/s: segments per second as each model translates the first pair's test segments (its own "

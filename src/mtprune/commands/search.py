@@ -33,7 +33,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from .options import add_model_arguments, add_translation_arguments
+    from .options import add_comet_arguments, add_model_arguments, add_translation_arguments
 
     p = subparsers.add_parser("search", help="iterative layer-importance search -> plan.json",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -43,6 +43,7 @@ def add_parser(subparsers) -> None:
     _add_stop_rules(p)
     _add_scoring(p)
     add_translation_arguments(p)
+    add_comet_arguments(p)
     p.add_argument("--candidate-batch", type=int, metavar="N",
                    help="candidates translated side by side in one batch (N x --batch-size rows; each row skips its "
                    "own layer). Larger is faster, smaller needs less memory for the KV cache; out of memory, the "
@@ -86,7 +87,8 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     c.add_argument("--criterion", default="chrf",
                    help="chrf, logprob, block-influence, angular, last, random (default: chrf)")
     c.add_argument("--metric",
-                   help="generation metric: chrf++, chrf, bleu, ter (default: chrf++; chrf for zh/ja/th targets)")
+                   help="generation metric: chrf++, chrf, bleu, ter, comet, comet-qe (default: chrf++; chrf for zh/ja/th "
+                   "targets; comet: see the COMET options)")
     c.add_argument("--fast", action="store_true",
                    help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
     c.add_argument("--proxy", default="logprob",
@@ -105,6 +107,7 @@ def config_from_args(args: argparse.Namespace):
     from ..data import weighted_data_specs_from_args
     from ..layers import parse_layer_ids
     from ..search import PairConfig, SearchConfig, StopRule
+    from .options import comet_settings
 
     protect = None
     if args.protect is not None:
@@ -115,7 +118,7 @@ def config_from_args(args: argparse.Namespace):
         stop=StopRule(remove=args.remove, target_layers=args.target_layers, target_params=args.target_params,
                       min_quality=args.min_quality, depth_for=args.depth_for, speed_from=args.speed_from,
                       speed_batch_size=args.speed_batch_size),
-        criterion=args.criterion, metric=args.metric, fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
+        criterion=args.criterion, metric=args.metric, comet=comet_settings(args), fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race, protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots,
         shots_from=args.shots_from, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
         max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
