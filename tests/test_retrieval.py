@@ -172,7 +172,11 @@ def test_fine_tuning_prompts_never_show_a_segment_its_own_translation():
         shown = prompt.prompter.examples_for(segment.source)
         assert len(shown) == 3 and segment.source not in {ex.source for ex in shown}
         assert not dev_sources & {ex.source for ex in shown}
-    assert len(tokenize_pair(tok, train, prompt, 2048).examples) == 20
+    examples = tokenize_pair(tok, train, prompt, 2048).examples
+    assert len(examples) == 20
+    for segment, example in zip(train.segments, examples):  # trained on the prompt inference renders
+        prompt_ids = tok(prompt.prompter.render(segment.source))["input_ids"]
+        assert example["input_ids"][:len(prompt_ids)] == prompt_ids
 
 
 # -- command line and recipes -------------------------------------------------------------------
