@@ -240,3 +240,16 @@ def test_library_configs_refuse_an_unknown_selection(tmp_path):
         FinetuneConfig(student="m", out=tmp_path / "o", data=[TEST_PART], shots_by=bad).validate()
     with pytest.raises(ConfigError, match="--shots-by: unknown few-shot selection 'lexical'"):
         SynthesizeConfig(teacher="m", data=TEST_PART, out=tmp_path / "o.tsv", shots_by=bad).validate()
+
+
+def test_submission_records_the_selection_and_packs_its_pool(tiny_checkpoints, tmp_path, capsys):
+    shots = tmp_path / "memory.tsv"
+    shots.write_text("source\ttarget\nThe house is small.\tDas Haus ist klein.\nA dog.\tEin Hund.\n", encoding="utf-8")
+    out = tmp_path / "sub"
+    code, _, _ = run(capsys, "export-submission", tiny_checkpoints["llama"], "-o", out, "--prompt", "fewshot",
+                     "--shots", "1", "--shots-from", shots, "--shots-by", "similar")
+    assert code == 0
+    settings = json.loads((out / "submission.json").read_text(encoding="utf-8"))
+    assert settings["shots_by"] == "similar" and settings["shots_from"] == "memory.tsv"
+    assert (out / "memory.tsv").read_text(encoding="utf-8") == shots.read_text(encoding="utf-8")
+    assert "shots 1, similar, from memory.tsv" in (out / "README.md").read_text(encoding="utf-8")
