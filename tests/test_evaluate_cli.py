@@ -73,7 +73,7 @@ def test_fewshot_examples_never_come_from_scored_segments(part, limit):
     tok = make_tokenizer(chat_template=False)
     loaded = SimpleNamespace(model=make_model("llama", num_layers=2, tokenizer=tok), tokenizer=tok)
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part=part, limit=limit))
-    tr = make_translator(loaded, pair, prompt="auto", shots=3, progress=False)
+    tr = make_translator(loaded, pair, shots_by="random", prompt="auto", shots=3, progress=False)
     example_ids = set(tr.prompter.example_ids)
     assert tr.prompter.mode == "fewshot" and len(example_ids) == 3
     assert example_ids.isdisjoint(s.id for s in pair.segments)
@@ -90,10 +90,10 @@ def test_fewshot_examples_are_the_train_segments_left_out():
     train = load_segments(DataSpec("sample:en-de", "en", "de", part="train"))
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="train", limit=len(train) - 3))
     left_out = {s.id for s in train} - {s.id for s in pair.segments}
-    tr = make_translator(loaded, pair, prompt="fewshot", shots=3, progress=False)
+    tr = make_translator(loaded, pair, shots_by="random", prompt="fewshot", shots=3, progress=False)
     assert set(tr.prompter.example_ids) == left_out and tr.prompter.examples_from == "sample:en-de"
     with pytest.raises(ConfigError, match=r"need 4 few-shot examples but sample:en-de has only 3 .*--shots 3.*--shots-from"):
-        make_translator(loaded, pair, prompt="fewshot", shots=4, progress=False)
+        make_translator(loaded, pair, shots_by="random", prompt="fewshot", shots=4, progress=False)
 
 
 def _base_model():
@@ -112,7 +112,7 @@ def _user_file(tmp_path, n: int, name: str = "mine.tsv", start: int = 0):
 def test_user_file_with_no_examples_left_takes_them_from_the_sample(tmp_path, caplog):
     pair = load_pair(DataSpec(str(_user_file(tmp_path, 16)), "en", "de"))
     with caplog.at_level("INFO", logger="mtprune.evaluate"):
-        tr = make_translator(_base_model(), pair, prompt="auto", shots=3, progress=False)
+        tr = make_translator(_base_model(), pair, shots_by="random", prompt="auto", shots=3, progress=False)
     assert tr.prompter.mode == "fewshot" and tr.prompter.examples_from == "sample:en-de"
     assert len(tr.prompter.example_ids) == 3 and "from the bundled sample:en-de" in caplog.text
     train = {s.id: s for s in load_segments(DataSpec("sample:en-de", "en", "de", part="train"))}
@@ -123,7 +123,7 @@ def test_user_file_with_no_examples_left_takes_them_from_the_sample(tmp_path, ca
 def test_plain_source_file_without_references_gets_sample_examples(tmp_path):
     src = tmp_path / "src.txt"
     src.write_text("The house is small.\nThe sun is shining.\n", encoding="utf-8")
-    tr = make_translator(_base_model(), load_pair(DataSpec(str(src), "en", "de")), shots=3, progress=False)
+    tr = make_translator(_base_model(), load_pair(DataSpec(str(src), "en", "de")), shots_by="random", shots=3, progress=False)
     assert len(tr.prompter.example_ids) == 3 and tr.prompter.examples_from == "sample:en-de"
 
 
@@ -131,7 +131,7 @@ def test_pair_missing_from_the_sample_translates_zero_shot_with_a_warning(tmp_pa
     path = _user_file(tmp_path, 16)
     pair = load_pair(DataSpec(str(path), "en", "cs"))
     with caplog.at_level("WARNING", logger="mtprune.evaluate"):
-        tr = make_translator(_base_model(), pair, shots=3, progress=False)
+        tr = make_translator(_base_model(), pair, shots_by="random", shots=3, progress=False)
     assert tr.prompter.example_ids == () and tr.prompter.examples_from is None
     assert "zero-shot" in caplog.text and "bundled sample has no en-cs" in caplog.text and "--shots-from" in caplog.text
 
@@ -139,22 +139,22 @@ def test_pair_missing_from_the_sample_translates_zero_shot_with_a_warning(tmp_pa
 def test_shots_from_another_file_never_shows_scored_sentences(tmp_path):
     scored = load_pair(DataSpec(str(_user_file(tmp_path, 16)), "en", "de"))
     shots = _user_file(tmp_path, 6, name="shots.tsv", start=13)  # sentences 13-15 are also scored
-    tr = make_translator(_base_model(), scored, shots=3, shots_from=str(shots), progress=False)
+    tr = make_translator(_base_model(), scored, shots_by="random", shots=3, shots_from=str(shots), progress=False)
     assert tr.prompter.examples_from == str(shots)
     prompt = tr.prompter.render("X")
     assert all(f"number {i}." in prompt for i in (16, 17, 18))
     assert not any(f"number {i}." in prompt for i in range(16))
     with pytest.raises(ConfigError, match=r"--shots-from .*shots.tsv: need 4 few-shot examples but it has only 3"):
-        make_translator(_base_model(), scored, shots=4, shots_from=str(shots), progress=False)
+        make_translator(_base_model(), scored, shots_by="random", shots=4, shots_from=str(shots), progress=False)
 
 
 def test_shots_from_the_sample(tmp_path):
     scored = load_pair(DataSpec(str(_user_file(tmp_path, 40)), "en", "de"))
-    tr = make_translator(_base_model(), scored, shots=2, shots_from="sample:en-de", progress=False)
+    tr = make_translator(_base_model(), scored, shots_by="random", shots=2, shots_from="sample:en-de", progress=False)
     assert tr.prompter.examples_from == "sample:en-de" and len(tr.prompter.example_ids) == 2
     assert all(segment_part(i) == "train" for i in tr.prompter.example_ids)
     with pytest.raises(ConfigError, match=r"does not match the data's languages en-de; use --shots-from sample:en-de"):
-        make_translator(_base_model(), scored, shots=2, shots_from="sample:en-fr", progress=False)
+        make_translator(_base_model(), scored, shots_by="random", shots=2, shots_from="sample:en-fr", progress=False)
 
 
 def test_translate_a_users_own_file_with_a_base_model(tiny_checkpoints, tmp_path, capsys):

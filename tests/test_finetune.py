@@ -118,7 +118,12 @@ def test_a_base_model_is_trained_zero_shot_by_default(pruned, data_tsv, tmp_path
     assert rec["prompt"]["mode"] == "zeroshot" and not rec["prompt"].get("example_ids")
     assert finetune(base, data_tsv, tmp_path / "fs", "--max-steps", "2", "--prompt", "fewshot", "--shots", "2") == 0
     (rec,) = read_record(tmp_path / "fs")["recovery"]
-    assert rec["prompt"]["mode"] == "fewshot" and len(rec["prompt"]["example_ids"]) == 2
+    assert rec["prompt"]["mode"] == "fewshot" and rec["prompt"]["n_examples"] == 2
+    assert rec["prompt"]["examples_by"] == "similar" and rec["prompt"]["examples_pool"]["pool_hash"]
+    assert finetune(base, data_tsv, tmp_path / "fr", "--max-steps", "2", "--prompt", "fewshot", "--shots", "2",
+                    "--shots-by", "random") == 0
+    (rec,) = read_record(tmp_path / "fr")["recovery"]
+    assert rec["prompt"]["examples_by"] == "random" and len(rec["prompt"]["example_ids"]) == 2
 
 
 def test_resume_after_a_kill_gives_the_same_weights(pruned, data_tsv, tmp_path, monkeypatch):
@@ -322,7 +327,7 @@ def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
     pair = load_pair(DataSpec(str(data_tsv), "en", "de", part="train", limit=4))
     dev = load_pair(DataSpec(str(data_tsv), "en", "de", part="dev"))
     for mode, answer_end in (("chat", "<|end|>"), ("fewshot", "\n"), ("zeroshot", "\n")):
-        prompt = build_pair_prompt(tokenizer, pair, dev, mode, shots=2)
+        prompt = build_pair_prompt(tokenizer, pair, dev, mode, shots=2, shots_by="random")
         examples = tokenize_pair(tokenizer, pair, prompt, max_length=4096).examples
         segment = next(s for s in pair.segments if s.id not in prompt.example_ids)
         ex = examples[[s.id for s in pair.segments if s.id not in prompt.example_ids].index(segment.id)]
@@ -334,7 +339,7 @@ def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
         assert target.strip() == f"{segment.reference}{answer_end}".strip() and target.endswith(answer_end), mode
         assert len(prompt.example_ids) == (2 if mode == "fewshot" else 0)
         if mode == "fewshot":  # the examples evaluate draws when it translates the dev part
-            drawn = few_shot_examples(dev, 2)
+            drawn = few_shot_examples(dev, 2, by="random")
             assert prompt.example_ids == {s.id for s in drawn.segments}
             at_inference = build_prompter(tokenizer, mode, "en", "de", drawn.segments, examples_from=drawn.origin)
             assert at_inference.render(segment.source) == rendered

@@ -40,6 +40,7 @@ from .bench_stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_cover
 from .data import DataSpec
 from .errors import ConfigError
 from .models import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
+from .retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class BenchConfig:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples)
     max_new_tokens: int | None = None
     fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
     metric: str = "chrf++"
@@ -84,6 +86,7 @@ class BenchConfig:
             errors.append(f"--fixed-new-tokens must be at least 1, got {self.fixed_new_tokens}")
         if self.fixed_new_tokens is not None and self.max_new_tokens is not None:
             errors.append("give --fixed-new-tokens or --max-new-tokens, not both")
+        errors += shots_by_errors(self.shots_by)
         if self.order not in ORDERS:
             errors.append(f"order {self.order!r}: valid: {', '.join(ORDERS)}")
         if self.interval not in INTERVALS:
@@ -329,7 +332,7 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
     # vLLM on CPU runs in this process (the backend turns multiprocessing off); on a GPU it does not
     memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))
     translators = {b: make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                                      backend=backend, batch_size=b, max_new_tokens=cfg.max_new_tokens,
+                                      shots_by=cfg.shots_by, backend=backend, batch_size=b, max_new_tokens=cfg.max_new_tokens,
                                       fixed_new_tokens=cfg.fixed_new_tokens, progress=False)
                    for b in cfg.batch_sizes}
     entry: dict[str, Any] = {

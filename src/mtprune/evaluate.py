@@ -11,6 +11,7 @@ from .backends import BackendConfig
 from .data import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
 from .errors import ConfigError, DataError
 from .metrics import failure_indicators, needs_references, score_all
+from .retrieval import DEFAULT_SHOTS_BY, Retriever, check_shots_by, example_index
 
 logger = logging.getLogger(__name__)
 
@@ -68,23 +69,49 @@ def load_pair(spec: DataSpec, weight: float = 1.0) -> PairTask:
 
 @dataclass(frozen=True)
 class Examples:
-    """Few-shot examples and the data they were drawn from (None: zero-shot)."""
+    """Few-shot examples and the data they were drawn from (None: zero-shot): fixed ``segments``
+    (``by`` random), or a ``retriever`` of each segment's own (``by`` similar)."""
 
     segments: tuple[Segment, ...]
     origin: str | None
+    by: str | None = None
+    pool: dict[str, Any] | None = None  # the example pool: spec, part, hash, size
+    retriever: Any = None  # retrieval.Retriever
+
+    def prompter_options(self) -> dict[str, Any]:
+        """``prompts.build_prompter``'s keyword arguments for these examples."""
+        return {"examples_from": self.origin, "retriever": self.retriever, "examples_by": self.by,
+                "examples_pool": self.pool}
 
 
-def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None) -> Examples:
+def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None, by: str = DEFAULT_SHOTS_BY) -> Examples:
     """`n` examples with references, never among `pair`'s scored segments (same id or same source).
 
     From `shots_from` (a data spec) when given; else the train part of the scored data; where
     that leaves fewer than `n`, the bundled sample's train part for the pair (if the sample has
-    both languages); where neither has any, zero-shot with a warning.
+    both languages); where neither has any, zero-shot with a warning.  ``by`` random: `n` of
+    them drawn with the data's seed, the same for every segment; similar: for each segment the
+    `n` of that pool whose sources are most like its own (``retrieval``).
     """
+    check_shots_by(by)
+    found, spec = _example_pool(pair, n, shots_from)
+    if not found:
+        return Examples((), None)
+    where = {"data": spec.spec, "part": spec.part}
+    if by == "random":
+        pool = {**where, "method": "random", "seed": pair.spec.seed, "pool_hash": data_hash(found),
+                "pool_size": len(found)}
+        return Examples(tuple(draw_examples(found, n, pair.spec.seed)), spec.spec, "random", pool)
+    retriever = Retriever(example_index(found), n)
+    return Examples((), spec.spec, "similar", {**where, **retriever.describe()}, retriever)
+
+
+def _example_pool(pair: PairTask, n: int, shots_from: str | None) -> tuple[list[Segment], DataSpec | None]:
+    """The candidate examples few_shot_examples chooses from, and their data (([], None): zero-shot)."""
     if n < 0:
         raise ConfigError(f"--shots must be >= 0, got {n}")
     if n == 0:
-        return Examples((), None)
+        return [], None
     scored_ids, scored_sources = {s.id for s in pair.segments}, [s.source for s in pair.segments]
 
     def pool(spec: DataSpec) -> list[Segment]:
@@ -100,7 +127,7 @@ def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None) -> 
                 f"references outside the scored ones ({spec.part} part); pass --shots {len(found)}, or --shots-from "
                 "a larger file"
             )
-        return Examples(tuple(draw_examples(found, n, pair.spec.seed)), spec.spec)
+        return found, spec
     sample = sample_spec_for(pair.spec.src, pair.spec.tgt, seed=pair.spec.seed)
     sources = [replace(pair.spec, part="train")] + ([sample] if sample and sample.spec != pair.spec.spec else [])
     found = []  # each source's pool, read only when the ones before it have too few
@@ -111,14 +138,14 @@ def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None) -> 
             if spec is sample:
                 logger.info("few-shot examples: %d from the bundled %s (train part): %s has only %d outside the "
                             "scored segments (--shots-from chooses others)", n, sample.spec, pair.spec.spec, len(found[0]))
-            return Examples(tuple(draw_examples(candidates, n, pair.spec.seed)), spec.spec)
+            return candidates, spec
     where = " or ".join(spec.spec for spec in sources)
     most = max(len(candidates) for candidates in found)
     if most == 0:
         logger.warning("no few-shot examples: %s has none outside the scored segments%s; translating zero-shot "
                        "(a base model translates poorly so: give examples with --shots-from FILE)", where,
                        "" if sample else f", and the bundled sample has no {pair.spec.src}-{pair.spec.tgt}")
-        return Examples((), None)
+        return [], None
     raise ConfigError(f"need {n} few-shot examples but {where} has only {most} with references outside the scored "
                       f"segments; pass --shots {most}, or give examples with --shots-from FILE")
 
@@ -167,12 +194,13 @@ def default_prompt(loaded, prompt: str) -> str:
 
 
 def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
-                    backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
+                    shots_by: str = DEFAULT_SHOTS_BY, backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
                     progress: bool = True, fixed_new_tokens: int | None = None):
     """A translator for ``pair``; few-shot examples never come from the scored segments.
 
     ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
-    else the chat template if the tokenizer has one, else few-shot.  ``backend``: a name, or a
+    else the chat template if the tokenizer has one, else few-shot.  ``shots_by``: random (the
+    same examples for every segment) or similar (each segment's most similar ones, retrieved).  ``backend``: a name, or a
     ``BackendConfig`` with engine options (vLLM's).  ``fixed_new_tokens``: every segment
     generates exactly that many tokens, stop rules off (equal work for speed comparisons).
     """
@@ -181,12 +209,13 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
 
     backend = BackendConfig(backend) if isinstance(backend, str) else backend
     backend.validate()
+    check_shots_by(shots_by)
     prompt = default_prompt(loaded, prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
-        examples = few_shot_examples(pair, shots, shots_from)
+        examples = few_shot_examples(pair, shots, shots_from, shots_by)
     prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
-                              examples_from=examples.origin)
+                              **examples.prompter_options())
     kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress, **backend.engine_options()}
     if max_new_tokens is not None or fixed_new_tokens is not None:
         from .backends.hf import GenerationBudget
@@ -196,6 +225,15 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
     if fixed_new_tokens is not None:
         kwargs["ignore_stops"] = True
     return backend_class(backend.name).from_loaded(loaded, prompter, **kwargs)
+
+
+def few_shot_record(prompter) -> dict[str, Any]:
+    """``{"few_shot": how many examples, chosen how, from which pool}``; empty without examples."""
+    described = prompter.describe()
+    if not described.get("examples_by"):
+        return {}
+    keys = ("n_examples", "examples_by", "examples_from", "examples_pool")
+    return {"few_shot": {key: described[key] for key in keys}}
 
 
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str],
@@ -231,6 +269,7 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=No
         "parameters": count_parameters(model)["total"],
         "vocab_size": model.config.get_text_config().vocab_size,
         "prompt": translator.prompter.mode,
+        **few_shot_record(translator.prompter),
         "scores": scored["scores"],
         "failures": scored["failures"],
         "timing": result.timing(),

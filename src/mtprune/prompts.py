@@ -3,7 +3,8 @@ base models, or a user template file; and cleaning of generated translations.
 
 A :class:`Prompter` is built once per run: the text around the source sentence is rendered
 once (with a sentinel in place of the source) and ``render`` only concatenates, so rendering
-thousands of segments costs nothing.
+thousands of segments costs nothing.  With examples retrieved per segment (``retriever``), each
+segment's prompt is composed with its own examples instead.
 """
 from __future__ import annotations
 
@@ -64,13 +65,27 @@ class Prompter:
     template_file: str | None = None
     single_line: bool = False  # completion formats: newlines in the source become spaces
     renderer: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+    examples_by: str | None = None  # how the examples were chosen: "random" or "similar" (None: none)
+    examples_pool: dict[str, Any] | None = field(default=None, compare=False)  # the pool: spec, hash, size
+    # per-segment examples (retrieval.Retriever: source -> segments, most similar last) and the
+    # function that writes a prompt from examples and a source text
+    retriever: Any = field(default=None, compare=False, repr=False)
+    composer: Callable[[Sequence[Segment], str], str] | None = field(default=None, compare=False, repr=False)
 
     def render(self, segment_source: str) -> str:
         """The full text to tokenize for one source segment."""
         text = _one_line(segment_source) if self.single_line else segment_source
+        if self.retriever is not None:
+            return self.composer(self.retriever(segment_source), text)
         if self.renderer is not None:
             return self.renderer(text)
         return f"{self.prefix}{text}{self.suffix}"
+
+    def examples_for(self, segment_source: str) -> list[Segment]:
+        """The few-shot examples shown with this segment, in prompt order."""
+        if self.retriever is not None:
+            return list(self.retriever(segment_source))
+        return []  # fixed examples: only their ids are kept (example_ids)
 
     def describe(self) -> dict[str, Any]:
         """Everything that determines the model input, for run records."""
@@ -81,30 +96,48 @@ class Prompter:
             "src_name": self.src.name,
             "tgt_name": self.tgt.name,
             "template": self.template,
-            "prompt": self.render(_SENTINEL).replace(_SENTINEL, "{text}"),
+            "prompt": self._shown_prompt().replace(_SENTINEL, "{text}"),
             "template_file": self.template_file,
-            "n_examples": len(self.example_ids),
+            "n_examples": self.retriever.k if self.retriever is not None else len(self.example_ids),
             "example_ids": list(self.example_ids),
             "examples_from": self.examples_from,
             "stop_at_newline": self.stop_at_newline,
             "add_special_tokens": self.add_special_tokens,
+            # only with examples: records of example-free prompts stay as they were
+            **({"examples_by": self.examples_by, "examples_pool": self.examples_pool} if self.examples_by else {}),
         }
+
+    def _shown_prompt(self) -> str:
+        """The prompt around a sentinel source; with per-segment examples, without them."""
+        if self.retriever is not None:
+            return self.composer((), _SENTINEL)
+        return self.render(_SENTINEL)
 
 
 def build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = (),
-                   examples_from: str | None = None) -> Prompter:
-    """A Prompter (see ``_build_prompter``) that records where its examples came from."""
-    prompter = _build_prompter(tokenizer, mode, src, tgt, examples)
-    return replace(prompter, examples_from=examples_from) if examples_from else prompter
+                   examples_from: str | None = None, *, retriever: Any = None, examples_by: str | None = None,
+                   examples_pool: dict[str, Any] | None = None) -> Prompter:
+    """A Prompter (see ``_build_prompter``) that records where its examples came from.
+
+    ``retriever`` (``retrieval.Retriever``) gives each segment its own examples instead of the
+    fixed ``examples``; ``examples_by`` and ``examples_pool`` describe the choice for records.
+    """
+    if retriever is not None and examples:
+        raise ConfigError("give fixed few-shot examples or a retriever of per-segment ones, not both")
+    prompter = _build_prompter(tokenizer, mode, src, tgt, examples, retriever)
+    by = (examples_by or ("similar" if retriever is not None else None)) if examples or retriever else None
+    return replace(prompter, examples_from=examples_from, examples_by=by, examples_pool=examples_pool if by else None)
 
 
-def _build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = ()) -> Prompter:
+def _build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Sequence[Segment] = (),
+                    retriever: Any = None) -> Prompter:
     """A Prompter for `mode`: auto | chat | fewshot | zeroshot | path to a template file (.txt or .yaml).
 
     auto picks chat when the tokenizer has a chat template, else fewshot.  zeroshot is the
     paper's instruction as plain text, no chat template and no examples: the format a base
     model fine-tuned with ``mtprune finetune --prompt zeroshot`` is trained on.  `examples` (with
     references) are shown before the segment; the caller must keep scored segments out of them.
+    `retriever`: each segment's examples instead (the same rules for the caller).
     """
     src_lang, tgt_lang = normalize_language(src), normalize_language(tgt)
     _check_examples(examples)
@@ -117,15 +150,15 @@ def _build_prompter(tokenizer: Any, mode: str, src: str, tgt: str, examples: Seq
                 "prompt mode 'chat' needs a chat template, but this tokenizer has no chat template "
                 "(a base model?); use prompt mode 'fewshot' or a template file"
             )
-        return _chat_prompter(tokenizer, INSTRUCTION, src_lang, tgt_lang, examples, "chat", None, False)
+        return _chat_prompter(tokenizer, INSTRUCTION, src_lang, tgt_lang, examples, "chat", None, False, retriever)
     if mode == "zeroshot":
-        if examples:
+        if examples or retriever is not None:
             raise ConfigError("prompt mode 'zeroshot' takes no few-shot examples (use 'fewshot', or --shots 0)")
         return _completion_prompter(INSTRUCTION, src_lang, tgt_lang, (), "zeroshot", None, True)
     if mode == "fewshot":
-        return _completion_prompter(FEWSHOT_LINE, src_lang, tgt_lang, examples, "fewshot", None, True)
+        return _completion_prompter(FEWSHOT_LINE, src_lang, tgt_lang, examples, "fewshot", None, True, retriever)
     if Path(mode).is_file():
-        return _template_prompter(tokenizer, Path(mode), src_lang, tgt_lang, examples, has_chat)
+        return _template_prompter(tokenizer, Path(mode), src_lang, tgt_lang, examples, has_chat, retriever)
     raise ConfigError(unknown_choice("prompt mode", mode, MODES) + " Or give the path of an existing template file.")
 
 
@@ -175,15 +208,25 @@ def _split(rendered: str) -> tuple[str, str] | None:
     return prefix, suffix
 
 
-def _chat_prompter(tokenizer: Any, template: str, src: Language, tgt: Language, examples: Sequence[Segment],
-                   mode: str, template_file: str | None, stop_at_newline: bool) -> Prompter:
-    """User message = template; examples become earlier user/assistant turns."""
+def _chat_history(template: str, src: Language, tgt: Language, examples: Sequence[Segment]) -> list[dict[str, str]]:
+    """The examples as earlier user/assistant turns."""
     history: list[dict[str, str]] = []
     for ex in examples:
         history += [
             {"role": "user", "content": _fill(template, src, tgt, ex.source)},
             {"role": "assistant", "content": ex.reference or ""},
         ]
+    return history
+
+
+def _chat_prompter(tokenizer: Any, template: str, src: Language, tgt: Language, examples: Sequence[Segment],
+                   mode: str, template_file: str | None, stop_at_newline: bool, retriever: Any = None) -> Prompter:
+    """User message = template; examples become earlier user/assistant turns."""
+    history = _chat_history(template, src, tgt, examples)
+
+    def compose(shown: Sequence[Segment], text: str) -> str:
+        messages = _chat_history(template, src, tgt, shown) + [{"role": "user", "content": _fill(template, src, tgt, text)}]
+        return _apply_chat(tokenizer, messages)
 
     def full(text: str) -> str:
         return _apply_chat(tokenizer, history + [{"role": "user", "content": _fill(template, src, tgt, text)}])
@@ -199,23 +242,32 @@ def _chat_prompter(tokenizer: Any, template: str, src: Language, tgt: Language, 
     return Prompter(
         mode=mode, src=src, tgt=tgt, stop_at_newline=stop_at_newline, add_special_tokens=not starts_with_bos,
         prefix=parts[0], suffix=parts[1], template=template, example_ids=tuple(ex.id for ex in examples),
-        template_file=template_file, renderer=renderer,
+        template_file=template_file, renderer=renderer, retriever=retriever, composer=compose,
+    )
+
+
+def _completion_shots(template: str, src: Language, tgt: Language, examples: Sequence[Segment]) -> str:
+    """The examples written out before the segment: the template filled with each source, then its reference."""
+    return "".join(
+        f"{_fill(template, src, tgt, _one_line(ex.source))} {_one_line(ex.reference or '')}\n\n" for ex in examples
     )
 
 
 def _completion_prompter(template: str, src: Language, tgt: Language, examples: Sequence[Segment],
-                         mode: str, template_file: str | None, stop_at_newline: bool) -> Prompter:
+                         mode: str, template_file: str | None, stop_at_newline: bool, retriever: Any = None) -> Prompter:
     """Raw text: each example is the template filled with its source, then its reference."""
-    if not examples and mode == "fewshot":
+    if not examples and retriever is None and mode == "fewshot":
         logger.warning("few-shot prompt without examples: zero-shot completion, expect poor output from a base model")
-    shots = "".join(
-        f"{_fill(template, src, tgt, _one_line(ex.source))} {_one_line(ex.reference or '')}\n\n" for ex in examples
-    )
     prefix, suffix = _fill(template, src, tgt, _SENTINEL).split(_SENTINEL)
+
+    def compose(shown: Sequence[Segment], text: str) -> str:
+        return f"{_completion_shots(template, src, tgt, shown)}{prefix}{text}{suffix}"
+
     return Prompter(
         mode=mode, src=src, tgt=tgt, stop_at_newline=stop_at_newline, add_special_tokens=True,
-        prefix=shots + prefix, suffix=suffix, template=template, example_ids=tuple(ex.id for ex in examples),
-        template_file=template_file, single_line=stop_at_newline,
+        prefix=_completion_shots(template, src, tgt, examples) + prefix, suffix=suffix, template=template,
+        example_ids=tuple(ex.id for ex in examples), template_file=template_file, single_line=stop_at_newline,
+        retriever=retriever, composer=compose,
     )
 
 
@@ -224,7 +276,7 @@ def _completion_prompter(template: str, src: Language, tgt: Language, examples: 
 
 
 def _template_prompter(tokenizer: Any, path: Path, src: Language, tgt: Language,
-                       examples: Sequence[Segment], has_chat: bool) -> Prompter:
+                       examples: Sequence[Segment], has_chat: bool, retriever: Any = None) -> Prompter:
     template, chat, stop = read_template_file(path)
     if chat is None:
         chat = has_chat
@@ -233,8 +285,8 @@ def _template_prompter(tokenizer: Any, path: Path, src: Language, tgt: Language,
     if stop is None:
         stop = not chat
     if chat:
-        return _chat_prompter(tokenizer, template, src, tgt, examples, "template", str(path), stop)
-    return _completion_prompter(template, src, tgt, examples, "template", str(path), stop)
+        return _chat_prompter(tokenizer, template, src, tgt, examples, "template", str(path), stop, retriever)
+    return _completion_prompter(template, src, tgt, examples, "template", str(path), stop, retriever)
 
 
 def read_template_file(path: Path) -> tuple[str, bool | None, bool | None]:

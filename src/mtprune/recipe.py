@@ -29,6 +29,7 @@ from .errors import ConfigError, MtpruneError, unknown_choice
 from .recover.finetune import FinetuneConfig
 from .recover.heal import HealConfig
 from .recover.synthesize import SynthesizeConfig
+from .retrieval import DEFAULT_SHOTS_BY, SHOTS_BY
 from .search import PairConfig, SearchConfig, StopRule
 
 logger = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 # set by the recipe itself, not by a section's keys
-SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "batch_size",
-                      "max_new_tokens", "dtype", "device", "seed", "resume", "restart_if_changed", "progress")
+SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "shots_by",
+                      "batch_size", "max_new_tokens", "dtype", "device", "seed", "resume", "restart_if_changed", "progress")
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
     "synthesize": ("data", "out", "force", "progress", "backend"),
@@ -78,6 +79,7 @@ class Translation:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar: each segment's most similar examples
     batch_size: int = 16
     max_new_tokens: int | None = None
 
@@ -171,8 +173,8 @@ class Recipe:
         return SearchConfig(
             model=model or self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
             run_dir=run_dir, stop=stop, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
-            batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype, device=self.device,
-            seed=self.seed, resume=resume, progress=progress, comet=self.comet, **opts)
+            shots_by=t.shots_by, batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype,
+            device=self.device, seed=self.seed, resume=resume, progress=progress, comet=self.comet, **opts)
 
     def comet_metrics(self) -> list[str]:
         """The COMET metrics the run scores with (search, evaluate, bench), in that order."""
@@ -587,6 +589,8 @@ def _translation(ck: RecipeChecker, value: Any) -> Translation:
         t.prompt = found
     if t.shots_from and not t.shots_from.startswith(("sample", "hf:")):
         t.shots_from = ck.file(path + ("shots_from",), t.shots_from, "few-shot data")
+    if t.shots_by not in SHOTS_BY:
+        ck.error(path + ("shots_by",), unknown_choice("few-shot selection", str(t.shots_by), SHOTS_BY))
     for key, low in (("shots", 0), ("batch_size", 1), ("max_new_tokens", 1)):
         if getattr(t, key) is not None and getattr(t, key) < low:
             ck.error(path + (key,), f"must be at least {low}, got {getattr(t, key)}")

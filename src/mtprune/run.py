@@ -133,6 +133,8 @@ def model_identity(spec: str) -> dict[str, Any]:
 def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
     """The inputs of every enabled stage, in order; each includes the digests of those it reads."""
     t = dataclasses.asdict(recipe.translation)
+    if t["shots_by"] == "random":
+        del t["shots_by"]  # the inputs of runs made before examples were retrieved stay the same
     common = {"model": model_identity(recipe.model), "dtype": recipe.dtype, "device": recipe.device,
               "seed": recipe.seed, "translation": t}
     inputs: dict[str, dict[str, Any]] = {}
@@ -592,7 +594,8 @@ def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool) -> N
 
     t = recipe.translation
     result = translate_and_score(loaded, pair, recipe.evaluate.metrics, recipe.comet, prompt=t.prompt, shots=t.shots,
-                                 shots_from=t.shots_from, backend=recipe.backend, batch_size=t.batch_size,
+                                 shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
+                                 batch_size=t.batch_size,
                                  max_new_tokens=t.max_new_tokens, progress=progress)
     hypotheses = result.pop("hypotheses")
     result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,
@@ -612,7 +615,7 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     result = run_bench(BenchConfig(models=[paths[name] for name in bench_models(recipe)], data=data, batch_sizes=tuple(b.batch_sizes),
                                    warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
                                    device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
-                                   max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
+                                   shots_by=t.shots_by, max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
                                    fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order,
                                    comet=recipe.comet))
     write_json_atomic(folder / "bench.json", result)

@@ -26,6 +26,7 @@ from .data import DataSpec
 from .errors import ConfigError, unknown_choice
 from .files import write_json_atomic
 from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer, paired_bootstrap
+from .retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 from .trace import Trace, trace_key
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class SearchConfig:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar: the prompts that will be deployed
     batch_size: int = 16
     candidate_batch: int | None = None  # candidates translated together; None: 256 // batch_size
     max_new_tokens: int | None = None
@@ -139,6 +141,7 @@ class SearchConfig:
             errs.append("--race works on one language pair; drop --race or give one --data")
         if self.shortlist < 1:
             errs.append(f"--shortlist must be at least 1, got {self.shortlist}")
+        errs += shots_by_errors(self.shots_by)
         if self.combine not in COMBINE:
             errs.append(unknown_choice("combination", self.combine, COMBINE))
         if not self.pairs:
@@ -223,6 +226,7 @@ class SubsetEvaluator:
         self.metric = cfg.metric_name
         self.translators = [
             make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
+                            shots_by=cfg.shots_by,
                             batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=False)
             for p in pairs
         ]
@@ -721,6 +725,7 @@ def _identity(cfg: SearchConfig, loaded, pairs, protected) -> dict[str, Any]:
         "prompt": cfg.prompt,
         "shots": cfg.shots,
         "shots_from": cfg.shots_from,
+        **({"shots_by": cfg.shots_by} if cfg.shots_by != "random" else {}),  # traces of random examples resume
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
     }

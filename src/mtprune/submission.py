@@ -18,6 +18,7 @@ from typing import Any
 
 from .backends import BackendConfig
 from .errors import ConfigError, DataError
+from .retrieval import DEFAULT_SHOTS_BY, check_shots_by
 
 SETTINGS = "submission.json"
 RUN_SH = """#!/usr/bin/env bash
@@ -44,6 +45,7 @@ class SubmissionConfig:
     prompt: str = "auto"  # auto: the format the model was trained with, else its chat template, else few-shot
     shots: int = 3
     shots_from: str | None = None  # few-shot examples: copied into the folder when it is a file
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (retrieved per segment from that pool)
     dtype: str = "auto"
     device: str = "auto"
     max_new_tokens: int | None = None
@@ -76,6 +78,7 @@ def export_submission(cfg: SubmissionConfig) -> Path:
     from .export import check_output_dir, read_record
 
     cfg.backend.validate()
+    check_shots_by(cfg.shots_by)
     out = Path(cfg.out)
     check_output_dir(out, cfg.force)
     folder = checkpoint_folder(cfg.model)
@@ -88,7 +91,7 @@ def export_submission(cfg: SubmissionConfig) -> Path:
             shots_from = Path(shots_from).name  # relative to the folder
         settings = {"format": "mtprune-submission/1", "model": cfg.model, "checkpoint": str(folder),
                     "backend": asdict(cfg.backend), "prompt": cfg.prompt, "shots": cfg.shots,
-                    "shots_from": shots_from, "dtype": cfg.dtype, "device": cfg.device,
+                    "shots_from": shots_from, "shots_by": cfg.shots_by, "dtype": cfg.dtype, "device": cfg.device,
                     "max_new_tokens": cfg.max_new_tokens, "record": read_record(folder)}
         (tmp / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
         (tmp / "run.sh").write_text(RUN_SH.format(name=out.name, python=sys.executable))
@@ -114,7 +117,7 @@ Translate offline, one output line per input line:
     bash run.sh LANG_PAIR BATCH_SIZE < input > output      # e.g. bash run.sh en-de 16 < src.txt > hyp.txt
 
 - model: `model/` ({settings['model']}; {pruned})
-- prompt: {settings['prompt']} (shots {settings['shots']}{', from ' + settings['shots_from'] if settings['shots_from'] else ''}),
+- prompt: {settings['prompt']} (shots {settings['shots']}, {settings['shots_by']}{', from ' + settings['shots_from'] if settings['shots_from'] else ''}),
   backend: {settings['backend']['name']}, dtype: {settings['dtype']}; all in `{SETTINGS}`
 - needs: python with `mtprune` installed (`MTPRUNE_PYTHON` names the interpreter; default: the one that
   exported this folder, else python3); nothing is downloaded (`HF_HUB_OFFLINE=1`).
@@ -144,7 +147,8 @@ def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[s
         loaded = load_model(str(folder / "model"), dtype=settings["dtype"], device=settings["device"],
                             weights=backend.needs_weights())
         translator = make_translator(loaded, pair, prompt=settings["prompt"], shots=settings["shots"],
-                                     shots_from=shots_from, backend=backend, batch_size=batch_size,
+                                     shots_from=shots_from, shots_by=settings.get("shots_by", "random"),
+                                     backend=backend, batch_size=batch_size,
                                      max_new_tokens=settings["max_new_tokens"], progress=False)
         hypotheses = translator.translate(pair.sources).hypotheses
     out = [""] * len(lines)

@@ -4,7 +4,8 @@ Why it is fast, compared with the loop research scripts write:
 - batches are formed from prompts sorted by length, so little padding is computed;
 - the prompt prefix that all segments share (instruction, few-shot examples) is encoded
   once per call and its KV cache copied into every batch, so only each segment's own
-  tokens are encoded;
+  tokens are encoded (examples retrieved per segment leave little or nothing in common:
+  ``common_prefix_length`` then finds no prefix worth sharing and prompts are encoded whole);
 - every segment has its own token budget (from its source length), and a segment stops
   at EOS, at the end of its turn, or - for few-shot prompts - at the end of its first line;
   a finished segment leaves the batch at once, so nothing is computed past its answer;

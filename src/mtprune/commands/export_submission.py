@@ -18,7 +18,7 @@ EPILOG = """examples:
 
 
 def add_parser(subparsers) -> None:
-    from .options import add_backend_arguments
+    from .options import add_backend_arguments, add_shots_by_argument
 
     p = subparsers.add_parser("export-submission", help="a folder with the model and run.sh (WMT 2025 compression)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -31,6 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shots", type=int, default=3, help="few-shot examples for few-shot prompts (default: 3)")
     p.add_argument("--shots-from", metavar="SPEC",
                    help="few-shot examples: a file (copied into DIR) or sample:SRC-TGT (default: the bundled sample)")
+    add_shots_by_argument(p)
     p.add_argument("--dtype", default="auto", help="weights dtype at translation time (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.add_argument("--max-new-tokens", type=int, help="cap on generated tokens per segment")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = export_submission(SubmissionConfig(
         model=args.model, out=Path(args.output), backend=BackendConfig.from_args(args), prompt=args.prompt,
-        shots=args.shots, shots_from=args.shots_from, dtype=args.dtype, device=args.device,
+        shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by, dtype=args.dtype, device=args.device,
         max_new_tokens=args.max_new_tokens, force=args.force))
     print(f"wrote {out}: model/, run.sh, submission.json, README.md")
     print(f"use: bash {out}/run.sh en-de 16 < input.txt > output.txt")

@@ -66,6 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
+    from .options import add_shots_by_argument
+
     g = p.add_argument_group("data (repeat --data/--src/--tgt to mix several pairs or sources)")
     g.add_argument("--data", action="append", metavar="SPEC", required=True,
                    help="parallel data with references: .tsv/.csv/.jsonl/.tmx, text + --ref, a dataset folder, "
@@ -94,6 +96,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shots-from", metavar="SPEC",
                    help="draw few-shot examples from this data (default: the data's train part, else the bundled "
                    "sample, as evaluate does)")
+    add_shots_by_argument(g)
 
 
 def _add_training(p: argparse.ArgumentParser) -> None:
@@ -171,7 +174,7 @@ def config_from_args(args: argparse.Namespace):
     data = [spec for spec, _ in weighted_data_specs_from_args(args)]  # no --weight: each 1
     return FinetuneConfig(
         student=args.student, out=Path(args.output), data=data, prompt=args.prompt, shots=args.shots,
-        shots_from=args.shots_from,
+        shots_from=args.shots_from, shots_by=args.shots_by,
         dev_part=args.dev_part, dev_limit=args.dev_limit, learning_rate=args.lr, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length,
         warmup=args.warmup, eval_every=args.eval_every, patience=args.patience or None, save_every=args.save_every,

@@ -42,10 +42,22 @@ def add_translation_arguments(p: argparse.ArgumentParser, *, batch_size: bool = 
                    help="data to draw the few-shot examples from: a file or sample:SRC-TGT (default: the data's "
                    "train part; if it has too few outside the scored segments, the bundled sample for the pair; "
                    "else zero-shot)")
+    add_shots_by_argument(p)
     if batch_size:
         p.add_argument("--batch-size", type=int, default=16, help="segments per batch (default: 16)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap on generated tokens per segment (default: 256; the budget is 2 x source tokens + 8)")
+
+
+def add_shots_by_argument(p) -> None:
+    """--shots-by random|similar."""
+    from ..retrieval import DEFAULT_SHOTS_BY, SHOTS_BY
+
+    p.add_argument("--shots-by", choices=SHOTS_BY, default=DEFAULT_SHOTS_BY,
+                   help="how the few-shot examples are chosen from their data (the translation memory): similar "
+                   "(for each segment, the sentences whose sources are most like its own, by BM25 over words; most "
+                   "similar last) or random (the same seeded draw for every segment) (default: "
+                   f"{DEFAULT_SHOTS_BY})")
 
 
 def add_budget_arguments(p) -> None:

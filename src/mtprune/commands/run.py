@@ -31,7 +31,8 @@ recipe keys (examples/*.yaml show them all):
                                  data: SPEC         default data; dev/test/train are its hash partitions
                                  dev|test|train:    SPEC, or {data, ref, split, src_col, tgt_col, part, limit, seed}
                                                     (without data: the pair's data, part = the role)
-  translation:                 prompt, shots, shots_from, batch_size, max_new_tokens (every stage that translates)
+  translation:                 prompt, shots, shots_from, shots_by (similar|random), batch_size, max_new_tokens
+                               (every stage that translates)
   backend:                     hf | vllm, or {name, tensor_parallel, gpu_memory_utilization, max_model_len}
                                (evaluate, synthesize, bench; the search always runs hf)
   trim_vocab:                  {data: train | SPEC list, limit, keep, min_count, verify}: first, so the search,

@@ -120,7 +120,7 @@ def config_from_args(args: argparse.Namespace):
                       speed_batch_size=args.speed_batch_size),
         criterion=args.criterion, metric=args.metric, comet=comet_settings(args), fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race, protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots,
-        shots_from=args.shots_from, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
+        shots_from=args.shots_from, shots_by=args.shots_by, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
         max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
         resume=args.resume, progress=not args.quiet,
     )

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = SynthesizeConfig(
         teacher=args.model, data=data_spec_from_args(args), out=Path(args.output), prompt=args.prompt,
-        shots=args.shots, shots_from=args.shots_from, backend=BackendConfig.from_args(args), batch_size=args.batch_size,
+        shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by, backend=BackendConfig.from_args(args), batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         chunk_size=args.chunk_size, max_length_ratio=args.max_length_ratio, min_length_ratio=args.min_length_ratio,
         dtype=args.dtype, device=args.device, force=args.force, progress=not args.quiet,

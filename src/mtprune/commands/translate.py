@@ -79,7 +79,7 @@ def translate_pair(args: argparse.Namespace, pair):
     engine = backend(args)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, weights=engine.needs_weights())
     translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
-                                 backend=engine, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                 shots_by=args.shots_by, backend=engine, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                  progress=not args.quiet)
     result = translator.translate(pair.sources)
     return loaded, translator, result

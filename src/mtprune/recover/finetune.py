@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..export import check_output_dir, read_record
 from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
 from ..memory import OPTIMIZER_STATE_BYTES
+from ..retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class FinetuneConfig:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None  # few-shot examples from this data (default: as evaluate picks them)
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples, as at inference)
     dev_part: str | None = "dev"  # None: no dev loss, no early stopping, the last step is kept
     dev_limit: int | None = 200
     learning_rate: float = 2e-5
@@ -122,6 +124,7 @@ class FinetuneConfig:
             (self.patience is not None and self.patience < 1, f"--patience must be >= 1, got {self.patience}"),
             (self.save_every is not None and self.save_every < 1, f"--save-every must be >= 1, got {self.save_every}"),
             (self.shots < 0, f"--shots must be >= 0, got {self.shots}"),
+            *((True, message) for message in shots_by_errors(self.shots_by)),
             (self.dev_limit is not None and self.dev_limit < 1, f"--dev-limit must be >= 1, got {self.dev_limit}"),
             (not 0.0 <= self.kd_weight <= 1.0, f"--kd-weight must be in [0, 1], got {self.kd_weight:g}"),
             (not self.temperature > 0, f"--temperature must be > 0, got {self.temperature:g}"),
@@ -408,7 +411,8 @@ def _tokenize(config: FinetuneConfig, prompt_mode: str, tokenizer, pairs, dev_pa
     from .sft_data import build_pair_prompt, tokenize_pair
 
     held_out = dev_pairs or [None] * len(pairs)
-    prompts = [build_pair_prompt(tokenizer, pair, dev, prompt_mode, config.shots, config.shots_from)
+    prompts = [build_pair_prompt(tokenizer, pair, dev, prompt_mode, config.shots, config.shots_from,
+                                 config.shots_by)
                for pair, dev in zip(pairs, held_out)]
     train, dev = [], []
     for pair, prompt in zip(pairs, prompts):

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from ..evaluate import Examples, PairTask, few_shot_examples, wants_examples
+from ..retrieval import DEFAULT_SHOTS_BY
 from ..prompts import END_OF_TURN_MARKERS, Prompter, build_prompter, read_template_file
 from .losses import IGNORE_INDEX
 
@@ -40,19 +41,23 @@ class PairPrompt:
 
 
 def build_pair_prompt(tokenizer: Any, pair: PairTask, held_out: PairTask | None, mode: str, shots: int,
-                      shots_from: str | None = None) -> PairPrompt:
+                      shots_from: str | None = None, shots_by: str = DEFAULT_SHOTS_BY) -> PairPrompt:
     """The Prompter translation would use on ``held_out`` (the dev part), built by evaluate's own rules.
 
     Few-shot examples are the ones ``evaluate.few_shot_examples`` draws when translating the
     held-out segments (the data's train part, else the bundled sample, or --shots-from), so
     the trained prompt is the one evaluation builds; those examples are then left out of the
     training examples. Without a held-out part, ``pair`` itself is the excluded set.
+
+    ``shots_by`` similar: each training segment is shown the examples most like it from that
+    pool, never itself (a pool sentence with the segment's own source is skipped), as each
+    segment is at inference.
     """
     examples = Examples((), None)
     if wants_examples(tokenizer, mode):
-        examples = few_shot_examples(held_out or pair, shots, shots_from)
+        examples = few_shot_examples(held_out or pair, shots, shots_from, shots_by)
     prompter = build_prompter(tokenizer, mode, pair.spec.src, pair.spec.tgt, examples.segments,
-                              examples_from=examples.origin)
+                              **examples.prompter_options())
     return PairPrompt(prompter=prompter, example_ids=frozenset(ex.id for ex in examples.segments),
                       example_sources=frozenset(ex.source for ex in examples.segments))
 

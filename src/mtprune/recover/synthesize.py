@@ -26,6 +26,7 @@ from ..files import write_json_atomic, write_text_atomic
 from ..jsonlog import JsonLog
 from ..langcheck import language_check
 from ..metrics import FAILURE_FLAGS, segment_failures
+from ..retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class SynthesizeConfig:
     prompt: str = "auto"
     shots: int = 3
     shots_from: str | None = None  # few-shot examples from this data (default: the data's train part)
+    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples)
     backend: BackendConfig | str = "hf"  # a name, or with engine options (vLLM's)
     batch_size: int = 16
     max_new_tokens: int | None = None
@@ -59,6 +61,7 @@ class SynthesizeConfig:
         from ..models import name_errors
 
         errors = self.backend_config.errors() + name_errors(self.dtype, self.device)
+        errors += shots_by_errors(self.shots_by)
         if Path(self.out).exists() and not self.force:
             errors.append(f"-o {self.out} exists; pass --force to overwrite it")
         if Path(self.out).is_dir():
@@ -211,7 +214,7 @@ def _translator(loaded, pair, cfg: SynthesizeConfig):
     from ..evaluate import make_translator
 
     return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                           backend=cfg.backend, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                           shots_by=cfg.shots_by, backend=cfg.backend, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                            progress=False)
 
 
