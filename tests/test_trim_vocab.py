@@ -13,7 +13,7 @@ import pytest
 from clirun import run
 from mtprune import vocab
 from mtprune.data import DataSpec
-from mtprune.errors import ConfigError, DataError
+from mtprune.errors import ConfigError
 from mtprune.trim_vocab import TrimConfig, trim_vocabulary
 from tiny import _CORPUS, make_model, make_tokenizer
 

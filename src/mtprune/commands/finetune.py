@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
 
 DESCRIPTION = """\
 Fine-tune STUDENT (typically a checkpoint written by `mtprune prune`) on parallel data to
