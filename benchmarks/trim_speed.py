@@ -12,6 +12,7 @@ function), then benches the untrimmed and the trimmed model on held-out test seg
 The issue's targets: >= 1.8x equal-work tokens/s, chrF++ within 0.3 of the untrimmed model.
 
     python benchmarks/trim_speed.py [--limit 64] [--runs 2] [--batch-sizes 16,64] [--keep N] [--backend hf]
+        [--shots-by similar|random]
 
 Last line: ``trimmed: X.XXx equal-work tokens/s, chrF++ A.AA vs B.BB (kept K of V tokens)``
 (A: trimmed, B: untrimmed; X at the largest batch size).
@@ -54,13 +55,16 @@ def main() -> None:
     p.add_argument("--backend", default="hf", help="hf or vllm (default: hf)")
     p.add_argument("--fixed-new-tokens", type=int, default=32, help="tokens per segment, equal work (default: 32)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap for the quality pass (default: 256)")
+    p.add_argument("--shots-by", default="similar", choices=("similar", "random"),
+                   help="few-shot examples per segment or one random set (default: similar, the bench's)")
     args = p.parse_args()
 
     out = trimmed(args.model, Path(args.work), args.keep)
     entry = json.loads((out / "mtprune.json").read_text())["vocabulary"][-1]
     data = DataSpec("sample:en-de", "en", "de", part="test", limit=args.limit)
     sizes = parse_batch_sizes(args.batch_sizes)
-    common = dict(models=[args.model, str(out)], data=data, dtype=args.dtype, backend=BackendConfig(args.backend))
+    common = dict(models=[args.model, str(out)], data=data, dtype=args.dtype, backend=BackendConfig(args.backend),
+                  shots_by=args.shots_by)
     speed = run_bench(BenchConfig(**common, batch_sizes=sizes, warmup=1, runs=args.runs,
                                   fixed_new_tokens=args.fixed_new_tokens))
     print(format_table(speed))

@@ -169,12 +169,13 @@ def test_kd_with_default_teacher_caches_the_teacher(pruned, data_tsv, tmp_path, 
     from mtprune.recover import teacher as teacher_module
 
     cache = tmp_path / "topk"
-    with caplog.at_level("WARNING", logger="mtprune.recover.trainer"):
+    with caplog.at_level("INFO", logger="mtprune.recover.finetune"):
         assert finetune(pruned, data_tsv, tmp_path / "kd", "--teacher", "--kd-weight", "0.7", "--temperature", "2",
                         "--top-k", "8", "--teacher-cache", str(cache)) == 0
-    # 4 steps x batch 4 use 16 of the ~96 training examples: the user is told how to spare the teacher the rest
-    assert "pass --limit 16 to draw only those" in caplog.text
+    # 4 steps x batch 4 use 16 of the training examples: the teacher runs on those 16 only
+    assert "uses 16 of the" in caplog.text
     rec = read_record(tmp_path / "kd")["recovery"][-1]
+    assert rec["examples"]["train"] == 16 and rec["examples"]["train_available"] > 16
     assert rec["method"] == "kd"
     assert rec["teacher"]["spec"] == str(tiny_checkpoints["llama"])  # the unpruned source from mtprune.json
     assert rec["teacher"]["fingerprint"] == read_record(pruned)["source"]["fingerprint"]
@@ -183,14 +184,15 @@ def test_kd_with_default_teacher_caches_the_teacher(pruned, data_tsv, tmp_path, 
     assert rec["teacher"]["cache"] == str(cached)
     rows = load_file(str(cached))
     assert rows["indices"].shape[1] == 8 and rows["offsets"][-1] == rows["indices"].shape[0]
+    assert rows["offsets"].shape[0] == 16 + 1
     assert rec["best_dev_loss"] < rec["dev_losses"][0]["loss"]
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher ran again instead of reading its cache")
 
     monkeypatch.setattr(teacher_module, "compute_topk", no_teacher)
-    assert finetune(pruned, data_tsv, tmp_path / "kd2", "--teacher", "--top-k", "8", "--teacher-cache", str(cache),
-                    "--max-steps", "2") == 0
+    # the same settings draw the same examples: the cache is read, not computed again
+    assert finetune(pruned, data_tsv, tmp_path / "kd2", "--teacher", "--top-k", "8", "--teacher-cache", str(cache)) == 0
     assert list(cache.iterdir()) == [cached]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -363,6 +364,31 @@ def test_unsupported_tokenizer_is_refused_and_nothing_is_written(capsys, tmp_pat
     code, _, err = run(capsys, "trim-vocab", folder, "--data", "sample:en-de", "--limit", "8", "-o", out)
     assert code == 2 and "'WordPiece' is not supported" in err, err
     assert not out.exists()
+
+
+def test_search_runs_on_a_trimmed_copy_and_resumes_with_it(capsys, tiny_folders, tmp_path):
+    """`search --trim-vocab`: the copy trimmed to the pair's train part and dev data is searched
+    (its head in the trace); the plan's ids apply to the untrimmed model; --resume keeps the copy."""
+    from mtprune.files import read_json
+
+    model, run_dir = tiny_folders["llama"], tmp_path / "run"
+    args = ["search", model, "--data", "sample:en-de", "--part", "dev", "--limit", "4", "--remove", "1",
+            "--protect", "none", "--max-new-tokens", "8", "--dtype", "float32", "--trim-vocab", "-o", run_dir]
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    record = read_json(run_dir / "trimmed" / "mtprune.json")
+    kept = record["vocabulary"][-1]
+    assert kept["kept"] < kept["vocab_size_before"]
+    assert {d["part"] for d in kept["data"]} == {"dev", "train"}, kept["data"]
+    plan = read_json(run_dir / "plan.json")
+    assert Path(plan["model"]["path"]) == run_dir / "trimmed"  # the search ran on the trimmed copy
+    assert "or the trimmed" in stdout
+    stamp = (run_dir / "trimmed" / "mtprune.json").stat().st_mtime_ns
+    code, _, err = run(capsys, *args, "--resume")
+    assert code == 0, err
+    assert (run_dir / "trimmed" / "mtprune.json").stat().st_mtime_ns == stamp  # not trimmed again
+    code, _, err = run(capsys, "prune", model, "--plan", run_dir / "plan.json", "-o", tmp_path / "pruned")
+    assert code == 0, err
 
 
 # -- vLLM loads the trimmed checkpoint and translates as the hf backend does ------------------------

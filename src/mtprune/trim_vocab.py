@@ -10,6 +10,7 @@ as ``prune`` does (temporary folder, reload check, ``mtprune.json``, model card)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -365,6 +366,26 @@ def apply_trim(loaded, counted: Counted) -> tuple[Any, dict[str, Any]]:
               "head_flops_share_after": round(vocab.vocabulary_report(model)["head_flops_share"], 4),
               "tokenizer_check": tokenization, "logit_check": check_logits(before, model, samples, kept)}
     return new_tokenizer, checks
+
+
+def trimmed_for_search(search) -> Path:
+    """The search's model with the vocabulary of its pairs' train parts and dev data, in
+    ``RUN_DIR/trimmed``: made once, kept while a resumed search (``search.resume``) finds it
+    complete (its ``mtprune.json`` written last)."""
+    out = Path(search.run_dir) / "trimmed"
+    if search.resume and (out / "mtprune.json").is_file():
+        logger.info("search on the trimmed copy %s (made before; --resume)", out)
+        return out
+    data = []
+    for pair in search.pairs:
+        data.append(pair.spec)
+        if pair.spec.part in ("dev", "test"):  # the same data's train part: the pair's vocabulary
+            data.append(dataclasses.replace(pair.spec, part="train", limit=None))
+    result = trim_vocabulary(TrimConfig(model=search.model, data=data, out=out, shots=search.shots,
+                                        device=search.device, force=True))
+    logger.info("search on the trimmed copy %s: %d of %d tokens", out, result.entry["kept"],
+                result.entry["vocab_size_before"])
+    return out
 
 
 def trim_vocabulary(cfg: TrimConfig) -> TrimResult:

@@ -29,7 +29,8 @@ examples:
   mtprune search gemma-3-270m --data sample:en-de --part dev --limit 32 --remove 4 --fast -o runs/s1
   mtprune search ./aya --data dev.cs-de.tsv --src cs --tgt de --data dev.en-arz.tsv --src en --tgt arz \\
       --target-layers 24 --combine min -o runs/aya
-  mtprune search gemma-3-270m --data sample:en-de --remove 4 -o runs/s1 --resume"""
+  mtprune search gemma-3-270m --data sample:en-de --remove 4 -o runs/s1 --resume
+  mtprune search gemma-3-270m --data sample:en-de --part dev --limit 32 --remove 2 --trim-vocab -o runs/s2"""
 
 
 def add_parser(subparsers) -> None:
@@ -50,6 +51,11 @@ def add_parser(subparsers) -> None:
                    "batch is halved by itself (default: 256 // --batch-size)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder: trace.jsonl and plan.json")
     p.add_argument("--resume", action="store_true", help="continue the search recorded in RUN_DIR/trace.jsonl")
+    p.add_argument("--trim-vocab", action="store_true",
+                   help="search on a copy of MODEL with its vocabulary trimmed (`mtprune trim-vocab`) to the tokens "
+                   "of each pair's train part and its dev data, written to RUN_DIR/trimmed (kept for --resume): on a "
+                   "small multilingual model the LM head is most of each decoding step, in the search too. The "
+                   "plan's layer ids are the same for MODEL and for the trimmed copy")
     p.set_defaults(func=run)
 
 
@@ -127,13 +133,22 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from ..search import run_search
 
-    plan = run_search(config_from_args(args))
+    cfg = config_from_args(args)
+    if args.trim_vocab:
+        from ..trim_vocab import trimmed_for_search
+
+        cfg.validate()
+        cfg = dataclasses.replace(cfg, model=str(trimmed_for_search(cfg)))
+    plan = run_search(cfg)
     plan_path = Path(args.output) / "plan.json"
     print(f"removed (original ids, in order): {plan['removed']}  ({plan['stop_reason']})")
     print(f"{plan['metric']}: baseline {plan['baseline']['score']:.2f}" +
           "".join(f" -> {r['score_after']:.2f}" for r in plan["rounds"]))
-    print(f"plan: {plan_path}   apply: mtprune prune {args.model} --plan {plan_path} -o OUT   "
+    models = f"{args.model} (or the trimmed {cfg.model})" if args.trim_vocab else args.model
+    print(f"plan: {plan_path}   apply: mtprune prune {models} --plan {plan_path} -o OUT   "
           f"report: mtprune report {args.output}")
     return 0

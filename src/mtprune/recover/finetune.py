@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ class Prepared:
     train_examples: list[dict[str, Any]]
     dev_examples: list[dict[str, Any]]
     teacher: dict[str, Any] | None  # {"spec", "checkpoint"}
+    train_available: int | None = None  # examples before the draw for --max-steps (with a teacher)
 
 
 def prepare(config: FinetuneConfig) -> Prepared:
@@ -203,12 +205,39 @@ def prepare(config: FinetuneConfig) -> Prepared:
     pairs, dev_pairs = _load_pairs(config)
     prompt_mode = training_prompt(config.prompt, source, tokenizer)
     prompts, train_examples, dev_examples = _tokenize(config, prompt_mode, tokenizer, pairs, dev_pairs)
+    available = len(train_examples)
+    if teacher:
+        train_examples = examples_for_steps(train_examples, config)
     return Prepared(
         source=source, base_record=base_record, num_layers=num_layers,
         train_layers=train_ids[0] if train_ids else None, train_layers_original=train_ids[1] if train_ids else None,
         tokenizer=tokenizer, pairs=pairs, dev_pairs=dev_pairs, prompts=prompts,
-        train_examples=train_examples, dev_examples=dev_examples, teacher=teacher,
+        train_examples=train_examples, dev_examples=dev_examples, teacher=teacher, train_available=available,
     )
+
+
+def examples_needed(config: FinetuneConfig) -> int | None:
+    """How many training examples ``--max-steps`` draws (every process); None without it."""
+    if config.max_steps is None:
+        return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return config.max_steps * config.batch_size * config.grad_accum * world
+
+
+def examples_for_steps(examples: list[dict[str, Any]], config: FinetuneConfig) -> list[dict[str, Any]]:
+    """With a teacher, the examples the steps will use and no more: the teacher's top-k is computed
+    for every training example before training, so with ``--max-steps`` far below an epoch most of
+    that work would be thrown away.  A seeded draw (in the data's order), so that the cache key and
+    a resumed run see the same examples; training then runs over them as over all of them."""
+    import random
+
+    needed = examples_needed(config)
+    if needed is None or needed >= len(examples):
+        return examples
+    keep = sorted(random.Random(config.seed).sample(range(len(examples)), needed))
+    logger.info("teacher: --max-steps %d uses %d of the %d training examples; the teacher runs on those only",
+                config.max_steps, needed, len(examples))
+    return [{**examples[i], "index": row} for row, i in enumerate(keep)]  # "index": the teacher cache's row
 
 
 def _check_out_not_in_source(config: FinetuneConfig, source) -> None:

@@ -124,7 +124,6 @@ def teacher_rows(config: FinetuneConfig, prepared: Prepared):
     key = cache_key(teacher["fingerprint"], prepared.train_examples, config.top_k, extra)
     path = (config.teacher_cache or default_cache_root()) / f"{key}.safetensors"
     teacher["cache"] = str(path)
-    _warn_unused_teacher_work(config, len(prepared.train_examples))
     with TrainingArguments(output_dir=str(config.checkpoints), report_to="none",
                            use_cpu=_device(config) == "cpu").main_process_first(desc="teacher top-k"):
         if not path.is_file():
@@ -135,17 +134,6 @@ def teacher_rows(config: FinetuneConfig, prepared: Prepared):
     if int(rows.offsets.shape[0]) != len(prepared.train_examples) + 1:
         raise ConfigError(f"teacher cache {path} does not match the training examples; delete it and rerun")
     return rows
-
-
-def _warn_unused_teacher_work(config: FinetuneConfig, n_examples: int) -> None:
-    """The teacher runs on every training example; say so when --max-steps will use only a part of them."""
-    if config.max_steps is None:
-        return
-    used = config.max_steps * config.batch_size * config.grad_accum  # per process; more with several
-    if used * 2 <= n_examples:
-        logger.warning("teacher top-k runs on all %d training examples, but --max-steps %d x --batch-size %d x "
-                       "--grad-accum %d uses about %d of them (one process): pass --limit %d to draw only those",
-                       n_examples, config.max_steps, config.batch_size, config.grad_accum, used, used)
 
 
 def _compute_cache(config: FinetuneConfig, prepared: Prepared, path: Path, key: str) -> None:
@@ -418,8 +406,8 @@ def recovery_record(trainer, config: FinetuneConfig, prepared: Prepared, loaded,
         "command": "finetune",
         "student": {**prepared.source.to_dict(), "fingerprint": loaded.fingerprint},
         "data": describe_data(prepared.pairs, prepared.dev_pairs, prepared.prompts),
-        "examples": {"train": len(prepared.train_examples), "dev": len(prepared.dev_examples),
-                     "tokens_hash": examples_hash(prepared.train_examples)},
+        "examples": {"train": len(prepared.train_examples), "train_available": prepared.train_available,
+                     "dev": len(prepared.dev_examples), "tokens_hash": examples_hash(prepared.train_examples)},
         "prompt": prepared.prompts[0].prompter.describe(),
         "prompts": [p.prompter.describe() for p in prepared.prompts] if len(prepared.prompts) > 1 else None,
         "steps": state.global_step,
