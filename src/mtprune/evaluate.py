@@ -56,7 +56,17 @@ class PairTask:
             "data_hash": self.data_hash,
             "n_segments": len(self.segments),
             "weight": self.weight,
+            **self._documents(),
         }
+
+    def _documents(self) -> dict[str, Any]:
+        """How documents split the data (nothing where the data have no document ids)."""
+        from .documents import documents_summary, has_documents
+
+        out: dict[str, Any] = {"part_by": self.spec.part_by} if self.spec.part_by != "segment" else {}
+        if self.spec.doc_col is not None:
+            out["doc_col"] = self.spec.doc_col
+        return {**out, **documents_summary(self.segments)} if has_documents(self.segments) else out
 
 
 def load_pair(spec: DataSpec, weight: float = 1.0) -> PairTask:
