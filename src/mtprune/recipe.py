@@ -719,8 +719,14 @@ def _search(ck: RecipeChecker, value: Any, recipe: Recipe) -> dict[str, Any]:
         opts["speed_from"] = ck.file(path + ("speed_from",), opts["speed_from"], "bench JSON")
     recipe.search = opts
     cfg = recipe.search_config(_NO_OUTPUT)
+    reported = set(recipe.translation.context_settings.errors())  # at the translation section's lines already
     for message in cfg.errors():
-        ck.library_error(path, message, value)
+        if message in reported:
+            continue
+        if message.startswith("--score-by: ") and "score_by" in opts:
+            ck.error(path + ("score_by",), message.removeprefix("--score-by: "))
+        else:
+            ck.library_error(path, message, value)
     n = recipe.num_layers
     if n is not None and not cfg.stop.errors():
         protect = ck.attempt(path + ("protect",), protected_layers, cfg.protect, n)

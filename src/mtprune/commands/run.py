@@ -41,8 +41,7 @@ recipe keys (examples/*.yaml show them all):
                                pruning and the reference work on the trimmed copy (see mtprune trim-vocab --help)
   search:                      `mtprune search`'s settings: criterion, metric, fast, proxy, shortlist, race,
                                protect, combine, candidate_batch, score_by (segment|document); stop rules
-                               remove, target_layers,
-                               target_params, min_quality, depth_for, speed_from
+                               remove, target_layers, target_params, min_quality, depth_for, speed_from
   prune:                       layers (the plan's first N removals), drop (ids, instead of a search), verify
   recover:                     a list of steps, each one of
                                  - heal: {epochs, steps, lr, loss, layers_per_gap, data, teacher, ...}
