@@ -104,8 +104,8 @@ def compare_documents(loaded, name: str, args) -> dict:
                                      context=context)
         documents = result["documents"]
         row["documents"], row["segments_per_document"] = documents["documents"], documents["segments_per_document"]
-        row["runs"][label] = {"segment": result["scores"][METRIC]["value"], "document": documents["scores"][METRIC]["value"],
-                              "signature": result["scores"][METRIC]["signature"], "context": result["context"],
+        row["runs"][label] = {"segment": result["scores"][METRIC]["value"],
+                              "document": documents["scores"][METRIC]["value"], "signature": result["scores"][METRIC]["signature"], "context": result["context"],
                               "seconds": result["timing"]["seconds"]}
     return row
 

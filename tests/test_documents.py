@@ -271,9 +271,28 @@ def test_search_scores_by_document_with_model_context(tiny_checkpoints, tmp_path
     assert code == 0
     plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
     assert plan["score_by"] == "document" and plan["settings"]["candidate_batch"] == 1
-    assert plan["settings"]["context"] == {"sentences": 1, "target": "model", "shown_as": plan["settings"]["context"]["shown_as"]}
+    context = plan["settings"]["context"]
+    assert (context["sentences"], context["target"]) == (1, "model") and context["shown_as"].startswith("earlier turns")
     header = json.loads((run_dir / "trace.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert "score_by" in json.dumps(header) and "context" in json.dumps(header)
+
+
+def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_checkpoints):
+    from mtprune.bench import BenchConfig, run_bench
+
+    data = DataSpec("sample:en-de", "en", "de", part="test", part_by="document", limit=6)
+    cfg = BenchConfig(models=[str(tiny_checkpoints["llama"])], batch_sizes=(2,), warmup=1, runs=1, data=data,
+                      max_new_tokens=3, prompt="fewshot", shots=1, context=1, context_target="model")
+    result = run_bench(cfg)
+    entry = result["models"][0]
+    assert entry["translator"]["context"]["target"] == "model" and result["config"]["context"] == 1
+    from mtprune.models import load_model
+
+    loaded = load_model(str(tiny_checkpoints["llama"]), dtype=entry["dtype"])
+    pair = load_pair(data)
+    whole = make_translator(loaded, pair, prompt="fewshot", shots=1, max_new_tokens=3, progress=False,
+                            context=ContextSettings(1, "model")).translate(pair.sources)
+    assert entry["batches"][0]["hypotheses"] == whole.hypotheses  # batches of 2 in turn = one run in order
 
 
 def test_search_and_bench_settings_are_checked():

@@ -97,7 +97,8 @@ class Prompter:
         shown = list(self.retriever(segment_source)) if self.retriever is not None else list(self.examples)
         shown += [Segment(id=f"context-{k}", source=source, reference=target, src_lang=self.src.code,
                           tgt_lang=self.tgt.code) for k, (source, target) in enumerate(context) if target is not None]
-        untranslated = [_one_line(source) if self.single_line else source for source, target in context if target is None]
+        untranslated = [_one_line(source) if self.single_line else source
+                        for source, target in context if target is None]
         note = CONTEXT_NOTE.format(src=self.src.name, context=" ".join(untranslated)) if untranslated else ""
         return self.composer(shown, text, note)
 

@@ -261,7 +261,8 @@ class SubsetEvaluator:
                 logger.warning("--score-by document: %s has no document ids, so each segment is a document of its "
                                "own (name the document column with --doc-col)", pair.spec.spec)
             return DocumentScorer(self.metric, pair.segments, tgt_lang=pair.spec.tgt)
-        return make_scorer(self.metric, pair.references, tgt_lang=pair.spec.tgt, sources=pair.sources, comet=self.cfg.comet)
+        return make_scorer(self.metric, pair.references, tgt_lang=pair.spec.tgt, sources=pair.sources,
+                           comet=self.cfg.comet)
 
     def signature(self) -> str:
         return self.scorers[0].signature

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by,
-        context=args.context, context_target=args.context_target, max_new_tokens=args.max_new_tokens, fixed_new_tokens=args.fixed_new_tokens,
+        context=args.context, context_target=args.context_target,
+        max_new_tokens=args.max_new_tokens, fixed_new_tokens=args.fixed_new_tokens,
         metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,
     )
