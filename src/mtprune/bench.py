@@ -64,6 +64,8 @@ class BenchConfig:
     shots: int = 3
     shots_from: str | None = None
     shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples)
+    context: int = 0  # previous sentences of the document shown with each segment (documents.py)
+    context_target: str = "none"  # none | model (the model's own translations of them too)
     max_new_tokens: int | None = None
     fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
     metric: str = "chrf++"
@@ -87,6 +89,7 @@ class BenchConfig:
         if self.fixed_new_tokens is not None and self.max_new_tokens is not None:
             errors.append("give --fixed-new-tokens or --max-new-tokens, not both")
         errors += shots_by_errors(self.shots_by)
+        errors += self.context_settings.errors()
         if self.order not in ORDERS:
             errors.append(f"order {self.order!r}: valid: {', '.join(ORDERS)}")
         if self.interval not in INTERVALS:
@@ -100,6 +103,12 @@ class BenchConfig:
         """interleaved, or sequential where asked or where the backend holds one model per
         process (vLLM: interleaving would restart its engine at every pass)."""
         return "sequential" if self.order == "sequential" or self.backend_config.name == "vllm" else "interleaved"
+
+    @property
+    def context_settings(self):
+        from .documents import ContextSettings
+
+        return ContextSettings(self.context, self.context_target)
 
     @property
     def backend_config(self) -> BackendConfig:
@@ -265,7 +274,8 @@ def _batches(items: Sequence[str], size: int) -> list[list[str]]:
 def _mean_context(loaded, translator, sources: Sequence[str], generated_tokens: int) -> float:
     """Mean tokens attended per decoded token: prompt length + half the generated length."""
     prompter = translator.prompter
-    prompts = [prompter.render(s) for s in sources]
+    rendered = getattr(translator, "rendered", None)  # with document context (documents.ContextTranslator)
+    prompts = rendered(sources) if rendered is not None else [prompter.render(s) for s in sources]
     ids = loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
     lengths = [len(x) for x in ids]
     return sum(lengths) / len(lengths) + generated_tokens / len(sources) / 2
@@ -333,7 +343,8 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
     memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))
     translators = {b: make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
                                       shots_by=cfg.shots_by, backend=backend, batch_size=b, max_new_tokens=cfg.max_new_tokens,
-                                      fixed_new_tokens=cfg.fixed_new_tokens, progress=False)
+                                      fixed_new_tokens=cfg.fixed_new_tokens, progress=False,
+                                      context=cfg.context_settings)
                    for b in cfg.batch_sizes}
     entry: dict[str, Any] = {
         "model": spec, "checkpoint": loaded.checkpoint, "fingerprint": loaded.fingerprint,

@@ -4,6 +4,12 @@ Hugging Face datasets (hub or a folder saved with ``save_to_disk``) -> a list of
 Every loader checks its input before any model work and raises :class:`DataError` naming the
 file and line.  Segments are split into train / dev / test parts by a hash of their id, so the
 parts never overlap and do not move when data is added.
+
+Documents: a segment may carry the id of the document it belongs to (a ``doc_id`` column, field or
+TMX ``<prop type="doc_id">``, or ``--doc-col NAME``; the sample's chapters, "GEN.1" of verse
+"GEN.1.5"), in the file's order.  The split by segment id scatters a document's sentences over
+the parts; ``--part-by document`` splits by document id instead, so each document is whole in one
+part (context from the previous sentences never crosses parts either way: see ``documents.py``).
 """
 from __future__ import annotations
 
@@ -28,12 +34,14 @@ from .langs import Language, match_score, normalize_language, try_normalize
 logger = logging.getLogger(__name__)
 
 PARTS = ("all", "train", "dev", "test")
+PART_BY = ("segment", "document")  # what the part hash is taken of
 TEST_PERCENT, DEV_PERCENT = 10, 10  # the rest is train
 SPLIT_ORDER = ("validation", "test", "train")
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".tmx": "tmx"}
 SAMPLE_FILE = "bible.tsv.gz"
 SOURCE_NAMES = ("source", "src")
 TARGET_NAMES = ("target", "reference", "ref", "tgt")
+DOC_NAMES = ("doc_id", "docid", "document_id")  # a column, field or TMX prop naming the document (default)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class Segment:
     reference: str | None
     src_lang: str
     tgt_lang: str
+    doc_id: str | None = None  # the document the segment belongs to (None: not known)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class DataSpec:
     spec: a file (.tsv/.csv/.jsonl/.tmx, optionally .gz, anything else is plain text), a folder
     saved with ``datasets.save_to_disk``, "sample:SRC-TGT" (bundled Bible verses) or
     "hf:NAME[:CONFIG]" (Hugging Face hub).
+    doc_col: the column, field or TMX prop type of the document id (default: one of DOC_NAMES, if any).
+    part_by: "segment" (hash of the segment id) or "document" (hash of the document id: whole documents).
     """
 
     spec: str
@@ -66,6 +77,8 @@ class DataSpec:
     part: str = "all"
     limit: int | None = None
     seed: int = 0
+    doc_col: str | None = None
+    part_by: str = "segment"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,9 +91,12 @@ def load_segments(spec: DataSpec) -> list[Segment]:
     src, tgt = normalize_language(spec.src), normalize_language(spec.tgt)
     segments = _read_all(spec, src, tgt)
     _warn_quality(segments, spec.spec)
-    segments = [s for s in segments if spec.part == "all" or segment_part(s.id) == spec.part]
+    if spec.part_by == "document":
+        _check_documents(segments, spec.spec)
+    segments = [s for s in segments if spec.part == "all" or segment_part(_part_key(s, spec.part_by)) == spec.part]
     if spec.limit is not None:
-        segments = _limit(segments, spec.limit, spec.seed)
+        limit = _limit_documents if spec.part_by == "document" else _limit
+        segments = limit(segments, spec.limit, spec.seed)
     logger.info("%s: %d segments (%s -> %s, part %s)", spec.spec, len(segments), src.code, tgt.code, spec.part)
     return segments
 
@@ -93,6 +109,20 @@ def segment_part(segment_id: str) -> str:
     if bucket < TEST_PERCENT + DEV_PERCENT:
         return "dev"
     return "train"
+
+
+def _part_key(segment: Segment, part_by: str) -> str:
+    return segment.doc_id if part_by == "document" and segment.doc_id is not None else segment.id
+
+
+def _check_documents(segments: Sequence[Segment], where: str) -> None:
+    missing = [s.id for s in segments if s.doc_id is None]
+    if missing:
+        raise DataError(
+            f"{where}: --part-by document needs a document id for every segment, but {len(missing)} have none "
+            f"(first: {missing[0]}); name the column, field or TMX prop with --doc-col (default names: "
+            f"{', '.join(DOC_NAMES)})"
+        )
 
 
 def data_hash(segments: Iterable[Segment]) -> str:
@@ -158,6 +188,18 @@ def add_data_arguments(parser_or_group: Any, *, required: bool = True) -> None:
         help="partition by a hash of each segment id: test 10%%, dev 10%%, train 80%% (default: all)")
     add("--limit", type=int, metavar="N", help="use N segments drawn with a seeded shuffle (default: all)")
     add("--seed", type=int, default=0, help="seed for --limit and for few-shot examples (default: 0)")
+    add_document_arguments(parser_or_group)
+
+
+def add_document_arguments(parser_or_group: Any) -> None:
+    """--doc-col and --part-by (documents of the data)."""
+    add = parser_or_group.add_argument
+    add("--doc-col", metavar="NAME",
+        help="document id: a TSV/CSV column, JSONL field, dataset column or TMX <prop type=NAME> (default: "
+        f"{', '.join(DOC_NAMES)} where present; the bundled sample: the chapter, e.g. GEN.1)")
+    add("--part-by", choices=PART_BY, default="segment",
+        help="what --part hashes: segment (its id; a document's sentences land in several parts) or document "
+        "(its document id: whole documents per part, and --limit draws whole documents) (default: segment)")
 
 
 def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
@@ -176,6 +218,7 @@ def data_spec_from_args(args: argparse.Namespace) -> DataSpec:
         split=getattr(args, "split", None), src_col=getattr(args, "src_col", None),
         tgt_col=getattr(args, "tgt_col", None), part=getattr(args, "part", "all") or "all",
         limit=getattr(args, "limit", None), seed=getattr(args, "seed", 0) or 0,
+        doc_col=getattr(args, "doc_col", None), part_by=getattr(args, "part_by", None) or "segment",
     )
     _check_spec(spec)
     return spec
@@ -244,6 +287,11 @@ def _check_spec(spec: DataSpec) -> None:
         )
     if spec.split is not None and _kind(spec.spec) not in ("hf", "folder"):
         raise DataError(f"--split is only for hf: datasets and dataset folders, not {spec.spec}")
+    if spec.part_by not in PART_BY:
+        raise DataError(f"unknown --part-by {spec.part_by!r}; valid: {', '.join(PART_BY)}")
+    if spec.doc_col is not None and _kind(spec.spec) in ("text", "sample"):
+        raise DataError(f"--doc-col is for TSV/CSV/JSONL/TMX files and datasets; {spec.spec} has no document "
+                        "column" + (" (the sample's documents are its chapters)" if _kind(spec.spec) == "sample" else ""))
 
 
 def _kind(spec: str) -> str:
@@ -268,6 +316,24 @@ def _limit(segments: list[Segment], n: int, seed: int) -> list[Segment]:
     order = list(range(len(segments)))
     random.Random(seed).shuffle(order)
     return [segments[i] for i in sorted(order[:n])]
+
+
+def _limit_documents(segments: list[Segment], n: int, seed: int) -> list[Segment]:
+    """n segments of whole documents drawn with a seeded shuffle of the documents (the last one drawn
+    is cut to its first sentences where it does not fit), kept in the original order."""
+    if n >= len(segments):
+        return list(segments)
+    by_doc: dict[str, list[int]] = {}
+    for i, s in enumerate(segments):
+        by_doc.setdefault(s.doc_id or s.id, []).append(i)
+    docs = list(by_doc)
+    random.Random(seed).shuffle(docs)
+    chosen: list[int] = []
+    for doc in docs:
+        chosen += by_doc[doc][: n - len(chosen)]
+        if len(chosen) == n:
+            break
+    return [segments[i] for i in sorted(chosen)]
 
 
 def _warn_quality(segments: Sequence[Segment], where: str) -> None:
@@ -299,13 +365,16 @@ def _read_all(spec: DataSpec, src: Language, tgt: Language) -> list[Segment]:
     return readers[kind](path, spec, src, tgt)
 
 
-def _make(seg_id: str, source: str, reference: str | None, src: Language, tgt: Language, where: str) -> Segment:
-    """A Segment with stripped texts; an empty source is an error at `where` (path:line)."""
+def _make(seg_id: str, source: str, reference: str | None, src: Language, tgt: Language, where: str,
+          doc_id: str | None = None) -> Segment:
+    """A Segment with stripped texts; an empty source is an error at `where` (path:line); an empty
+    document id is none."""
     source = source.strip()
     if not source:
         raise DataError(f"{where}: empty source segment")
     ref = reference.strip() if reference is not None else None
-    return Segment(id=seg_id, source=source, reference=ref, src_lang=src.code, tgt_lang=tgt.code)
+    doc = (doc_id.strip() or None) if doc_id is not None else None
+    return Segment(id=seg_id, source=source, reference=ref, src_lang=src.code, tgt_lang=tgt.code, doc_id=doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,12 +462,16 @@ def _read_delimited(path: Path, spec: DataSpec, src: Language, tgt: Language) ->
         where = f"{path}:1"
         src_i = header.index(_pick_column(header, spec.src_col, SOURCE_NAMES, src, "source", where, "--src-col"))
         tgt_i = header.index(_pick_column(header, spec.tgt_col, TARGET_NAMES, tgt, "reference", where, "--tgt-col"))
-        return list(_delimited_rows(reader, path, header, src_i, tgt_i, src, tgt))
+        doc_col = _doc_key(header, spec.doc_col, where)
+        doc_i = header.index(doc_col) if doc_col is not None else None
+        return list(_delimited_rows(reader, path, header, (src_i, tgt_i, doc_i), src, tgt))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: malformed {_kind(str(path)).upper()} ({exc})") from exc
 
 
-def _delimited_rows(reader, path: Path, header: list[str], src_i: int, tgt_i: int, src: Language, tgt: Language):
+def _delimited_rows(reader, path: Path, header: list[str], columns: tuple[int, int, int | None],
+                    src: Language, tgt: Language):
+    src_i, tgt_i, doc_i = columns
     for row in reader:
         line = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -408,7 +481,8 @@ def _delimited_rows(reader, path: Path, header: list[str], src_i: int, tgt_i: in
                 f"{path}:{line}: expected {len(header)} columns as in the header "
                 f"({', '.join(header)}), found {len(row)}"
             )
-        yield _make(f"{path.name}:{line}", row[src_i], row[tgt_i], src, tgt, f"{path}:{line}")
+        doc = row[doc_i] if doc_i is not None else None
+        yield _make(f"{path.name}:{line}", row[src_i], row[tgt_i], src, tgt, f"{path}:{line}", doc)
 
 
 def _read_jsonl(path: Path, spec: DataSpec, src: Language, tgt: Language) -> list[Segment]:
@@ -425,7 +499,8 @@ def _read_jsonl(path: Path, spec: DataSpec, src: Language, tgt: Language) -> lis
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, found {type(row).__name__}")
         source, reference = _row_texts(row, spec, src, tgt, where)
-        segments.append(_make(f"{path.name}:{number}", source, reference, src, tgt, where))
+        doc = _row_document(row, spec.doc_col, where)
+        segments.append(_make(f"{path.name}:{number}", source, reference, src, tgt, where, doc))
     return segments
 
 
@@ -444,6 +519,26 @@ def _row_texts(row: dict, spec: DataSpec, src: Language, tgt: Language, where: s
             raise DataError(f"{where}: field {key!r} is {type(value).__name__}, expected a string")
         values.append(value)
     return values[0], values[1]
+
+
+def _doc_key(keys: Sequence[str], explicit: str | None, where: str) -> str | None:
+    """The document id column or field: the one --doc-col names (which must exist), else a default one."""
+    if explicit is not None:
+        if explicit not in keys:
+            raise DataError(f"{where}: no document column {explicit!r} (--doc-col); columns: {', '.join(keys)}")
+        return explicit
+    return next((name for name in DOC_NAMES if name in keys), None)
+
+
+def _row_document(row: dict, explicit: str | None, where: str) -> str | None:
+    """The document id of a JSON/dataset row (a string or an integer), or None where it has none."""
+    key = _doc_key([str(k) for k in row], explicit, where)
+    if key is None or row[key] is None:
+        return None
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}: document id {key!r} is {type(value).__name__}, expected a string or an integer")
+    return str(value)
 
 
 def _read_plain(path: Path, ref: str | None, src: Language, tgt: Language) -> list[Segment]:
@@ -470,8 +565,15 @@ def _read_plain(path: Path, ref: str | None, src: Language, tgt: Language) -> li
 # TMX
 
 
+@dataclass
+class _TmxUnit:
+    line: int
+    tuvs: list[tuple[str, str]]  # (lang, text)
+    props: dict[str, str]  # <prop type="..."> of the <tu> (not of its <tuv>s)
+
+
 class _TmxReader:
-    """Streams <tu> units with their line numbers: [(line, [(lang, text), ...]), ...].
+    """Streams <tu> units with their line numbers, texts by language and unit-level props.
 
     Text inside <seg> is kept, including inline <hi>/<sub>; native markup codes
     (<bpt>, <ept>, <it>, <ph>, <ut>) are dropped.
@@ -480,24 +582,26 @@ class _TmxReader:
     CODES = {"bpt", "ept", "it", "ph", "ut"}
 
     def __init__(self) -> None:
-        self.units: list[tuple[int, list[tuple[str, str]]]] = []
+        self.units: list[_TmxUnit] = []
         self._parser = xml.parsers.expat.ParserCreate()
         self._parser.StartElementHandler = self._start
         self._parser.EndElementHandler = self._end
         self._parser.CharacterDataHandler = self._chars
-        self._tu: list[tuple[str, str]] | None = None
-        self._tu_line = 0
+        self._tu: _TmxUnit | None = None
         self._lang: str | None = None
+        self._prop: tuple[str, list[str]] | None = None  # a unit-level <prop>: its type and text
         self._text: list[str] | None = None
         self._skip = 0
 
-    def parse(self, data: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
+    def parse(self, data: bytes) -> list[_TmxUnit]:
         self._parser.Parse(data, True)
         return self.units
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         if name == "tu":
-            self._tu, self._tu_line = [], self._parser.CurrentLineNumber
+            self._tu = _TmxUnit(self._parser.CurrentLineNumber, [], {})
+        elif name == "prop" and self._tu is not None and self._lang is None:
+            self._prop = (attrs.get("type", ""), [])
         elif name == "tuv":
             self._lang = attrs.get("xml:lang") or attrs.get("lang")
         elif name == "seg":
@@ -507,11 +611,17 @@ class _TmxReader:
 
     def _end(self, name: str) -> None:
         if name == "tu" and self._tu is not None:
-            self.units.append((self._tu_line, self._tu))
+            self.units.append(self._tu)
             self._tu = None
+        elif name == "tuv":
+            self._lang = None
+        elif name == "prop" and self._prop is not None:
+            if self._tu is not None:
+                self._tu.props.setdefault(self._prop[0], "".join(self._prop[1]))
+            self._prop = None
         elif name == "seg" and self._text is not None:
             if self._tu is not None and self._lang:
-                self._tu.append((self._lang, "".join(self._text)))
+                self._tu.tuvs.append((self._lang, "".join(self._text)))
             self._text = None
         elif self._text is not None and name in self.CODES:
             self._skip -= 1
@@ -519,6 +629,8 @@ class _TmxReader:
     def _chars(self, data: str) -> None:
         if self._text is not None and not self._skip:
             self._text.append(data)
+        elif self._prop is not None:
+            self._prop[1].append(data)
 
 
 def _read_tmx(path: Path, spec: DataSpec, src: Language, tgt: Language) -> list[Segment]:
@@ -528,13 +640,16 @@ def _read_tmx(path: Path, spec: DataSpec, src: Language, tgt: Language) -> list[
     except xml.parsers.expat.ExpatError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed TMX/XML ({xml.parsers.expat.ErrorString(exc.code)})") from None
     segments, skipped, seen = [], 0, set()
-    for line, tuvs in units:
-        seen.update(lang for lang, _ in tuvs)
-        source, reference = _pick_tuv(tuvs, src), _pick_tuv(tuvs, tgt)
+    for unit in units:
+        seen.update(lang for lang, _ in unit.tuvs)
+        source, reference = _pick_tuv(unit.tuvs, src), _pick_tuv(unit.tuvs, tgt)
         if source is None or reference is None:
             skipped += 1
             continue
-        segments.append(_make(f"{path.name}:{line}", source, reference, src, tgt, f"{path}:{line}"))
+        doc = _tmx_document(unit, spec.doc_col)
+        segments.append(_make(f"{path.name}:{unit.line}", source, reference, src, tgt, f"{path}:{unit.line}", doc))
+    if spec.doc_col is not None and not any(s.doc_id for s in segments):
+        raise DataError(f"{path}: no translation unit has a <prop type=\"{spec.doc_col}\"> (--doc-col)")
     if not segments:
         raise DataError(
             f"{path}: no translation unit has both {src.code} and {tgt.code}; "
@@ -543,6 +658,12 @@ def _read_tmx(path: Path, spec: DataSpec, src: Language, tgt: Language) -> list[
     if skipped:
         logger.warning("%s: skipped %d translation units without both %s and %s", path, skipped, src.code, tgt.code)
     return segments
+
+
+def _tmx_document(unit: _TmxUnit, explicit: str | None) -> str | None:
+    """The unit's document id: the prop --doc-col names, else one of DOC_NAMES (also with an "x-" prefix)."""
+    names = (explicit,) if explicit is not None else DOC_NAMES + tuple(f"x-{name}" for name in DOC_NAMES)
+    return next((unit.props[name] for name in names if name in unit.props), None)
 
 
 def _pick_tuv(tuvs: list[tuple[str, str]], lang: Language) -> str | None:
@@ -604,7 +725,13 @@ def _read_sample(spec: str, src: Language, tgt: Language) -> list[Segment]:
             )
     header, rows = _sample_table()
     si, ti = header.index(src.code), header.index(tgt.code)
-    return [Segment(id=r[0], source=r[si], reference=r[ti], src_lang=src.code, tgt_lang=tgt.code) for r in rows]
+    return [Segment(id=r[0], source=r[si], reference=r[ti], src_lang=src.code, tgt_lang=tgt.code,
+                    doc_id=sample_chapter(r[0])) for r in rows]
+
+
+def sample_chapter(verse_id: str) -> str:
+    """The chapter of a sample verse id, its document: "GEN.1" of "GEN.1.5" (BOOK.CHAPTER.VERSE)."""
+    return verse_id.rsplit(".", 1)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,6 +791,8 @@ def _read_dataset(spec: DataSpec, src: Language, tgt: Language) -> list[Segment]
     table, split = _choose_split(dataset, spec)
     columns = list(table.column_names)
     where = f"{spec.spec} (split {split})"
+    doc_c = _doc_key(columns, spec.doc_col, where)
+    docs = [_row_document({doc_c: d}, doc_c, f"{where} row {i}") for i, d in enumerate(table[doc_c])] if doc_c else None
     if spec.src_col is None and spec.tgt_col is None and "translation" in columns:
         rows = table["translation"]
         pairs = [_row_texts({"translation": r}, spec, src, tgt, f"{where} row {i}") for i, r in enumerate(rows)]
@@ -675,5 +804,6 @@ def _read_dataset(spec: DataSpec, src: Language, tgt: Language) -> list[Segment]
     for i, (source, reference) in enumerate(pairs):
         if not isinstance(source, str) or not (reference is None or isinstance(reference, str)):
             raise DataError(f"{where} row {i}: expected text, found {type(source).__name__}/{type(reference).__name__}")
-        segments.append(_make(f"{name}:{split}:{i}", source, reference, src, tgt, f"{where} row {i}"))
+        segments.append(_make(f"{name}:{split}:{i}", source, reference, src, tgt, f"{where} row {i}",
+                              docs[i] if docs else None))
     return segments

@@ -56,7 +56,17 @@ class PairTask:
             "data_hash": self.data_hash,
             "n_segments": len(self.segments),
             "weight": self.weight,
+            **self._documents(),
         }
+
+    def _documents(self) -> dict[str, Any]:
+        """How documents split the data (nothing where the data have no document ids)."""
+        from .documents import documents_summary, has_documents
+
+        out: dict[str, Any] = {"part_by": self.spec.part_by} if self.spec.part_by != "segment" else {}
+        if self.spec.doc_col is not None:
+            out["doc_col"] = self.spec.doc_col
+        return {**out, **documents_summary(self.segments)} if has_documents(self.segments) else out
 
 
 def load_pair(spec: DataSpec, weight: float = 1.0) -> PairTask:
@@ -195,7 +205,7 @@ def default_prompt(loaded, prompt: str) -> str:
 
 def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
                     shots_by: str = DEFAULT_SHOTS_BY, backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
-                    progress: bool = True, fixed_new_tokens: int | None = None):
+                    progress: bool = True, fixed_new_tokens: int | None = None, context=None):
     """A translator for ``pair``; few-shot examples never come from the scored segments.
 
     ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
@@ -203,13 +213,17 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
     same examples for every segment) or similar (each segment's most similar ones, retrieved).  ``backend``: a name, or a
     ``BackendConfig`` with engine options (vLLM's).  ``fixed_new_tokens``: every segment
     generates exactly that many tokens, stop rules off (equal work for speed comparisons).
+    ``context``: ``documents.ContextSettings`` (None or 0 sentences: each segment alone, as before).
     """
     from .backends import backend_class
+    from .documents import with_context
     from .prompts import build_prompter
 
     backend = BackendConfig(backend) if isinstance(backend, str) else backend
     backend.validate()
     check_shots_by(shots_by)
+    if context is not None:
+        context.validate()
     prompt = default_prompt(loaded, prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
@@ -224,7 +238,7 @@ def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int 
                             GenerationBudget(factor=0.0, extra=fixed_new_tokens, cap=fixed_new_tokens))
     if fixed_new_tokens is not None:
         kwargs["ignore_stops"] = True
-    return backend_class(backend.name).from_loaded(loaded, prompter, **kwargs)
+    return with_context(backend_class(backend.name).from_loaded(loaded, prompter, **kwargs), pair.segments, context)
 
 
 def few_shot_record(prompter) -> dict[str, Any]:
@@ -239,7 +253,11 @@ def few_shot_record(prompter) -> dict[str, Any]:
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str],
                      comet=None) -> dict[str, Any]:
     """Metric scores with signatures, and translation failure counts (wrong language included);
-    ``comet``: the ``CometSettings`` of the COMET metrics (default: their default models)."""
+    ``comet``: the ``CometSettings`` of the COMET metrics (default: their default models).  Where
+    the segments carry document ids, also ``documents``: the sacrebleu metrics over concatenated
+    documents (``documents.document_scores``)."""
+    from .documents import document_scores
+
     if len(hypotheses) != len(pair.segments):
         raise DataError(
             f"{len(hypotheses)} hypotheses for {len(pair.segments)} segments of {pair.spec.spec}: "
@@ -249,13 +267,19 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
     scores = score_all(metrics, list(hypotheses), references, tgt_lang=pair.spec.tgt, sources=pair.sources,
                        comet=comet)
     failures = failure_indicators(pair.sources, list(hypotheses), tgt_lang=pair.spec.tgt)
-    return {"scores": {name: s.to_dict() for name, s in scores.items()}, "failures": failures.to_dict()}
+    out = {"scores": {name: s.to_dict() for name, s in scores.items()}, "failures": failures.to_dict()}
+    by_document = document_scores(pair.segments, hypotheses, metrics, tgt_lang=pair.spec.tgt) if references else None
+    if by_document is not None:
+        out["documents"] = by_document
+    return out
 
 
 def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=None, **translation: Any) -> dict[str, Any]:
     """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it
-    (``comet``: CometSettings): layers, parameters, scores with signatures, failure counts, timing
-    and the hypotheses."""
+    (``comet``: CometSettings): layers, parameters, scores with signatures (and over documents),
+    failure counts, the document context, timing and the hypotheses."""
+    from .documents import ContextSettings
+
     from .export import count_parameters
     from .layers import num_layers
     from .models import countable_model
@@ -270,7 +294,9 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=No
         "vocab_size": model.config.get_text_config().vocab_size,
         "prompt": translator.prompter.mode,
         **few_shot_record(translator.prompter),
+        "context": (translation.get("context") or ContextSettings()).describe(pair.segments),
         "scores": scored["scores"],
+        **({"documents": scored["documents"]} if "documents" in scored else {}),
         "failures": scored["failures"],
         "timing": result.timing(),
         "hypotheses": result.hypotheses,

@@ -5,6 +5,10 @@ A :class:`Prompter` is built once per run: the text around the source sentence i
 once (with a sentinel in place of the source) and ``render`` only concatenates, so rendering
 thousands of segments costs nothing.  With examples retrieved per segment (``retriever``), each
 segment's prompt is composed with its own examples instead.
+
+Document context (``documents.py``): ``render(source, context)`` with the previous sentences of
+the segment's document; those with a translation become earlier turns after the examples, those
+without one a note before the segment (``CONTEXT_NOTE``).  Without context, prompts are as before.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ MODES = ("auto", "chat", "fewshot", "zeroshot")
 # the paper's zero-shot instruction (Moslem et al., WMT 2025), used as the user message
 INSTRUCTION = "Translate the following text from {src} to {tgt}:\n{text}\n"
 FEWSHOT_LINE = "{src}: {text}\n{tgt}:"
+# the previous source sentences of the segment's document, before its own line or message
+CONTEXT_NOTE = "Previous {src} text: {context}\n"
 TEMPLATE_FIELDS = ("src", "tgt", "text")
 YAML_KEYS = ("template", "chat", "stop_at_newline")
 _SENTINEL = "@@MTPRUNE_SOURCE_TEXT@@"
@@ -70,16 +76,31 @@ class Prompter:
     # per-segment examples (retrieval.Retriever: source -> segments, most similar last) and the
     # function that writes a prompt from examples and a source text
     retriever: Any = field(default=None, compare=False, repr=False)
-    composer: Callable[[Sequence[Segment], str], str] | None = field(default=None, compare=False, repr=False)
+    composer: Callable[..., str] | None = field(default=None, compare=False, repr=False)
+    examples: tuple[Segment, ...] = field(default=(), compare=False, repr=False)  # the fixed examples
 
-    def render(self, segment_source: str) -> str:
-        """The full text to tokenize for one source segment."""
+    def render(self, segment_source: str, context: Sequence[tuple[str, str | None]] = ()) -> str:
+        """The full text to tokenize for one source segment; ``context``: the previous sentences
+        of its document, oldest first, each (source, its translation or None)."""
         text = _one_line(segment_source) if self.single_line else segment_source
+        if context:
+            return self._render_in_context(segment_source, text, context)
         if self.retriever is not None:
             return self.composer(self.retriever(segment_source), text)
         if self.renderer is not None:
             return self.renderer(text)
         return f"{self.prefix}{text}{self.suffix}"
+
+    def _render_in_context(self, segment_source: str, text: str, context: Sequence[tuple[str, str | None]]) -> str:
+        """Examples, then the translated context sentences as further examples, then a note with
+        the untranslated ones, then the segment."""
+        shown = list(self.retriever(segment_source)) if self.retriever is not None else list(self.examples)
+        shown += [Segment(id=f"context-{k}", source=source, reference=target, src_lang=self.src.code,
+                          tgt_lang=self.tgt.code) for k, (source, target) in enumerate(context) if target is not None]
+        untranslated = [_one_line(source) if self.single_line else source
+                        for source, target in context if target is None]
+        note = CONTEXT_NOTE.format(src=self.src.name, context=" ".join(untranslated)) if untranslated else ""
+        return self.composer(shown, text, note)
 
     def examples_for(self, segment_source: str) -> list[Segment]:
         """The few-shot examples shown with this segment, in prompt order."""
@@ -224,8 +245,9 @@ def _chat_prompter(tokenizer: Any, template: str, src: Language, tgt: Language, 
     """User message = template; examples become earlier user/assistant turns."""
     history = _chat_history(template, src, tgt, examples)
 
-    def compose(shown: Sequence[Segment], text: str) -> str:
-        messages = _chat_history(template, src, tgt, shown) + [{"role": "user", "content": _fill(template, src, tgt, text)}]
+    def compose(shown: Sequence[Segment], text: str, note: str = "") -> str:
+        messages = _chat_history(template, src, tgt, shown) + [
+            {"role": "user", "content": note + _fill(template, src, tgt, text)}]
         return _apply_chat(tokenizer, messages)
 
     def full(text: str) -> str:
@@ -243,6 +265,7 @@ def _chat_prompter(tokenizer: Any, template: str, src: Language, tgt: Language, 
         mode=mode, src=src, tgt=tgt, stop_at_newline=stop_at_newline, add_special_tokens=not starts_with_bos,
         prefix=parts[0], suffix=parts[1], template=template, example_ids=tuple(ex.id for ex in examples),
         template_file=template_file, renderer=renderer, retriever=retriever, composer=compose,
+        examples=tuple(examples),
     )
 
 
@@ -260,14 +283,14 @@ def _completion_prompter(template: str, src: Language, tgt: Language, examples: 
         logger.warning("few-shot prompt without examples: zero-shot completion, expect poor output from a base model")
     prefix, suffix = _fill(template, src, tgt, _SENTINEL).split(_SENTINEL)
 
-    def compose(shown: Sequence[Segment], text: str) -> str:
-        return f"{_completion_shots(template, src, tgt, shown)}{prefix}{text}{suffix}"
+    def compose(shown: Sequence[Segment], text: str, note: str = "") -> str:
+        return f"{_completion_shots(template, src, tgt, shown)}{note}{prefix}{text}{suffix}"
 
     return Prompter(
         mode=mode, src=src, tgt=tgt, stop_at_newline=stop_at_newline, add_special_tokens=True,
         prefix=_completion_shots(template, src, tgt, examples) + prefix, suffix=suffix, template=template,
         example_ids=tuple(ex.id for ex in examples), template_file=template_file, single_line=stop_at_newline,
-        retriever=retriever, composer=compose,
+        retriever=retriever, composer=compose, examples=tuple(examples),
     )
 
 

@@ -25,6 +25,7 @@ from .backends import BackendConfig
 from .bench import BenchConfig
 from .comet import CometSettings
 from .data import DataSpec, data_spec_from_args
+from .documents import CONTEXT_TARGETS
 from .errors import ConfigError, MtpruneError, unknown_choice
 from .recover.finetune import FinetuneConfig
 from .recover.heal import HealConfig
@@ -39,6 +40,7 @@ ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, eval
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 # set by the recipe itself, not by a section's keys
 SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "shots_by",
+                      "context", "context_target",
                       "batch_size", "max_new_tokens", "dtype", "device", "seed", "resume", "restart_if_changed", "progress")
 STEP_FROM_RECIPE = {
     "heal": ("student", "out", "data", "force", "progress"),
@@ -80,8 +82,16 @@ class Translation:
     shots: int = 3
     shots_from: str | None = None
     shots_by: str = DEFAULT_SHOTS_BY  # random | similar: each segment's most similar examples
+    context: int = 0  # previous sentences of the segment's document shown with it (documents.py)
+    context_target: str = "none"  # none | model: the model's own translations of them too
     batch_size: int = 16
     max_new_tokens: int | None = None
+
+    @property
+    def context_settings(self):
+        from .documents import ContextSettings
+
+        return ContextSettings(self.context, self.context_target)
 
 
 @dataclass
@@ -173,7 +183,8 @@ class Recipe:
         return SearchConfig(
             model=model or self.model, pairs=[PairConfig(p.dev, p.weight) for p in self.pairs if p.dev],
             run_dir=run_dir, stop=stop, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
-            shots_by=t.shots_by, batch_size=t.batch_size, max_new_tokens=t.max_new_tokens, dtype=self.dtype,
+            shots_by=t.shots_by, context=t.context, context_target=t.context_target, batch_size=t.batch_size,
+            max_new_tokens=t.max_new_tokens, dtype=self.dtype,
             device=self.device, seed=self.seed, resume=resume, progress=progress, comet=self.comet, **opts)
 
     def comet_metrics(self) -> list[str]:
@@ -591,9 +602,11 @@ def _translation(ck: RecipeChecker, value: Any) -> Translation:
         t.shots_from = ck.file(path + ("shots_from",), t.shots_from, "few-shot data")
     if t.shots_by not in SHOTS_BY:
         ck.error(path + ("shots_by",), unknown_choice("few-shot selection", str(t.shots_by), SHOTS_BY))
-    for key, low in (("shots", 0), ("batch_size", 1), ("max_new_tokens", 1)):
+    for key, low in (("shots", 0), ("context", 0), ("batch_size", 1), ("max_new_tokens", 1)):
         if getattr(t, key) is not None and getattr(t, key) < low:
             ck.error(path + (key,), f"must be at least {low}, got {getattr(t, key)}")
+    if t.context_target not in CONTEXT_TARGETS:
+        ck.error(path + ("context_target",), unknown_choice("context target", str(t.context_target), CONTEXT_TARGETS))
     return t
 
 
@@ -706,8 +719,14 @@ def _search(ck: RecipeChecker, value: Any, recipe: Recipe) -> dict[str, Any]:
         opts["speed_from"] = ck.file(path + ("speed_from",), opts["speed_from"], "bench JSON")
     recipe.search = opts
     cfg = recipe.search_config(_NO_OUTPUT)
+    reported = set(recipe.translation.context_settings.errors())  # at the translation section's lines already
     for message in cfg.errors():
-        ck.library_error(path, message, value)
+        if message in reported:
+            continue
+        if message.startswith("--score-by: ") and "score_by" in opts:
+            ck.error(path + ("score_by",), message.removeprefix("--score-by: "))
+        else:
+            ck.library_error(path, message, value)
     n = recipe.num_layers
     if n is not None and not cfg.stop.errors():
         protect = ck.attempt(path + ("protect",), protected_layers, cfg.protect, n)

@@ -116,7 +116,11 @@ def file_identity(path: str | None) -> str | None:
 def data_identity(spec: DataSpec | None) -> dict[str, Any] | None:
     if spec is None:
         return None
-    return {**dataclasses.asdict(spec), "data_sha256": file_identity(spec.spec), "ref_sha256": file_identity(spec.ref)}
+    fields = dataclasses.asdict(spec)
+    for key, default in (("doc_col", None), ("part_by", "segment")):  # the inputs of runs made before documents
+        if fields[key] == default:
+            del fields[key]
+    return {**fields, "data_sha256": file_identity(spec.spec), "ref_sha256": file_identity(spec.ref)}
 
 
 def model_identity(spec: str) -> dict[str, Any]:
@@ -135,6 +139,8 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
     t = dataclasses.asdict(recipe.translation)
     if t["shots_by"] == "random":
         del t["shots_by"]  # the inputs of runs made before examples were retrieved stay the same
+    if not t["context"]:
+        del t["context"], t["context_target"]  # nor do those of runs made before document context
     common = {"model": model_identity(recipe.model), "dtype": recipe.dtype, "device": recipe.device,
               "seed": recipe.seed, "translation": t}
     inputs: dict[str, dict[str, Any]] = {}
@@ -595,7 +601,7 @@ def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool) -> N
     t = recipe.translation
     result = translate_and_score(loaded, pair, recipe.evaluate.metrics, recipe.comet, prompt=t.prompt, shots=t.shots,
                                  shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
-                                 batch_size=t.batch_size,
+                                 batch_size=t.batch_size, context=t.context_settings,
                                  max_new_tokens=t.max_new_tokens, progress=progress)
     hypotheses = result.pop("hypotheses")
     result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,
@@ -615,7 +621,8 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     result = run_bench(BenchConfig(models=[paths[name] for name in bench_models(recipe)], data=data, batch_sizes=tuple(b.batch_sizes),
                                    warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
                                    device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
-                                   shots_by=t.shots_by, max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
+                                   shots_by=t.shots_by, context=t.context, context_target=t.context_target,
+                                   max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
                                    fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order,
                                    comet=recipe.comet))
     write_json_atomic(folder / "bench.json", result)

@@ -23,6 +23,8 @@ from typing import Any
 
 from .comet import CometSettings, is_comet
 from .data import DataSpec
+from .documents import (DOCUMENT_METRICS, ContextSettings, DocumentScorer, documents_hash, has_documents,
+                        reference_contexts, score_by_errors)
 from .errors import ConfigError, unknown_choice
 from .files import write_json_atomic
 from .metrics import canonical_metric, default_metric, higher_is_better, make_scorer, paired_bootstrap
@@ -116,6 +118,9 @@ class SearchConfig:
     shots: int = 3
     shots_from: str | None = None
     shots_by: str = DEFAULT_SHOTS_BY  # random | similar: the prompts that will be deployed
+    context: int = 0  # previous sentences of the document shown with each segment (documents.py)
+    context_target: str = "none"  # none | model: the model's own translations of them too
+    score_by: str = "segment"  # or document: the metric over each document's concatenated segments
     batch_size: int = 16
     candidate_batch: int | None = None  # candidates translated together; None: 256 // batch_size
     max_new_tokens: int | None = None
@@ -142,6 +147,13 @@ class SearchConfig:
         if self.shortlist < 1:
             errs.append(f"--shortlist must be at least 1, got {self.shortlist}")
         errs += shots_by_errors(self.shots_by)
+        errs += self.context_settings.errors()
+        errs += score_by_errors(self.score_by)
+        if self.score_by == "document" and self.race:
+            errs.append("--race bootstraps segments; with --score-by document drop --race")
+        if self.score_by == "document" and self.metric is not None and is_comet(self.metric):
+            errs.append(f"--score-by document scores concatenated documents with sacrebleu; --metric {self.metric} "
+                        f"scores sentences (document metrics: {', '.join(DOCUMENT_METRICS)})")
         if self.combine not in COMBINE:
             errs.append(unknown_choice("combination", self.combine, COMBINE))
         if not self.pairs:
@@ -167,8 +179,15 @@ class SearchConfig:
             raise ConfigError("invalid search settings:\n  - " + "\n  - ".join(errs))
 
     @property
+    def context_settings(self) -> ContextSettings:
+        return ContextSettings(self.context, self.context_target)
+
+    @property
     def candidates_per_batch(self) -> int:
-        """Layer subsets evaluated side by side (rows = subsets x --batch-size segments)."""
+        """Layer subsets evaluated side by side (rows = subsets x --batch-size segments); one where
+        each subset needs its own earlier translations as context (--context-target model)."""
+        if self.context_settings.enabled and self.context_target == "model":
+            return 1
         if self.candidate_batch is not None:
             return self.candidate_batch
         return max(1, DEFAULT_BATCH_ROWS // self.batch_size)
@@ -226,15 +245,24 @@ class SubsetEvaluator:
         self.metric = cfg.metric_name
         self.translators = [
             make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                            shots_by=cfg.shots_by,
-                            batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, progress=False)
+                            shots_by=cfg.shots_by, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                            progress=False, context=cfg.context_settings)
             for p in pairs
         ]
-        self.scorers = [make_scorer(self.metric, p.references, tgt_lang=p.spec.tgt, sources=p.sources, comet=cfg.comet)
-                        for p in pairs]
+        self.scorers = [self._scorer(p) for p in pairs]
         self._forced = None
         self._max_group = cfg.candidates_per_batch  # lowered after running out of memory
         self.pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.tokenizer.eos_token_id
+
+    def _scorer(self, pair):
+        """The metric over ``pair``'s segments, or over its documents (--score-by document)."""
+        if self.cfg.score_by == "document":
+            if not has_documents(pair.segments):
+                logger.warning("--score-by document: %s has no document ids, so each segment is a document of its "
+                               "own (name the document column with --doc-col)", pair.spec.spec)
+            return DocumentScorer(self.metric, pair.segments, tgt_lang=pair.spec.tgt)
+        return make_scorer(self.metric, pair.references, tgt_lang=pair.spec.tgt, sources=pair.sources,
+                           comet=self.cfg.comet)
 
     def signature(self) -> str:
         return self.scorers[0].signature
@@ -347,7 +375,8 @@ class SubsetEvaluator:
             self._forced = []
             for pair, translator in zip(self.pairs, self.translators):
                 prompter = translator.prompter
-                prompts = [prompter.render(s) for s in pair.sources]
+                contexts = reference_contexts(pair.segments, self.cfg.context_settings)  # teacher forcing: references
+                prompts = [prompter.render(s, c) for s, c in zip(pair.sources, contexts)]
                 sep = " " if prompter.stop_at_newline else ""
                 self._forced.append(forced_sequences(self.loaded.tokenizer, prompts, pair.references,
                                                      add_special_tokens=prompter.add_special_tokens, separator=sep))
@@ -726,6 +755,10 @@ def _identity(cfg: SearchConfig, loaded, pairs, protected) -> dict[str, Any]:
         "shots": cfg.shots,
         "shots_from": cfg.shots_from,
         **({"shots_by": cfg.shots_by} if cfg.shots_by != "random" else {}),  # traces of random examples resume
+        # only where used: traces made before documents resume
+        **({"context": [cfg.context, cfg.context_target, [documents_hash(p.segments) for p in pairs]]}
+           if cfg.context_settings.enabled else {}),
+        **({"score_by": cfg.score_by} if cfg.score_by != "segment" else {}),
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
     }
@@ -749,6 +782,7 @@ def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, pro
         "score_name": SCORE_NAMES[cfg.criterion].format(metric=evaluator.metric),
         "metric": evaluator.metric,
         "metric_signature": evaluator.signature(),
+        "score_by": cfg.score_by,
         "higher_is_better": higher_is_better(evaluator.metric),
         "fast": {"proxy": cfg.proxy, "shortlist": cfg.shortlist, "race": cfg.race} if cfg.fast else None,
         "pairs": [p.describe() for p in pairs],
@@ -765,6 +799,7 @@ def _plan(cfg, loaded, pairs, evaluator, params, protected, baseline, state, pro
             "prompt": prompt,
             "batch_size": cfg.batch_size,
             "candidate_batch": cfg.candidates_per_batch,
+            "context": cfg.context_settings.describe(),
             "max_new_tokens": cfg.max_new_tokens,
             "seed": cfg.seed,
             "dtype": loaded.dtype,

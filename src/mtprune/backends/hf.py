@@ -132,13 +132,17 @@ def newline_token_ids(tokenizer) -> frozenset[int]:
     )
 
 
-def tokenize_prompts(tokenizer, prompter: Prompter, budget: GenerationBudget,
-                     sources: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+def tokenize_prompts(tokenizer, prompter: Prompter, budget: GenerationBudget, sources: Sequence[str],
+                     contexts: Sequence | None = None) -> tuple[list[list[int]], list[int]]:
     """Token ids of each segment's full prompt, and each segment's token budget (from its source
-    tokens): what every backend feeds its model."""
+    tokens): what every backend feeds its model.  ``contexts``: each segment's document context
+    (``Prompter.render``), None for none."""
     if not sources:
         return [], []
-    prompts = [prompter.render(s) for s in sources]
+    if contexts is None:
+        prompts = [prompter.render(s) for s in sources]
+    else:
+        prompts = [prompter.render(s, c) for s, c in zip(sources, contexts, strict=True)]
     prompt_ids = tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
     source_ids = tokenizer(list(sources), add_special_tokens=False)["input_ids"]
     return prompt_ids, [budget.for_source(len(ids)) for ids in source_ids]
@@ -221,12 +225,13 @@ class HFTranslator:
 
     # -- preparation --------------------------------------------------------------------
 
-    def prepare(self, sources: Sequence[str]) -> _Prepared:
-        """Tokenized prompts, budgets and batch order of ``sources``, cached for later calls."""
-        key = tuple(sources)
+    def prepare(self, sources: Sequence[str], contexts: Sequence | None = None) -> _Prepared:
+        """Tokenized prompts, budgets and batch order of ``sources`` (with their document
+        ``contexts``), cached for later calls."""
+        key = tuple(sources) if contexts is None else (tuple(sources), tuple(contexts))
         prepared = self._cache.pop(key, None)
         if prepared is None:
-            prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources)
+            prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources, contexts)
             order = sorted(range(len(sources)), key=lambda i: (-len(prompt_ids[i]), i))
             in_window = self._in_window(prompt_ids, budgets)
             shared = self._shared_prefix_length(prompt_ids) if in_window else 0
@@ -250,10 +255,12 @@ class HFTranslator:
 
     # -- generation ---------------------------------------------------------------------
 
-    def translate(self, sources: Sequence[str]) -> TranslationResult:
-        return self.translate_variants(sources)[0]
+    def translate(self, sources: Sequence[str], contexts: Sequence | None = None) -> TranslationResult:
+        """``contexts``: each segment's document context (``documents.ContextTranslator`` gives them)."""
+        return self.translate_variants(sources, contexts=contexts)[0]
 
-    def translate_variants(self, sources: Sequence[str], router=None) -> list[TranslationResult]:
+    def translate_variants(self, sources: Sequence[str], router=None,
+                           contexts: Sequence | None = None) -> list[TranslationResult]:
         """Translate ``sources`` once per layer subset of ``router`` (a ``VariantRouter`` that is
         active), all subsets in the same batches; without a router, with the model as it is.
 
@@ -264,7 +271,7 @@ class HFTranslator:
         from tqdm.auto import tqdm
 
         n_variants = len(router) if router is not None else 1
-        prepared = self.prepare(sources)
+        prepared = self.prepare(sources, contexts)
         outputs: list[list[list[int]]] = [[[] for _ in sources] for _ in range(n_variants)]
         start = time.perf_counter()
         prefix = self._encode_prefix(prepared, router)

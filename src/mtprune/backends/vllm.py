@@ -295,11 +295,12 @@ class VLLMTranslator:
             },
         }
 
-    def translate(self, sources: Sequence[str]) -> TranslationResult:
+    def translate(self, sources: Sequence[str], contexts: Sequence | None = None) -> TranslationResult:
+        """``contexts``: each segment's document context (``documents.ContextTranslator`` gives them)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources)
+        prompt_ids, budgets = tokenize_prompts(self.tokenizer, self.prompter, self.budget, sources, contexts)
         self._check_lengths(prompt_ids, budgets)
         # vLLM refuses ids beyond the model's vocabulary (a tokenizer may add tokens the model cannot emit)
         stops = [i for i in sorted(self._stop_set | (self._newline_ids or frozenset())) if i < self.vocab_size]

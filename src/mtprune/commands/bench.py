@@ -44,7 +44,8 @@ and each batch is given to vLLM whole, so the batch size is the number of sequen
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import add_backend_arguments, add_comet_arguments, add_model_arguments, add_translation_arguments
+    from .options import (add_backend_arguments, add_comet_arguments, add_context_arguments, add_model_arguments,
+                          add_translation_arguments)
 
     p = subparsers.add_parser("bench", help="speed, memory and quality of models side by side (WMT protocol)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p, several="the first is the reference for the speed-ups")
     add_data_arguments(p)
     add_translation_arguments(p, batch_size=False)
+    add_context_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--batch-sizes", default="1,16,64", help="comma-separated batch sizes (default: 1,16,64)")
     p.add_argument("--warmup", type=int, default=1,
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
         prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by,
+        context=args.context, context_target=args.context_target,
         max_new_tokens=args.max_new_tokens, fixed_new_tokens=args.fixed_new_tokens,
         metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,

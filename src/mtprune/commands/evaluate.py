@@ -11,18 +11,22 @@ DESCRIPTION = (
     "Score translations with sacrebleu metrics and COMET (each with its signature) and count translation failures "
     "(empty, length ratio, copies, repetition loops, outputs in another language than the target: a language "
     "identifier, py3langid, judges outputs of 20 letters or more where it is at least 50% sure). Give MODEL to "
-    "translate first, or --hyp FILE to score existing outputs."
+    "translate first, or --hyp FILE to score existing outputs. Where the data have document ids (--doc-col; the "
+    "sample's chapters), chrF/chrF++/BLEU/TER are also given over whole documents (each document's segments "
+    "concatenated): 'documents' in the JSON."
 )
 EPILOG = """examples:
   mtprune evaluate gemma-3-270m --data sample:en-de --part test --limit 64
   mtprune evaluate --hyp hyp.txt --data sample:en-de --limit 32 --json scores.json
   mtprune evaluate gemma-3-270m --data sample:en-de --part test --metrics chrf++,comet,comet-qe \\
-      --comet-model ./wmt22-comet-da --comet-qe-model ./wmt22-cometkiwi-da"""
+      --comet-model ./wmt22-comet-da --comet-qe-model ./wmt22-cometkiwi-da
+  mtprune evaluate gemma-3-270m --data sample:en-de --part test --part-by document --limit 64 --context 2"""
 
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import MODEL_HELP, add_backend_arguments, add_comet_arguments, add_translation_arguments
+    from .options import (MODEL_HELP, add_backend_arguments, add_comet_arguments, add_context_arguments,
+                          add_translation_arguments)
 
     p = subparsers.add_parser("evaluate", help="translate and score, or score existing outputs",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -32,6 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     add_data_arguments(p)
     add_translation_arguments(p)
+    add_context_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--hyp", help="score this hypothesis file (one line per segment) instead of translating")
     p.add_argument("--metrics", default="chrf++,bleu,chrf,ter",
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import data_spec_from_args
     from ..evaluate import load_pair, score_hypotheses
     from ..metrics import check_metrics, needs_references
-    from .options import comet_settings
+    from .options import comet_settings, context_settings
     from .translate import backend, run_record, translate_pair, write_text
 
     if args.model and args.hyp:
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.model or args.hyp):
         raise ConfigError("nothing to score: give MODEL to translate and score, or --hyp FILE with existing outputs")
     comet = comet_settings(args)
+    context_settings(args)  # checked before anything loads
     metrics = check_metrics(args.metrics.split(","), comet)  # COMET checkpoints found before translating
     if args.json and Path(args.json).exists() and not args.force:
         raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
@@ -108,8 +114,18 @@ def wrong_language_text(failures: dict) -> str:
 def format_scores(record: dict) -> str:
     data = record["data"]
     lines = [f"{data['name']}  {data['n_segments']} segments  data {data['data']} (hash {data['data_hash']})"]
+    context = (record.get("translation") or {}).get("context") or {}
+    if context.get("sentences"):
+        lines.append(f"  context: the previous {context['sentences']} sentences of the document "
+                     f"(target: {context['target']})")
     for name, score in record["scores"].items():
         lines.append(f"  {name:<8} {score['value']:7.2f}   {score['signature']}")
+    documents = record.get("documents")
+    if documents:
+        lines.append(f"  over {documents['documents']} documents ({documents['segments_per_document']} segments each, "
+                     "concatenated):")
+        for name, score in documents["scores"].items():
+            lines.append(f"  doc {name:<4} {score['value']:7.2f}   {score['signature']}")
     f = record["failures"]
     lines.append(f"  failures: empty {f['empty']}, too long {f['too_long']}, too short {f['too_short']}, "
                  f"copies {f['copies']}, repetitions {f['repetitions']}, {wrong_language_text(f)} (of {f['n']})")

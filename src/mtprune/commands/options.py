@@ -60,6 +60,28 @@ def add_shots_by_argument(p) -> None:
                    f"{DEFAULT_SHOTS_BY})")
 
 
+def add_context_arguments(p) -> None:
+    """--context N, --context-target model|none (document context; the data's document ids)."""
+    from ..documents import CONTEXT_TARGETS
+
+    p.add_argument("--context", type=int, default=0, metavar="N",
+                   help="show each segment the previous N source sentences of its document (among the segments "
+                   "translated; documents: --doc-col, the sample's chapters); 0: none, each sentence alone (default: 0)")
+    p.add_argument("--context-target", choices=CONTEXT_TARGETS, default="none",
+                   help="with --context: none (the previous source sentences only, as a note) or model (also the "
+                   "model's own translations of them, as earlier turns: a document's sentences are translated in "
+                   "order, batched across documents) (default: none)")
+
+
+def context_settings(args: argparse.Namespace):
+    """The ContextSettings of ``add_context_arguments``'s options, checked."""
+    from ..documents import ContextSettings
+
+    settings = ContextSettings(getattr(args, "context", 0) or 0, getattr(args, "context_target", None) or "none")
+    settings.validate()
+    return settings
+
+
 def add_budget_arguments(p) -> None:
     """--depth-for BUDGET, --speed-from, --speed-batch-size (prune --plan, search)."""
     p.add_argument("--depth-for", metavar="BUDGET",

@@ -29,17 +29,19 @@ recipe keys (examples/*.yaml show them all):
   dtype, device, seed          as the commands' --dtype, --device, --seed (default auto, auto, 0)
   pairs:                       - src: en, tgt: de, weight: 1.0 (for combine: weighted)
                                  data: SPEC         default data; dev/test/train are its hash partitions
-                                 dev|test|train:    SPEC, or {data, ref, split, src_col, tgt_col, part, limit, seed}
+                                 dev|test|train:    SPEC, or {data, ref, split, src_col, tgt_col, doc_col, part, part_by,
+                                                    limit, seed}
                                                     (without data: the pair's data, part = the role)
-  translation:                 prompt, shots, shots_from, shots_by (similar|random), batch_size, max_new_tokens
+  translation:                 prompt, shots, shots_from, shots_by (similar|random), context (previous sentences
+                               of the document), context_target (none|model), batch_size, max_new_tokens
                                (every stage that translates)
   backend:                     hf | vllm, or {name, tensor_parallel, gpu_memory_utilization, max_model_len}
                                (evaluate, synthesize, bench; the search always runs hf)
   trim_vocab:                  {data: train | SPEC list, limit, keep, min_count, verify}: first, so the search,
                                pruning and the reference work on the trimmed copy (see mtprune trim-vocab --help)
   search:                      `mtprune search`'s settings: criterion, metric, fast, proxy, shortlist, race,
-                               protect, combine, candidate_batch; stop rules remove, target_layers,
-                               target_params, min_quality, depth_for, speed_from
+                               protect, combine, candidate_batch, score_by (segment|document); stop rules
+                               remove, target_layers, target_params, min_quality, depth_for, speed_from
   prune:                       layers (the plan's first N removals), drop (ids, instead of a search), verify
   recover:                     a list of steps, each one of
                                  - heal: {epochs, steps, lr, loss, layers_per_gap, data, teacher, ...}

@@ -34,7 +34,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from .options import add_comet_arguments, add_model_arguments, add_translation_arguments
+    from .options import add_comet_arguments, add_context_arguments, add_model_arguments, add_translation_arguments
 
     p = subparsers.add_parser("search", help="iterative layer-importance search -> plan.json",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
     _add_stop_rules(p)
     _add_scoring(p)
     add_translation_arguments(p)
+    add_context_arguments(p)
     add_comet_arguments(p)
     p.add_argument("--candidate-batch", type=int, metavar="N",
                    help="candidates translated side by side in one batch (N x --batch-size rows; each row skips its "
@@ -60,6 +61,8 @@ def add_parser(subparsers) -> None:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
+    from ..data import add_document_arguments
+
     g = p.add_argument_group("data (repeat --data/--src/--tgt/--weight for several language pairs)")
     g.add_argument("--data", action="append", metavar="SPEC", help="dev data (see `mtprune translate --help`)")
     g.add_argument("--src", action="append", metavar="LANG", help="source language of the matching --data")
@@ -74,6 +77,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                    help="hash partition of each data set to use (default: all; the quickstart uses dev)")
     g.add_argument("--limit", type=int, help="segments per pair, drawn with a seeded shuffle")
     g.add_argument("--seed", type=int, default=0, help="seed for --limit, few-shot examples and --criterion random")
+    add_document_arguments(g)
 
 
 def _add_stop_rules(p: argparse.ArgumentParser) -> None:
@@ -95,6 +99,10 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     c.add_argument("--metric",
                    help="generation metric: chrf++, chrf, bleu, ter, comet, comet-qe (default: chrf++; chrf for zh/ja/th "
                    "targets; comet: see the COMET options)")
+    c.add_argument("--score-by", choices=("segment", "document"), default="segment",
+                   help="segment: the metric over the segments (the paper); document: over each document's "
+                   "segments concatenated (document ids: --doc-col, the sample's chapters; sacrebleu metrics only) "
+                   "(default: segment)")
     c.add_argument("--fast", action="store_true",
                    help="shortlist candidates with --proxy, run the metric on the top --shortlist only")
     c.add_argument("--proxy", default="logprob",
@@ -126,7 +134,8 @@ def config_from_args(args: argparse.Namespace):
                       speed_batch_size=args.speed_batch_size),
         criterion=args.criterion, metric=args.metric, comet=comet_settings(args), fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
         race=args.race, protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots,
-        shots_from=args.shots_from, shots_by=args.shots_by, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
+        shots_from=args.shots_from, shots_by=args.shots_by, context=args.context, context_target=args.context_target,
+        score_by=args.score_by, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
         max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
         resume=args.resume, progress=not args.quiet,
     )

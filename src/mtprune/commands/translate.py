@@ -13,7 +13,7 @@ from ..errors import ConfigError
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
-    from .options import add_backend_arguments, add_model_arguments, add_translation_arguments
+    from .options import add_backend_arguments, add_context_arguments, add_model_arguments, add_translation_arguments
 
     p = subparsers.add_parser("translate", help="translate a data set with a model",
                               description="Translate the source side of --data with MODEL (greedy, batched) and "
@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
     add_translation_arguments(p)
+    add_context_arguments(p)
     add_backend_arguments(p)
     p.add_argument("-o", "--output", required=True, help="hypothesis file, one line per segment")
     p.add_argument("--json", help="also write settings and timing as JSON to this file")
@@ -75,12 +76,14 @@ def translate_pair(args: argparse.Namespace, pair):
     returns (loaded, translator, result)."""
     from ..evaluate import make_translator
     from ..models import load_model
+    from .options import context_settings
 
     engine = backend(args)
+    context = context_settings(args)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, weights=engine.needs_weights())
     translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
                                  shots_by=args.shots_by, backend=engine, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, context=context)
     result = translator.translate(pair.sources)
     return loaded, translator, result
 
@@ -94,5 +97,9 @@ def run_record(args: argparse.Namespace, pair, loaded=None, translator=None, res
         record["model"] = {**loaded.source.to_dict(), "fingerprint": loaded.fingerprint,
                            "dtype": loaded.dtype, "device": loaded.device}
         record["translation"] = translator.describe()
+        if "context" not in record["translation"]:
+            from ..documents import ContextSettings
+
+            record["translation"]["context"] = ContextSettings().describe()
         record["timing"] = result.timing()
     return record
