@@ -7,7 +7,8 @@ import pytest
 from clirun import run
 from mtprune.backends import BackendConfig
 from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
-                           parse_batch_sizes, per_token_flops, render_markdown, run_bench, skeleton_model, table_rows)
+                           parse_batch_sizes, per_token_flops, render_markdown, run_bench, segment_flops, skeleton_model,
+                           table_rows)
 from mtprune.data import DataSpec
 from mtprune.errors import ConfigError
 
@@ -90,6 +91,32 @@ def test_ideal_speedup_follows_flops_not_layer_count():
     same_linear = 2 * 400
     assert short[1]["batches"][0]["ideal_speedup"] == pytest.approx(
         (same_linear + 4 * 4 * 8 * 20) / (same_linear + 4 * 4 * 8 * 5), abs=1e-4)
+
+
+def test_ideal_counts_the_prompts_prefill_where_lengths_are_recorded():
+    """The prefill runs every prompt token through the layers and the head once: with a long
+    prompt and few new tokens, removing half the layers of a big-head model gains nearly 2x, with
+    no prompt the per-token decoding ratio; a bench JSON without lengths keeps the per-token rule."""
+    shape4 = {"linear_per_layer": [100] * 4, "attention_width": [8] * 4, "window": [None] * 4, "head": 10_000}
+    shape2 = {**shape4, "linear_per_layer": [100] * 2, "attention_width": [8] * 2, "window": [None] * 2}
+
+    def ideal(prompt, new):
+        rows = [{"tokens_per_s": 1.0, "mean_context": prompt + new / 2, "mean_prompt_tokens": prompt,
+                 "mean_new_tokens": new}]
+        models = [{"shape": shape4, "batches": rows}, {"shape": shape2, "batches": [dict(rows[0])]}]
+        add_ratios(models)
+        return models[1]["batches"][0]["ideal_speedup"]
+
+    s4, s2 = ModelShape.from_dict(shape4), ModelShape.from_dict(shape2)
+    assert segment_flops(s4, 0, 1) == pytest.approx(2 * 10_000)  # no prompt, one token: the head once
+    one_token = per_token_flops(s4, 11)  # the one decoding step attends to 10 + 2 / 2 tokens
+    assert segment_flops(s4, 10, 2) == pytest.approx(
+        10 * (2 * 400 + 4 * 4 * 8 * 5) + 2 * 10_000 + one_token["total"])
+    decode_only = per_token_flops(s4, 32)["total"] / per_token_flops(s2, 32)["total"]  # 64 tokens: mean context 32
+    assert ideal(0, 1) == pytest.approx(1.0, abs=1e-4)  # the head alone: nothing to gain
+    assert ideal(0, 64) < ideal(500, 64) < ideal(5000, 1) <= 2.0 + 1e-9
+    assert ideal(0, 64) == pytest.approx(decode_only, rel=0.05)
+    assert ideal(5000, 1) > 1.9
 
 
 def test_speedups_are_per_round_ratios_with_their_range_and_flags():

@@ -15,11 +15,12 @@ per-token matmul FLOPs that give the IDEAL speed-up over the first model.  The m
 is the median of the per-round ratios, with their range; a figure whose range includes 1.0 or
 that lies above its ideal is flagged (``bench_stats.speedup_flags``).
 
-Ideal speed-up: the ratio of per-token decoding FLOPs (every linear layer including the LM
-head, plus attention over the context at the measured lengths), not the ratio of layer
-counts: on gemma-3-270m the 262k-token LM head is most of a token's compute, so removing 2
+Ideal speed-up: generated tokens per matmul FLOP against the first model's (``ideal_speedup``:
+each segment's prompt prefill and its decoding steps; every linear layer including the LM head,
+attention at the measured lengths), not the ratio of layer counts: on gemma-3-270m the 262k-token LM head is most of a token's compute, so removing 2
 of 18 layers can at best make decoding ~4% faster; on an 8B model with a 256k vocabulary
-the head is a small part and the gain approaches L / L'.
+the head is a small part and the gain approaches L / L'.  Long prompts (few-shot examples) move
+the ideal towards L / L' too: their prefill runs through every layer and the head only once.
 """
 from __future__ import annotations
 
@@ -161,6 +162,32 @@ def per_token_flops(shape: ModelShape, context: float) -> dict[str, float]:
     return {"linear": linear, "head": head, "attention": attention, "total": linear + head + attention}
 
 
+def segment_flops(shape: ModelShape, prompt_tokens: float, new_tokens: float) -> float:
+    """Matmul FLOPs of translating one segment: the prompt's prefill (every prompt token through
+    the layers, attending to half the prompt on average; the LM head once, for the first new
+    token) and ``new_tokens`` - 1 decoding steps at their mean context.  With long prompts (few-shot
+    examples) the prefill is much of the work, and the layers, not the head, are most of it: a
+    ratio of per-token decoding FLOPs alone underestimates what removing layers gains there."""
+    prefill = per_token_flops(shape, prompt_tokens / 2)
+    decode = per_token_flops(shape, prompt_tokens + new_tokens / 2)["total"]
+    return prompt_tokens * (prefill["linear"] + prefill["attention"]) + prefill["head"] + max(new_tokens - 1, 0) * decode
+
+
+def ideal_speedup(shape: ModelShape, row: dict[str, Any], base_shape: ModelShape, base_row: dict[str, Any]) -> float:
+    """The tokens/s ratio that the models' FLOPs allow: generated tokens per FLOP of each model
+    over the first model's, each translating its own prompts (``segment_flops``).  A bench JSON
+    before prompt lengths were recorded: the ratio of per-token decoding FLOPs at each measured
+    context."""
+    if "mean_prompt_tokens" not in row or "mean_prompt_tokens" not in base_row:
+        return per_token_flops(base_shape, base_row["mean_context"])["total"] / \
+            per_token_flops(shape, row["mean_context"])["total"]
+
+    def tokens_per_flop(sh: ModelShape, r: dict[str, Any]) -> float:
+        return r["mean_new_tokens"] / segment_flops(sh, r["mean_prompt_tokens"], r["mean_new_tokens"])
+
+    return tokens_per_flop(shape, row) / tokens_per_flop(base_shape, base_row)
+
+
 def model_shape(model) -> ModelShape:
     """The ModelShape of a transformers causal LM (dense; an MoE's experts all count)."""
     import torch.nn as nn
@@ -271,14 +298,19 @@ def _batches(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _mean_context(loaded, translator, sources: Sequence[str], generated_tokens: int) -> float:
-    """Mean tokens attended per decoded token: prompt length + half the generated length."""
+def _prompt_tokens(loaded, translator, sources: Sequence[str]) -> float:
+    """Mean prompt length in tokens, as the translator renders each source."""
     prompter = translator.prompter
     rendered = getattr(translator, "rendered", None)  # with document context (documents.ContextTranslator)
     prompts = rendered(sources) if rendered is not None else [prompter.render(s) for s in sources]
     ids = loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
-    lengths = [len(x) for x in ids]
-    return sum(lengths) / len(lengths) + generated_tokens / len(sources) / 2
+    return sum(len(x) for x in ids) / len(ids)
+
+
+def _lengths(prompt_tokens: float, new_tokens: float) -> dict[str, float]:
+    """A row's mean prompt and output lengths, and the mean context a decoded token attends to."""
+    return {"mean_prompt_tokens": round(prompt_tokens, 1), "mean_new_tokens": round(new_tokens, 2),
+            "mean_context": round(prompt_tokens + new_tokens / 2, 1)}
 
 
 @dataclass
@@ -409,7 +441,7 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
             "quality": score_hypotheses(pair, t.hypotheses, [cfg.metric], cfg.comet)["scores"][cfg.metric]["value"]
             if scored else None,
             "hypotheses": t.hypotheses,
-            "mean_context": round(_mean_context(m.loaded, m.translators[b], pair.sources, t.tokens), 1),
+            **_lengths(_prompt_tokens(m.loaded, m.translators[b], pair.sources), t.tokens / len(pair.sources)),
         }
         m.entry["batches"].append(row)
         logger.info("%s batch %d: %.1f [%.1f, %.1f] tokens/s over %d runs, %.2f segments/s, latency median %.2f s, "
@@ -449,16 +481,15 @@ def bench_models(pair, cfg: BenchConfig) -> list[dict[str, Any]]:
 def add_ratios(models: list[dict[str, Any]], interval: str = "minmax", seed: int = 0,
                interleaved: bool = True) -> None:
     """Each model's speed-up over the first one, round by round (round i of both models:
-    timed seconds apart when interleaved), its median and interval; the ideal one (the ratio of
-    per-token FLOPs, each model's at its own measured context: a model prompted without few-shot
-    examples attends to fewer tokens); ``gain_over_ideal``; and the flags of ``bench_stats.speedup_flags``."""
+    timed seconds apart when interleaved), its median and interval; the ideal one
+    (``ideal_speedup``: generated tokens per FLOP, prompts' prefill included, each model with its
+    own prompts and outputs); ``gain_over_ideal``; and the flags of ``bench_stats.speedup_flags``."""
     base = models[0]
     base_shape = ModelShape.from_dict(base["shape"])
     for entry in models:
         shape = ModelShape.from_dict(entry["shape"])
         for row, base_row in zip(entry["batches"], base["batches"]):
             flops = per_token_flops(shape, row["mean_context"])
-            context = base_row["mean_context"]
             ratios = per_round_ratios(_rounds(row), _rounds(base_row))
             speedup = summarize(ratios, interval, seed)
             row["flops_per_token"] = flops
@@ -471,7 +502,7 @@ def add_ratios(models: list[dict[str, Any]], interval: str = "minmax", seed: int
                                       interval, seed)
                 row["segment_speedup"] = round(per_round.median, 4)
                 row["segment_speedup_interval"] = [round(per_round.lo, 4), round(per_round.hi, 4)]
-            row["ideal_speedup"] = round(per_token_flops(base_shape, context)["total"] / flops["total"], 4)
+            row["ideal_speedup"] = round(ideal_speedup(shape, row, base_shape, base_row), 4)
             row["gain_over_ideal"] = (round((row["speedup"] - 1) / (row["ideal_speedup"] - 1), 3)
                                       if abs(row["ideal_speedup"] - 1) > 1e-9 else None)
             row["flags"] = speedup_flags(speedup, row["ideal_speedup"], reference=entry is base,
@@ -591,7 +622,8 @@ def _footer(result: dict[str, Any]) -> list[str]:
         f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
         f"dtype {first['dtype']} on {first['device']}; peak memory = {first['memory_kind']}",
         "speed-up and ideal are relative to the first model; speed-up = median of the per-round ratios; ideal = ratio "
-        "of per-token matmul FLOPs (linear layers, LM head, attention at the measured context); gain/ideal = "
+        "of generated tokens per matmul FLOP (prompt prefill and decoding: linear layers, LM head, attention at the "
+        "measured lengths); gain/ideal = "
         "(speed-up - 1) / (ideal - 1)",
         *flag_lines(result),
         _work_line(cfg),
