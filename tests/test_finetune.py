@@ -503,3 +503,24 @@ def test_fsdp_two_processes_compute_what_one_process_computes(pruned, data_tsv, 
                                   "--fsdp_state_dict_type", "FULL_STATE_DICT")
     assert rec["processes"] == 2 and rec["steps"] == 4
     assert_as_one_process(rec, out, pruned, data_tsv, tmp_path)
+
+
+def test_reloading_the_best_checkpoint_warns_only_of_really_missing_weights(tmp_path, caplog):
+    """Tied weights are saved once: an LM head that is the embedding is not 'missing' from a
+    checkpoint (transformers' Trainer said so on every Gemma run); a weight really missing is."""
+    from tiny import make_model
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import TrainingArguments
+
+    from mtprune.recover.trainer import TargetTokenTrainer
+
+    model = make_model("gemma3", num_layers=1)
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
+    trainer = TargetTokenTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
+                                                                     use_cpu=True))
+    with caplog.at_level("WARNING", logger="transformers.trainer"):
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight"], []))
+        assert "missing keys" not in caplog.text
+        trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.norm.weight"], []))
+    assert "missing keys" in caplog.text and "model.norm.weight" in caplog.text
+    assert "lm_head" not in caplog.text

@@ -193,6 +193,16 @@ class TargetTokenTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, {"loss": loss}) if return_outputs else loss
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The best checkpoint reloaded: a tied weight (an LM head that is the embedding) is saved
+        once, so its second name is 'missing' from the file though nothing is; only real misses warn."""
+        names: dict[int, list[str]] = {}
+        for name, param in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(param.data_ptr(), []).append(name)
+        shared = {name for group in names.values() if len(group) > 1 for name in group}
+        missing = [key for key in load_result.missing_keys if key not in shared]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         # grouped by the examples of one optimizer step over all processes: N processes of batch B
