@@ -287,16 +287,23 @@ def export_plan(loaded, plan: dict[str, Any], out: Path, *, path: str, layers: i
 
 
 def write_checkpoint(model, tokenizer, out: Path, *, verify: bool,
-                     finish: Callable[[Path, dict[str, Any] | None], None]) -> None:
-    """Save ``model`` and ``tokenizer`` under a temporary name beside ``out``, run the reload check
-    (``verify``), let ``finish(folder, verification)`` add the record and model card, then move
-    the folder to ``out``. On any error nothing is left at ``out`` or beside it."""
+                     finish: Callable[[Path, dict[str, Any] | None], None],
+                     after_save: Callable[[Path], None] | None = None,
+                     verifier: Callable[[Path], dict[str, Any]] | None = None) -> None:
+    """Save ``model`` and ``tokenizer`` under a temporary name beside ``out``, let ``after_save(folder)``
+    complete it (a quantized model's config), run the reload check (``verify``: ``verifier(folder)``,
+    by default greedy outputs equal to the in-memory model's), let ``finish(folder, verification)``
+    add the record and model card, then move the folder to ``out``. On any error nothing is left
+    at ``out`` or beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        finish(tmp, verify_reload(tmp, model, tokenizer) if verify else None)
+        if after_save is not None:
+            after_save(tmp)
+        check = verifier or (lambda folder: verify_reload(folder, model, tokenizer))
+        finish(tmp, check(tmp) if verify else None)
         _chmod_like_mkdir(tmp)
         _replace_dir(tmp, out)
     except BaseException:

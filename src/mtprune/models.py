@@ -530,7 +530,7 @@ def load_model(spec: str, *, dtype: str = "auto", device: str = "auto", weights:
         model.to(device).eval()
         torch_dtype = next(model.parameters()).dtype
     elif torch_dtype == "auto":  # --dtype source: the dtype the checkpoint was saved in
-        torch_dtype = _saved_dtype(model.config)
+        torch_dtype = saved_dtype(model.config)
     if source.kind == "packaged":
         _check_packaged_depth(model, PACKAGED[source.spec])
     local = Path(checkpoint)
@@ -559,7 +559,33 @@ def _model_configs(checkpoint: str, revision: str | None) -> ModelConfigs:
     return ModelConfigs(config=config, generation_config=generation)
 
 
-def _saved_dtype(config):
+def quantization_of(spec: str) -> str | None:
+    """What a local checkpoint's config says about its quantization ("compressed-tensors, 8-bit int
+    weights"), None for an unquantized model or one that is not a local folder."""
+    path = Path(spec).expanduser() / "config.json"
+    if not path.is_file():
+        return None
+    q = json.loads(path.read_text()).get("quantization_config")
+    if not q:
+        return None
+    method = q.get("quant_method", "quantized")
+    weights = [g.get("weights") or {} for g in (q.get("config_groups") or {}).values()]
+    bits = ", ".join(sorted({f"{w.get('num_bits')}-bit {w.get('type')} weights" for w in weights if w}))
+    return f"{method}, {bits}" if bits else method
+
+
+def checkpoint_dtype(checkpoint: str):
+    """The dtype a checkpoint folder's config.json says it was saved in (None where it does not say,
+    or for a hub id): what a model loaded in another dtype is saved back in."""
+    import torch
+
+    folder = Path(checkpoint)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    name = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else None
+
+
+def saved_dtype(config):
     """The dtype a checkpoint was saved in (float32 where its config does not say, as transformers)."""
     import torch
 

@@ -137,6 +137,22 @@ class TrimVocab:
 
 
 @dataclass
+class Quantize:
+    """``quantize:``: the last compression step (see ``mtprune quantize --help``), on the final recovered
+    (or pruned) model and, where the recipe has one, on the reference: the fair comparison stays fair."""
+
+    scheme: str = "w8a8-int8"
+    method: str | None = None  # the scheme's default: gptq for int schemes
+    limit: int = 128  # calibration segments of the first pair's train part
+    group_size: int | None = None
+    include_head: bool = False
+    reference: bool = True  # quantize the reference too (where there is one)
+    damp: float = 0.01
+    max_length: int = 512
+    verify: bool = True
+
+
+@dataclass
 class Evaluate:
     metrics: list[str] = field(default_factory=lambda: ["chrf++", "bleu"])
 
@@ -168,6 +184,7 @@ class Recipe:
     evaluate: Evaluate = field(default_factory=Evaluate)
     bench: Bench | None = None
     trim_vocab: TrimVocab | None = None
+    quantize: Quantize | None = None
     comet: CometSettings | None = None  # the checkpoints of the metrics comet and comet-qe, wherever used
     reference: bool = False  # the recovery steps applied to the unpruned (trimmed) model too: the fair reference
     num_layers: int | None = None  # read from the model's config where possible, else None
@@ -199,7 +216,7 @@ TOP_LEVEL: dict[str, Any] = {
     "model": str, "dtype": str, "device": str, "seed": int, "pairs": list, "translation": dict,
     "backend": Union[dict, str], "search": Union[dict, None], "prune": Union[dict, None],
     "recover": Union[list, None], "evaluate": Union[dict, None], "bench": Union[dict, None],
-    "trim_vocab": Union[dict, None], "reference": bool, "comet": Union[dict, None],
+    "trim_vocab": Union[dict, None], "reference": bool, "comet": Union[dict, None], "quantize": Union[dict, None],
 }
 PAIR_KEYS: dict[str, Any] = {"src": str, "tgt": str, "weight": float, "data": Union[str, dict],
                              "dev": Union[str, dict], "test": Union[str, dict], "train": Union[str, dict]}
@@ -467,6 +484,8 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
     # trim_vocab: {} trims with the defaults; null (or no section) keeps the whole vocabulary
     recipe.trim_vocab = _trim_vocab(ck, top["trim_vocab"], recipe) if top.get("trim_vocab") is not None else None
     recipe.reference = _reference(ck, top.get("reference", False), recipe)
+    recipe.quantize = _quantize(ck, top["quantize"], recipe) if top.get("quantize") is not None else None
+    _quantize_last(ck, recipe)
     _roles_needed(ck, recipe)
     ck.raise_if_any()
     recipe.missing_files = ck.missing
@@ -987,3 +1006,45 @@ def _reference(ck: RecipeChecker, value: bool, recipe: Recipe) -> bool:
             ck.error(("reference",), f"{step.name} distils from the unpruned model (teacher: auto), which the "
                      "reference is: name the teacher model, or leave out 'reference'")
     return True
+
+
+def quantize_calibration(recipe: Recipe, quantize: Quantize | None = None) -> DataSpec | None:
+    """The calibration data of the quantize stage: the first pair's train part (its limit the stage's)."""
+    quantize = quantize or recipe.quantize
+    train = recipe.pairs[0].train if recipe.pairs else None
+    if train is None or quantize is None:
+        return None
+    return dataclasses.replace(train, limit=quantize.limit)
+
+
+def _quantize(ck: RecipeChecker, value: Any, recipe: Recipe) -> Quantize:
+    from .quantize.pipeline import QuantizeConfig
+
+    path = ("quantize",)
+    q = Quantize(**ck.mapping(value, path, config_keys(Quantize)))
+    if q.limit < 1:
+        ck.error(path + ("limit",), f"must be at least 1, got {q.limit}")
+    data = quantize_calibration(recipe, q)
+    cfg = QuantizeConfig(model=recipe.model, out=_NO_OUTPUT, scheme=q.scheme, method=q.method, data=data,
+                         group_size=q.group_size, include_head=q.include_head, damp=q.damp, max_length=q.max_length)
+    try:
+        cfg.validate()
+    except MtpruneError as exc:
+        message = str(exc)
+        if data is None and "calibrates on translation data" in message:
+            message = ("gptq calibrates on the first pair's train data: give the pair a train part, or "
+                       "'method: rtn' (data-free)")
+        ck.library_error(path, message, value)
+    return q
+
+
+def _quantize_last(ck: RecipeChecker, recipe: Recipe) -> None:
+    """Quantization is the last step: a quantized model is not searched, pruned, trimmed or trained."""
+    from .models import quantization_of
+
+    done = quantization_of(recipe.model)
+    makes = [name for name, on in (("trim_vocab", recipe.trim_vocab), ("search", recipe.search),
+                                   ("recover", recipe.recover), ("quantize", recipe.quantize)) if on]
+    if done and makes:
+        ck.error(("model",), f"{recipe.model} is already quantized ({done}); prune -> recover -> quantize: start "
+                 f"from the unquantized model (the recipe also has: {', '.join(makes)})")

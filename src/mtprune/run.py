@@ -24,7 +24,7 @@ from .backends import release_engines
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
-from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, train_specs
+from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, quantize_calibration, train_specs
 from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class RunContext:
     def models(self) -> list[tuple[str, str]]:
         """(name, MODEL) of every model the run makes (``model_names``), the unpruned one first."""
         paths = {"unpruned": self.recipe.model, "trimmed": self.base, "pruned": str(self.pruned),
-                 "reference": self.final("reference")}
+                 "reference": self.final("reference"), "quantized": str(self.dir("quantize") / "model"),
+                 "reference-quantized": str(self.dir("quantize") / "reference")}
         paths.update({step.name: str(self.step_dir(i, step) / "model")
                       for i, step in enumerate(self.recipe.recover, 1) if step.makes_model})
         return [(name, paths[name]) for name in model_names(self.recipe)]
@@ -168,6 +169,15 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
             if step.makes_model:
                 models[step.name if stage == "recover" else "reference"] = upstream
         inputs[stage] = {"steps": steps}
+    if recipe.quantize is not None:
+        inputs["quantize"] = {"quantize": dataclasses.asdict(recipe.quantize), "device": recipe.device,
+                              "translation": common["translation"],
+                              "calibration": data_identity(quantize_calibration(recipe)),
+                              "models": {name: models[name] for name in (last_recovered(recipe), "reference")
+                                         if name in models}}
+        models["quantized"] = digest([inputs["quantize"], "quantized"])
+        if "reference-quantized" in quantized_names(recipe):
+            models["reference-quantized"] = digest([inputs["quantize"], "reference"])
     backend = dataclasses.asdict(recipe.backend)
     inputs["evaluate"] = {**common, "backend": backend, "evaluate": dataclasses.asdict(recipe.evaluate),
                           "test": [[p.name, data_identity(p.test)] for p in recipe.pairs], "models": models,
@@ -200,13 +210,21 @@ def model_names(recipe: Recipe) -> list[str]:
     """Every model a run of ``recipe`` makes, the unpruned one first (RunContext.models's names)."""
     names = ["unpruned"] + (["trimmed"] if recipe.trim_vocab else []) + ["pruned"]
     names += [s.name for s in recipe.recover if s.makes_model] + (["reference"] if recipe.reference else [])
-    return names
+    return names + quantized_names(recipe)
+
+
+def quantized_names(recipe: Recipe) -> list[str]:
+    """The quantize stage's models: the final recovered (or pruned) one quantized, and the reference's."""
+    if recipe.quantize is None:
+        return []
+    return ["quantized"] + (["reference-quantized"] if recipe.reference and recipe.quantize.reference else [])
 
 
 def bench_models(recipe: Recipe) -> list[str]:
     """The models the bench measures: the unpruned one first (the reference for the speed-ups), then
-    the trimmed one, the final recovered (or pruned) model and the reference, where the run makes them."""
-    wanted = ("unpruned", "trimmed", last_recovered(recipe), "reference")
+    the trimmed one, the final recovered (or pruned) model, the reference and their quantized copies,
+    where the run makes them."""
+    wanted = ("unpruned", "trimmed", last_recovered(recipe), "reference", "quantized", "reference-quantized")
     return [name for name in model_names(recipe) if name in wanted]
 
 
@@ -279,6 +297,13 @@ def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
         return "; ".join(f"{i}. {s.name} on {', '.join(d if isinstance(d, str) else d.spec for d in s.data)}"
                          + (f" ({', '.join(f'{k}={v}' for k, v in s.options.items())})" if s.options else "")
                          for i, s in enumerate(recipe.recover, 1))
+    if name == "quantize":
+        q = recipe.quantize
+        how = f"{q.method or 'default method'}" + (f", {q.limit} calibration segments of the first pair's train part"
+                                                   if (q.method or "gptq") == "gptq" else "")
+        which = " and ".join(["the final model"] + (["the reference"] if "reference-quantized" in
+                                                    quantized_names(recipe) else []))
+        return f"{which} to {q.scheme} ({how}) -> {run_dir / 'quantize'}"
     if name == "evaluate":
         return f"{', '.join(model_names(recipe))} on the test data of {pairs}: {', '.join(recipe.evaluate.metrics)} " \
                f"({recipe.backend.name})"
@@ -629,6 +654,29 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     return result
 
 
+def _quantize_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
+    """The final recovered (or pruned) model, and the reference, quantized (``mtprune quantize``)."""
+    from .quantize.pipeline import QuantizeConfig, quantize_checkpoint
+
+    recipe, q = ctx.recipe, ctx.recipe.quantize
+    paths = dict(ctx.models())
+    sources = {"quantized": paths[last_recovered(recipe)], "reference-quantized": paths.get("reference")}
+    t = recipe.translation
+    results = {}
+    for name in quantized_names(recipe):
+        out = Path(paths[name])
+        cfg = QuantizeConfig(model=sources[name], out=out, scheme=q.scheme, method=q.method,
+                             data=quantize_calibration(recipe), group_size=q.group_size, include_head=q.include_head,
+                             prompt=t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by,
+                             max_length=q.max_length, damp=q.damp, device=recipe.device, force=True, verify=q.verify)
+        entry = quantize_checkpoint(cfg, progress=ctx.progress).entry
+        results[name] = {"model_dir": str(out), "source": sources[name], "scheme": entry["scheme"],
+                         "method": entry["method"], "check": entry.get("check"),
+                         "size_on_disk_bytes": entry["size_on_disk_bytes"], "seconds": entry["seconds"],
+                         "calibration": entry["calibration"]}
+    return {"models": results}
+
+
 def _report_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     from .run_report import write_run_folder_report
 
@@ -636,4 +684,4 @@ def _report_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]
 
 
 RUNNERS = {"trim_vocab": _trim_stage, "search": _search_stage, "prune": _prune_stage, "recover": _recover_stage,
-           "reference": _reference_stage, "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}
+           "reference": _reference_stage, "quantize": _quantize_stage, "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}

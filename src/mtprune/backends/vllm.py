@@ -128,6 +128,18 @@ def check_cpu_head_size(config, supported: Sequence[int] = CPU_HEAD_SIZES, label
         )
 
 
+def check_cpu_quantization(config, label: str = "this model") -> None:
+    """vLLM's x86 CPU backend runs int8 (w8a8) and int4 (w4a16) compressed-tensors checkpoints, not fp8:
+    refuse fp8 before the engine starts, with what to do instead."""
+    q = getattr(config, "quantization_config", None)
+    q = q if isinstance(q, dict) else (q.to_dict() if hasattr(q, "to_dict") else {})
+    weights = [g.get("weights") or {} for g in (q.get("config_groups") or {}).values()]
+    if any(w.get("type") == "float" and w.get("num_bits") == 8 for w in weights):
+        raise ConfigError(f"{label} has fp8 weights, which vLLM's CPU backend does not run (it runs w8a8-int8 and "
+                          f"w4a16); serve it on a GPU with fp8 (Hopper, Ada), quantize with --scheme w8a8-int8 for "
+                          f"a CPU, or {HINT_HF} (transformers decompresses fp8 on a CPU)")
+
+
 @dataclass(frozen=True)
 class _EngineKey:
     checkpoint: str
@@ -258,6 +270,7 @@ class VLLMTranslator:
         _check_device(device, self.platform)
         if cpu:
             check_cpu_head_size(model.config, supported_cpu_head_sizes(), label=checkpoint)
+            check_cpu_quantization(model.config, label=checkpoint)
         self.tokenizer = tokenizer
         self.prompter = prompter
         self.budget = budget or GenerationBudget()

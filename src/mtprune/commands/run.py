@@ -121,7 +121,7 @@ def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, d
 
 
 def _format_scores(summary: dict) -> str:
-    """The models side by side: layers, vocabulary, parameters, prompt, each metric per pair, and
+    """The models side by side: layers, vocabulary, parameters, size on disk (MiB), prompt, each metric per pair, and
     segments/s as translated with the speed-up over the first model (where the run has a bench)."""
     from ..run_report import bench_rows
 
@@ -130,7 +130,7 @@ def _format_scores(summary: dict) -> str:
     columns = [f"{m} {p}" for p in pairs for m in metrics] + (["seg/s", "speed-up"] if speed else [])
     width = max(len(m["name"]) for m in summary["models"]) + 2
     widths = [max(14, len(c) + 2) for c in columns]  # "comet-qe en-de" needs more than 14
-    lines = [f"{'model':<{width}}{'layers':>6}{'vocab':>9}{'params':>10}{'prompt':>10}"
+    lines = [f"{'model':<{width}}{'layers':>6}{'vocab':>9}{'params':>10}{'disk':>10}{'prompt':>10}"
              + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
     for model in summary["models"]:
         cells = [_num((model["scores"].get(p) or {}).get(m, {}).get("value")) for p in pairs for m in metrics]
@@ -139,7 +139,8 @@ def _format_scores(summary: dict) -> str:
             cells += [_num(row.get("segments_per_s")), _num(row.get("segment_speedup"), "x")]
         vocab = model.get("vocab_size")
         lines.append(f"{model['name']:<{width}}{model['layers']:>6}{'-' if vocab is None else vocab:>9}"
-                     f"{model['parameters'] / 1e6:>9.1f}M{model.get('prompt') or '-':>10}"
+                     f"{model['parameters'] / 1e6:>9.1f}M{_mib(model.get('size_on_disk_bytes')):>10}"
+                     f"{model.get('prompt') or '-':>10}"
                      + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     if speed:
         first = next(iter(speed.values()))
@@ -147,6 +148,10 @@ def _format_scores(summary: dict) -> str:
                      f"prompt and outputs), batch {first['batch_size']}, median of {first.get('runs', '?')} "
                      "interleaved rounds; speed-up over the first model (median of the per-round ratios)")
     return "\n".join(lines)
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}M"
 
 
 def _num(value, unit: str = "") -> str:

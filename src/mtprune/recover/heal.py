@@ -534,17 +534,6 @@ def _check_pair(student, teacher, n_original: int) -> None:
         raise ConfigError("the teacher is not the student's unpruned model: " + "; ".join(errors))
 
 
-def _saved_dtype(checkpoint: str):
-    """The dtype the student checkpoint was saved in (healing trains in fp32, saves as it was)."""
-    import json
-
-    import torch
-
-    config = json.loads((Path(checkpoint) / "config.json").read_text()) if Path(checkpoint).is_dir() else {}
-    name = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
-    return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else None
-
-
 def _load_texts(cfg: HealConfig, tokenizer) -> tuple[list[list[int]], dict[str, Any]]:
     """The token ids of every data set's texts, in order, and a description for the record."""
     from ..evaluate import load_pair
@@ -611,7 +600,7 @@ def _train_units(cfg: HealConfig, student, kept: Sequence[int], units: Sequence[
 
 def heal(cfg: HealConfig) -> HealResult:
     """Heal the gaps of ``cfg.student`` towards its unpruned teacher and save the result."""
-    from ..models import load_model
+    from ..models import checkpoint_dtype, load_model
     from .checkpoint import save_recovered
 
     cfg.validate()
@@ -630,7 +619,7 @@ def heal(cfg: HealConfig) -> HealResult:
     # saved in the student's own dtype; only the weights are cast (rotary buffers stay fp32)
     written = save_recovered(student.model, student.tokenizer, Path(cfg.out), recovery=recovery,
                              base_record=record, force=cfg.force, verify=cfg.verify,
-                             dtype=_saved_dtype(student.checkpoint))
+                             dtype=checkpoint_dtype(student.checkpoint))
     return HealResult(out=Path(cfg.out), units=results, skipped_gaps=skipped, record=written)
 
 

@@ -1,0 +1,105 @@
+"""Calibration for GPTQ: the pair's own translation prompts, and each layer's input statistics.
+
+Calibration texts are what the model will see in use: the prompt in the format the model
+translates with (the format it was fine-tuned with, as ``evaluate`` picks it, else few-shot or
+its chat template), followed by the reference translation as the model should write it
+(``recover.sft_data``: the same rules as fine-tuning), each tokenized as the backends do.
+
+``layer_hessians`` runs the calibration examples through the model up to decoder layer ``i``
+only (a forward hook on layer ``i`` stops the pass) and sums ``2 x x^T`` over every token that
+enters each of that layer's linear modules: the statistics GPTQ needs.  Layers before ``i`` are
+already quantized, so each layer is quantized against the inputs it will really receive.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Calibration:
+    """Token ids of the calibration examples (one sequence each) and what they came from."""
+
+    sequences: list[list[int]]
+    prompt: str  # the prompt mode the examples were rendered in
+    data: dict[str, Any]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256(repr(self.sequences).encode()).hexdigest()[:16]
+        return {**self.data, "prompt": self.prompt, "examples": len(self.sequences), "tokens": self.tokens,
+                "token_ids_sha256": digest}
+
+
+def calibration_examples(loaded, pair, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
+                         shots_by: str = "similar", max_length: int = 512) -> Calibration:
+    """The pair's segments as prompt + reference token ids, in the format ``loaded`` translates with."""
+    from ..evaluate import default_prompt
+    from ..recover.sft_data import answer_format, build_pair_prompt
+
+    mode = default_prompt(loaded, prompt)
+    tokenizer = loaded.tokenizer
+    pair_prompt = build_pair_prompt(tokenizer, pair, None, mode, shots, shots_from, shots_by)
+    prompter = pair_prompt.prompter
+    before, after = answer_format(tokenizer, prompter)
+    sequences, too_long = [], 0
+    for segment in pair.segments:
+        ids = tokenizer(prompter.render(segment.source), add_special_tokens=prompter.add_special_tokens)["input_ids"]
+        if segment.reference:
+            answer = " ".join(segment.reference.splitlines()) if prompter.single_line else segment.reference
+            ids = ids + tokenizer(f"{before}{answer}{after}", add_special_tokens=False)["input_ids"]
+        if len(ids) > max_length:
+            too_long += 1
+            ids = ids[:max_length]
+        sequences.append(ids)
+    if too_long:
+        logger.info("calibration: %d of %d examples cut to %d tokens", too_long, len(sequences), max_length)
+    return Calibration(sequences=sequences, prompt=prompter.mode,
+                       data={"spec": pair.spec.spec, "part": pair.spec.part, "pair": pair.name,
+                             "segments": len(pair.segments), "data_hash": pair.data_hash})
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the layer of interest has run: the rest of the pass is not needed."""
+
+
+def _accumulate(store: dict[str, Any], counts: dict[str, int], name: str):
+    def hook(module, args, output):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # (tokens, in)
+        store[name] += x.T @ x
+        counts[name] += x.shape[0]
+    return hook
+
+
+def _stop(module, args, output):
+    raise _StopForward
+
+
+def layer_hessians(model, layer, linears: dict[str, Any], sequences: list[list[int]]) -> dict[str, Any]:
+    """``H = 2/n sum x x^T`` per linear module of ``layer`` over every calibration token
+    (n tokens), passing each example through the model only as far as ``layer``."""
+    import torch
+
+    device = next(model.parameters()).device
+    store = {name: torch.zeros(m.in_features, m.in_features, device=device) for name, m in linears.items()}
+    counts = {name: 0 for name in linears}
+    hooks = [m.register_forward_hook(_accumulate(store, counts, name)) for name, m in linears.items()]
+    hooks.append(layer.register_forward_hook(_stop))
+    try:
+        with torch.no_grad():
+            for ids in sequences:
+                try:
+                    model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+                except _StopForward:
+                    pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: 2 * store[name] / max(counts[name], 1) for name in linears}
