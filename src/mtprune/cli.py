@@ -20,7 +20,7 @@ logger = logging.getLogger("mtprune")
 # subcommands in mtprune/commands/, each with add_parser(subparsers) and run(args) (registered in this order)
 COMMAND_MODULES: tuple[str, ...] = ("info", "prune", "translate", "evaluate", "search", "report", "quickstart",
                                     "trim_vocab", "synthesize", "heal", "finetune", "quantize", "bench", "run",
-                                    "export_submission")
+                                    "export_submission", "check_submission")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,10 @@
-"""The WMT 2025 compression task's deliverable: a folder with the model and ``run.sh``.
+"""The WMT compression task's deliverable: a folder with the model and ``run.sh``.
 
 ``export_submission`` copies (hard-links where it can) the checkpoint into ``DIR/model`` and writes
 ``DIR/run.sh LANG_PAIR BATCH_SIZE < input > output``, ``DIR/submission.json`` (prompt, backend and
 the model's provenance) and ``DIR/README.md``.  ``run.sh`` calls ``python -m mtprune.submission``:
 ``translate_lines`` writes one line per input line (an empty line stays empty), offline.
+``format`` wmt26 writes the WMT 2026 package instead (``mtprune.wmt26``: setup.sh, its own venv).
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, unknown_choice
 from .retrieval import DEFAULT_SHOTS_BY, check_shots_by
 
 SETTINGS = "submission.json"
+FORMATS = ("wmt25", "wmt26")
 RUN_SH = """#!/usr/bin/env bash
 # {name}: translate stdin to stdout, one line per input line, offline.
 #   bash run.sh LANG_PAIR BATCH_SIZE < input > output      e.g. bash run.sh en-de 16 < src.txt > hyp.txt
@@ -50,6 +52,24 @@ class SubmissionConfig:
     device: str = "auto"
     max_new_tokens: int | None = None
     force: bool = False
+    format: str = "wmt25"  # wmt25: run.sh with the exporting interpreter; wmt26: setup.sh + its own venv
+    max_batch_size: int | None = None  # wmt26: the largest batch run.sh declares (default 64)
+
+    def errors(self) -> list[str]:
+        """Everything wrong with the settings, checked before any file is written."""
+        errs = self.backend.errors()
+        if self.format not in FORMATS:
+            errs.append(unknown_choice("submission format", self.format, FORMATS))
+        if self.max_batch_size is not None and self.format != "wmt26":
+            errs.append(f"--max-batch-size applies to --format wmt26 only (not {self.format})")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            errs.append(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
+        return errs
+
+    def validate(self) -> None:
+        errs = self.errors()
+        if errs:
+            raise ConfigError("; ".join(errs))
 
 
 def checkpoint_folder(spec: str) -> Path:
@@ -77,7 +97,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def export_submission(cfg: SubmissionConfig) -> Path:
     from .export import check_output_dir, read_record
 
-    cfg.backend.validate()
+    cfg.validate()
     check_shots_by(cfg.shots_by)
     out = Path(cfg.out)
     check_output_dir(out, cfg.force)
@@ -93,10 +113,12 @@ def export_submission(cfg: SubmissionConfig) -> Path:
                     "backend": asdict(cfg.backend), "prompt": cfg.prompt, "shots": cfg.shots,
                     "shots_from": shots_from, "shots_by": cfg.shots_by, "dtype": cfg.dtype, "device": cfg.device,
                     "max_new_tokens": cfg.max_new_tokens, "record": read_record(folder)}
-        (tmp / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
-        (tmp / "run.sh").write_text(RUN_SH.format(name=out.name, python=sys.executable))
-        (tmp / "run.sh").chmod(0o755)
-        (tmp / "README.md").write_text(_readme(out.name, settings))
+        if cfg.format == "wmt26":
+            from .wmt26 import write_package
+
+            write_package(tmp, out.name, settings, cfg.max_batch_size)
+        else:
+            _write_wmt25(tmp, out.name, settings)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -104,6 +126,13 @@ def export_submission(cfg: SubmissionConfig) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_wmt25(tmp: Path, name: str, settings: dict[str, Any]) -> None:
+    (tmp / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+    (tmp / "run.sh").write_text(RUN_SH.format(name=name, python=sys.executable))
+    (tmp / "run.sh").chmod(0o755)
+    (tmp / "README.md").write_text(_readme(name, settings))
 
 
 def _readme(name: str, settings: dict[str, Any]) -> str:
@@ -125,8 +154,10 @@ Translate offline, one output line per input line:
 """
 
 
-def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[str]) -> list[str]:
-    """One translation per line of ``lines``, with the folder's recorded settings."""
+def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[str],
+                    model_dir: Path | None = None) -> list[str]:
+    """One translation per line of ``lines``, with the folder's recorded settings (the checkpoint:
+    ``model_dir``, default ``folder/model``)."""
     from .data import DataSpec
     from .evaluate import load_pair, make_translator
     from .models import load_model
@@ -144,7 +175,7 @@ def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[s
         source = Path(tmp) / "input.txt"
         source.write_text("".join(lines[i].strip() + "\n" for i in todo), encoding="utf-8")
         pair = load_pair(DataSpec(str(source), src, tgt))
-        loaded = load_model(str(folder / "model"), dtype=settings["dtype"], device=settings["device"],
+        loaded = load_model(str(model_dir or folder / "model"), dtype=settings["dtype"], device=settings["device"],
                             weights=backend.needs_weights())
         translator = make_translator(loaded, pair, prompt=settings["prompt"], shots=settings["shots"],
                                      shots_from=shots_from, shots_by=settings.get("shots_by", "random"),
@@ -157,25 +188,96 @@ def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[s
     return out
 
 
+def source_for_empty(sources: list[str], outputs: list[str]) -> tuple[list[str], list[int]]:
+    """(``outputs`` where an empty translation of a non-empty source is a copy of that source, the
+    0-based indices replaced): the WMT 2026 task fails a package on an empty output line."""
+    empty = [i for i, (src, out) in enumerate(zip(sources, outputs)) if src.strip() and not out.strip()]
+    replaced = set(empty)
+    return [" ".join(sources[i].split()) if i in replaced else out for i, out in enumerate(outputs)], empty
+
+
+def _read_lines(path: str) -> list[str]:
+    """The lines of a file (``-``: stdin), without their line ends; a last line without one counts."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1] if text.endswith("\n") else (text.split("\n") if text else [])
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _arguments(argv: list[str] | None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m mtprune.submission",
+                                description="What run.sh calls: translate INPUT (default stdin) to OUTPUT "
+                                "(default stdout), one line per line, with DIR's submission.json.")
+    p.add_argument("folder", metavar="DIR", type=Path)
+    p.add_argument("lang_pair", metavar="LANG_PAIR")
+    p.add_argument("batch_size", metavar="BATCH_SIZE", type=_positive_int)
+    p.add_argument("--input", default="-", help="a UTF-8 text file, or - for stdin")
+    p.add_argument("--output", default="-", help="a file, or - for stdout")
+    p.add_argument("--model-dir", type=Path, help="the checkpoint (default: DIR/model)")
+    return p.parse_args(argv)
+
+
+def _translations(args) -> list[str]:
+    """The output lines for ``args.input`` with the folder's settings; a WMT 2026 package caps the batch at
+    its declared maximum and never leaves a non-empty line's translation empty."""
+    path = args.folder / SETTINGS
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    lines = _read_lines(args.input)
+    batch_size, cap = args.batch_size, settings.get("max_batch_size")
+    if cap and batch_size > cap:
+        print(f"run.sh: batch size {batch_size} capped at the declared maximum {cap}", file=sys.stderr)
+        batch_size = cap
+    out = translate_lines(args.folder, args.lang_pair, batch_size, lines, model_dir=args.model_dir)
+    if settings.get("task") != "wmt26":
+        return out
+    out, empty = source_for_empty(lines, out)
+    if empty:
+        shown = ", ".join(str(i + 1) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
+        print(f"run.sh: warning: {len(empty)} empty translation(s) replaced by their source (lines {shown})",
+              file=sys.stderr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mtprune.submission DIR LANG_PAIR BATCH_SIZE < input > output`` (what run.sh calls)."""
+    """``python -m mtprune.submission DIR LANG_PAIR BATCH_SIZE < input > output`` (what run.sh calls).
+
+    Until the translations are written, stdout is redirected to stderr: nothing a library prints
+    can end up among them."""
     import logging
 
     from .errors import MtpruneError
 
-    args = sys.argv[1:] if argv is None else argv
+    args = _arguments(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    stdout = _stdout_to_stderr() if args.output == "-" else None
     try:
-        if len(args) != 3 or not args[2].isdigit() or int(args[2]) < 1:
-            raise ConfigError("usage: python -m mtprune.submission DIR LANG_PAIR BATCH_SIZE < input > output")
-        text = sys.stdin.read()
-        lines = text.split("\n")[:-1] if text.endswith("\n") else (text.split("\n") if text else [])
-        out = translate_lines(Path(args[0]), args[1], int(args[2]), [line.removesuffix("\r") for line in lines])
-    except (MtpruneError, DataError) as exc:
+        text = "".join(line + "\n" for line in _translations(args))
+    except (MtpruneError, DataError, OSError) as exc:
         print(f"run.sh: error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write("".join(line + "\n" for line in out))
+    if stdout is not None:
+        with os.fdopen(stdout, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
     return 0
+
+
+def _stdout_to_stderr() -> int:
+    """Point file descriptor 1 at stderr; returns a descriptor of the original stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return saved
 
 
 if __name__ == "__main__":  # pragma: no cover
