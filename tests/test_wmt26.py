@@ -85,7 +85,8 @@ def test_readme_and_requirements_follow_the_provenance(tiny_checkpoints, tmp_pat
     shutil.copytree(tiny_checkpoints["llama"], model)
     record = {"source": {"spec": "google/gemma-3-12b-it"}, "original_num_layers": 6, "kept": [0, 1, 2, 4],
               "removed": [5, 3], "vocabulary": [{"kept": 12815, "vocab_size_before": 262144}],
-              "quantization": {"scheme": "W8A16", "method": "rtn"}}
+              "quantization": {"scheme": "w8a16", "summary": "int8 weights per channel", "method": "gptq",
+                               "group_size": None, "left_unquantized": ["lm_head"]}}
     (model / "mtprune.json").write_text(json.dumps(record))
     config = json.loads((model / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "compressed-tensors"}
@@ -95,7 +96,8 @@ def test_readme_and_requirements_follow_the_provenance(tiny_checkpoints, tmp_pat
     assert code == 0, err
     readme = (out / "README.md").read_text()
     assert "google/gemma-3-12b-it" in readme and "6 -> 4" in readme and "[5, 3]" in readme
-    assert "12,815 of 262,144" in readme and "W8A16" in readme and "maximum batch size: 64" in readme
+    assert "12,815 of 262,144" in readme and "maximum batch size: 64" in readme
+    assert "quantization: w8a16 (int8 weights per channel), gptq; left unquantized: lm_head" in readme
     requirements = (out / "requirements.txt").read_text()
     import importlib.metadata
 

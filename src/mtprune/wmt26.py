@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError
+from .files import folder_size
 
 logger = logging.getLogger(__name__)
 
@@ -252,10 +253,13 @@ def method_lines(record: dict[str, Any] | None) -> list[str]:
     for entry in record.get("recovery") or []:
         lines.append(f"recovery: {entry.get('method', 'fine-tuning')}")
     quant = record.get("quantization")
-    if quant:
-        shown = ", ".join(f"{k}: {v}" for k, v in quant.items() if isinstance(v, (str, int, float))) \
-            if isinstance(quant, dict) else str(quant)
-        lines.append(f"quantization: {shown}")
+    if isinstance(quant, dict):  # mtprune quantize's entry
+        group = f", group size {quant['group_size']}" if quant.get("group_size") else ""
+        summary = f" ({quant['summary']})" if quant.get("summary") else ""
+        left = f"; left unquantized: {', '.join(quant['left_unquantized'])}" if quant.get("left_unquantized") else ""
+        lines.append(f"quantization: {quant.get('scheme', '?')}{summary}, {quant.get('method', '?')}{group}{left}")
+    elif quant:
+        lines.append(f"quantization: {quant}")
     source = (record.get("source") or {}).get("spec")
     if source:
         lines.insert(0, f"base model: {source}")
@@ -440,11 +444,6 @@ def _speed_grid(folder: Path, cap: int | None) -> list[int]:
     return sorted({min(b, cap) for b in SPEED_GRID})
 
 
-def model_size(folder: Path) -> int:
-    """Bytes of every file under ``folder`` (the task's size on disk)."""
-    return sum(os.path.getsize(Path(root) / f) for root, _, files in os.walk(folder) for f in files)
-
-
 def check_submission(cfg: CheckConfig) -> CheckReport:
     """setup.sh, then run.sh on three Czech lines at batch 1 (named and positional forms), each under the
     timeout; with ``cfg.speed``, the speed grid.  A failed step stops the ones that need it."""
@@ -464,7 +463,7 @@ def check_submission(cfg: CheckConfig) -> CheckReport:
         if cfg.speed and report.ok:
             report.speed = _speed(cfg, folder, work)
             model = Path(os.environ.get("MODEL_DIR") or folder / "model")
-            report.model_bytes = model_size(model) if model.is_dir() else None
+            report.model_bytes = folder_size(model)
     return report
 
 
