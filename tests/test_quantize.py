@@ -98,6 +98,29 @@ def test_group_size_must_divide_the_columns():
         rtn(torch.randn(4, 64), 4, 48)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "cohere2"])
+def test_layer_by_layer_inputs_reproduce_the_models_own_pass(tokenizer, arch):
+    """Running the layers one at a time on the captured inputs (masks, position embeddings: gemma3's
+    sliding window of 8 is shorter than the examples) gives the model's own last hidden states."""
+    import torch
+
+    from mtprune.layers import find_layer_stack
+    from mtprune.quantize.calibrate import LayerInputs
+    from tiny import make_model
+
+    model = make_model(arch, num_layers=4, tokenizer=tokenizer)
+    sequences = [list(range(3, 23)), list(range(40, 52))]
+    layers = find_layer_stack(model).layers
+    inputs = LayerInputs(model, layers, sequences)
+    for i in range(len(layers)):
+        inputs.advance(i)
+    for ids, hidden in zip(sequences, inputs.hidden):
+        with torch.no_grad():
+            expected = model(torch.tensor([ids]), output_hidden_states=True, use_cache=False).hidden_states
+        # the model's last entry is the last layer's output after the final norm
+        assert torch.allclose(model.model.norm(hidden), expected[-1], atol=1e-5)
+
+
 # -- checkpoints ---------------------------------------------------------------------------------------
 
 def _logits(folder, ids):

@@ -20,6 +20,7 @@ def test_the_example_is_the_packaged_recipe():
     assert recipe.search["fast"] is False and recipe.search["remove"] == 2  # chosen from measurements (see recipe)
     assert [s.method for s in recipe.recover] == ["finetune"] and recipe.reference
     assert recipe.trim_vocab is not None and recipe.trim_vocab.limit is None  # the whole train part counted
+    assert recipe.quantize.scheme == "w8a8-int8" and recipe.quantize.reference  # quantized last, both models
 
 
 def test_overrides_are_parsed_as_yaml_and_named_in_errors(tmp_path):
@@ -80,12 +81,13 @@ def test_quickstart_equals_run_of_the_packaged_recipe(tiny_checkpoints, tmp_path
         """The models side by side (the trainer logs to stdout before it), without the measured speeds."""
         lines = text.splitlines()
         start = next(i for i, line in enumerate(lines) if line.startswith("model "))
-        names = ("unpruned", "trimmed", "pruned", "finetune", "reference")
+        names = ("unpruned", "trimmed", "pruned", "finetune", "reference", "quantized", "reference-quantized")
         return [line.split()[:-2] if line.split()[0] in names else line.split()
                 for line in lines[start:] if not line.startswith("report:")]
 
     assert table(quick_out) == table(run_out)
-    assert all(name in quick_out for name in ("unpruned", "trimmed", "pruned", "finetune", "reference"))
+    assert all(name in quick_out for name in ("unpruned", "trimmed", "pruned", "finetune", "reference", "quantized",
+                                              "reference-quantized"))
     q = json.loads((tmp_path / "q" / "report" / "summary.json").read_text())
     r = json.loads((tmp_path / "r" / "report" / "summary.json").read_text())
     assert [m["scores"] for m in q["models"]] == [m["scores"] for m in r["models"]]
@@ -93,6 +95,13 @@ def test_quickstart_equals_run_of_the_packaged_recipe(tiny_checkpoints, tmp_path
     assert "--set" in (tmp_path / "q" / "recipe.yaml").read_text()  # the recipe as run is kept
     tuned = json.loads((tmp_path / "q" / "recover" / "01-finetune" / "model" / "mtprune.json").read_text())
     assert tuned["removed"] == q["plan"]["removed"] and tuned["recovery"][-1]["method"] == "sft"
+    # the last step: the fine-tuned model in int8, its record carried over, calibrated in the format it was trained in
+    int8 = json.loads((tmp_path / "q" / "quantize" / "model" / "mtprune.json").read_text())
+    assert int8["removed"] == tuned["removed"] and int8["recovery"] == tuned["recovery"]
+    calibration = int8["quantization"]["calibration"]
+    assert int8["quantization"]["scheme"] == "w8a8-int8" and calibration["prompt"] == tuned["recovery"][-1]["prompt"]["mode"]
+    sizes = {m["name"]: m["size_on_disk_bytes"] for m in q["models"]}
+    assert sizes["quantized"] < 0.75 * sizes["finetune"] and sizes["reference-quantized"] < 0.75 * sizes["reference"]
 
     # run again: every stage is skipped, the same table
     code, again, _ = run(capsys, "quickstart", "-o", tmp_path / "q", *options)

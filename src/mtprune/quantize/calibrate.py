@@ -5,10 +5,10 @@ translates with (the format it was fine-tuned with, as ``evaluate`` picks it, el
 its chat template), followed by the reference translation as the model should write it
 (``recover.sft_data``: the same rules as fine-tuning), each tokenized as the backends do.
 
-``layer_hessians`` runs the calibration examples through the model up to decoder layer ``i``
-only (a forward hook on layer ``i`` stops the pass) and sums ``2 x x^T`` over every token that
-enters each of that layer's linear modules: the statistics GPTQ needs.  Layers before ``i`` are
-already quantized, so each layer is quantized against the inputs it will really receive.
+``LayerInputs`` keeps every example's input to one decoder layer at a time and sums ``2 x x^T``
+over every token that enters each of that layer's linear modules: the statistics GPTQ needs.
+Layers before it are already quantized, so each layer is quantized against the inputs it will
+really receive.
 """
 from __future__ import annotations
 
@@ -67,7 +67,79 @@ def calibration_examples(loaded, pair, *, prompt: str = "auto", shots: int = 3, 
 
 
 class _StopForward(Exception):
-    """Raised by a hook once the layer of interest has run: the rest of the pass is not needed."""
+    """Raised by a hook once the last decoder layer's inputs are captured: the head is not needed."""
+
+
+class LayerInputs:
+    """Every calibration example's input to one decoder layer at a time, for quantizing layer by layer.
+
+    One forward pass per example records, for every decoder layer, the keyword arguments the model
+    passes it (attention masks, position embeddings: the same objects for layers of one type) and
+    the hidden states entering the first layer.  Then, layer after layer: ``hessians(i, ...)`` runs
+    only layer ``i`` on the current hidden states (statistics of its linear modules' inputs), and,
+    once it is quantized, ``advance(i)`` runs it again to give the next layer's inputs, as the
+    quantized model will compute them.  Two layer passes per layer: the cost of two forward passes
+    in all, where re-running the model up to each layer would cost half a pass per layer.
+    """
+
+    def __init__(self, model, layers, sequences: list[list[int]]):
+        import torch
+
+        self.layers = layers
+        self.device = next(model.parameters()).device
+        self.hidden: list[Any] = []
+        self.kwargs: list[list[dict[str, Any]]] = [[] for _ in layers]
+        last = len(layers) - 1
+
+        def capture(index: int):
+            def hook(module, args, kwargs):
+                if index == 0:
+                    self.hidden.append(args[0] if args else kwargs["hidden_states"])
+                self.kwargs[index].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+                if index == last:
+                    raise _StopForward
+            return hook
+
+        hooks = [layer.register_forward_pre_hook(capture(i), with_kwargs=True) for i, layer in enumerate(layers)]
+        try:
+            with torch.no_grad():
+                for ids in sequences:
+                    try:
+                        model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+                    except _StopForward:
+                        pass
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def _run(self, index: int):
+        import torch
+
+        layer = self.layers[index]
+        with torch.no_grad():
+            for hidden, kwargs in zip(self.hidden, self.kwargs[index]):
+                out = layer(hidden, **kwargs)
+                yield out[0] if isinstance(out, tuple) else out
+
+    def hessians(self, index: int, linears: dict[str, Any]) -> dict[str, Any]:
+        """``H = 2/n sum x x^T`` per linear module of layer ``index`` over every calibration token (n)."""
+        import torch
+
+        store = {name: torch.zeros(m.in_features, m.in_features, device=self.device) for name, m in linears.items()}
+        counts = {name: 0 for name in linears}
+        hooks = [m.register_forward_hook(_accumulate(store, counts, name)) for name, m in linears.items()]
+        try:
+            for _ in self._run(index):
+                pass
+        finally:
+            for h in hooks:
+                h.remove()
+        return {name: 2 * store[name] / max(counts[name], 1) for name in linears}
+
+    def advance(self, index: int) -> None:
+        """The inputs of layer ``index + 1``: layer ``index`` (now quantized) run on its inputs."""
+        self.hidden = list(self._run(index))
+        self.kwargs[index] = []  # no longer needed
 
 
 def _accumulate(store: dict[str, Any], counts: dict[str, int], name: str):
@@ -76,30 +148,3 @@ def _accumulate(store: dict[str, Any], counts: dict[str, int], name: str):
         store[name] += x.T @ x
         counts[name] += x.shape[0]
     return hook
-
-
-def _stop(module, args, output):
-    raise _StopForward
-
-
-def layer_hessians(model, layer, linears: dict[str, Any], sequences: list[list[int]]) -> dict[str, Any]:
-    """``H = 2/n sum x x^T`` per linear module of ``layer`` over every calibration token
-    (n tokens), passing each example through the model only as far as ``layer``."""
-    import torch
-
-    device = next(model.parameters()).device
-    store = {name: torch.zeros(m.in_features, m.in_features, device=device) for name, m in linears.items()}
-    counts = {name: 0 for name in linears}
-    hooks = [m.register_forward_hook(_accumulate(store, counts, name)) for name, m in linears.items()]
-    hooks.append(layer.register_forward_hook(_stop))
-    try:
-        with torch.no_grad():
-            for ids in sequences:
-                try:
-                    model(input_ids=torch.tensor([ids], device=device), use_cache=False)
-                except _StopForward:
-                    pass
-    finally:
-        for h in hooks:
-            h.remove()
-    return {name: 2 * store[name] / max(counts[name], 1) for name in linears}

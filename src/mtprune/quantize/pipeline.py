@@ -154,22 +154,23 @@ def quantize_weights(model, scheme: Scheme, method: str, group_size: int | None,
     returns {module name: scales} and, for GPTQ, the calibration error it removed."""
     from tqdm.auto import tqdm
 
-    from .calibrate import layer_hessians
+    from .calibrate import LayerInputs
     from .gptq import gptq, output_error, rtn
 
     per_layer, _ = target_linears(model, include_head)
     if scheme.weight_type == "int":
         check_group_size(per_layer, group_size)
-    stack_layers = [layer for layer in _layers(model)]
+    inputs = LayerInputs(model, _layers(model), calibration.sequences) if method == "gptq" else None
     scales: dict[str, Any] = {}
     errors = {"gptq": 0.0, "rtn": 0.0}
     for index, (prefix, linears) in enumerate(tqdm(per_layer, desc=f"{method} {scheme.name}", unit="layer",
                                                    disable=not progress)):
-        hessians = (layer_hessians(model, stack_layers[index], linears, calibration.sequences)
-                    if method == "gptq" else {})
+        hessians = inputs.hessians(index, linears) if inputs else {}
         for name, module in linears.items():
             scales[name] = _quantize_module(module, scheme, method, group_size, hessians.get(name), damp, errors,
                                             gptq, rtn, output_error)
+        if inputs:
+            inputs.advance(index)
     if include_head:
         head = model.get_output_embeddings()
         scales[_module_name(model, head)] = _quantize_module(head, scheme, "rtn", group_size, None, damp, errors,
