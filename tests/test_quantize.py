@@ -264,7 +264,7 @@ def test_non_empty_output_needs_force(capsys, tiny_checkpoints, tmp_path):
     assert code == 2 and "--force" in err and (out / "keep.txt").read_text() == "mine"
 
 
-def test_vllm_cpu_refuses_fp8_with_what_to_do():
+def test_vllm_cpu_refuses_what_it_cannot_run_with_what_to_do():
     from types import SimpleNamespace
 
     from mtprune.backends.vllm import check_cpu_quantization
@@ -273,8 +273,15 @@ def test_vllm_cpu_refuses_fp8_with_what_to_do():
     fp8 = {"config_groups": {"g": {"weights": {"type": "float", "num_bits": 8}}}}
     with pytest.raises(ConfigError, match="fp8 weights, which vLLM's CPU backend does not run"):
         check_cpu_quantization(SimpleNamespace(quantization_config=fp8))
-    int8 = {"config_groups": {"g": {"weights": {"type": "int", "num_bits": 8}}}}
-    check_cpu_quantization(SimpleNamespace(quantization_config=int8))  # runs
+    w8a16 = {"config_groups": {"g": {"weights": {"type": "int", "num_bits": 8}}}}
+    with pytest.raises(ConfigError, match="int8 weights with unquantized activations .* --scheme w8a8-int8 or w4a16"):
+        check_cpu_quantization(SimpleNamespace(quantization_config=w8a16))
+    int8 = {"config_groups": {"g": {"weights": {"type": "int", "num_bits": 8}, "input_activations": {"num_bits": 8}}}}
+    check_cpu_quantization(SimpleNamespace(quantization_config=int8), dtype="float32")  # runs
+    int4 = {"config_groups": {"g": {"weights": {"type": "int", "num_bits": 4}}}}
+    check_cpu_quantization(SimpleNamespace(quantization_config=int4), dtype="bfloat16")  # runs
+    with pytest.raises(ConfigError, match="int4 weights, which vLLM's CPU kernel runs in bfloat16 or float16 only"):
+        check_cpu_quantization(SimpleNamespace(quantization_config=int4), dtype="float32")
 
 
 # -- the recipe ------------------------------------------------------------------------------------------

@@ -128,16 +128,26 @@ def check_cpu_head_size(config, supported: Sequence[int] = CPU_HEAD_SIZES, label
         )
 
 
-def check_cpu_quantization(config, label: str = "this model") -> None:
-    """vLLM's x86 CPU backend runs int8 (w8a8) and int4 (w4a16) compressed-tensors checkpoints, not fp8:
-    refuse fp8 before the engine starts, with what to do instead."""
+def check_cpu_quantization(config, label: str = "this model", dtype: str | None = None) -> None:
+    """vLLM's x86 CPU backend runs int8 (w8a8) and int4 (w4a16) compressed-tensors checkpoints, not fp8
+    and not int8 weights alone (its weight-only kernel is int4 only), and int4 in bf16/fp16 only (its
+    kernel has no fp32 version): refuse the others before the engine starts, with what to do instead."""
     q = getattr(config, "quantization_config", None)
     q = q if isinstance(q, dict) else (q.to_dict() if hasattr(q, "to_dict") else {})
-    weights = [g.get("weights") or {} for g in (q.get("config_groups") or {}).values()]
+    groups = [g for g in (q.get("config_groups") or {}).values() if isinstance(g, dict)]
+    weights = [g.get("weights") or {} for g in groups]
     if any(w.get("type") == "float" and w.get("num_bits") == 8 for w in weights):
         raise ConfigError(f"{label} has fp8 weights, which vLLM's CPU backend does not run (it runs w8a8-int8 and "
                           f"w4a16); serve it on a GPU with fp8 (Hopper, Ada), quantize with --scheme w8a8-int8 for "
                           f"a CPU, or {HINT_HF} (transformers decompresses fp8 on a CPU)")
+    if any((g.get("weights") or {}).get("num_bits") == 8 and not g.get("input_activations") for g in groups):
+        raise ConfigError(f"{label} has int8 weights with unquantized activations (w8a16), which vLLM's CPU backend "
+                          f"does not run (its weight-only kernel is int4); quantize with --scheme w8a8-int8 or w4a16 "
+                          f"for a CPU, serve it on a GPU, or {HINT_HF}")
+    dtype = str(dtype).replace("torch.", "") if dtype is not None else None
+    if dtype == "float32" and any(w.get("type") == "int" and w.get("num_bits") == 4 for w in weights):
+        raise ConfigError(f"{label} has int4 weights, which vLLM's CPU kernel runs in bfloat16 or float16 only: "
+                          f"pass --dtype bfloat16, or {HINT_HF}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +280,7 @@ class VLLMTranslator:
         _check_device(device, self.platform)
         if cpu:
             check_cpu_head_size(model.config, supported_cpu_head_sizes(), label=checkpoint)
-            check_cpu_quantization(model.config, label=checkpoint)
+            check_cpu_quantization(model.config, label=checkpoint, dtype=dtype)
         self.tokenizer = tokenizer
         self.prompter = prompter
         self.budget = budget or GenerationBudget()

