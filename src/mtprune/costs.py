@@ -173,6 +173,8 @@ def measure_here(request: CostRequest) -> dict[str, Any]:
     chars = sum(len(s) for s in sources)
     startup_s, load_s = loading - started, loaded_at - loading
     peak, source = peak_rss()
+    if not backend.needs_weights() and loaded.device.startswith("cuda"):
+        source += " (vLLM's engine process, which holds the model on the GPU, not included)"
     return {
         "model": request.model, "device": loaded.device, "dtype": loaded.dtype,
         "size_on_disk_bytes": folder_size(loaded.checkpoint),
