@@ -163,6 +163,8 @@ def test_parse_batch_sizes_errors():
             parse_batch_sizes(bad)
     with pytest.raises(ConfigError, match="--runs must be at least 1"):
         BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"), runs=0).validate()
+    with pytest.raises(ConfigError, match="--latency-segments must be at least 1"):
+        BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"), latency_segments=0).validate()
 
 
 def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
@@ -172,7 +174,8 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
     make_model("llama", num_layers=4, tokenizer=tokenizer).save_pretrained(small)
     tokenizer.save_pretrained(small)
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(small)], batch_sizes=(1, 3), warmup=1, runs=2,
-                      data=DataSpec("sample:en-de", "en", "de", part="test", limit=5), max_new_tokens=6)
+                      data=DataSpec("sample:en-de", "en", "de", part="test", limit=5), max_new_tokens=6,
+                      latency_segments=2)
     result = run_bench(cfg)
     first, second = result["models"]
     assert (first["layers"], second["layers"]) == (6, 4)
@@ -198,6 +201,31 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
     md = render_markdown(result, "bench.png")
     assert md.count("\n| ") >= 5 and "![tokens/s by batch size](bench.png)" in md
     json.dumps(result)  # everything is JSON
+    # and each model alone, in its own process (costs on by default)
+    for entry in result["models"]:
+        costs = entry["costs"]
+        assert costs["batch_size"] == 3 and costs["latency_segments"] == 2 and costs["segments"] == 5
+        assert costs["size_on_disk_bytes"] == entry["size_on_disk_bytes"] and costs["peak_rss_bytes"] > 0
+    assert first["costs"]["b1_speedup"] == 1.0 and second["costs"]["ideal_b1_speedup"] > 1.0
+    assert "shared peak MiB" in table and "cost per model (each in its own process)" in table
+    assert "chars/s incl. load" in table and "ideal b1 speed-up" in table and "measured b1 speed-up" in table
+    assert "## Cost per model (each in its own process)" in md
+
+
+def test_a_bench_json_from_before_costs_still_renders(tmp_path):
+    """A result without ``costs`` (and without rounds, timing or prompt lengths): one table, no
+    cost table, the run report's memory column empty (test_run_report)."""
+    row = {"batch_size": 16, "tokens_per_s": 30.0, "segments_per_s": 1.5, "latency_median_s": 1.0,
+           "latency_p95_s": 1.2, "peak_memory_bytes": 5 * 2**30, "quality": 30.1, "speedup": 1.0,
+           "ideal_speedup": 1.0, "gain_over_ideal": None, "mean_context": 100.0}
+    old = {"config": {"backend": "hf", "warmup": 1, "runs": 3}, "metric": "chrf++", "versions": {"torch": "2"},
+           "data": {"n_segments": 16, "data": "sample:en-de", "data_hash": "abc"},
+           "machine": {"cpu_count": 2, "torch_threads": 2},
+           "models": [{"model": "a/m", "layers": 18, "parameters": 270e6, "size_on_disk_bytes": 2**29,
+                       "dtype": "bfloat16", "device": "cpu", "memory_kind": "process peak RSS", "batches": [row]}]}
+    table = format_table(old)
+    assert "5120" in table and "cost per model" not in table and "(each model alone" not in table
+    assert "# mtprune bench" in render_markdown(old) and "Cost per model" not in render_markdown(old)
 
 
 def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp_path, capsys):
@@ -205,13 +233,14 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
     md = tmp_path / "b.md"
     argv = ["bench", str(tiny_checkpoints["qwen2"]), "--data", "sample:en-de", "--part", "test", "--limit", "3",
             "--batch-sizes", "2", "--runs", "1", "--warmup", "0", "--max-new-tokens", "4", "--sequential",
-            "--json", str(out), "--markdown", str(md)]
+            "--no-costs", "--json", str(out), "--markdown", str(md)]
     code, stdout, _ = run(capsys, *argv)
     assert code == 0, stdout
     saved = json.loads(out.read_text())
     assert saved["models"][0]["batches"][0]["batch_size"] == 2 and saved["config"]["runs"] == 1
     assert saved["timing"]["order"] == "sequential" and "sequential (asked for" in stdout
     assert saved["machine"]["cpu_count"] >= 1 and "transformers" in saved["versions"]
+    assert "costs" not in saved["models"][0] and saved["config"]["costs"] is False and "cost per model" not in stdout
     assert md.read_text().startswith("# mtprune bench")
     code, _, err = run(capsys, *argv)
     assert code != 0 and "--force" in err
@@ -237,7 +266,7 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
     assert fixed.translate(pair.sources).generated_tokens == 4 * 7
 
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(tiny_checkpoints["qwen2"])], batch_sizes=(2,),
-                      warmup=0, runs=1, data=spec, fixed_new_tokens=5, order="sequential")
+                      warmup=0, runs=1, data=spec, fixed_new_tokens=5, order="sequential", costs=False)
     result = run_bench(cfg)
     for entry in result["models"]:
         (row,) = entry["batches"]

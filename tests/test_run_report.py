@@ -70,7 +70,10 @@ def test_models_table_has_every_figure_per_model_and_pair():
                                                                                           "12.12"]
     # a bench JSON before rounds: one model after the other, runs unknown
     assert pruned["tokens/s"] == "140.0 (1.40x / ideal 1.50x; 1 run, sequential)"
-    assert pruned["peak memory"] == "3.00 GiB" and unpruned["tokens/s"] == "100.0 (1.00x / ideal 1.00x)"
+    # a bench JSON before per-model costs: its shared-process peak memory is not a model's own
+    assert pruned["peak memory (alone)"] == "–" and pruned["batch-1 latency"] == "–"
+    assert "a bench without per-model costs: its peak memory was the shared process's" in md
+    assert unpruned["tokens/s"] == "100.0 (1.00x / ideal 1.00x)"
     assert tuned["training"] == "5.0 min" and unpruned["training"] == "–"
     assert "batch size 64" in md and "hash-cs-de" in md
     search = rows_of(md, "## Search")
@@ -114,6 +117,27 @@ def test_an_older_bench_json_above_its_ideal_is_flagged_too():
     cell = models_of(md)[1]["tokens/s"]
     assert cell == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
     assert "the median of 1 run, one model after the other" in md
+
+
+def test_the_models_table_shows_each_models_own_memory_disk_and_batch1_latency():
+    """With per-model costs (each model alone in its own process), not the shared process's 3 GiB."""
+    summary = make_summary()
+    del summary["models"][1]["size_on_disk_bytes"]  # from the costs then
+    for i, entry in enumerate(summary["bench"]["models"]):
+        entry["costs"] = {"peak_rss_bytes": (700 - 100 * i) * 2**20, "runtime_rss_bytes": 300 * 2**20,
+                          "gpu_peak_bytes": None, "size_on_disk_bytes": (80 - 20 * i) * 10**6,
+                          "b1_latency_median_s": 0.5 - 0.1 * i, "latency_segments": 16,
+                          "b1_speedup": 1.0 + 0.2 * i, "ideal_b1_speedup": 1.0 + 0.25 * i}
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    unpruned, pruned, tuned = models_of(md)
+    assert [r["peak memory (alone)"] for r in (unpruned, pruned, tuned)] == ["700.00 MiB", "600.00 MiB", "500.00 MiB"]
+    assert pruned["size on disk"] == "57.22 MiB" and unpruned["size on disk"] == "76.29 MiB"
+    assert pruned["batch-1 latency"] == "0.400 s (1.20x / ideal 1.25x)"
+    assert "each model alone in a fresh process" in md and "300.00 MiB before the model loaded" in md
+    assert "3.00 GiB" not in md
+    summary["bench"]["models"][0]["costs"]["gpu_peak_bytes"] = 2**30
+    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    assert models_of(md)[0]["peak memory (alone)"] == "700.00 MiB (GPU 1.00 GiB)"
 
 
 def test_models_without_bench_or_plan_still_report():

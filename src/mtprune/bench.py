@@ -8,10 +8,14 @@ round, the models taking turns batch by batch in an order rotating each round an
 hits every model alike; ``order="sequential"`` loads one
 model at a time instead (and says so), as does the vLLM backend (one engine per process).
 Per model and batch size: generated tokens/s (median over rounds and its range) and segments/s,
-latency per batch (median, p95 over every batch of every round), peak memory while translating
-(process RSS on CPU, torch's peak allocation on GPU; less the other loaded models' weights), and
-the quality of the first round's outputs.  Per model: layers, parameters, size on disk, and the
-per-token matmul FLOPs that give the IDEAL speed-up over the first model.  The measured speed-up
+latency per batch (median, p95 over every batch of every round), the shared process's peak memory
+while translating (process RSS on CPU, torch's peak allocation on GPU; less the other loaded
+models' weights: Python, torch and what the other models left behind stay in it), and the quality
+of the first round's outputs.  Per model: layers, parameters, size on disk, and the per-token
+matmul FLOPs (``flops``) that give the IDEAL speed-up over the first model.  Then (``costs``, on by
+default) what each model costs ALONE, each in its own fresh process as WMT26 measures a deliverable:
+peak memory, size on disk, load time, chars/s at the largest batch (with and without loading) and
+batch-1 latency with its ideal speed-up.  The measured speed-up
 is the median of the per-round ratios, with their range; a figure whose range includes 1.0 or
 that lies above its ideal is flagged (``bench_stats.speedup_flags``).
 
@@ -38,8 +42,14 @@ from typing import Any
 from .backends import BackendConfig
 from .bench_stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_coverage, per_round_ratios, percentile,
                           schedule, speedup_flags, summarize)
+from .costs import HEADER as COST_HEADER
+from .costs import TITLE as COST_TITLE
+from .costs import (DEFAULT_LATENCY_SEGMENTS, CostRequest, add_cost_ratios, cost_notes, cost_rows, has_costs,
+                    measure_costs)
 from .data import DataSpec
 from .errors import ConfigError
+from .flops import (ModelShape, ideal_speedup, lengths, mean_prompt_tokens, model_shape,  # noqa: F401  (re-exported)
+                    per_token_flops, segment_flops)
 from .models import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
 from .retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
@@ -74,6 +84,8 @@ class BenchConfig:
     order: str = "interleaved"  # or sequential: one model loaded at a time (for models that do not fit together)
     interval: str = "minmax"  # or bootstrap (of the median, seeded)
     seed: int = 0
+    costs: bool = True  # also each model alone in its own process (costs.py): memory, disk, load, chars/s, batch 1
+    latency_segments: int = DEFAULT_LATENCY_SEGMENTS  # segments translated one at a time for the batch-1 latency
 
     def validate(self) -> None:
         errors = []
@@ -83,6 +95,8 @@ class BenchConfig:
             errors.append(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.runs < 1:
             errors.append(f"--runs must be at least 1, got {self.runs}")
+        if self.latency_segments < 1:
+            errors.append(f"--latency-segments must be at least 1, got {self.latency_segments}")
         if self.warmup < 0:
             errors.append(f"--warmup must be >= 0, got {self.warmup}")
         if self.fixed_new_tokens is not None and self.fixed_new_tokens < 1:
@@ -125,87 +139,6 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes or any(b < 1 for b in sizes):
         raise ConfigError(f"--batch-sizes {text!r}: give comma-separated positive integers, e.g. 1,16,64")
     return sizes
-
-
-# ----------------------------------------------------------------------------------------
-# Pure numerical core: FLOPs (the figures' statistics: bench_stats)
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What a decoding step multiplies: per layer the linear layers' in x out products, the
-    attention width (heads x head_dim) and window (None: full attention), and the LM head."""
-
-    linear_per_layer: tuple[int, ...]
-    attention_width: tuple[int, ...]
-    window: tuple[int | None, ...]
-    head: int  # vocab x hidden
-
-    @property
-    def layers(self) -> int:
-        return len(self.linear_per_layer)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelShape:
-        """From ``asdict(shape)`` as a bench JSON holds it (lists for tuples)."""
-        return cls(tuple(d["linear_per_layer"]), tuple(d["attention_width"]), tuple(d["window"]), d["head"])
-
-
-def per_token_flops(shape: ModelShape, context: float) -> dict[str, float]:
-    """Matmul FLOPs of one decoded token at ``context`` tokens attended:
-    2 x in x out per linear layer and the LM head; attention 4 x width x min(context, window)
-    per layer (scores q.K and the weighted sum of V)."""
-    linear = 2.0 * sum(shape.linear_per_layer)
-    head = 2.0 * shape.head
-    attention = sum(4.0 * width * (min(context, window) if window else context)
-                    for width, window in zip(shape.attention_width, shape.window))
-    return {"linear": linear, "head": head, "attention": attention, "total": linear + head + attention}
-
-
-def segment_flops(shape: ModelShape, prompt_tokens: float, new_tokens: float) -> float:
-    """Matmul FLOPs of translating one segment: the prompt's prefill (every prompt token through
-    the layers, attending to half the prompt on average; the LM head once, for the first new
-    token) and ``new_tokens`` - 1 decoding steps at their mean context.  With long prompts (few-shot
-    examples) the prefill is much of the work, and the layers, not the head, are most of it: a
-    ratio of per-token decoding FLOPs alone underestimates what removing layers gains there."""
-    prefill = per_token_flops(shape, prompt_tokens / 2)
-    decode = per_token_flops(shape, prompt_tokens + new_tokens / 2)["total"]
-    return prompt_tokens * (prefill["linear"] + prefill["attention"]) + prefill["head"] + max(new_tokens - 1, 0) * decode
-
-
-def ideal_speedup(shape: ModelShape, row: dict[str, Any], base_shape: ModelShape, base_row: dict[str, Any]) -> float:
-    """The tokens/s ratio that the models' FLOPs allow: generated tokens per FLOP of each model
-    over the first model's, each translating its own prompts (``segment_flops``).  A bench JSON
-    before prompt lengths were recorded: the ratio of per-token decoding FLOPs at each measured
-    context."""
-    if "mean_prompt_tokens" not in row or "mean_prompt_tokens" not in base_row:
-        return per_token_flops(base_shape, base_row["mean_context"])["total"] / \
-            per_token_flops(shape, row["mean_context"])["total"]
-
-    def tokens_per_flop(sh: ModelShape, r: dict[str, Any]) -> float:
-        return r["mean_new_tokens"] / segment_flops(sh, r["mean_prompt_tokens"], r["mean_new_tokens"])
-
-    return tokens_per_flop(shape, row) / tokens_per_flop(base_shape, base_row)
-
-
-def model_shape(model) -> ModelShape:
-    """The ModelShape of a transformers causal LM (dense; an MoE's experts all count)."""
-    import torch.nn as nn
-
-    from .layers import find_layer_stack
-
-    config = model.config.get_text_config()
-    layers = list(find_layer_stack(model).layers)
-    linear = tuple(sum(m.in_features * m.out_features for m in layer.modules() if isinstance(m, nn.Linear))
-                   for layer in layers)
-    heads = getattr(config, "num_attention_heads")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    types = getattr(config, "layer_types", None) or ["full_attention"] * len(layers)
-    sliding = getattr(config, "sliding_window", None)
-    window = tuple(sliding if "sliding" in str(t) and sliding else None for t in types[: len(layers)])
-    out = model.get_output_embeddings()
-    head = out.weight.shape[0] * out.weight.shape[1] if out is not None else 0
-    return ModelShape(linear, (heads * head_dim,) * len(layers), window, head)
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,21 +229,6 @@ def huge_pages_note() -> str:
 
 def _batches(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-def _prompt_tokens(loaded, translator, sources: Sequence[str]) -> float:
-    """Mean prompt length in tokens, as the translator renders each source."""
-    prompter = translator.prompter
-    rendered = getattr(translator, "rendered", None)  # with document context (documents.ContextTranslator)
-    prompts = rendered(sources) if rendered is not None else [prompter.render(s) for s in sources]
-    ids = loaded.tokenizer(prompts, add_special_tokens=prompter.add_special_tokens)["input_ids"]
-    return sum(len(x) for x in ids) / len(ids)
-
-
-def _lengths(prompt_tokens: float, new_tokens: float) -> dict[str, float]:
-    """A row's mean prompt and output lengths, and the mean context a decoded token attends to."""
-    return {"mean_prompt_tokens": round(prompt_tokens, 1), "mean_new_tokens": round(new_tokens, 2),
-            "mean_context": round(prompt_tokens + new_tokens / 2, 1)}
 
 
 @dataclass
@@ -441,7 +359,7 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
             "quality": score_hypotheses(pair, t.hypotheses, [cfg.metric], cfg.comet)["scores"][cfg.metric]["value"]
             if scored else None,
             "hypotheses": t.hypotheses,
-            **_lengths(_prompt_tokens(m.loaded, m.translators[b], pair.sources), t.tokens / len(pair.sources)),
+            **lengths(mean_prompt_tokens(m.loaded, m.translators[b], pair.sources), t.tokens / len(pair.sources)),
         }
         m.entry["batches"].append(row)
         logger.info("%s batch %d: %.1f [%.1f, %.1f] tokens/s over %d runs, %.2f segments/s, latency median %.2f s, "
@@ -515,6 +433,16 @@ def _rounds(row: dict[str, Any]) -> list[float]:
     return row.get("runs_tokens_per_s") or [row["tokens_per_s"]]
 
 
+def add_costs(models: list[dict[str, Any]], cfg: BenchConfig) -> None:
+    """Each model's ``costs``: measured alone in its own process, one after the other (costs.py),
+    as WMT26 measures a deliverable; and the batch-1 speed-ups over the first model."""
+    for i, entry in enumerate(models, 1):
+        logger.info("[%d/%d] %s: cost alone in its own process (batch %d, then %d segments at batch 1)", i,
+                    len(models), entry["model"], max(cfg.batch_sizes), cfg.latency_segments)
+        entry["costs"] = measure_costs(CostRequest.from_bench(cfg, entry["model"]))
+    add_cost_ratios(models)
+
+
 def timing_note(cfg: BenchConfig) -> dict[str, Any]:
     """How the figures were timed, for the JSON, the table's footer and the report."""
     note: dict[str, Any] = {"order": cfg.timing_order, "runs": cfg.runs, "warmup": cfg.warmup,
@@ -542,6 +470,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 ",".join(map(str, cfg.batch_sizes)), cfg.warmup, cfg.runs, len(pair.segments), cfg.timing_order)
     models = bench_models(pair, cfg)
     add_ratios(models, cfg.interval, cfg.seed, interleaved=cfg.timing_order == "interleaved" or len(models) == 1)
+    if cfg.costs:
+        add_costs(models, cfg)
     config = {**asdict(cfg), "data": asdict(cfg.data), "backend": asdict(cfg.backend_config)}
     return {"config": config, "data": pair.describe(), "versions": software_versions(), "timing": timing_note(cfg),
             "machine": machine_info(models[0]["device"]), "metric": cfg.metric, "models": models}
@@ -594,7 +524,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 HEADER = ["model", "layers", "params", "disk MiB", "batch", "tok/s [range]", "runs", "seg/s", "lat med s",
-          "lat p95 s", "peak MiB", "QUALITY", "speed-up [range]", "ideal", "gain/ideal", "flags"]
+          "lat p95 s", "shared peak MiB", "QUALITY", "speed-up [range]", "ideal", "gain/ideal", "flags"]
 
 
 def _header(result: dict[str, Any]) -> list[str]:
@@ -602,12 +532,19 @@ def _header(result: dict[str, Any]) -> list[str]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table for the terminal, and where the figures come from."""
-    header, rows = _header(result), table_rows(result)
+    """Plain-text tables for the terminal: speed (interleaved) and, where measured, the cost of
+    each model alone; and where the figures come from."""
+    lines = text_table(_header(result), table_rows(result)) + _footer(result)
+    if has_costs(result):
+        lines += ["", COST_TITLE, *text_table(COST_HEADER, cost_rows(result)), *cost_notes(result)]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    return "\n".join(lines + _footer(result))
+    return lines + ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
 
 
 def _footer(result: dict[str, Any]) -> list[str]:
@@ -620,7 +557,8 @@ def _footer(result: dict[str, Any]) -> list[str]:
         f"machine: {m.get('cpu', '?')} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']}, flags "
         f"{','.join(m.get('cpu_flags', [])) or '-'}{', ' + m['huge_pages'] if m.get('huge_pages') else ''})"
         f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
-        f"dtype {first['dtype']} on {first['device']}; peak memory = {first['memory_kind']}",
+        f"dtype {first['dtype']} on {first['device']}; shared peak = {first['memory_kind']}, in the bench's one "
+        "process" + (" (each model alone: the cost table)" if has_costs(result) else ""),
         "speed-up and ideal are relative to the first model; speed-up = median of the per-round ratios; ideal = ratio "
         "of generated tokens per matmul FLOP (prompt prefill and decoding: linear layers, LM head, attention at the "
         "measured lengths); gain/ideal = "
@@ -670,6 +608,10 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
     parts = ["# mtprune bench", "", _table(_header(result), table_rows(result), "l" + "r" * (len(HEADER) - 1)), ""]
     parts += [f"- {line}" for line in _footer(result)]
     parts.append(f"- versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}")
+    if has_costs(result):
+        parts += ["", f"## {COST_TITLE[0].upper()}{COST_TITLE[1:]}", "",
+                  _table(COST_HEADER, cost_rows(result), "l" + "r" * (len(COST_HEADER) - 1)), ""]
+        parts += [f"- {line}" for line in cost_notes(result)]
     if plot_name:
         parts += ["", f"![tokens/s by batch size]({plot_name})"]
     return "\n".join(parts) + "\n"

@@ -3,7 +3,8 @@
 Input: the run's summary (a dict; see :func:`check_summary` for its keys), which names the
 models side by side (unpruned, pruned, recovered ...) with their layers, parameters, size on
 disk, scores per language pair and training time; the search's plan.json (importance heatmap,
-quality per round); and the bench result (tokens/s, peak memory).  Output: the same sections
+quality per round); and the bench result (tokens/s interleaved; each model's own peak memory, size on
+disk and batch-1 latency, measured alone in its own process: ``costs``).  Output: the same sections
 rendered as Markdown (plots as PNG files next to it) and as HTML with the plots embedded, so
 the HTML can be mailed or attached as one file.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench_stats import FLAG_SHORT, FLAG_TEXT, row_flags
+from .costs import human_bytes, memory_text
 from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
@@ -214,23 +216,26 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
     speed = bench_rows(summary)
     header = ["model", "layers", "vocabulary", "parameters", "size on disk", "prompt"]
     header += [f"{m} {p}" for p in pairs for m in metrics]
-    header += ["segments/s", "tokens/s", "peak memory", "training"]
+    header += ["segments/s", "tokens/s", "peak memory (alone)", "batch-1 latency", "training"]
     base = summary["models"][0]
     rows = []
     for model in summary["models"]:
         vocab = model.get("vocab_size")
+        bench = speed.get(model["name"], {})
+        costs = (bench.get("bench_entry") or {}).get("costs") or {}
+        disk = model.get("size_on_disk_bytes") or costs.get("size_on_disk_bytes")
         row = [model["name"], str(model["layers"]), MISSING if vocab is None else f"{vocab:,}",
                f"{_human(model['parameters'])} ({model['parameters'] / base['parameters']:.1%})",
-               _bytes(model.get("size_on_disk_bytes")), model.get("prompt") or MISSING]
+               _bytes(disk), model.get("prompt") or MISSING]
         row += [_num(score(model, p, m)) for p in pairs for m in metrics]
-        bench = speed.get(model["name"], {})
-        row += [_segments_cell(bench), _speed_cell(bench), _bytes(bench.get("peak_memory_bytes")),
+        row += [_segments_cell(bench), _speed_cell(bench), _memory_cell(costs), _latency_cell(costs),
                 _minutes(model.get("train_seconds"))]
         rows.append(row)
     section = Section("Models side by side", tables=[Table(header, rows, "l" + "r" * (len(header) - 1))])
     section.paragraphs.append(_test_data_text(summary["test_data"]))
     if speed:
         section.paragraphs.append(_speed_text(summary["bench"], speed))
+        section.paragraphs.append(_costs_text(speed))
     if any(m.get("train_seconds") is not None for m in summary["models"]):
         section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
@@ -265,6 +270,37 @@ def _speed_cell(bench: dict[str, Any]) -> str:
     return text
 
 
+def _memory_cell(costs: dict[str, Any]) -> str:
+    """The model's peak memory alone in its own process (a bench before costs: not measured)."""
+    return memory_text(costs) if costs.get("peak_rss_bytes") is not None else MISSING
+
+
+def _latency_cell(costs: dict[str, Any]) -> str:
+    """'0.412 s (1.21x / ideal 1.25x)': median seconds per segment at batch 1, and the batch-1
+    tokens/s speed-up over the first model with its ideal."""
+    if costs.get("b1_latency_median_s") is None:
+        return MISSING
+    text = f"{costs['b1_latency_median_s']:.3f} s"
+    if costs.get("b1_speedup") is not None and costs.get("ideal_b1_speedup") is not None:
+        text += f" ({costs['b1_speedup']:.2f}x / ideal {costs['ideal_b1_speedup']:.2f}x)"
+    return text
+
+
+def _costs_text(speed: dict[str, dict[str, Any]]) -> str:
+    """Where peak memory and batch-1 latency come from (or that the bench did not measure them)."""
+    costs = next((row["bench_entry"]["costs"] for row in speed.values() if row["bench_entry"].get("costs")), None)
+    if costs is None:
+        return (f"peak memory and batch-1 latency: {MISSING} (a bench without per-model costs: its peak memory was "
+                "the shared process's, all models loaded, not a model's own; rerun the bench stage to measure them).")
+    gpu = " and torch's peak allocation on the GPU" if costs.get("gpu_peak_bytes") is not None else ""
+    return (f"peak memory (alone) and batch-1 latency: each model alone in a fresh process, one after the other, as "
+            f"WMT26 measures a deliverable; peak memory = the process's peak RSS with Python and torch "
+            f"({_bytes(costs['runtime_rss_bytes'])} before the model loaded){gpu}; "
+            f"batch-1 latency = median seconds per segment over the first {costs['latency_segments']} segments, in "
+            "brackets the batch-1 tokens/s speed-up over the first model (separate processes: drift not cancelled) "
+            "and its ideal from FLOPs. Size on disk: every file under the model folder.")
+
+
 def _speed_text(bench: dict[str, Any], speed: dict[str, dict[str, Any]]) -> str:
     """Where the speed figures come from, how many runs each is based on, and what a flag means."""
     first = next(iter(speed.values()))
@@ -274,7 +310,7 @@ def _speed_text(bench: dict[str, Any], speed: dict[str, dict[str, Any]]) -> str:
     how = (f"the median of {runs} timed round{plural}{', interleaved' if timing['order'] == 'interleaved' else ''} "
            f"(in brackets: {'min-max' if timing['interval'] == 'minmax' else 'bootstrap interval'} over the rounds)"
            if timing else f"the median of {runs or 'an unknown number of'} run{plural}, one model after the other")
-    text = (f"tokens/s and peak memory: `mtprune bench` at batch size {first['batch_size']} "
+    text = (f"segments/s and tokens/s: `mtprune bench` at batch size {first['batch_size']} "
             f"({first['bench_entry']['dtype']} on {first['bench_entry']['device']}); each figure {how}; then the "
             "speed-up over the first model (median of the per-round ratios) and the ideal one from per-token FLOPs.")
     used = dict.fromkeys(f for row in speed.values() for f in row["flags"])
@@ -374,12 +410,7 @@ def _provenance_section(summary: dict[str, Any]) -> Section:
 
 
 def _bytes(n: int | None) -> str:
-    if n is None:
-        return MISSING
-    for unit, div in (("GiB", 2**30), ("MiB", 2**20)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n / 1024:.0f} KiB"
+    return human_bytes(n, MISSING)
 
 
 def _minutes(seconds: float | None) -> str:

@@ -12,9 +12,13 @@ DESCRIPTION = (
     "rotating each round and batch, so that the "
     "machine's drift (a shared CPU's load, a GPU's clock boost and heat) hits every model alike, and each "
     "speed-up is computed round by round (A_i / B_i). Reports generated tokens/s (median over rounds and its "
-    "range) and segments/s, latency per batch (median, p95), peak memory while "
+    "range) and segments/s, latency per batch (median, p95), the shared process's peak memory while "
     "translating (process RSS on CPU, torch's peak allocation on GPU), parameters, size on disk, layers, and the "
-    "quality of the outputs (--metric, when the data has references). Each model is compared with the FIRST one: "
+    "quality of the outputs (--metric, when the data has references). Then (--costs, the default) each model ALONE "
+    "in its own fresh process, one after the other, as the WMT26 task measures a deliverable: peak memory (the "
+    "process's peak RSS, Python and torch included; on a GPU also torch's peak allocation), size on disk, load "
+    "time, chars/s translating the data at the largest batch size (cold; with and without loading) and batch-1 "
+    "latency over the first --latency-segments segments, with the ideal batch-1 speed-up from FLOPs. Each model is compared with the FIRST one: "
     "measured speed-up, and the ideal speed-up from matmul FLOPs per generated token (the prompt's prefill and "
     "each decoding step: every linear layer including the LM head, attention at the measured lengths), which is what pruning layers can at best give: on a small "
     "model with a large vocabulary (gemma-3-270m: a 262k-token head) the head dominates and removing layers gains "
@@ -29,7 +33,8 @@ EPILOG = """examples:
   mtprune bench ./aya-8b ./aya-8b-24l --data wmt.cs-de.tsv --src cs --tgt de --backend vllm --max-model-len 2048
 
 cost: (warm-up + runs) x the data's translation time per model and batch size; batch size 1 is the slowest
-(on 2 CPU cores, gemma-3-270m translates 64 short segments in about 1.5 min at batch 16).
+(on 2 CPU cores, gemma-3-270m translates 64 short segments in about 1.5 min at batch 16). --costs adds per
+model: starting Python and loading it again, one pass at the largest batch size, --latency-segments at batch 1.
 memory: interleaving holds every MODEL in memory at once (the sum of their weights, plus one model's KV
 cache and activations at a time; 4 x gemma-3-270m in fp32: about 4.3 GB of weights). Models that do not
 fit together: --sequential loads one at a time (each model's runs one after the other: the machine's drift
@@ -43,6 +48,7 @@ and each batch is given to vLLM whole, so the batch size is the number of sequen
 
 
 def add_parser(subparsers) -> None:
+    from ..costs import DEFAULT_LATENCY_SEGMENTS
     from ..data import add_data_arguments
     from .options import (add_backend_arguments, add_comet_arguments, add_context_arguments, add_model_arguments,
                           add_translation_arguments)
@@ -69,6 +75,12 @@ def add_parser(subparsers) -> None:
                    help="equal work for every model: each segment generates exactly N tokens, stop rules off (no "
                    "quality then). Pruned models often write shorter or longer outputs than the unpruned one, so "
                    "tokens/s of their own translations mixes speed with output length; use this to measure speed")
+    p.add_argument("--costs", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure each model alone in its own process: peak memory, size on disk, load time, "
+                   "chars/s at the largest batch size, batch-1 latency (default: on)")
+    p.add_argument("--latency-segments", type=int, default=DEFAULT_LATENCY_SEGMENTS, metavar="N",
+                   help="segments translated one at a time for the batch-1 latency of --costs (default: "
+                   f"{DEFAULT_LATENCY_SEGMENTS})")
     p.add_argument("--metric", default="chrf++", help="quality metric of the outputs: chrf++, chrf, bleu, ter, "
                    "comet, comet-qe (default: chrf++)")
     add_comet_arguments(p)
@@ -103,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, fixed_new_tokens=args.fixed_new_tokens,
         metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,
+        costs=args.costs, latency_segments=args.latency_segments,
     )
     result = run_bench(cfg)
     print(format_table(result))
