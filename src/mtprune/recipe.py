@@ -166,6 +166,8 @@ class Bench:
     metric: str = "chrf++"
     fixed_new_tokens: int | None = None  # equal work for every model (see mtprune bench --help)
     order: str = "interleaved"  # or sequential: one model loaded at a time
+    costs: bool = True  # also each model alone in its own process: memory, disk, load, chars/s, batch-1 latency
+    latency_segments: int = 16  # segments translated one at a time for the batch-1 latency
 
 
 @dataclass
@@ -966,7 +968,8 @@ def _bench(ck: RecipeChecker, value: Any) -> Bench:
     bench.metric = ck.attempt(path + ("metric",), canonical_metric, bench.metric) or bench.metric
     # the backend is checked in its own section
     cfg = BenchConfig(models=["?"], data=DataSpec("x", "en", "de"), batch_sizes=tuple(bench.batch_sizes),
-                      warmup=bench.warmup, runs=bench.runs, fixed_new_tokens=bench.fixed_new_tokens, order=bench.order)
+                      warmup=bench.warmup, runs=bench.runs, fixed_new_tokens=bench.fixed_new_tokens, order=bench.order,
+                      costs=bench.costs, latency_segments=bench.latency_segments)
     ck.attempt(path, cfg.validate)
     if bench.limit is not None and bench.limit < 1:
         ck.error(path + ("limit",), f"must be at least 1, got {bench.limit}")

@@ -649,7 +649,7 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
                                    shots_by=t.shots_by, context=t.context, context_target=t.context_target,
                                    max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
                                    fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order,
-                                   comet=recipe.comet))
+                                   comet=recipe.comet, costs=b.costs, latency_segments=b.latency_segments))
     write_json_atomic(folder / "bench.json", result)
     return result
 
