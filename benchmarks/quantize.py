@@ -34,7 +34,8 @@ def quickstart(run_dir: Path) -> dict[str, str]:
     from mtprune.recipe import load_recipe
     from mtprune.run import RunContext, run_recipe
 
-    recipe = load_recipe("quickstart", overrides=["quantize=null", "bench=null"])
+    recipe = load_recipe("quickstart", overrides=["quantize=null"])
+    recipe.bench = None  # this script measures the models itself
     run_recipe(recipe, run_dir, progress=False)
     return dict(RunContext(recipe, run_dir).models())
 
@@ -85,7 +86,7 @@ def table(rows: list[dict], base_bytes: int) -> str:
         peak = c.get("peak_rss_bytes")
         lines.append(
             f"{r['name']:<26}{r['layers']:>7}{r['vocab_size']:>8}{r['disk'] / 2**20:>10.1f}"
-            f"{r['disk'] / base_bytes:>13.1%}{r['chrf']:>8.2f}{delta:>9}{fails.get('repetition', 0):>6}"
+            f"{r['disk'] / base_bytes:>13.1%}{r['chrf']:>8.2f}{delta:>9}{fails.get('repetitions', 0):>6}"
             f"{fails.get('wrong_language', 0):>11}{'-' if peak is None else f'{peak / 2**20:.0f}':>10}"
             f"{_fmt(c.get('chars_per_s')):>9}{_fmt(c.get('b1_latency_median_s'), '.3f'):>9}")
     return "\n".join(lines)

@@ -217,6 +217,8 @@ def test_pruned_and_trimmed_model_quantizes_and_keeps_its_record(capsys, tiny_ch
     assert config["vocab_size"] == source["vocab_size"] < 384
     record = json.loads((out / "mtprune.json").read_text())
     assert record["removed"] == [1, 4] and record["vocabulary"] and record["quantization"]["scheme"] == "w8a8-int8"
+    code, stdout, err = run(capsys, "info", out)
+    assert code == 0 and "quantized      w8a8-int8 (gptq on 8 examples of sample:en-de" in stdout
     code, stdout, err = run(capsys, "translate", out, "--data", "sample:en-de", "--limit", "2", "--max-new-tokens",
                             "4", "-o", tmp_path / "hyp.txt")
     assert code == 0, err
@@ -287,6 +289,7 @@ def test_vllm_cpu_refuses_what_it_cannot_run_with_what_to_do():
 # -- the recipe ------------------------------------------------------------------------------------------
 
 RECIPE = """model: {model}
+dtype: float32
 pairs:
   - src: en
     tgt: de
@@ -311,7 +314,7 @@ def _recipe(tmp_path, model, quantize="{limit: 4}"):
 
 
 @pytest.mark.parametrize("quantize,message", [
-    ("{scheme: int3}", "recipe.yaml:15: quantize: scheme: unknown quantization scheme 'int3'"),
+    ("{scheme: int3}", "recipe.yaml:16: quantize: scheme: unknown quantization scheme 'int3'"),
     ("{limits: 4}", "Did you mean 'limit'?"),
     ("{scheme: fp8-dynamic, method: gptq}", "fp8-dynamic is written with rtn only"),
 ])
@@ -347,3 +350,26 @@ def test_recipe_plan_quantizes_the_final_model_and_the_reference(tiny_checkpoint
     assert paths["quantized"].endswith("quantize/model") and paths["reference-quantized"].endswith("quantize/reference")
     recipe.bench = None
     assert "quantized" in bench_models(recipe)
+
+
+def test_run_quantizes_the_final_model_and_the_reference_and_reports_them(tiny_checkpoints, tmp_path, capsys):
+    from mtprune.commands.run import execute
+
+    recipe = _recipe(tmp_path, tiny_checkpoints["llama"], "{method: rtn}")
+    run_dir = tmp_path / "run"
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    table = capsys.readouterr().out
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    models = {m["name"]: m for m in summary["models"]}
+    assert list(models)[-2:] == ["quantized", "reference-quantized"]
+    assert models["quantized"]["layers"] == models["finetune"]["layers"] == 5 and models["reference-quantized"]["layers"] == 6
+    assert models["quantized"]["size_on_disk_bytes"] < models["finetune"]["size_on_disk_bytes"]
+    for name, source in (("model", "recover"), ("reference", "reference")):
+        record = json.loads((run_dir / "quantize" / name / "mtprune.json").read_text())
+        tuned = json.loads((run_dir / source / "01-finetune" / "model" / "mtprune.json").read_text())
+        assert record["recovery"] == tuned["recovery"] and record["quantization"]["method"] == "rtn"
+    assert "reference-quantized" in table and "disk" in table
+    # run again: the quantize stage is skipped, its models are not written again
+    written = (run_dir / "quantize" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    assert (run_dir / "quantize" / "model" / "model.safetensors").stat().st_mtime_ns == written

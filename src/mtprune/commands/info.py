@@ -91,6 +91,13 @@ def format_info(info: dict) -> str:
         lines.append(f"trimmed        from {trim['source']['spec']}: {trim['vocab_size_before']:,} -> {trim['kept']:,} "
                      f"tokens (the tokens of {', '.join(d['data'] for d in trim['data'])})")
     lines += [f"recovered      {line}" for line in (recovery_summary(record) or "").splitlines()]
+    quant = (record or {}).get("quantization")
+    if quant:
+        cal = quant.get("calibration")
+        how = (f"{quant['method']} on {cal['examples']} examples of {cal['spec']} ({cal['prompt']} prompts)" if cal
+               else f"{quant['method']}, data-free")
+        lines.append(f"quantized      {quant['scheme']} ({how}), {quant['quantized_modules']} linear modules of the "
+                     f"layers; embeddings and {', '.join(quant['left_unquantized']) or 'nothing else'} unquantized")
     return "\n".join(lines)
 
 

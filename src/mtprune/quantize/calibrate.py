@@ -127,7 +127,8 @@ class LayerInputs:
 
         store = {name: torch.zeros(m.in_features, m.in_features, device=self.device) for name, m in linears.items()}
         counts = {name: 0 for name in linears}
-        hooks = [m.register_forward_hook(_accumulate(store, counts, name)) for name, m in linears.items()]
+        shared: dict[str, Any] = {}  # q, k and v (gate and up) read one input: x^T x once for them
+        hooks = [m.register_forward_hook(_accumulate(store, counts, name, shared)) for name, m in linears.items()]
         try:
             for _ in self._run(index):
                 pass
@@ -142,9 +143,11 @@ class LayerInputs:
         self.kwargs[index] = []  # no longer needed
 
 
-def _accumulate(store: dict[str, Any], counts: dict[str, int], name: str):
+def _accumulate(store: dict[str, Any], counts: dict[str, int], name: str, shared: dict[str, Any]):
     def hook(module, args, output):
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # (tokens, in)
-        store[name] += x.T @ x
-        counts[name] += x.shape[0]
+        if shared.get("input") is not args[0]:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()  # (tokens, in)
+            shared.update(input=args[0], product=x.T @ x, tokens=x.shape[0])
+        store[name] += shared["product"]
+        counts[name] += shared["tokens"]
     return hook

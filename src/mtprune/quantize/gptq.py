@@ -55,7 +55,7 @@ def rtn(weight: torch.Tensor, bits: int, group_size: int | None = None) -> tuple
 
 def _inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of H^-1 after dampening H's diagonal by ``damp`` x its mean."""
-    h = hessian.double().clone()
+    h = hessian.float().clone()
     diag = torch.arange(h.shape[0], device=h.device)
     h[diag, diag] += damp * torch.mean(torch.diag(h))
     for attempt in range(4):  # an ill-conditioned H: dampen more rather than fail
