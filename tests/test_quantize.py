@@ -3,7 +3,6 @@ that transformers reloads, pruned and trimmed models, the recipe stage, and bad 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -76,8 +76,8 @@ class QuantizeConfig:
         scheme = self.resolved_scheme
         errors = method_errors(scheme, self.method)
         if not errors and self.resolved_method == "gptq" and self.data is None:
-            errors.append(f"--method gptq calibrates on translation data: give --data SPEC (e.g. sample:en-de), "
-                          f"or --method rtn (data-free)")
+            errors.append("--method gptq calibrates on translation data: give --data SPEC (e.g. sample:en-de), "
+                          "or --method rtn (data-free)")
         if self.group_size is not None and (self.group_size < 1 or scheme.weight_type == "float"):
             errors.append(f"--group-size {self.group_size}: a positive number of input columns, for int schemes")
         if self.max_length < 8:
