@@ -155,7 +155,6 @@ def quantize_weights(model, scheme: Scheme, method: str, group_size: int | None,
     from tqdm.auto import tqdm
 
     from .calibrate import LayerInputs
-    from .gptq import gptq, output_error, rtn
 
     per_layer, _ = target_linears(model, include_head)
     if scheme.weight_type == "int":
@@ -163,18 +162,16 @@ def quantize_weights(model, scheme: Scheme, method: str, group_size: int | None,
     inputs = LayerInputs(model, _layers(model), calibration.sequences) if method == "gptq" else None
     scales: dict[str, Any] = {}
     errors = {"gptq": 0.0, "rtn": 0.0}
-    for index, (prefix, linears) in enumerate(tqdm(per_layer, desc=f"{method} {scheme.name}", unit="layer",
+    for index, (_, linears) in enumerate(tqdm(per_layer, desc=f"{method} {scheme.name}", unit="layer",
                                                    disable=not progress)):
         hessians = inputs.hessians(index, linears) if inputs else {}
         for name, module in linears.items():
-            scales[name] = _quantize_module(module, scheme, method, group_size, hessians.get(name), damp, errors,
-                                            gptq, rtn, output_error)
+            scales[name] = _quantize_module(module, scheme, method, group_size, hessians.get(name), damp, errors)
         if inputs:
             inputs.advance(index)
     if include_head:
         head = model.get_output_embeddings()
-        scales[_module_name(model, head)] = _quantize_module(head, scheme, "rtn", group_size, None, damp, errors,
-                                                             gptq, rtn, output_error)
+        scales[_module_name(model, head)] = _quantize_module(head, scheme, "rtn", group_size, None, damp, errors)
     return {"scales": scales, "calibration_error": errors if method == "gptq" else None}
 
 
@@ -188,8 +185,13 @@ def _module_name(model, target) -> str:
     return next(n for n, m in model.named_modules() if m is target)
 
 
-def _quantize_module(module, scheme, method, group_size, hessian, damp, errors, gptq, rtn, output_error):
+def _quantize_module(module, scheme, method, group_size, hessian, damp, errors):
+    """Put ``module``'s weight on the integer grid (GPTQ or rounding) and return its scales; for fp8
+    only the scales (compressed-tensors casts the weights when it stores them).  ``errors``: the
+    calibration output error of GPTQ and of rounding, summed (the record shows what GPTQ removed)."""
     import torch
+
+    from .gptq import gptq, output_error, rtn
 
     w = module.weight.data
     if scheme.weight_type == "float":
@@ -349,7 +351,7 @@ def reload_check(folder: Path, sequences: list[list[int]], nll_before: float, de
 def quantize_checkpoint(cfg: QuantizeConfig, progress: bool = True) -> QuantizeResult:
     """Quantize ``cfg.model`` and save it to ``cfg.out`` (see the module docstring)."""
     from ..evaluate import load_pair
-    from ..export import read_record, software_versions, write_checkpoint
+    from ..export import read_record, write_checkpoint
     from ..files import folder_size
     from ..models import checkpoint_dtype, choose_device, load_model, saved_dtype
     from .calibrate import calibration_examples
@@ -395,7 +397,6 @@ def quantize_checkpoint(cfg: QuantizeConfig, progress: bool = True) -> QuantizeR
     write_checkpoint(model, loaded.tokenizer, Path(cfg.out), verify=cfg.verify, finish=finish,
                      after_save=compressor.update_config,
                      verifier=lambda folder: reload_check(folder, check, nll_before, device))
-    entry["versions"] = {**software_versions(), **_quant_versions()}
     return QuantizeResult(out=Path(cfg.out), entry=entry)
 
 
