@@ -1,26 +1,29 @@
-"""Recovery after pruning: how much of the translation quality each method brings back.
+"""Recovery after pruning: how much of the translation quality each method brings back, at the same
+step budget, on the bundled sample or on a second domain (software strings, benchmarks/domains.py).
 
-On the packaged gemma-3-270m and the bundled sample:en-de (train part for training, dev part
-for dev loss, held-out test segments for chrF++), rows:
+On the packaged gemma-3-270m with its vocabulary trimmed to the data (as the quickstart does), rows:
 
-  unpruned                 the starting point
-  unpruned + SFT           the fair reference: in-domain SFT lifts any model, so recovery is
-                           measured against the unpruned model trained the same way
-  pruned                   --drop / --plan, or the exact search's choice of --remove layers
-  pruned + heal            local healing (no labels)
-  pruned + SFT             the paper's fine-tuning
-  pruned + KD              SFT with logit distillation from the unpruned model
-  pruned + synth -> SFT    sequence-level KD: the unpruned model's translations as training data
-  pruned + heal -> KD      the combination
+  unpruned (as used)          the base model with its own prompt: few-shot, examples retrieved from the
+                              train part (what a user gets without any compression)
+  reference: unpruned + SFT   the fair reference: the trimmed unpruned model with the same fine-tuning,
+                              and the teacher of the "from reference" rows ("teacher correction")
+  pruned                      the search's choice of --remove layers (or --drop)
+  pruned + SFT                the paper's fine-tuning
+  pruned + KD from base       SFT with logit distillation from the unpruned (trimmed) base model
+  pruned + KD from reference  the same from the fine-tuned reference (teacher-corrected)
+  pruned + both from ref.     the reference's translations as targets (sequence-level) + its logits
+  pruned + heal -> KD ref.    local healing of the gaps first, then KD from the reference
 
-Each row: test chrF++, % of the unpruned chrF++, % of the fair reference, training minutes.
-Last line: ``kept: X.X% of the fair reference's chrF++ (K of N layers removed, best: METHOD, M min)``.
+Every trained row takes --steps optimizer steps of --batch-size examples (the reference too), in the
+zero-shot prompt the quickstart trains with. Each row: test chrF++, % of the unpruned model as used,
+% of the fair reference, repetition loops, training minutes. Last line:
+``kept: X.X% of the fair reference's chrF++ (K of N layers removed, best: METHOD)``.
 
 Every step is a real ``mtprune`` command (run in this process), so the figures are what a user
-gets.  Finished steps are reused from --work (delete it, or pass --fresh, to measure again).
+gets. Finished steps are reused from --work (delete it, or pass --fresh, to measure again).
 
-    python benchmarks/recovery.py --remove 4 --steps 100          # the issue's setting
-    python benchmarks/recovery.py --drop 7,9 --steps 20 --test 16  # a quick look
+    python benchmarks/recovery.py --remove 2 --steps 32           # the quickstart's setting
+    python benchmarks/recovery.py --remove 4 --steps 64 --domain software
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ import sys
 import time
 from pathlib import Path
 
+from domains import software_strings
+
 from mtprune.cli import main as mtprune
 
 MODEL = "gemma-3-270m"
-DATA = ["--data", "sample:en-de"]
 
 
 def run(*argv) -> None:
@@ -45,12 +49,115 @@ def run(*argv) -> None:
         sys.exit(f"mtprune {argv[0]} failed with exit code {code}")
 
 
-def evaluate(model: Path | str, work: Path, name: str, args) -> float:
-    out = work / f"eval-{name}.json"
-    if not out.exists():
-        run("evaluate", model, *DATA, "--part", "test", "--limit", args.test, "--dtype", "float32",
-            "--metrics", "chrf++", "--json", out)
-    return json.loads(out.read_text())["scores"]["chrf++"]["value"]
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(args.work)
+        if args.domain == "software":
+            tsv = software_strings(self.work.parent / "domains")
+            self.data = ["--data", tsv, "--src", "en", "--tgt", "de"]
+        else:
+            self.data = ["--data", "sample:en-de"]
+
+    def evaluate(self, model, name: str) -> dict:
+        out = self.work / f"eval-{name}.json"
+        if not out.exists():
+            run("evaluate", model, *self.data, "--part", "test", "--limit", self.args.test, "--dtype", "float32",
+                "--metrics", "chrf++", "--json", out)
+        result = json.loads(out.read_text())
+        return {"chrf": result["scores"]["chrf++"]["value"], "loops": result["failures"]["repetitions"],
+                "n": result["failures"]["n"]}
+
+    def trimmed(self) -> Path:
+        out = self.work / "trimmed"
+        if not (out / "mtprune.json").exists():
+            run("trim-vocab", MODEL, *self.data, "--part", "train", "-o", out, "--force")
+        return out
+
+    def removed(self, trimmed: Path) -> list[int]:
+        if self.args.drop:
+            return [int(i) for i in self.args.drop.split(",")]
+        plan = self.work / f"search-{self.args.remove}" / "plan.json"
+        if not plan.exists():
+            run("search", trimmed, *self.data, "--part", "dev", "--limit", self.args.dev, "--remove",
+                self.args.remove, "--dtype", "float32", "-o", plan.parent)
+        return json.loads(plan.read_text())["removed"]
+
+    def finetune(self, student, out: Path, *extra, data=None) -> Path:
+        """``finetune`` with the benchmark's settings (dev loss on the data's dev part)."""
+        a = self.args
+        if not (out / "mtprune.json").exists():
+            limit = ["--limit", a.train_limit] if a.train_limit else []
+            run("finetune", student, *(data or [*self.data, "--part", "train", *limit]), "--dev-limit", a.dev_loss,
+                "--max-steps", a.steps, "--batch-size", a.batch_size, "--lr", a.lr, "--eval-every",
+                a.eval_every or max(a.steps // 2, 1), "--prompt", a.prompt, "--dtype", a.train_dtype, *extra,
+                "-o", out, "--force")
+        return out
+
+    def synthesize(self, teacher: Path) -> Path:
+        out = self.work / "reference-translations.tsv"
+        if not out.exists():
+            limit = ["--limit", self.args.train_limit] if self.args.train_limit else []
+            run("synthesize", teacher, *self.data, "--part", "train", *limit, "-o", out)
+        return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", help="folder for models and scores (default: runs/bench-recovery/DOMAIN-rREMOVE)")
+    p.add_argument("--fresh", action="store_true", help="delete --work first")
+    p.add_argument("--domain", choices=("sample", "software"), default="sample",
+                   help="sample: the bundled Bible verses (en-de); software: Django's German UI strings")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--drop", help="layers to remove (original ids), instead of a search")
+    p.add_argument("--remove", type=int, default=2, help="layers the search removes (default: 2)")
+    p.add_argument("--dev", type=int, default=16, help="dev segments for the search (default: 16)")
+    p.add_argument("--test", type=int, default=48, help="held-out test segments for chrF++ (default: 48)")
+    p.add_argument("--steps", type=int, default=32, help="optimizer steps of each training run (default: 32)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4, help="(default: 1e-4, the quickstart's)")
+    p.add_argument("--dev-loss", type=int, default=32, help="dev segments for the dev loss (default: 32)")
+    p.add_argument("--train-limit", type=int, default=256,
+                   help="training segments (default: 256, the quickstart's; the teacher runs on them once)")
+    p.add_argument("--eval-every", type=int, help="steps between dev losses (default: half of --steps)")
+    p.add_argument("--prompt", default="zeroshot", help="finetune --prompt (default: zeroshot, the quickstart's)")
+    p.add_argument("--train-dtype", default="auto", help="finetune --dtype (default: auto)")
+    args = p.parse_args()
+    args.work = args.work or f"runs/bench-recovery/{args.domain}-r{args.drop or args.remove}-s{args.steps}"
+
+    bench = Bench(args)
+    work = bench.work
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    trimmed = bench.trimmed()
+    drop = bench.removed(trimmed)
+    pruned = work / "pruned"
+    if not (pruned / "mtprune.json").exists():
+        run("prune", trimmed, "--drop", ",".join(map(str, drop)), "-o", pruned, "--force")
+    n_layers = json.loads((pruned / "mtprune.json").read_text())["original_num_layers"]
+
+    reference = bench.finetune(trimmed, work / "reference")
+    healed = work / "healed"
+    if not (healed / "mtprune.json").exists():
+        run("heal", pruned, *bench.data, "--part", "train", "-o", healed, "--force")
+    synth = bench.synthesize(reference)
+    teacher = ["--teacher", reference]
+    trained = {
+        "reference: unpruned + SFT": reference,
+        "pruned + SFT": bench.finetune(pruned, work / "pruned-sft"),
+        "pruned + KD from base": bench.finetune(pruned, work / "pruned-kd-base", "--teacher", trimmed),
+        "pruned + KD from reference": bench.finetune(pruned, work / "pruned-kd-ref", *teacher),
+        "pruned + both from ref.": bench.finetune(pruned, work / "pruned-both-ref", *teacher,
+                                                  data=["--data", synth, "--src", "en", "--tgt", "de"]),
+        "pruned + heal -> KD ref.": bench.finetune(healed, work / "healed-kd-ref", *teacher),
+    }
+    rows = {"unpruned (as used)": bench.evaluate(MODEL, "unpruned"), "pruned": bench.evaluate(pruned, "pruned")}
+    minutes = {}
+    for name, folder in trained.items():
+        rows[name] = bench.evaluate(folder, folder.name)
+        minutes[name] = training_minutes(folder)
+    print_table(rows, minutes, drop, n_layers, args)
 
 
 def training_minutes(model: Path) -> float:
@@ -58,97 +165,20 @@ def training_minutes(model: Path) -> float:
     return sum(entry.get("seconds", 0.0) for entry in record.get("recovery", [])) / 60
 
 
-def removed_layers(work: Path, args) -> list[int]:
-    if args.drop:
-        return [int(i) for i in args.drop.split(",")]
-    plan = Path(args.plan) if args.plan else work / "search" / "plan.json"
-    if not plan.exists():
-        run("search", MODEL, *DATA, "--part", "dev", "--limit", args.dev, "--remove", args.remove,
-            "--dtype", "float32", "-o", work / "search")
-    return json.loads(plan.read_text())["removed"]
-
-
-def sft(student, out: Path, args, *extra, data=("--data", "sample:en-de", "--part", "train")) -> Path:
-    """``finetune`` with the benchmark's settings (dev loss on the sample's dev part)."""
-    if not (out / "mtprune.json").exists():
-        eval_every = args.eval_every or max(args.steps // 4, 1)
-        limit = ["--limit", args.train_limit] if args.train_limit else []
-        run("finetune", student, *data, *limit, "--dev-limit", args.dev_loss, "--max-steps", args.steps,
-            "--batch-size", args.batch_size, "--lr", args.lr, "--eval-every", eval_every, "--prompt", args.prompt,
-            "--dtype", args.train_dtype, "--freeze-embeddings", *extra, "-o", out, "--force")
-    return out
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="runs/bench-recovery", help="folder for models and scores (default: %(default)s)")
-    p.add_argument("--fresh", action="store_true", help="delete --work first")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--drop", help="layers to remove (original ids), instead of a search")
-    g.add_argument("--plan", help="a search's plan.json, instead of a new search")
-    p.add_argument("--remove", type=int, default=4, help="layers the search removes (default: 4)")
-    p.add_argument("--dev", type=int, default=16, help="dev segments for the search (default: 16)")
-    p.add_argument("--test", type=int, default=48, help="held-out test segments for chrF++ (default: 48)")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps of each SFT/KD run (default: 100)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--dev-loss", type=int, default=32, help="dev segments for the dev loss (default: 32)")
-    p.add_argument("--train-limit", type=int,
-                   help="finetune --limit: training segments drawn (default: all; the KD teacher runs on all of "
-                        "them once, so set it near --steps x --batch-size for short runs)")
-    p.add_argument("--eval-every", type=int, help="steps between dev losses (default: a quarter of --steps)")
-    p.add_argument("--prompt", default="auto",
-                   help="finetune --prompt: the format trained, then used to translate (default: auto = the "
-                        "model's inference format, few-shot for the packaged base model)")
-    p.add_argument("--train-dtype", default="auto", help="finetune --dtype (default: auto)")
-    p.add_argument("--synth", type=int, default=800, help="train sources the teacher translates (default: 800)")
-    args = p.parse_args()
-
-    work = Path(args.work)
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    drop = removed_layers(work, args)
-    pruned = work / "pruned"
-    if not (pruned / "mtprune.json").exists():
-        run("prune", MODEL, "--drop", ",".join(map(str, drop)), "-o", pruned, "--force")
-    unpruned_ckpt = json.loads((pruned / "mtprune.json").read_text())["source"]["spec"]
-    n_layers = json.loads((pruned / "mtprune.json").read_text())["original_num_layers"]
-
-    healed = work / "healed"
-    if not (healed / "mtprune.json").exists():
-        run("heal", pruned, "-o", healed, "--force")
-    synth = work / "synth.tsv"
-    if not synth.exists():
-        run("synthesize", MODEL, *DATA, "--part", "train", "--limit", args.synth, "--shots-from", "sample:en-de",
-            "--dtype", "float32", "-o", synth)
-
-    trained = {
-        "unpruned + SFT": sft(unpruned_ckpt, work / "unpruned-sft", args),
-        "pruned + heal": healed,
-        "pruned + SFT": sft(pruned, work / "pruned-sft", args),
-        "pruned + KD": sft(pruned, work / "pruned-kd", args, "--teacher", MODEL),
-        "pruned + synth -> SFT": sft(pruned, work / "pruned-synth-sft", args,
-                                     data=("--data", synth, "--src", "en", "--tgt", "de")),
-        "pruned + heal -> KD": sft(healed, work / "healed-kd", args, "--teacher", MODEL),
-    }
-    scores = {"unpruned": evaluate(MODEL, work, "unpruned", args), "pruned": evaluate(pruned, work, "pruned", args)}
-    minutes = {"unpruned": 0.0, "pruned": 0.0}
-    for name, folder in trained.items():
-        scores[name] = evaluate(folder, work, folder.name, args)
-        minutes[name] = training_minutes(folder)
-    print_table(scores, minutes, drop, n_layers)
-
-
-def print_table(scores: dict[str, float], minutes: dict[str, float], drop: list[int], n_layers: int) -> None:
-    base, fair = scores["unpruned"], scores["unpruned + SFT"]
-    print(f"\n{'model':<24} {'chrF++':>7} {'% unpruned':>11} {'% fair ref':>11} {'train min':>10}")
-    for name, value in scores.items():
-        print(f"{name:<24} {value:7.2f} {100 * value / base:10.1f}% {100 * value / fair:10.1f}% {minutes[name]:10.1f}")
-    recovered = {k: v for k, v in scores.items() if k.startswith("pruned +")}
+def print_table(rows: dict[str, dict], minutes: dict[str, float], drop: list[int], n_layers: int, args) -> None:
+    base, fair = rows["unpruned (as used)"]["chrf"], rows["reference: unpruned + SFT"]["chrf"]
+    print(f"\n{args.domain}: {args.test} test segments, {len(drop)} of {n_layers} layers removed {drop}, "
+          f"{args.steps} steps x {args.batch_size} per trained row, lr {args.lr}, prompt {args.prompt}")
+    print(f"{'model':<28} {'chrF++':>7} {'% as used':>10} {'% fair ref':>11} {'loops':>6} {'train min':>10}")
+    for name, r in rows.items():
+        m = f"{minutes[name]:10.1f}" if name in minutes else f"{'-':>10}"
+        print(f"{name:<28} {r['chrf']:7.2f} {100 * r['chrf'] / base:9.1f}% {100 * r['chrf'] / fair:10.1f}% "
+              f"{r['loops']:>3}/{r['n']:<2} {m}")
+    recovered = {k: v["chrf"] for k, v in rows.items() if k.startswith("pruned +")}
     best = max(recovered, key=recovered.get)
     print(f"kept: {100 * recovered[best] / fair:.1f}% of the fair reference's chrF++ ({len(drop)} of {n_layers} layers "
-          f"removed, best: {best.removeprefix('pruned + ')}, {minutes[best]:.0f} min)")
+          f"removed, best: {best.removeprefix('pruned + ')}); {recovered[best] - base:+.2f} chrF++ against the "
+          "unpruned model as used")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,43 @@ def test_kd_with_default_teacher_caches_the_teacher(pruned, data_tsv, tmp_path, 
     assert list(cache.iterdir()) == [cached]
 
 
+def _kl_to_teacher(student: Path, teacher: Path, data_tsv: Path) -> float:
+    """Mean KL(teacher || student) over the dev references' target tokens, in the zero-shot format."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mtprune.evaluate import load_pair
+    from mtprune.recover.losses import IGNORE_INDEX
+    from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
+
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    pair = load_pair(DataSpec(str(data_tsv), "en", "de", part="dev"))
+    examples = tokenize_pair(tokenizer, pair, build_pair_prompt(tokenizer, pair, None, "zeroshot", 0), 512).examples
+    models = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).eval() for m in (teacher, student)]
+    total = count = 0.0
+    with torch.no_grad():
+        for ex in examples:
+            ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor(ex["labels"])
+            keep = (labels[1:] != IGNORE_INDEX).nonzero().squeeze(1)
+            t, s = (m(ids).logits[0, keep].log_softmax(-1) for m in models)
+            total += float((t.exp() * (t - s)).sum())
+            count += len(keep)
+    return total / count
+
+
+def test_kd_from_a_fine_tuned_teacher_brings_the_student_closer_to_it(pruned, data_tsv, tmp_path, tiny_checkpoints):
+    """Teacher correction: the unpruned model fine-tuned first, then the pruned student distilled from it
+    (same tokenizer); its KL to that teacher falls, and falls further than plain SFT takes it."""
+    teacher = tmp_path / "teacher"
+    assert main(["-q", "finetune", str(tiny_checkpoints["llama"]), "--data", str(data_tsv), "--src", "en", "--tgt",
+                 "de", "--prompt", "zeroshot", "-o", str(teacher), *FAST, "--no-verify"]) == 0
+    kd, sft = tmp_path / "kd", tmp_path / "sft"
+    assert finetune(pruned, data_tsv, kd, "--prompt", "zeroshot", "--teacher", str(teacher), "--kd-weight", "1") == 0
+    assert finetune(pruned, data_tsv, sft, "--prompt", "zeroshot") == 0
+    before, after, after_sft = (_kl_to_teacher(m, teacher, data_tsv) for m in (pruned, kd, sft))
+    assert after < 0.8 * before and after < after_sft
+    assert read_record(kd)["recovery"][-1]["teacher"]["spec"] == str(teacher)
+
+
 def test_train_layers_changes_only_those_layers(pruned, data_tsv, tmp_path):
     out = tmp_path / "layers"
     assert finetune(pruned, data_tsv, out, "--train-layers", "gaps") == 0  # original 1 and 4 = current 1 and 2
@@ -346,6 +383,28 @@ def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
             at_inference = build_prompter(tokenizer, mode, "en", "de", drawn.segments, examples_from=drawn.origin)
             assert at_inference.render(segment.source) == rendered
         assert len(examples) == len(pair.segments) - len(set(prompt.example_ids) & {s.id for s in pair.segments})
+
+
+def test_every_training_example_ends_with_a_labelled_stop_token(tokenizer, data_tsv):
+    """The token at which translation stops (end-of-turn for chat, the line break for completion
+    prompts) is the last label of every example, never masked: a model that never learns it loops."""
+    from mtprune.backends.hf import newline_token_ids, stop_token_ids
+    from mtprune.evaluate import load_pair
+    from mtprune.recover.losses import IGNORE_INDEX
+    from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
+
+    pair = load_pair(DataSpec(str(data_tsv), "en", "de", part="train", limit=12))
+    stops = {"chat": set(stop_token_ids(tokenizer, None)), "zeroshot": set(newline_token_ids(tokenizer))}
+    stops["fewshot"] = stops["zeroshot"]
+    for mode, stop in stops.items():
+        prompt = build_pair_prompt(tokenizer, pair, None, mode, shots=2, shots_by="random")
+        examples = tokenize_pair(tokenizer, pair, prompt, max_length=4096).examples
+        assert examples and stop, mode
+        for ex in examples:
+            assert ex["labels"][-1] == ex["input_ids"][-1] != IGNORE_INDEX, mode
+            assert ex["labels"][-1] in stop, (mode, tokenizer.decode(ex["input_ids"][-3:]))
+            answer = [t for t in ex["labels"] if t != IGNORE_INDEX]
+            assert not stop & set(answer[:-1]) or mode == "chat", mode  # the reference itself has no line break
 
 
 def test_train_layer_ids_are_original_ids():

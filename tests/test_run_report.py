@@ -126,13 +126,13 @@ def test_the_models_table_shows_each_models_own_memory_disk_and_batch1_latency()
     for i, entry in enumerate(summary["bench"]["models"]):
         entry["costs"] = {"peak_rss_bytes": (700 - 100 * i) * 2**20, "runtime_rss_bytes": 300 * 2**20,
                           "gpu_peak_bytes": None, "size_on_disk_bytes": (80 - 20 * i) * 10**6,
-                          "b1_latency_median_s": 0.5 - 0.1 * i, "latency_segments": 16,
+                          "b1_latency_median_s": 0.5 - 0.1 * i, "latency_segments": 16, "b1_tokens_per_s": 20.0 + 5 * i,
                           "b1_speedup": 1.0 + 0.2 * i, "ideal_b1_speedup": 1.0 + 0.25 * i}
     md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
     unpruned, pruned, tuned = models_of(md)
     assert [r["peak memory (alone)"] for r in (unpruned, pruned, tuned)] == ["700.00 MiB", "600.00 MiB", "500.00 MiB"]
     assert pruned["size on disk"] == "57.22 MiB" and unpruned["size on disk"] == "76.29 MiB"
-    assert pruned["batch-1 latency"] == "0.400 s (1.20x / ideal 1.25x)"
+    assert pruned["batch-1 latency"] == "0.400 s, 25.0 tokens/s (1.20x / ideal 1.25x)"
     assert "each model alone in a fresh process" in md and "300.00 MiB before the model loaded" in md
     assert "3.00 GiB" not in md
     summary["bench"]["models"][0]["costs"]["gpu_peak_bytes"] = 2**30

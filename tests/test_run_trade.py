@@ -84,3 +84,73 @@ def test_the_recipe_check_refuses_a_reference_it_cannot_make(tiny_checkpoints, t
     assert "trade.yaml:11: reference: heal repairs the layers after a gap" in message
     assert "trade.yaml:7: trim_vocab.limit: must be at least 1, got 0" in message
     assert "trade.yaml:7: trim_vocab: min_count must be at least 1, got 0" in message  # the library check, as keys
+
+
+def test_teacher_reference_distils_the_pruned_model_from_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
+    """Teacher-corrected distillation: the reference is fine-tuned first (without a teacher) and is the
+    teacher of the pruned model's fine-tuning; a new reference makes the recovery run again."""
+    from mtprune.commands.run import execute
+    from mtprune.export import read_record
+    from mtprune.run import plan_stages
+
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, teacher: reference}"))
+    run_dir = tmp_path / "run"
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    rec = read_record(run_dir / "recover" / "01-finetune" / "model")["recovery"][-1]
+    ref = read_record(run_dir / "reference" / "01-finetune" / "model")["recovery"][-1]
+    assert rec["teacher"]["spec"] == str(run_dir / "reference" / "01-finetune" / "model")
+    assert ref["teacher"] is None and rec["data"] == ref["data"]
+    stamps = {stage: json.loads((run_dir / stage / "stamp.json").read_text())["finished"]
+              for stage in ("reference", "recover")}
+    assert stamps["reference"] <= stamps["recover"]
+    # another reference (its learning rate) -> the reference and the recovery are planned again
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.001", "learning_rate: 0.002"))
+    actions = {s.name: s.action for s in plan_stages(load_recipe(recipe), run_dir)}
+    assert actions["reference"] == actions["recover"] == "redo" and actions["prune"] == "skip"
+
+
+def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
+    """prune.model: reference: the reference is fine-tuned first, the search scores it in the format it
+    was trained in, and the pruned model is cut from it (its recovery record and prompt carried over)."""
+    from mtprune.commands.run import execute
+    from mtprune.export import read_record
+
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"], "prune: {model: reference}\n")
+    recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, teacher: reference}"))
+    run_dir = tmp_path / "run"
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    reference = run_dir / "reference" / "01-finetune" / "model"
+    plan = json.loads((run_dir / "search" / "plan.json").read_text())
+    assert plan["model"]["spec"] == str(reference)
+    pruned = read_record(run_dir / "prune" / "model")
+    assert pruned["source"]["path"] == str(reference) and len(pruned["removed"]) == 1
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    models = {m["name"]: m for m in summary["models"]}
+    assert models["pruned"]["prompt"] == models["reference"]["prompt"] == models["finetune"]["prompt"]
+    assert summary["verdict"]["final"] == "finetune" and summary["verdict"]["layers"] == [5, 6]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("reference: false", "which this recipe does not make: set 'reference: true'"),
+    ("TEACHER", "the whole vocabulary of"),
+    ("PRUNE", "trade.yaml:14: prune.model: unknown model to prune 'tuned'"),
+])
+def test_the_recipe_refuses_a_teacher_it_cannot_distil_from(extra, expected, tiny_checkpoints, tmp_path):
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    text = recipe.read_text()
+    if extra == "TEACHER":  # the untrimmed model teaching the trimmed student: other token ids
+        text = text.replace("max_length: 512}", f"max_length: 512, teacher: {tiny_checkpoints['llama']}}}")
+    elif extra == "PRUNE":
+        recipe.write_text(text + "prune: {model: tuned}\n")
+        with pytest.raises(ConfigError) as err:
+            load_recipe(recipe)
+        assert expected in str(err.value) and "base, reference" in str(err.value)
+        return
+    else:
+        text = text.replace("max_length: 512}", "max_length: 512, teacher: reference}").replace(
+            "reference: true", extra)
+    recipe.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    assert "trade.yaml:10: recover[0].finetune.teacher: " in str(err.value) and expected in str(err.value)

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
+REFERENCE_TEACHER = "reference"  # a finetune step's teacher: the fine-tuned reference (teacher-corrected distillation)
 # set by the recipe itself, not by a section's keys
 SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "shots_by",
                       "context", "context_target",
@@ -99,6 +100,12 @@ class Prune:
     layers: int | None = None  # apply only the plan's first N removals (default: all)
     drop: list[int] | None = None  # without a search: remove these original ids
     verify: bool = True
+    # what is searched and pruned: base (the recipe's model, its trimmed copy) or reference (the fine-tuned
+    # reference: a model that already translates in the trained format, pruned and then recovered)
+    model: str = "base"
+
+
+PRUNE_MODELS = ("base", "reference")
 
 
 @dataclass
@@ -111,6 +118,18 @@ class RecoverStep:
     @property
     def makes_model(self) -> bool:
         return self.method != "synthesize"
+
+    @property
+    def distils_reference(self) -> bool:
+        """Whether the fine-tuned reference is this step's teacher (teacher-corrected distillation)."""
+        return self.options.get("teacher") == REFERENCE_TEACHER
+
+    def on_reference(self) -> RecoverStep:
+        """The step as the reference stage runs it on the unpruned model: a step that distils from the
+        reference trains without a teacher there (the reference is what it is trained into)."""
+        if not self.distils_reference:
+            return self
+        return dataclasses.replace(self, options={k: v for k, v in self.options.items() if k != "teacher"})
 
 
 @dataclass
@@ -192,6 +211,16 @@ class Recipe:
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
     text: str = ""  # the recipe as run (the file, or with --set overrides applied): saved in the run folder
+
+    @property
+    def prunes_reference(self) -> bool:
+        """Whether the search scores, and pruning cuts, the fine-tuned reference (prune.model: reference)."""
+        return self.prune.model == "reference" and self.reference
+
+    @property
+    def distils_reference(self) -> bool:
+        """Whether a recovery step distils from the fine-tuned reference (teacher: reference)."""
+        return any(step.distils_reference for step in self.recover)
 
     def search_config(self, run_dir: Path, *, resume: bool = False, progress: bool = True,
                       model: str | None = None) -> SearchConfig:
@@ -486,6 +515,7 @@ def load_recipe(path: str | Path, *, allow_missing_files: bool = False,
     # trim_vocab: {} trims with the defaults; null (or no section) keeps the whole vocabulary
     recipe.trim_vocab = _trim_vocab(ck, top["trim_vocab"], recipe) if top.get("trim_vocab") is not None else None
     recipe.reference = _reference(ck, top.get("reference", False), recipe)
+    _teachers(ck, recipe)
     recipe.quantize = _quantize(ck, top["quantize"], recipe) if top.get("quantize") is not None else None
     _quantize_last(ck, recipe)
     _roles_needed(ck, recipe)
@@ -766,6 +796,8 @@ def _prune(ck: RecipeChecker, value: Any, recipe: Recipe) -> Prune:
             ck.error(path + ("drop",), "give a search (its plan says what to drop) or prune.drop, not both")
     elif recipe.search is None:
         ck.error(path, "nothing to prune: give a 'search' section, or the layers to remove as prune.drop")
+    if prune.model not in PRUNE_MODELS:
+        ck.error(path + ("model",), unknown_choice("model to prune", str(prune.model), PRUNE_MODELS))
     if prune.layers is not None and (prune.layers < 1 or prune.drop is not None):
         ck.error(path + ("layers",), "prune.layers applies the first N (>= 1) removals of the search's plan")
     return prune
@@ -807,7 +839,7 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
     if opts.get("teacher") in ("auto", "unpruned"):  # the source named in the pruned model's mtprune.json
         opts["teacher"] = "auto" if step.method == "finetune" else None
     for key in ("teacher", "shots_from"):
-        if isinstance(opts.get(key), str) and opts[key] != "auto":
+        if isinstance(opts.get(key), str) and opts[key] not in ("auto", REFERENCE_TEACHER):
             opts[key] = ck.local_path(opts[key])
     if step.method == "finetune" and isinstance(opts.get("train_layers"), str) and opts["train_layers"] != "gaps":
         _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
@@ -1009,6 +1041,55 @@ def _reference(ck: RecipeChecker, value: bool, recipe: Recipe) -> bool:
             ck.error(("reference",), f"{step.name} distils from the unpruned model (teacher: auto), which the "
                      "reference is: name the teacher model, or leave out 'reference'")
     return True
+
+
+def _teachers(ck: RecipeChecker, recipe: Recipe) -> None:
+    """Each step's teacher shares the student's vocabulary (logit distillation compares them token by
+    token), checked from the configs before anything runs; ``teacher: reference`` needs the reference."""
+    if recipe.prune.model == "reference" and not recipe.reference:
+        ck.error(("prune", "model"), "'reference' is the fine-tuned reference (the unpruned model with the "
+                 "recovery steps), which this recipe does not make: set 'reference: true'")
+    for i, step in enumerate(recipe.recover):
+        teacher, path = step.options.get("teacher"), ("recover", i, step.method, "teacher")
+        if teacher == REFERENCE_TEACHER:
+            if step.method != "finetune":
+                ck.error(path, "the fine-tuned reference teaches finetune steps only (heal: a model, or auto)")
+            elif not recipe.reference:
+                ck.error(path, "'reference' is the fine-tuned reference (the unpruned model with the same "
+                         "recovery, trained first), which this recipe does not make: set 'reference: true'")
+        elif teacher and teacher != "auto" and step.method == "finetune":  # synthesize: any tokenizer
+            problem = _teacher_vocabulary_problem(teacher, recipe)
+            if problem:
+                ck.error(path, f"{teacher}: {problem}; logit distillation needs the student's tokenizer: use "
+                         "teacher: reference (the fine-tuned reference) or auto (the unpruned model the student "
+                         "was pruned from), or distil at the sequence level (a synthesize step)")
+
+
+def _teacher_vocabulary_problem(teacher: str, recipe: Recipe) -> str | None:
+    """Why ``teacher`` cannot share the vocabulary of the recipe's pruned model, or None (also where
+    the configs cannot be read without loading: the finetune step checks the tokenizers then)."""
+    from .models import read_config, resolve_source
+
+    try:
+        sizes = [_vocab_size(read_config(resolve_source(spec))) for spec in (teacher, recipe.model)]
+    except MtpruneError:
+        return None
+    teacher_size, model_size = sizes
+    if teacher_size is None or model_size is None:
+        return None
+    if recipe.trim_vocab is not None and teacher_size == model_size:
+        return (f"its vocabulary has {teacher_size:,} tokens, the whole vocabulary of {recipe.model}, "
+                "while trim_vocab trims the student's")
+    if recipe.trim_vocab is None and teacher_size != model_size:
+        return f"its vocabulary has {teacher_size:,} tokens, the student's ({recipe.model}) {model_size:,}"
+    return None
+
+
+def _vocab_size(config: dict[str, Any] | None) -> int | None:
+    if not config:
+        return None
+    size = config.get("vocab_size", (config.get("text_config") or {}).get("vocab_size"))
+    return size if isinstance(size, int) else None
 
 
 def quantize_calibration(recipe: Recipe, quantize: Quantize | None = None) -> DataSpec | None:

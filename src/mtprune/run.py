@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .data import DataSpec
 from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, quantize_calibration, train_specs
-from .run_folder import INPUTS, RESULT, RUN_FILE, STAGE_READS, STAGES, STAMP
+from .run_folder import INPUTS, RESULT, RUN_FILE, STAGES, STAMP, stage_reads
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,12 @@ class RunContext:
     @property
     def base(self) -> str:
         return base_model(self.recipe, self.run_dir)
+
+    @property
+    def searched(self) -> str:
+        """The model the search scores and pruning cuts: the fine-tuned reference (prune.model:
+        reference), else the base model."""
+        return self.final("reference") if self.recipe.prunes_reference else self.base
 
     def final(self, stage: str) -> str | None:
         """The last model the recovery steps make in ``stage`` (recover or reference)."""
@@ -152,23 +158,20 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
             data_identity(spec) for spec in trim.specs(recipe.pairs)]}}
         models["trimmed"] = digest(inputs["trim_vocab"])
         common = {**common, "model": {"trimmed": models["trimmed"]}}  # what later stages start from
+    if recipe.recover and recipe.reference:
+        inputs["reference"] = _recovery_inputs(recipe, "reference", digest(common["model"]), common, models)
+    searched = {"reference": models["reference"]} if recipe.prunes_reference else common["model"]
     if recipe.search is not None:
-        inputs["search"] = {**common, "search": recipe.search,
+        inputs["search"] = {**common, "model": searched, "search": recipe.search,
                             "dev": [[p.name, p.weight, data_identity(p.dev)] for p in recipe.pairs],
                             **_comet_inputs(recipe, [recipe.search.get("metric")])}
-    inputs["prune"] = {"model": common["model"], "device": recipe.device, "prune": dataclasses.asdict(recipe.prune),
+    inputs["prune"] = {"model": searched, "device": recipe.device, "prune": dataclasses.asdict(recipe.prune),
                        "search": digest(inputs["search"]) if "search" in inputs else None}
+    if recipe.prune.model == "base":  # the inputs of runs made before prune.model stay the same
+        del inputs["prune"]["prune"]["model"]
     models["pruned"] = digest(inputs["prune"])
-    for stage, start in (("recover", models["pruned"]), ("reference", digest(common["model"]))):
-        if not recipe.recover or (stage == "reference" and not recipe.reference):
-            continue
-        steps, upstream = [], start
-        for step in recipe.recover:
-            upstream = digest(step_inputs(recipe, step, upstream, common))
-            steps.append(upstream)
-            if step.makes_model:
-                models[step.name if stage == "recover" else "reference"] = upstream
-        inputs[stage] = {"steps": steps}
+    if recipe.recover:
+        inputs["recover"] = _recovery_inputs(recipe, "recover", models["pruned"], common, models)
     if recipe.quantize is not None:
         inputs["quantize"] = {"quantize": dataclasses.asdict(recipe.quantize), "device": recipe.device,
                               "translation": common["translation"],
@@ -189,6 +192,22 @@ def stage_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
                            "models": [models[name] for name in bench_models(recipe)]}
     inputs["report"] = {name: digest(value) for name, value in inputs.items()}
     return inputs
+
+
+def _recovery_inputs(recipe: Recipe, stage: str, start: str, common: dict[str, Any],
+                     models: dict[str, Any]) -> dict[str, Any]:
+    """The digests of the recovery steps of ``stage`` (recover or reference), each chained on the one
+    before; the models they make are added to ``models``."""
+    steps, upstream = [], start
+    for step in recipe.recover:
+        if stage == "reference":
+            step = step.on_reference()
+        teacher = models["reference"] if step.distils_reference else None
+        upstream = digest(step_inputs(recipe, step, upstream, common, teacher))
+        steps.append(upstream)
+        if step.makes_model:
+            models[step.name if stage == "recover" else "reference"] = upstream
+    return {"steps": steps}
 
 
 def _comet_inputs(recipe: Recipe, metrics: list) -> dict[str, Any]:
@@ -228,12 +247,15 @@ def bench_models(recipe: Recipe) -> list[str]:
     return [name for name in model_names(recipe) if name in wanted]
 
 
-def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[str, Any]) -> dict[str, Any]:
+def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[str, Any],
+                teacher: str | None = None) -> dict[str, Any]:
+    """What a recovery step's result depends on; ``teacher``: the digest of the reference it distils from."""
     data = [d if isinstance(d, str) else data_identity(d) for d in step.data]
     if TRAIN in step.data:
         data.append([data_identity(p.train) for p in recipe.pairs])
-    return {**common, "backend": dataclasses.asdict(recipe.backend), "method": step.method, "name": step.name,
-            "options": step.options, "data": data, "upstream": upstream}
+    inputs = {**common, "backend": dataclasses.asdict(recipe.backend), "method": step.method, "name": step.name,
+              "options": step.options, "data": data, "upstream": upstream}
+    return {**inputs, "teacher": teacher} if teacher else inputs
 
 
 # ----------------------------------------------------------------------------------------
@@ -339,7 +361,7 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, 
     ran: set[str] = set()
     for stage in plan_stages(recipe, run_dir, start_from):
         ctx.stages[stage.name] = stage
-        upstream = sorted(ran & set(_reads(stage.name)))
+        upstream = sorted(ran & set(_reads(stage.name, recipe)))
         if stage.action == "skip" and upstream:  # its inputs were made again: so is it
             stage.action, stage.reason = "redo", f"after {', '.join(upstream)} ran again"
         if stage.action == "skip":
@@ -351,17 +373,17 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, 
     return read_json(run_dir / "report" / RESULT) or {}
 
 
-def _reads(stage: str) -> tuple[str, ...]:
+def _reads(stage: str, recipe: Recipe) -> tuple[str, ...]:
     """The stages whose outputs ``stage`` reads, directly or through others."""
-    direct = STAGE_READS.get(stage, ())
-    return tuple(dict.fromkeys(d for name in direct for d in (*_reads(name), name)))
+    direct = stage_reads(recipe.prunes_reference, recipe.distils_reference).get(stage, ())
+    return tuple(dict.fromkeys(d for name in direct for d in (*_reads(name, recipe), name)))
 
 
 def _invalidate_dependents(ctx: RunContext, stage: str) -> None:
     """Before ``stage`` runs: the stamps of the stages that read its outputs go, so that a run
     interrupted from here on redoes them (their digests chain on inputs, not on outputs), and
     recovery steps start afresh (no finetune resumes from checkpoints of an older model)."""
-    for later in (name for name in STAGES if stage in _reads(name)):
+    for later in (name for name in STAGES if stage in _reads(name, ctx.recipe)):
         (ctx.dir(later) / STAMP).unlink(missing_ok=True)
         if later in ("recover", "reference"):
             for step_dir in ctx.dir(later).glob("[0-9][0-9]-*"):
@@ -443,7 +465,7 @@ def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]
     from .search import run_search
 
     resume = (folder / "trace.jsonl").is_file()
-    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress, model=ctx.base)
+    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress, model=ctx.searched)
     plan = run_search(dataclasses.replace(cfg, restart_if_changed=True))
     return {"plan": str(folder / "plan.json"), "removed": plan["removed"], "kept": plan["kept"],
             "metric": plan["metric"], "baseline": plan["baseline"], "stop_reason": plan["stop_reason"],
@@ -458,7 +480,7 @@ def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     from .plan import load_plan
 
     recipe, drop = ctx.recipe, ctx.recipe.prune.drop
-    loaded = load_model(ctx.base, dtype="source", device=recipe.device)
+    loaded = load_model(ctx.searched, dtype="source", device=recipe.device)
     if drop is None:
         path = ctx.dir("search") / "plan.json"
         result = export_plan(loaded, load_plan(path), ctx.pruned, path=str(path), layers=recipe.prune.layers,
@@ -488,6 +510,8 @@ def _recovery(ctx: RunContext, stage: Stage, student: str) -> dict[str, Any]:
     """The recipe's recovery steps in order from ``student``, each in RUN_DIR/STAGE/NN-NAME."""
     synthesized, results = [], []
     for i, (step, step_digest) in enumerate(zip(ctx.recipe.recover, stage.inputs["steps"]), 1):
+        if stage.name == "reference":
+            step = step.on_reference()
         result = _recover_step(ctx, i, step, step_digest, student, synthesized, stage.name)
         results.append({"step": step.name, "method": step.method, **result})
         if step.makes_model:
@@ -570,6 +594,8 @@ def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: st
     from .recover.trainer import run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
+    if step.distils_reference:  # teacher-corrected: the reference stage ran first
+        options["teacher"] = ctx.final("reference")
     out = folder / "model"
     checkpoints = folder / f"{out.name}.checkpoints"
     resume = any(checkpoints.glob("checkpoint-*"))

@@ -188,10 +188,21 @@ def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
     """RUN_DIR/report/: summary.json, report.md, report.html and the plots; returns the summary."""
     out = Path(run_dir) / "report"
     summary = run_summary(Path(run_dir))
+    verdict = summary_verdict(summary)
+    summary["verdict"] = verdict.to_dict() if verdict else None
     report = write_run_report(summary, out)
     summary["report"] = {"markdown": str(report.markdown_path), "html": str(report.html_path)}
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def summary_verdict(summary: dict[str, Any]):
+    """``verdict.recovery_verdict`` of the summary, with each model's batch-1 latency from the bench."""
+    from .verdict import recovery_verdict
+
+    latency = {name: ((row.get("bench_entry") or {}).get("costs") or {}).get("b1_latency_median_s")
+               for name, row in bench_rows(summary).items()}
+    return recovery_verdict(summary, {k: v for k, v in latency.items() if v is not None})
 
 
 # ----------------------------------------------------------------------------------------
@@ -201,6 +212,9 @@ def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
 def build_sections(summary: dict[str, Any], plots: Sequence[str]) -> list[Section]:
     check_summary(summary)
     sections = [_models_section(summary, plots)]
+    verdict = summary_verdict(summary)
+    if verdict:
+        sections.append(_verdict_section(verdict))
     if any(m.get("failures") for m in summary["models"]):
         sections.append(_failures_section(summary["models"]))
     if summary.get("plan"):
@@ -276,11 +290,13 @@ def _memory_cell(costs: dict[str, Any]) -> str:
 
 
 def _latency_cell(costs: dict[str, Any]) -> str:
-    """'0.412 s (1.21x / ideal 1.25x)': median seconds per segment at batch 1, and the batch-1
-    tokens/s speed-up over the first model with its ideal."""
+    """'0.412 s, 31.2 tokens/s (1.21x / ideal 1.25x)': median seconds per segment at batch 1, the
+    generated tokens/s at batch 1, and its speed-up over the first model with its ideal."""
     if costs.get("b1_latency_median_s") is None:
         return MISSING
     text = f"{costs['b1_latency_median_s']:.3f} s"
+    if costs.get("b1_tokens_per_s") is not None:
+        text += f", {costs['b1_tokens_per_s']:.1f} tokens/s"
     if costs.get("b1_speedup") is not None and costs.get("ideal_b1_speedup") is not None:
         text += f" ({costs['b1_speedup']:.2f}x / ideal {costs['ideal_b1_speedup']:.2f}x)"
     return text
@@ -296,8 +312,9 @@ def _costs_text(speed: dict[str, dict[str, Any]]) -> str:
     return (f"peak memory (alone) and batch-1 latency: each model alone in a fresh process, one after the other, as "
             f"WMT26 measures a deliverable; peak memory = the process's peak RSS with Python and torch "
             f"({_bytes(costs['runtime_rss_bytes'])} before the model loaded){gpu}; "
-            f"batch-1 latency = median seconds per segment over the first {costs['latency_segments']} segments, in "
-            "brackets the batch-1 tokens/s speed-up over the first model (separate processes: drift not cancelled) "
+            f"batch-1 latency = median seconds per segment over the first {costs['latency_segments']} segments, then "
+            "the tokens/s generated at batch 1 (decoding one segment: where fewer layers is nearly proportionally "
+            "faster), in brackets the batch-1 tokens/s speed-up over the first model (separate processes: drift not cancelled) "
             "and its ideal from FLOPs. Size on disk: every file under the model folder.")
 
 
@@ -384,6 +401,16 @@ def _search_section(plan: dict[str, Any], plots: Sequence[str]) -> Section:
         metric = plan.get("metric") or "score"
         section.tables.append(Table(["round", "removed", f"dev {metric} after removal", "layers"], rows, "rrrr"))
     return section
+
+
+def _verdict_section(verdict) -> Section:
+    from .verdict import MAX_LOOPS, MIN_SHARE, verdict_lines
+
+    lines = verdict_lines(verdict)
+    return Section("Does pruning pay?", paragraphs=[
+        f"Targets: at least {MIN_SHARE:.0%} of the fair reference's score (the unpruned model with the same "
+        f"recovery), at most {MAX_LOOPS} repetition loops, and a batch-1 latency below the reference's.",
+        lines[0]], bullets=[line.strip() for line in lines[1:]])
 
 
 def _stages_section(stages: list[dict[str, Any]]) -> Section:

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-trim", action="store_true", help="keep the whole vocabulary (no trimmed model)")
     p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
-    p.add_argument("--force", action="store_true", help="redo every stage (= --from search)")
+    p.add_argument("--force", action="store_true", help="redo the search and every later stage (= --from search)")
     p.add_argument("--dry-run", action="store_true", help="check the recipe and show what each stage would do")
     add_set_argument(p)
     p.set_defaults(func=run)
@@ -63,7 +63,7 @@ def quickstart_overrides(args: argparse.Namespace) -> list[str]:
     overrides = [f"{key}={json.dumps(getattr(args, name))}" for name, key in keys.items()
                  if getattr(args, name) is not None and not (args.recover == "none" and name == "steps")]
     if args.recover == "none":
-        overrides += ["recover=[]", "reference=false"]
+        overrides += ["recover=[]", "reference=false", "prune.model=base"]  # prune the trimmed model itself
     if args.no_trim:
         overrides.append("trim_vocab=null")
     return overrides + list(args.overrides)

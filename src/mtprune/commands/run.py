@@ -21,8 +21,8 @@ a stage whose inputs changed is redone with everything after it. --from STAGE re
 every later one. Layer ids are ORIGINAL 0-based ids."""
 
 EPILOG = """\
-stages: trim_vocab, search, prune, recover, reference, evaluate, bench, report (a stage without its
-  section is left out: trim_vocab, search, recover steps, reference: true, bench)
+stages: trim_vocab, search, prune, reference, recover, quantize, evaluate, bench, report (a stage without
+  its section is left out: trim_vocab, search, reference: true, recover steps, quantize, bench)
 
 recipe keys (examples/*.yaml show them all):
   model: MODEL                 packaged name, checkpoint folder (relative to the recipe), .gguf or hub id
@@ -46,11 +46,18 @@ recipe keys (examples/*.yaml show them all):
   recover:                     a list of steps, each one of
                                  - heal: {epochs, steps, lr, loss, layers_per_gap, data, teacher, ...}
                                  - synthesize: {teacher (default: the unpruned model), data, chunk_size, ...}
-                                 - finetune: {learning_rate, max_steps, epochs, batch_size, teacher: auto, kd_weight,
-                                              lora, train_layers, data: [train | synthesized | SPEC], ...}
+                                 - finetune: {learning_rate, max_steps, epochs, batch_size, kd_weight, lora,
+                                              teacher: reference (the fine-tuned reference, trained first) |
+                                                       auto (the unpruned model) | MODEL,
+                                              train_layers, data: [train | synthesized | SPEC], ...}
                                (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
                                train data, for finetune after a synthesize step to the synthesized pairs)
   reference: true              the recovery steps applied to the unpruned (trimmed) model too: the fair reference
+                               (a step's teacher: reference is left out there); the run ends with the verdict
+                               recover-pays: >= 97% of its score, <= 2 loops, batch-1 latency below it
+  quantize:                    {scheme: w8a8-int8 | w8a16 | w4a16 | fp8-dynamic, method: gptq | rtn, limit
+                               (calibration segments of the first pair's train part), group_size, include_head,
+                               reference (quantize the reference too), damp, max_length, verify}: the last step
   evaluate:                    metrics: [chrf++, bleu, chrf, ter, comet, comet-qe] (every model: unpruned, trimmed,
                                pruned, each recovered one, reference)
   comet:                       {model, qe_model, batch_size, device}: the COMET checkpoints of the metrics comet
@@ -147,6 +154,11 @@ def _format_scores(summary: dict) -> str:
         lines.append(f"seg/s: segments per second as each model translates the first pair's test segments (its own "
                      f"prompt and outputs), batch {first['batch_size']}, median of {first.get('runs', '?')} "
                      "interleaved rounds; speed-up over the first model (median of the per-round ratios)")
+    verdict = summary.get("verdict")
+    if verdict:
+        from ..verdict import verdict_lines, verdict_from_dict
+
+        lines += verdict_lines(verdict_from_dict(verdict))
     return "\n".join(lines)
 
 

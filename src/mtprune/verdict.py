@@ -1,0 +1,134 @@
+"""Does pruning pay?  The pruned + recovered model against the fair reference, in one verdict.
+
+The fair reference is the unpruned (trimmed) model with the same recovery (``reference: true``):
+what the recovery alone gives.  Pruning pays where the pruned + recovered model keeps nearly all of
+the reference's quality, loops no more than it, and answers one segment faster (batch-1 latency:
+where fewer layers is nearly proportionally faster, and what WMT26 scores).  Each target is checked
+per language pair on the first metric; the verdict also says plainly where the compressed model is
+below the unpruned model as it is used (its own prompt, e.g. few-shot).
+
+Pure functions on the run summary (``run_report.run_summary``): no model, no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MIN_SHARE = 0.97  # of the reference's score
+MAX_LOOPS = 2  # repetition loops on the test segments
+NAME = "recover-pays"
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    pair: str
+    metric: str
+    final: float
+    reference: float
+    unpruned: float | None
+    share: float  # final / reference
+    loops: int | None
+    reference_loops: int | None
+    segments: int | None
+
+    @property
+    def quality_ok(self) -> bool:
+        return self.share >= MIN_SHARE
+
+    @property
+    def loops_ok(self) -> bool:
+        return self.loops is not None and self.loops <= MAX_LOOPS
+
+    @property
+    def below_unpruned(self) -> bool:
+        return self.unpruned is not None and self.final < self.unpruned
+
+
+@dataclass(frozen=True)
+class Verdict:
+    final: str  # the pruned + recovered model's name
+    layers: tuple[int, int]  # (final's, reference's)
+    pairs: list[PairVerdict]
+    latency: tuple[float, float] | None  # batch-1 seconds per segment (final, reference), where measured
+
+    @property
+    def latency_ok(self) -> bool | None:
+        return None if self.latency is None else self.latency[0] < self.latency[1]
+
+    @property
+    def passed(self) -> bool:
+        return all(p.quality_ok and p.loops_ok for p in self.pairs) and self.latency_ok is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": NAME, "final": self.final, "layers": list(self.layers), "passed": self.passed,
+                "targets": {"min_share": MIN_SHARE, "max_loops": MAX_LOOPS, "latency": "below the reference's"},
+                "latency_s": list(self.latency) if self.latency else None, "latency_ok": self.latency_ok,
+                "pairs": [{**asdict(p), "quality_ok": p.quality_ok, "loops_ok": p.loops_ok,
+                           "below_unpruned": p.below_unpruned} for p in self.pairs]}
+
+
+def final_recovered(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last model the recovery made (the one with a training time), None without recovery."""
+    trained = [m for m in models if m.get("train_seconds") is not None and m["name"] != "reference"]
+    return trained[-1] if trained else None
+
+
+def recovery_verdict(summary: dict[str, Any], latency: dict[str, float] | None = None) -> Verdict | None:
+    """The verdict of a run with a recovered model and a reference (None otherwise).
+
+    ``latency``: batch-1 seconds per segment by model name (the bench's per-model costs)."""
+    models = {m["name"]: m for m in summary["models"]}
+    final, reference = final_recovered(summary["models"]), models.get("reference")
+    metrics = list(summary.get("metrics") or [])
+    if final is None or reference is None or not metrics:
+        return None
+    metric, unpruned = metrics[0], summary["models"][0]
+    pairs = []
+    for pair in summary["test_data"]:
+        f, r = _score(final, pair, metric), _score(reference, pair, metric)
+        if f is None or not r:
+            continue
+        pairs.append(PairVerdict(pair=pair, metric=metric, final=f, reference=r, unpruned=_score(unpruned, pair, metric),
+                                 share=f / r, loops=_loops(final, pair), reference_loops=_loops(reference, pair),
+                                 segments=(final.get("failures") or {}).get(pair, {}).get("n")))
+    if not pairs:
+        return None
+    times = latency or {}
+    both = (times.get(final["name"]), times.get("reference"))
+    return Verdict(final=final["name"], layers=(final["layers"], reference["layers"]), pairs=pairs,
+                   latency=both if None not in both else None)
+
+
+def _score(model: dict[str, Any], pair: str, metric: str) -> float | None:
+    return ((model.get("scores") or {}).get(pair) or {}).get(metric, {}).get("value")
+
+
+def _loops(model: dict[str, Any], pair: str) -> int | None:
+    return ((model.get("failures") or {}).get(pair) or {}).get("repetitions")
+
+
+def verdict_lines(v: Verdict) -> list[str]:
+    """The verdict in plain words, one line per pair, then latency and the overall result."""
+    mark = {True: "PASS", False: "MISS", None: "not measured"}
+    lines = [f"{NAME}: {v.final} ({v.layers[0]} of {v.layers[1]} layers) against the reference (the unpruned model "
+             f"with the same recovery): {mark[v.passed]}"]
+    for p in v.pairs:
+        loops = "-" if p.loops is None else f"{p.loops}/{p.segments}"
+        ref_loops = "-" if p.reference_loops is None else f"{p.reference_loops}/{p.segments}"
+        line = (f"  {p.pair}: {p.metric} {p.final:.2f} = {p.share:.1%} of {p.reference:.2f} (>= {MIN_SHARE:.0%}: "
+                f"{mark[p.quality_ok]}); loops {loops}, the reference {ref_loops} (<= {MAX_LOOPS}: {mark[p.loops_ok]})")
+        if p.below_unpruned:
+            line += f"; BELOW the unpruned model as used ({p.unpruned:.2f})"
+        lines.append(line)
+    if v.latency is not None:
+        lines.append(f"  batch-1 latency {v.latency[0]:.3f} s per segment, the reference {v.latency[1]:.3f} s "
+                     f"(below: {mark[v.latency_ok]})")
+    return lines
+
+
+def verdict_from_dict(data: dict[str, Any]) -> Verdict:
+    """The Verdict that ``Verdict.to_dict`` wrote (summary.json)."""
+    fields = PairVerdict.__dataclass_fields__
+    return Verdict(final=data["final"], layers=tuple(data["layers"]),
+                   pairs=[PairVerdict(**{k: v for k, v in p.items() if k in fields}) for p in data["pairs"]],
+                   latency=tuple(data["latency_s"]) if data.get("latency_s") else None)

@@ -1,0 +1,42 @@
+"""The recover-pays verdict: the pruned + recovered model against the fair reference (pure functions)."""
+from __future__ import annotations
+
+from mtprune.verdict import recovery_verdict, verdict_from_dict, verdict_lines
+
+
+def model(name, layers, chrf, loops, train_seconds=None):
+    return {"name": name, "layers": layers, "parameters": 1, "train_seconds": train_seconds,
+            "scores": {"en-de": {"chrf++": {"value": chrf}}},
+            "failures": {"en-de": {"n": 48, "repetitions": loops}}}
+
+
+def summary(final_chrf, final_loops, unpruned_chrf=30.0):
+    return {"metrics": ["chrf++"], "test_data": {"en-de": {}},
+            "models": [model("unpruned", 18, unpruned_chrf, 3), model("pruned", 16, 20.0, 8),
+                       model("finetune", 16, final_chrf, final_loops, train_seconds=60.0),
+                       model("reference", 18, 36.0, 2), model("quantized", 16, final_chrf - 0.3, 3)]}
+
+
+def test_a_recovered_model_near_the_reference_without_loops_passes():
+    v = recovery_verdict(summary(35.5, 1), {"finetune": 1.0, "reference": 1.2})
+    assert v.final == "finetune" and v.layers == (16, 18) and v.passed
+    (p,) = v.pairs
+    assert round(p.share, 4) == round(35.5 / 36.0, 4) and p.loops_ok and not p.below_unpruned
+    assert verdict_from_dict(v.to_dict()) == v
+    assert "PASS" in verdict_lines(v)[0]
+
+
+def test_each_missed_target_is_named():
+    v = recovery_verdict(summary(29.0, 9, unpruned_chrf=30.0), {"finetune": 1.3, "reference": 1.2})
+    assert not v.passed and v.latency_ok is False
+    text = "\n".join(verdict_lines(v))
+    assert "80.6% of 36.00 (>= 97%: MISS)" in text and "loops 9/48, the reference 2/48 (<= 2: MISS)" in text
+    assert "BELOW the unpruned model as used (30.00)" in text and "(below: MISS)" in text
+
+
+def test_latency_not_measured_does_not_fail_and_no_reference_means_no_verdict():
+    v = recovery_verdict(summary(35.5, 0))
+    assert v.latency is None and v.latency_ok is None and v.passed
+    s = summary(35.5, 0)
+    s["models"] = [m for m in s["models"] if m["name"] != "reference"]
+    assert recovery_verdict(s) is None
