@@ -13,6 +13,10 @@ On the packaged gemma-3-270m with its vocabulary trimmed to the data (as the qui
   pruned + KD from reference  the same from the fine-tuned reference (teacher-corrected)
   pruned + both from ref.     the reference's translations as targets (sequence-level) + its logits
   pruned + heal -> KD ref.    local healing of the gaps first, then KD from the reference
+  pruned ref.                 the search run on the fine-tuned reference (zero-shot, as it translates) and
+                              its choice removed from the reference (the quickstart: prune.model: reference)
+  pruned ref. + SFT           that model fine-tuned again
+  pruned ref. + KD from ref.  that model distilled from the reference it was cut from (the quickstart's)
 
 Every trained row takes --steps optimizer steps of --batch-size examples (the reference too), in the
 zero-shot prompt the quickstart trains with. Each row: test chrF++, % of the unpruned model as used,
@@ -74,14 +78,20 @@ class Bench:
             run("trim-vocab", MODEL, *self.data, "--part", "train", "-o", out, "--force")
         return out
 
-    def removed(self, trimmed: Path) -> list[int]:
-        if self.args.drop:
-            return [int(i) for i in self.args.drop.split(",")]
-        plan = self.work / f"search-{self.args.remove}" / "plan.json"
+    def removed(self, model: Path, name: str, drop: str | None = None) -> list[int]:
+        """The layers the exact search removes from ``model`` (its own prompt format), or ``drop``."""
+        if drop:
+            return [int(i) for i in drop.split(",")]
+        plan = self.work / f"search-{name}-{self.args.remove}" / "plan.json"
         if not plan.exists():
-            run("search", trimmed, *self.data, "--part", "dev", "--limit", self.args.dev, "--remove",
-                self.args.remove, "--dtype", "float32", "-o", plan.parent)
+            run("search", model, *self.data, "--part", "dev", "--limit", self.args.dev, "--remove",
+                self.args.remove, "--dtype", self.args.train_dtype, "-o", plan.parent)
         return json.loads(plan.read_text())["removed"]
+
+    def prune(self, model: Path, drop: list[int], out: Path) -> Path:
+        if not (out / "mtprune.json").exists():
+            run("prune", model, "--drop", ",".join(map(str, drop)), "-o", out, "--force")
+        return out
 
     def finetune(self, student, out: Path, *extra, data=None) -> Path:
         """``finetune`` with the benchmark's settings (dev loss on the data's dev part)."""
@@ -108,10 +118,10 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="delete --work first")
     p.add_argument("--domain", choices=("sample", "software"), default="sample",
                    help="sample: the bundled Bible verses (en-de); software: Django's German UI strings")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--drop", help="layers to remove (original ids), instead of a search")
+    p.add_argument("--drop", help="layers to remove from the base model (original ids), instead of its search")
+    p.add_argument("--drop-reference", help="layers to remove from the reference, instead of its search")
     p.add_argument("--remove", type=int, default=2, help="layers the search removes (default: 2)")
-    p.add_argument("--dev", type=int, default=16, help="dev segments for the search (default: 16)")
+    p.add_argument("--dev", type=int, default=16, help="dev segments for each search (default: 16)")
     p.add_argument("--test", type=int, default=48, help="held-out test segments for chrF++ (default: 48)")
     p.add_argument("--steps", type=int, default=32, help="optimizer steps of each training run (default: 32)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -123,7 +133,7 @@ def main() -> None:
     p.add_argument("--prompt", default="zeroshot", help="finetune --prompt (default: zeroshot, the quickstart's)")
     p.add_argument("--train-dtype", default="auto", help="finetune --dtype (default: auto)")
     args = p.parse_args()
-    args.work = args.work or f"runs/bench-recovery/{args.domain}-r{args.drop or args.remove}-s{args.steps}"
+    args.work = args.work or f"runs/bench-recovery/{args.domain}-r{args.remove}-s{args.steps}"
 
     bench = Bench(args)
     work = bench.work
@@ -131,13 +141,13 @@ def main() -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     trimmed = bench.trimmed()
-    drop = bench.removed(trimmed)
-    pruned = work / "pruned"
-    if not (pruned / "mtprune.json").exists():
-        run("prune", trimmed, "--drop", ",".join(map(str, drop)), "-o", pruned, "--force")
+    drop = bench.removed(trimmed, "base", args.drop)
+    pruned = bench.prune(trimmed, drop, work / "pruned")
     n_layers = json.loads((pruned / "mtprune.json").read_text())["original_num_layers"]
 
     reference = bench.finetune(trimmed, work / "reference")
+    drop_ref = bench.removed(reference, "reference", args.drop_reference)
+    pruned_ref = bench.prune(reference, drop_ref, work / "pruned-reference")
     healed = work / "healed"
     if not (healed / "mtprune.json").exists():
         run("heal", pruned, *bench.data, "--part", "train", "-o", healed, "--force")
@@ -151,13 +161,17 @@ def main() -> None:
         "pruned + both from ref.": bench.finetune(pruned, work / "pruned-both-ref", *teacher,
                                                   data=["--data", synth, "--src", "en", "--tgt", "de"]),
         "pruned + heal -> KD ref.": bench.finetune(healed, work / "healed-kd-ref", *teacher),
+        "pruned ref.": pruned_ref,
+        "pruned ref. + SFT": bench.finetune(pruned_ref, work / "pruned-reference-sft"),
+        "pruned ref. + KD from ref.": bench.finetune(pruned_ref, work / "pruned-reference-kd-ref", *teacher),
     }
     rows = {"unpruned (as used)": bench.evaluate(MODEL, "unpruned"), "pruned": bench.evaluate(pruned, "pruned")}
     minutes = {}
     for name, folder in trained.items():
         rows[name] = bench.evaluate(folder, folder.name)
-        minutes[name] = training_minutes(folder)
-    print_table(rows, minutes, drop, n_layers, args)
+        if name != "pruned ref.":
+            minutes[name] = training_minutes(folder)
+    print_table(rows, minutes, {"base": drop, "reference": drop_ref}, n_layers, args)
 
 
 def training_minutes(model: Path) -> float:
@@ -165,19 +179,22 @@ def training_minutes(model: Path) -> float:
     return sum(entry.get("seconds", 0.0) for entry in record.get("recovery", [])) / 60
 
 
-def print_table(rows: dict[str, dict], minutes: dict[str, float], drop: list[int], n_layers: int, args) -> None:
+def print_table(rows: dict[str, dict], minutes: dict[str, float], drops: dict[str, list[int]], n_layers: int,
+                args) -> None:
     base, fair = rows["unpruned (as used)"]["chrf"], rows["reference: unpruned + SFT"]["chrf"]
-    print(f"\n{args.domain}: {args.test} test segments, {len(drop)} of {n_layers} layers removed {drop}, "
-          f"{args.steps} steps x {args.batch_size} per trained row, lr {args.lr}, prompt {args.prompt}")
+    drop = drops["base"]
+    print(f"\n{args.domain}: {args.test} test segments, {len(drop)} of {n_layers} layers removed (from the base "
+          f"model: {drop}; from the reference: {drops['reference']}), {args.steps} steps x {args.batch_size} per "
+          f"trained row, lr {args.lr}, prompt {args.prompt}, train dtype {args.train_dtype}")
     print(f"{'model':<28} {'chrF++':>7} {'% as used':>10} {'% fair ref':>11} {'loops':>6} {'train min':>10}")
     for name, r in rows.items():
         m = f"{minutes[name]:10.1f}" if name in minutes else f"{'-':>10}"
         print(f"{name:<28} {r['chrf']:7.2f} {100 * r['chrf'] / base:9.1f}% {100 * r['chrf'] / fair:10.1f}% "
               f"{r['loops']:>3}/{r['n']:<2} {m}")
-    recovered = {k: v["chrf"] for k, v in rows.items() if k.startswith("pruned +")}
+    recovered = {k: v["chrf"] for k, v in rows.items() if k.startswith(("pruned +", "pruned ref. +"))}
     best = max(recovered, key=recovered.get)
     print(f"kept: {100 * recovered[best] / fair:.1f}% of the fair reference's chrF++ ({len(drop)} of {n_layers} layers "
-          f"removed, best: {best.removeprefix('pruned + ')}); {recovered[best] - base:+.2f} chrF++ against the "
+          f"removed, best: {best}, {rows[best]['loops']} loops); {recovered[best] - base:+.2f} chrF++ against the "
           "unpruned model as used")
 
 
