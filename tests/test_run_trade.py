@@ -125,6 +125,8 @@ def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny
     assert plan["model"]["spec"] == str(reference)
     pruned = read_record(run_dir / "prune" / "model")
     assert pruned["source"]["path"] == str(reference) and len(pruned["removed"]) == 1
+    assert pruned["recovery"] == read_record(reference)["recovery"]  # it translates in the trained format
+    assert read_record(run_dir / "recover" / "01-finetune" / "model")["recovery"][:-1] == pruned["recovery"]
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     models = {m["name"]: m for m in summary["models"]}
     assert models["pruned"]["prompt"] == models["reference"]["prompt"] == models["finetune"]["prompt"]

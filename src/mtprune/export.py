@@ -99,6 +99,8 @@ class PruneRecord:
     verification: dict[str, Any] | None = None
     layer_ids: str = "original 0-based ids of the unpruned model"
     vocabulary: list[dict[str, Any]] | None = None  # the source's vocabulary trims (mtprune trim-vocab), if any
+    # the source's recovery entries, if it was fine-tuned (a pruned fine-tuned model keeps its trained prompt)
+    recovery: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,12 +222,13 @@ class ExportResult:
     record: PruneRecord
 
 
-def _source_vocabulary(loaded) -> list[dict[str, Any]] | None:
-    """The vocabulary trims recorded in the source's mtprune.json: a pruned model keeps saying
-    which tokens it has (and the old-to-new id map) when its source was trimmed."""
+def _source_history(loaded, key: str) -> list[dict[str, Any]] | None:
+    """``key`` of the source's mtprune.json: a pruned model keeps saying which tokens it has (the
+    vocabulary trims, with the old-to-new id map) and how it was fine-tuned (the recovery entries,
+    with the prompt format it translates in) when its source was trimmed or fine-tuned."""
     folder = Path(loaded.checkpoint) if getattr(loaded, "checkpoint", None) else None
     record = read_record(folder) if folder is not None and folder.is_dir() else None
-    return (record or {}).get("vocabulary")
+    return (record or {}).get(key)
 
 
 def export_pruned(
@@ -263,7 +266,8 @@ def export_pruned(
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         versions=software_versions(),
         plan=plan_summary,
-        vocabulary=_source_vocabulary(loaded),
+        vocabulary=_source_history(loaded, "vocabulary"),
+        recovery=_source_history(loaded, "recovery"),
     )
 
     def finish(folder: Path, verification: dict[str, Any] | None) -> None:

@@ -296,6 +296,7 @@ def _action(folder: Path, current: str, inputs: dict[str, Any], forced: bool) ->
 def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
     pairs = ", ".join(p.name for p in recipe.pairs)
     base = base_model(recipe, run_dir)
+    searched = "the fine-tuned reference" if recipe.prunes_reference else base
     if name == "trim_vocab":
         t = recipe.trim_vocab
         data = ", ".join(d if isinstance(d, str) else d.spec for d in t.data)
@@ -310,11 +311,11 @@ def describe_stage(recipe: Recipe, name: str, run_dir: Path) -> str:
         stop = ", ".join(f"{k} {s[k]}" for k in ("remove", "target_layers", "target_params", "min_quality",
                                                   "depth_for") if s.get(k) is not None)
         mode = f"fast (shortlist {s.get('shortlist', 4)})" if s.get("fast") else "exact"
-        return (f"{s.get('criterion', 'chrf')} search, {mode}, on the dev data of {pairs} "
+        return (f"{s.get('criterion', 'chrf')} search of {searched}, {mode}, on the dev data of {pairs} "
                 f"(combine {s.get('combine', 'mean')}); stop: {stop}")
     if name == "prune":
         what = f"drop {recipe.prune.drop}" if recipe.prune.drop is not None else "apply the search's plan"
-        return f"{what} to {base} -> {run_dir / 'prune' / 'model'}"
+        return f"{what} to {searched} -> {run_dir / 'prune' / 'model'}"
     if name == "recover":
         return "; ".join(f"{i}. {s.name} on {', '.join(d if isinstance(d, str) else d.spec for d in s.data)}"
                          + (f" ({', '.join(f'{k}={v}' for k, v in s.options.items())})" if s.options else "")

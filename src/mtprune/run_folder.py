@@ -13,7 +13,7 @@ STAGE_READS = {"search": ("trim_vocab",), "prune": ("trim_vocab", "search"), "re
                "reference": ("trim_vocab",), "quantize": ("prune", "recover", "reference"),
                "evaluate": ("trim_vocab", "prune", "recover", "reference", "quantize"),
                "bench": ("trim_vocab", "prune", "recover", "reference", "quantize"),
-               "report": ("trim_vocab", "search", "prune", "recover", "reference", "quantize", "evaluate", "bench")}
+               "report": ("trim_vocab", "reference", "search", "prune", "recover", "quantize", "evaluate", "bench")}
 # in each stage's folder: stamp.json once it has finished, inputs.json once it has started, its result.json;
 # run.json at the top of the folder
 STAMP, INPUTS, RESULT, RUN_FILE = "stamp.json", "inputs.json", "result.json", "run.json"
