@@ -103,7 +103,10 @@ class PruneRecord:
     recovery: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if record["recovery"] is None:  # a source never fine-tuned: no key, as before
+            del record["recovery"]
+        return record
 
 
 def model_card(record: PruneRecord, name: str) -> str:

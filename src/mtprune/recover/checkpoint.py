@@ -40,7 +40,7 @@ def extend_record(base_record: dict[str, Any] | None, recovery: dict[str, Any]) 
     record = json.loads(json.dumps(base_record)) if base_record else {}
     entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **recovery}
     entry.setdefault("versions", recovery_versions())
-    record["recovery"] = [*record.get("recovery", []), entry]
+    record["recovery"] = [*(record.get("recovery") or []), entry]
     return record
 
 
