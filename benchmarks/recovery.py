@@ -84,8 +84,9 @@ class Bench:
             return [int(i) for i in drop.split(",")]
         plan = self.work / f"search-{name}-{self.args.remove}" / "plan.json"
         if not plan.exists():
+            resume = ["--resume"] if (plan.parent / "trace.jsonl").exists() else []  # an interrupted search
             run("search", model, *self.data, "--part", "dev", "--limit", self.args.dev, "--remove",
-                self.args.remove, "--dtype", self.args.train_dtype, "-o", plan.parent)
+                self.args.remove, "--dtype", self.args.train_dtype, *resume, "-o", plan.parent)
         return json.loads(plan.read_text())["removed"]
 
     def prune(self, model: Path, drop: list[int], out: Path) -> Path:
