@@ -21,8 +21,8 @@ a stage whose inputs changed is redone with everything after it. --from STAGE re
 every later one. Layer ids are ORIGINAL 0-based ids."""
 
 EPILOG = """\
-stages: trim_vocab, search, prune, reference, recover, quantize, evaluate, bench, report (a stage without
-  its section is left out: trim_vocab, search, reference: true, recover steps, quantize, bench)
+stages: trim_vocab, reference, search, prune, recover, quantize, evaluate, bench, report (a stage without
+  its section is left out: trim_vocab, reference: true, search, recover steps, quantize, bench)
 
 recipe keys (examples/*.yaml show them all):
   model: MODEL                 packaged name, checkpoint folder (relative to the recipe), .gguf or hub id
@@ -42,7 +42,9 @@ recipe keys (examples/*.yaml show them all):
   search:                      `mtprune search`'s settings: criterion, metric, fast, proxy, shortlist, race,
                                protect, combine, candidate_batch, score_by (segment|document); stop rules
                                remove, target_layers, target_params, min_quality, depth_for, speed_from
-  prune:                       layers (the plan's first N removals), drop (ids, instead of a search), verify
+  prune:                       layers (the plan's first N removals), drop (ids, instead of a search), verify,
+                               model: base (the recipe's model, trimmed) | reference (search and prune the
+                               fine-tuned reference: it translates in the trained format)
   recover:                     a list of steps, each one of
                                  - heal: {epochs, steps, lr, loss, layers_per_gap, data, teacher, ...}
                                  - synthesize: {teacher (default: the unpruned model), data, chunk_size, ...}
