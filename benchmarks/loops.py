@@ -30,6 +30,7 @@ import sys
 
 import torch
 
+from mtprune.backends.hf import newline_token_ids
 from mtprune.data import DataSpec
 from mtprune.evaluate import load_pair, make_translator
 from mtprune.metrics import segment_failures
@@ -41,7 +42,8 @@ from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 def stop_ids(translator) -> set[int]:
     """The ids the translator stops at: EOS and end-of-turn tokens, and newline pieces where it stops
     at a line break."""
-    return set(translator.stop_ids) | set(translator._newline_ids or ())
+    newline = newline_token_ids(translator.tokenizer) if translator.prompter.stop_at_newline else set()
+    return set(translator.stop_ids) | set(newline)
 
 
 def forward_examples(loaded, examples: list[dict]) -> list[torch.Tensor]:
@@ -135,9 +137,9 @@ def main() -> None:
             causes.append("a stop id is outside the vocabulary")
         if r["p_stop_ref"] and statistics.median(r["p_stop_ref"]) < 0.5:
             causes.append("the stop token is not learnt (p(stop) at the reference end < 0.5)")
-        print(f"{r['model']}: " + ("; ".join(causes) if causes else
-                                   "stop labelled, in the vocabulary and learnt: the loops are the model's "
-                                   f"(target nll {r['nll']:.3f})"))
+        verdict = ("no loops" if not r["loops"] else
+                   f"stop labelled, in the vocabulary and learnt: the loops are the model's (target nll {r['nll']:.3f})")
+        print(f"{r['model']}: " + ("; ".join(causes) if causes else verdict))
 
 
 if __name__ == "__main__":
