@@ -87,11 +87,11 @@ def diagnose(spec: str, pair, args) -> dict:
     loop_logprobs = forward_examples(loaded, loop_examples)
     stop_list = sorted(stops)
     p_stop_loop = [lp[:-1, stop_list].exp().sum(-1).max().item() for lp in loop_logprobs]  # the answer's own tokens
-    budgets = translator.budget
-    at_budget = sum(len(ex["input_ids"]) - sum(label == IGNORE_INDEX for label in ex["labels"]) - 1
-                    >= budgets.for_source(len(loaded.tokenizer(pair.segments[i].source, add_special_tokens=False)
-                                                  ["input_ids"])) - 2
-                    for i, ex in zip(loops, loop_examples))
+    # the loop's own tokens (its rows less the stop appended to it) against its budget; a loop cut at the
+    # budget then re-tokenized from text can come out a token or two shorter
+    budget = [translator.budget.for_source(len(loaded.tokenizer(pair.segments[i].source, add_special_tokens=False)
+                                                ["input_ids"])) for i in loops]
+    at_budget = sum(len(lp) - 1 >= b - 2 for lp, b in zip(loop_logprobs, budget))
     return {"model": spec, "layers": loaded.model.config.num_hidden_layers, "loops": len(loops),
             "segments": len(pair.segments), "labelled": labelled, "examples": len(examples), "in_vocab": in_vocab,
             "stops": stop_list, "p_stop_ref": p_stop_ref, "p_stop_loop": p_stop_loop, "nll": nll,
