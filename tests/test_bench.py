@@ -206,7 +206,11 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
         costs = entry["costs"]
         assert costs["batch_size"] == 3 and costs["latency_segments"] == 2 and costs["segments"] == 5
         assert costs["size_on_disk_bytes"] == entry["size_on_disk_bytes"] and costs["peak_rss_bytes"] > 0
+        # batch 1 timed here, the models taking turns segment by segment; the child timed none
+        assert costs["b1_source"] == "interleaved" and len(costs["b1_latency_s"]) == 2 and "batch1" not in entry
+        assert costs["b1_latency_median_s"] > 0 and costs["b1"]["mean_new_tokens"] <= 6
     assert first["costs"]["b1_speedup"] == 1.0 and second["costs"]["ideal_b1_speedup"] > 1.0
+    assert "taking turns segment by segment" in table
     assert "shared peak MiB" in table and "cost per model (each in its own process)" in table
     assert "chars/s incl. load" in table and "ideal b1 speed-up" in table and "measured b1 speed-up" in table
     assert "## Cost per model (each in its own process)" in md

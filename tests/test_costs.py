@@ -20,8 +20,8 @@ FIELDS = {"size_on_disk_bytes", "peak_rss_bytes", "peak_rss_source", "runtime_rs
 def request(model, **kw) -> CostRequest:
     import torch
 
-    return CostRequest(model=str(model), data=asdict(DATA), batch_size=2, latency_segments=3, dtype="float32",
-                       device="cpu", max_new_tokens=4, threads=torch.get_num_threads(), **kw)
+    return CostRequest(model=str(model), data=asdict(DATA), batch_size=2, dtype="float32", device="cpu",
+                       max_new_tokens=4, threads=torch.get_num_threads(), **{"latency_segments": 3, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,12 @@ def test_a_child_process_measures_one_model_with_every_figure(two_sizes):
     assert costs["chars_per_s"] > costs["chars_per_s_with_load"] > 0 and costs["load_s"] > 0
     assert len(costs["b1_latency_s"]) == costs["latency_segments"] == 3 and costs["b1_latency_median_s"] > 0
     assert costs["b1_tokens_per_s"] > 0 and costs["b1"]["mean_new_tokens"] <= 4 and costs["b1"]["mean_prompt_tokens"]
+    assert costs["b1_source"] == "alone"
+
+
+def test_a_child_asked_for_no_batch_1_times_none(two_sizes):
+    costs = measure_costs(request(two_sizes["small"], latency_segments=0))
+    assert costs["chars_per_s"] > 0 and not {"b1_latency_s", "b1", "b1_source"} & set(costs)
 
 
 def test_the_child_sees_its_own_memory_not_its_parents(two_sizes):

@@ -179,6 +179,13 @@ def test_bootstrap_identical_systems():
     assert result.p_value == 1.0
     assert result.ci_a == result.ci_b
     assert result.ci_a[0] < result.score_a < result.ci_a[1]
+    assert result.ratio_ci == (1.0, 1.0)  # B keeps all of A in every resample
+
+
+def test_bootstrap_ratio_interval_holds_the_share():
+    result = M.paired_bootstrap("chrf++", STRONG, WEAK, REFS, n_samples=300)
+    low, high = result.ratio_ci
+    assert low < result.score_b / result.score_a < high < 1.0  # the weak system keeps less than all
 
 
 @pytest.mark.parametrize("metric", M.METRICS)

@@ -7,7 +7,7 @@ import pytest
 
 from clirun import run
 from mtprune.errors import ConfigError
-from mtprune.recipe import PACKAGED_RECIPES_DIR, apply_overrides, load_recipe, parse_overrides
+from mtprune.recipe import PACKAGED_RECIPES_DIR, apply_overrides, load_recipe, parse_overrides, read_yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -36,6 +36,11 @@ def test_overrides_are_parsed_as_yaml_and_named_in_errors(tmp_path):
         apply_overrides(doc, parse_overrides(["pairs.x.src=de"]))
     with pytest.raises(ConfigError, match="give KEY=VALUE"):
         parse_overrides(["search.remove"])
+    # a learning rate as people write it: YAML 1.2 floats, in --set and in recipe files alike
+    assert [v for _, _, v in parse_overrides(["a=5e-5", "b=-2E+3", "c=x5e-5", "d=1.0e-4"])] == [5e-5, -2000.0,
+                                                                                               "x5e-5", 1e-4]
+    (tmp_path / "lr.yaml").write_text("model: m\nrecover:\n  - finetune: {learning_rate: 5e-5}\n")
+    assert read_yaml(tmp_path / "lr.yaml")[0]["recover"][0]["finetune"]["learning_rate"] == 5e-5
     # a bad value is reported where it was given, with the recipe's own check
     with pytest.raises(ConfigError, match=r"--set search\.remove=two: search\.remove: expected"):
         load_recipe("quickstart", overrides=["search.remove=two"])

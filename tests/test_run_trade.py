@@ -131,6 +131,7 @@ def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny
     models = {m["name"]: m for m in summary["models"]}
     assert models["pruned"]["prompt"] == models["reference"]["prompt"] == models["finetune"]["prompt"]
     assert summary["verdict"]["final"] == "finetune" and summary["verdict"]["layers"] == [5, 6]
+    assert (run_dir / "evaluate" / "en-de.ref.txt").read_text().count("\n") == 6  # for the share's interval
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -156,3 +157,58 @@ def test_the_recipe_refuses_a_teacher_it_cannot_distil_from(extra, expected, tin
     with pytest.raises(ConfigError) as err:
         load_recipe(recipe)
     assert "trade.yaml:10: recover[0].finetune.teacher: " in str(err.value) and expected in str(err.value)
+
+
+def test_a_prompt_choice_trains_each_format_and_keeps_the_best_on_dev(tiny_checkpoints, tmp_path, monkeypatch):
+    """prompt: [zeroshot, fewshot] on a finetune step: one model per format, each scored on the dev data
+    in the format it was trained in; the best is the step's model, the choice is in its record and
+    the report; the other format's weights are gone; an interrupted step does not train again."""
+    from mtprune import run as run_module
+    from mtprune.commands.run import execute
+    from mtprune.export import read_record
+
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, prompt: [zeroshot, fewshot]}"))
+    run_dir = tmp_path / "run"
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    for stage in ("reference", "recover"):
+        step = run_dir / stage / "01-finetune"
+        entry = read_record(step / "model")["recovery"][-1]
+        choice = entry["prompt_choice"]
+        means = {mode: sum(s) / len(s) for mode, s in choice["scores"].items()}
+        assert set(means) == {"zeroshot", "fewshot"} and choice["pairs"] == ["en-de"]
+        assert choice["chosen"] == max(means, key=lambda m: (means[m], m == "zeroshot"))
+        assert entry["prompt"]["mode"] == choice["chosen"] and entry["settings"]["out"] == str(step / "model")
+        loser = next(m for m in means if m != choice["chosen"])
+        assert not (step / "prompt-choice" / loser / "model").exists()
+        assert not list((step / "prompt-choice").glob("*/model.checkpoints"))
+        for mode in means:  # each format's dev translations and score are kept
+            dev = json.loads((step / "prompt-choice" / mode / "dev" / "en-de.json").read_text())
+            assert dev["scores"]["chrf++"]["value"] == pytest.approx(choice["scores"][mode][0], abs=1e-4)
+            assert dev["prompt"] == mode
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert [(c["stage"], c["step"]) for c in summary["prompt_choices"]] == [("reference", "finetune"),
+                                                                            ("recover", "finetune")]
+    assert "recover step finetune: prompt chosen by dev chrf++" in (run_dir / "report" / "report.md").read_text()
+    # interrupted after the chosen model was moved: the step finishes without training again
+    (run_dir / "recover" / "01-finetune" / "result.json").unlink()
+    (run_dir / "recover" / "01-finetune" / "stamp.json").unlink()
+    monkeypatch.setattr(run_module, "_finetune", lambda *a, **k: pytest.fail("trained again"))
+    assert execute(str(recipe), run_dir, progress=False) == 0
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ("[zeroshot]", "at least two different formats"),
+    ("[zeroshot, poetry]", "unknown prompt format poetry: choose from zeroshot, fewshot, chat"),
+    ("[zeroshot, fewshot] NODEV", "pairs en-de have none (give them 'dev')"),
+])
+def test_the_recipe_refuses_a_prompt_choice_it_cannot_make(choice, expected, tiny_checkpoints, tmp_path):
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    text = recipe.read_text().replace("max_length: 512}", f"max_length: 512, prompt: {choice.split(' NODEV')[0]}}}")
+    if "NODEV" in choice:
+        text = text.replace("data: sample:en-de, dev: {limit: 4}, test: {limit: 6}, train: {limit: 24}",
+                            "test: {data: sample:en-de, part: test}, train: {data: sample:en-de, part: train}")
+    recipe.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    assert "trade.yaml:10: recover[0].finetune.prompt: " in str(err.value) and expected in str(err.value)

@@ -40,3 +40,35 @@ def test_latency_not_measured_does_not_fail_and_no_reference_means_no_verdict():
     s = summary(35.5, 0)
     s["models"] = [m for m in s["models"] if m["name"] != "reference"]
     assert recovery_verdict(s) is None
+
+
+def test_the_share_interval_says_when_the_test_set_cannot_tell():
+    wide = recovery_verdict(summary(34.3, 1), intervals={"en-de": (0.88, 1.02)})
+    (p,) = wide.pairs
+    assert not p.quality_ok and p.within_noise and not wide.passed
+    assert "95.3% [88.0%-102.0%] of 36.00 (>= 97%: MISS, within noise: 48 test segments cannot tell)" in \
+        "\n".join(verdict_lines(wide))
+    assert verdict_from_dict(wide.to_dict()) == wide  # the interval survives summary.json
+    narrow = recovery_verdict(summary(34.3, 1), intervals={"en-de": (0.94, 0.96)})
+    assert not narrow.pairs[0].within_noise and "within noise" not in "\n".join(verdict_lines(narrow))
+
+
+def test_the_report_takes_the_interval_from_the_evaluated_outputs(tmp_path):
+    from mtprune.metrics import corpus_score
+    from mtprune.run_report import share_intervals
+
+    refs = ["Das Haus ist klein.", "Der Hund schläft im Garten.", "Wir gehen morgen in die Stadt.",
+            "Sie liest ein langes Buch.", "Das Wetter ist heute schön."] * 4
+    reference = refs[:10] + ["Das Haus ist groß."] * 10
+    final = refs[:5] + ["Ein Hund."] * 15
+    folder = tmp_path / "evaluate"
+    folder.mkdir()
+    for name, lines in (("reference.en-de.hyp", reference), ("finetune.en-de.hyp", final), ("en-de.ref", refs)):
+        (folder / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+    s = summary(30.0, 1)
+    s["test_data"] = {"en-de": {"tgt": "de"}}
+    (low, high), = share_intervals(tmp_path, s).values()
+    share = corpus_score("chrf++", final, refs).value / corpus_score("chrf++", reference, refs).value
+    assert low < share < high < 1.0
+    (folder / "en-de.ref.txt").unlink()  # a run folder from before the references were kept
+    assert share_intervals(tmp_path, s) == {}

@@ -279,7 +279,6 @@ class OpenModel:
 
 def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
     """Load ``spec`` and make its translator for every batch size (nothing timed yet)."""
-    from .evaluate import make_translator
     from .export import count_parameters
     from .files import folder_size
     from .models import load_model
@@ -291,11 +290,7 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
     shape = model_shape(model)
     # vLLM on CPU runs in this process (the backend turns multiprocessing off); on a GPU it does not
     memory = PeakMemory(loaded.device, engine_process=not weights and loaded.device.startswith("cuda"))
-    translators = {b: make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                                      shots_by=cfg.shots_by, backend=backend, batch_size=b, max_new_tokens=cfg.max_new_tokens,
-                                      fixed_new_tokens=cfg.fixed_new_tokens, progress=False,
-                                      context=cfg.context_settings)
-                   for b in cfg.batch_sizes}
+    translators = {b: _translator(loaded, pair, cfg, b) for b in cfg.batch_sizes}
     entry: dict[str, Any] = {
         "model": spec, "checkpoint": loaded.checkpoint, "fingerprint": loaded.fingerprint,
         "dtype": loaded.dtype, "device": loaded.device, "layers": shape.layers,
@@ -305,6 +300,15 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
     }
     held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) if weights else 0
     return OpenModel(spec, loaded, entry, translators, memory, held)
+
+
+def _translator(loaded, pair, cfg: BenchConfig, batch_size: int):
+    from .evaluate import make_translator
+
+    return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
+                           shots_by=cfg.shots_by, backend=cfg.backend_config, batch_size=batch_size,
+                           max_new_tokens=cfg.max_new_tokens, fixed_new_tokens=cfg.fixed_new_tokens, progress=False,
+                           context=cfg.context_settings)
 
 
 def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:
@@ -335,6 +339,32 @@ def time_rounds(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
         if peak is not None:
             peak -= sum(other.weight_bytes for other in models if other is not m)
             m.timings[b].peak_bytes = max(peak, m.timings[b].peak_bytes or 0)
+
+
+def time_batch1(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
+    """Batch-1 latency, interleaved: the first ``cfg.latency_segments`` segments one at a time,
+    the models taking turns segment by segment in an order rotating with each segment (each model
+    translates the first segment once, untimed, before).  Drift hits every model alike, as in the
+    timed rounds; the per-model processes of ``costs`` then leave batch 1 out."""
+    firsts = pair.sources[: cfg.latency_segments]
+    translators = [m.translators.get(1) or _translator(m.loaded, pair, cfg, 1) for m in models]
+    for translator in translators:
+        translator.translate(firsts[:1])
+    seconds: list[list[float]] = [[] for _ in models]
+    tokens = [0] * len(models)
+    for i, segment in enumerate(firsts):
+        for k in range(len(models)):
+            index = (i + k) % len(models)
+            start = time.perf_counter()
+            result = translators[index].translate([segment])
+            seconds[index].append(time.perf_counter() - start)
+            tokens[index] += result.generated_tokens
+    for m, translator, times, made in zip(models, translators, seconds, tokens):
+        m.entry["batch1"] = {
+            "b1_source": "interleaved", "latency_segments": len(firsts),
+            "b1_latency_median_s": round(median(times), 4), "b1_latency_s": [round(t, 4) for t in times],
+            "b1_tokens_per_s": round(made / sum(times), 3),
+            "b1": lengths(mean_prompt_tokens(m.loaded, translator, firsts), made / len(firsts))}
 
 
 def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
@@ -390,6 +420,8 @@ def bench_models(pair, cfg: BenchConfig) -> list[dict[str, Any]]:
                 m.entry["memory_kind"] += f" less the other {len(models) - 1} loaded models' weights"
             warm_up(m, pair, cfg)
         time_rounds(models, pair, cfg)
+        if together and cfg.costs and cfg.latency_segments:
+            time_batch1(models, pair, cfg)
         entries += [finish(m, pair, cfg) for m in models]
         for m in models:
             close(m)
@@ -437,9 +469,14 @@ def add_costs(models: list[dict[str, Any]], cfg: BenchConfig) -> None:
     """Each model's ``costs``: measured alone in its own process, one after the other (costs.py),
     as WMT26 measures a deliverable; and the batch-1 speed-ups over the first model."""
     for i, entry in enumerate(models, 1):
-        logger.info("[%d/%d] %s: cost alone in its own process (batch %d, then %d segments at batch 1)", i,
-                    len(models), entry["model"], max(cfg.batch_sizes), cfg.latency_segments)
-        entry["costs"] = measure_costs(CostRequest.from_bench(cfg, entry["model"]))
+        batch1 = entry.pop("batch1", None)  # measured interleaved: not again alone
+        request = CostRequest.from_bench(cfg, entry["model"])
+        if batch1:
+            request.latency_segments = 0
+        logger.info("[%d/%d] %s: cost alone in its own process (batch %d%s)", i, len(models), entry["model"],
+                    request.batch_size, f", then {request.latency_segments} segments at batch 1"
+                    if request.latency_segments else "")
+        entry["costs"] = {**measure_costs(request), **(batch1 or {})}
     add_cost_ratios(models)
 
 

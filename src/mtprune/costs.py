@@ -21,9 +21,12 @@ interpreter, never a fork, so it inherits no loaded model), one model after the 
 - batch-1 latency: the first ``latency_segments`` segments translated one at a time: the median
   seconds per segment, generated tokens/s at batch 1, and the prompt and output lengths from which
   ``add_cost_ratios`` gives the IDEAL batch-1 speed-up over the first model (``flops``).
+  An interleaved bench times batch 1 itself (``bench.time_batch1``: every model loaded, taking
+  turns segment by segment) and asks the children for none (``latency_segments=0``;
+  ``b1_source`` says which).
 
 The children run one after the other, so the machine's drift between models is not cancelled in
-the measured batch-1 speed-up: the interleaved table is the one to trust for speed-ups.
+what they time: the interleaved figures are the ones to trust for speed-ups.
 """
 from __future__ import annotations
 
@@ -162,14 +165,11 @@ def measure_here(request: CostRequest) -> dict[str, Any]:
                                       batch_size=b, max_new_tokens=request.max_new_tokens,
                                       fixed_new_tokens=request.fixed_new_tokens, progress=False,
                                       context=ContextSettings(request.context, request.context_target))
-                   for b in dict.fromkeys((request.batch_size, 1))}
+                   for b in dict.fromkeys((request.batch_size, *((1,) if request.latency_segments else ())))}
     loaded_at = time.perf_counter()
     sources = pair.sources
     whole = _translate(translators[request.batch_size], sources, request.batch_size)
-    firsts = sources[: request.latency_segments]
-    one_by_one = [_translate(translators[1], [s], 1) for s in firsts]
-    b1_seconds = sum(t["seconds"] for t in one_by_one)
-    b1_tokens = sum(t["tokens"] for t in one_by_one)
+    b1 = _batch1(loaded, translators.get(1), sources[: request.latency_segments])
     chars = sum(len(s) for s in sources)
     startup_s, load_s = loading - started, loaded_at - loading
     peak, source = peak_rss()
@@ -185,12 +185,22 @@ def measure_here(request: CostRequest) -> dict[str, Any]:
         "translate_s": round(whole["seconds"], 4),
         "chars_per_s": round(chars / whole["seconds"], 2),
         "chars_per_s_with_load": round(chars / (startup_s + load_s + whole["seconds"]), 2),
-        "latency_segments": len(firsts),
-        "b1_latency_median_s": round(statistics.median(t["seconds"] for t in one_by_one), 4),
-        "b1_latency_s": [round(t["seconds"], 4) for t in one_by_one],
-        "b1_tokens_per_s": round(b1_tokens / b1_seconds, 3),
-        "b1": lengths(mean_prompt_tokens(loaded, translators[1], firsts), b1_tokens / len(firsts)),
+        **b1,
     }
+
+
+def _batch1(loaded, translator, firsts: list[str]) -> dict[str, Any]:
+    """The b1 figures of ``firsts`` translated one at a time ({} for none: the bench timed batch 1
+    interleaved)."""
+    if not firsts:
+        return {}
+    one_by_one = [_translate(translator, [s], 1) for s in firsts]
+    seconds, tokens = sum(t["seconds"] for t in one_by_one), sum(t["tokens"] for t in one_by_one)
+    return {"b1_source": "alone", "latency_segments": len(firsts),
+            "b1_latency_median_s": round(statistics.median(t["seconds"] for t in one_by_one), 4),
+            "b1_latency_s": [round(t["seconds"], 4) for t in one_by_one],
+            "b1_tokens_per_s": round(tokens / seconds, 3),
+            "b1": lengths(mean_prompt_tokens(loaded, translator, firsts), tokens / len(firsts))}
 
 
 def _translate(translator, sources: list[str], batch_size: int) -> dict[str, float]:
@@ -286,9 +296,16 @@ def cost_notes(result: dict[str, Any]) -> list[str]:
         f"times run.sh; load s = weights and translators (start-up {first['startup_s']:.1f} s apart)",
         f"b1 = the first {first['latency_segments']} segments one at a time: median seconds per segment, generated "
         "tokens/s; ideal b1 speed-up = generated tokens per matmul FLOP (prefill and decoding) over the first model's "
-        "(per-token decoding FLOPs alone: ideal_b1_decode_speedup in --json); measured in separate processes one "
-        "after the other: drift is not cancelled (trust the interleaved speed-ups above)",
+        "(per-token decoding FLOPs alone: ideal_b1_decode_speedup in --json); " + _b1_where(first),
     ]
+
+
+def _b1_where(costs: dict[str, Any]) -> str:
+    if costs.get("b1_source") == "interleaved":
+        return ("timed in the bench's process, all models loaded, taking turns segment by segment in a rotating "
+                "order: drift is cancelled as in the rounds above")
+    return ("measured in separate processes one after the other: drift is not cancelled (trust the interleaved "
+            "speed-ups above)")
 
 
 def memory_text(costs: dict[str, Any]) -> str:

@@ -351,7 +351,9 @@ def score_all(metrics: Sequence[str], hypotheses: Sequence[str], references: Seq
 class BootstrapResult:
     """Paired bootstrap of system B against system A on the same segments.
 
-    ``delta`` is ``score_b - score_a`` (negative means B is better for TER).
+    ``delta`` is ``score_b - score_a`` (negative means B is better for TER); ``ratio_ci`` the
+    interval of ``score_b / score_a`` (the share of A's score that B keeps; None where A's score
+    can be 0 in a resample).
     ``p_value`` is the fraction of resamples in which B is not better than A
     (one-sided; its resolution is ``1 / n_samples``).
     """
@@ -367,6 +369,7 @@ class BootstrapResult:
     n_samples: int
     seed: int
     confidence: float = 0.95
+    ratio_ci: tuple[float, float] | None = None
 
     def is_significant(self, alpha: float = 0.05) -> bool:
         """True when B beats A in at least ``1 - alpha`` of the resamples."""
@@ -374,8 +377,8 @@ class BootstrapResult:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for key in ("ci_a", "ci_b", "delta_ci"):
-            out[key] = list(out[key])
+        for key in ("ci_a", "ci_b", "delta_ci", "ratio_ci"):
+            out[key] = None if out[key] is None else list(out[key])
         return out
 
 
@@ -448,6 +451,7 @@ def paired_bootstrap(metric: str, hyps_a: Sequence[str], hyps_b: Sequence[str],
         delta=score_b - score_a, delta_ci=_interval(boot_delta, confidence),
         p_value=float(np.mean(~b_better)), n_samples=n_samples, seed=seed,
         confidence=confidence,
+        ratio_ci=_interval(boot_b / boot_a, confidence) if np.all(boot_a > 0) else None,
     )
 
 

@@ -39,6 +39,7 @@ RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 REFERENCE_TEACHER = "reference"  # a finetune step's teacher: the fine-tuned reference (teacher-corrected distillation)
+PROMPT_CHOICES = ("zeroshot", "fewshot", "chat")  # the formats a finetune step may choose between (prompt: [...])
 # set by the recipe itself, not by a section's keys
 SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "shots_by",
                       "context", "context_target",
@@ -260,6 +261,27 @@ PAIR_KEYS: dict[str, Any] = {"src": str, "tgt": str, "weight": float, "data": Un
 Path_ = tuple[Union[str, int], ...]
 
 
+def _recipe_loader():
+    """PyYAML's safe loader reading floats as YAML 1.2 does: ``5e-5`` and ``1e4`` are numbers (YAML 1.1,
+    PyYAML's default, wants ``5.0e-5`` and reads ``5e-5`` as text)."""
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    RecipeLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+        list("-+0123456789."))
+    return RecipeLoader
+
+
+def _load_value(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_recipe_loader())
+
+
 def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     """The document and the line (1-based) of every key and list item, by key path."""
     import yaml
@@ -270,7 +292,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         raise ConfigError(f"{path}: recipe file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the recipe ({exc})") from None
-    loader = yaml.SafeLoader(text)
+    loader = _recipe_loader()(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -550,7 +572,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> list[tuple[str, Path_
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. search.remove=4 or pairs.0.test.limit=96")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _load_value(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item}: the value is not valid YAML ({exc})") from None
         path = tuple(int(part) if part.isdigit() else part for part in key.strip().split("."))
@@ -832,7 +854,11 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
                "data": Union[str, dict, list, None]}
     if step.method in ("heal", "finetune"):
         allowed["teacher"] = Union[str, None]  # a model, or auto / unpruned: the unpruned source
+    if step.method == "finetune":
+        allowed["prompt"] = Union[str, list]  # a list: one model per format, the best on dev kept
     opts = ck.mapping(options, path, allowed, aliases=STEP_ALIASES.get(step.method))
+    if isinstance(opts.get("prompt"), list):
+        _prompt_choice(ck, path + ("prompt",), opts["prompt"], recipe)
     synthesized = any(s.method == "synthesize" for s in before)
     default = [SYNTHESIZED] if step.method == "finetune" and synthesized else [TRAIN]
     step.data = _step_data(ck, path + ("data",), opts.pop("data", None) or default, recipe, step, synthesized)
@@ -845,6 +871,14 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
         _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
     step.options = opts
     _library_check(ck, path, step, options, recipe)
+
+
+def _prompt_choice(ck: RecipeChecker, path: Path_, modes: list, recipe: Recipe) -> None:
+    from .recover.choice import prompt_choice_errors
+
+    no_dev = [p.name for p in recipe.pairs if p.dev is None]
+    for message in prompt_choice_errors(modes, PROMPT_CHOICES, no_dev):
+        ck.error(path, message)
 
 
 def _step_data(ck: RecipeChecker, path: Path_, value: Any, recipe: Recipe, step: RecoverStep,
@@ -934,6 +968,8 @@ def _library_check(ck: RecipeChecker, path: Path_, step: RecoverStep, given: Any
     """The library config's own validation (ranges, combinations), at the step's line: the config
     run.py will build, with the step's own data (a synthesis's output stands in by name)."""
     opts = dict(step.options)
+    if isinstance(opts.get("prompt"), list):
+        opts["prompt"] = "auto"  # each format was checked by _prompt_choice
     specs = _step_specs(recipe, step)
     if step.method == "synthesize":
         cfg = SynthesizeConfig(teacher=opts.pop("teacher", "?"), data=specs[0] if specs else DataSpec("x", "en", "de"),

@@ -592,13 +592,21 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
 
 def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from .recover.finetune import FinetuneConfig
-    from .recover.trainer import run_finetune
 
     options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
     if step.distils_reference:  # teacher-corrected: the reference stage ran first
         options["teacher"] = ctx.final("reference")
-    out = folder / "model"
-    checkpoints = folder / f"{out.name}.checkpoints"
+    if isinstance(options.get("prompt"), list):
+        return _finetune_choice(ctx, step, folder, student, synthesized, options)
+    return _finetune(ctx, step, folder / "model", student, synthesized, options)
+
+
+def _finetune(ctx: RunContext, step: RecoverStep, out: Path, student: str, synthesized,
+              options: dict[str, Any]) -> dict[str, Any]:
+    from .recover.finetune import FinetuneConfig
+    from .recover.trainer import run_finetune
+
+    checkpoints = out.parent / f"{out.name}.checkpoints"
     resume = any(checkpoints.glob("checkpoint-*"))
     config = FinetuneConfig(student=student, out=out, data=[], resume=resume, force=True, progress=ctx.progress,
                             **options)
@@ -608,6 +616,58 @@ def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: st
     rec = result.recovery
     return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
             "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}
+
+
+def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized,
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """``prompt: [zeroshot, fewshot]``: one model trained per format (each resumable in
+    STEP/prompt-choice/FORMAT), each scored on the pairs' dev data in the format it was trained
+    in; the best is moved to STEP/model, the others are deleted, the scores kept in its record."""
+    from .recover.choice import choice_record, choice_text, pick_prompt, record_choice
+
+    out, candidates = folder / "model", folder / "prompt-choice"
+    done = read_json(candidates / "choice.json")
+    if done and out.is_dir():  # interrupted after the move
+        return done
+    trained, scores = {}, {}
+    for mode in options["prompt"]:
+        result = read_json(candidates / mode / RESULT)  # trained before an interruption
+        if result is None:
+            result = _finetune(ctx, step, candidates / mode / "model", student, synthesized,
+                               {**options, "prompt": mode})
+            write_json_atomic(candidates / mode / RESULT, result)
+        trained[mode] = result
+        scores[mode] = _dev_scores(ctx, Path(result["model_dir"]), candidates / mode / "dev")
+    chosen = pick_prompt(scores)
+    choice = choice_record(scores, [p.name for p in ctx.recipe.pairs], chosen)
+    shutil.rmtree(out, ignore_errors=True)
+    Path(trained[chosen]["model_dir"]).rename(out)
+    record_choice(out, choice)
+    result = {**trained[chosen], "model_dir": str(out), "prompt_choice": choice,
+              "seconds": round(sum(r.get("seconds") or 0.0 for r in trained.values()), 1)}
+    write_json_atomic(candidates / "choice.json", result)
+    for mode in trained:
+        if mode != chosen:
+            shutil.rmtree(candidates / mode / "model", ignore_errors=True)
+        shutil.rmtree(candidates / mode / "model.checkpoints", ignore_errors=True)
+    logger.info("%s: %s", step.name, choice_text(choice))
+    return result
+
+
+def _dev_scores(ctx: RunContext, model: Path, folder: Path) -> list[float]:
+    """chrF++ of ``model`` on each pair's dev data (as the search scores it), kept per pair."""
+    from .evaluate import load_pair
+    from .recover.choice import CHOICE_METRIC
+
+    recipe, loaded, scores = ctx.recipe, None, []
+    for pair in recipe.pairs:
+        path = folder / f"{pair.name}.json"
+        if read_json(path) is None:
+            loaded = loaded or _load_for_translation(recipe, str(model))
+            _evaluate_one(recipe, loaded, load_pair(pair.dev), path, ctx.progress, metrics=[CHOICE_METRIC],
+                          prompt="auto")  # each candidate in the format it was trained in
+        scores.append(read_json(path)["scores"][CHOICE_METRIC]["value"])
+    return scores
 
 
 STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": _finetune_step}
@@ -624,6 +684,9 @@ def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, An
 
     recipe = ctx.recipe
     pairs = [load_pair(p.test) for p in recipe.pairs]
+    for pair in (p for p in pairs if p.has_references):  # one per line as the hypotheses (report intervals)
+        write_text_atomic(folder / f"{pair.name}.ref.txt", "".join(r.replace("\n", " ") + "\n"
+                                                                    for r in pair.references))
     results: dict[str, dict[str, Any]] = {}
     for name, spec in ctx.models():
         results[name] = {}
@@ -646,12 +709,13 @@ def _load_for_translation(recipe: Recipe, spec: str):
     return load_model(spec, dtype=recipe.dtype, device=recipe.device, weights=recipe.backend.needs_weights())
 
 
-def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool) -> None:
+def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool, metrics: list[str] | None = None,
+                  prompt: str | None = None) -> None:
     from .evaluate import translate_and_score
     from .files import folder_size
 
     t = recipe.translation
-    result = translate_and_score(loaded, pair, recipe.evaluate.metrics, recipe.comet, prompt=t.prompt, shots=t.shots,
+    result = translate_and_score(loaded, pair, metrics or recipe.evaluate.metrics, recipe.comet, prompt=prompt or t.prompt, shots=t.shots,
                                  shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
                                  batch_size=t.batch_size, context=t.context_settings,
                                  max_new_tokens=t.max_new_tokens, progress=progress)

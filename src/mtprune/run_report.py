@@ -31,6 +31,7 @@ from .errors import ConfigError
 from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
 from .run_folder import RESULT, STAGE_READS, STAMP
+from .recover.choice import choice_text
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "test_data": evaluate["data"],
         "plan": read_json(search["plan"]) if search else None,
         "bench": (stages.get("bench") or {}).get("result"),
+        "prompt_choices": _prompt_choices(stages),
         "recipe": {"path": str(recipe), "hash": _sha256(recipe)},
         "commands": [f"mtprune run {recipe} -o {run_dir}"],
         "versions": _versions(),
@@ -170,6 +172,16 @@ def _run_models(evaluate: dict[str, Any], recover: dict[str, Any] | None) -> lis
     return rows
 
 
+STRING_METRICS = ("chrf++", "chrf", "bleu")  # share intervals from segment statistics (no model needed)
+
+
+def _prompt_choices(stages: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each finetune step that chose its prompt format by dev score (``prompt: [...]``), per stage."""
+    return [{"stage": name, "step": step["step"], **step["prompt_choice"]}
+            for name in ("reference", "recover")
+            for step in ((stages.get(name) or {}).get("result") or {}).get("steps", []) if step.get("prompt_choice")]
+
+
 def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
@@ -188,7 +200,7 @@ def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
     """RUN_DIR/report/: summary.json, report.md, report.html and the plots; returns the summary."""
     out = Path(run_dir) / "report"
     summary = run_summary(Path(run_dir))
-    verdict = summary_verdict(summary)
+    verdict = summary_verdict(summary, share_intervals(Path(run_dir), summary))
     summary["verdict"] = verdict.to_dict() if verdict else None
     report = write_run_report(summary, out)
     summary["report"] = {"markdown": str(report.markdown_path), "html": str(report.html_path)}
@@ -196,13 +208,36 @@ def write_run_folder_report(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def summary_verdict(summary: dict[str, Any]):
+def summary_verdict(summary: dict[str, Any], intervals: dict[str, tuple[float, float]] | None = None):
     """``verdict.recovery_verdict`` of the summary, with each model's batch-1 latency from the bench."""
     from .verdict import recovery_verdict
 
     latency = {name: ((row.get("bench_entry") or {}).get("costs") or {}).get("b1_latency_median_s")
                for name, row in bench_rows(summary).items()}
-    return recovery_verdict(summary, {k: v for k, v in latency.items() if v is not None})
+    return recovery_verdict(summary, {k: v for k, v in latency.items() if v is not None}, intervals)
+
+
+def share_intervals(run_dir: Path, summary: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per pair, the 95% paired-bootstrap interval of (final recovered model's score) / (the
+    reference's) over the test segments, from the evaluate stage's outputs; pairs without them
+    (or scored with a neural metric) are left out."""
+    from .metrics import paired_bootstrap
+    from .verdict import final_recovered
+
+    final, metrics = final_recovered(summary["models"]), list(summary.get("metrics") or [])
+    if final is None or not metrics or metrics[0] not in STRING_METRICS:
+        return {}
+    folder, out = run_dir / "evaluate", {}
+    for pair, data in summary["test_data"].items():
+        texts = [folder / f"{name}.{pair}.hyp.txt" for name in ("reference", final["name"])] + [
+            folder / f"{pair}.ref.txt"]
+        if all(p.is_file() for p in texts):
+            reference, hyps, refs = (p.read_text(encoding="utf-8").splitlines() for p in texts)
+            if len(reference) == len(hyps) == len(refs) > 0:
+                ratio = paired_bootstrap(metrics[0], reference, hyps, refs, tgt_lang=data.get("tgt")).ratio_ci
+                if ratio is not None:
+                    out[pair] = ratio
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -252,6 +287,9 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
         section.paragraphs.append(_costs_text(speed))
     if any(m.get("train_seconds") is not None for m in summary["models"]):
         section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
+    for choice in summary.get("prompt_choices") or []:
+        section.paragraphs.append(f"{choice['stage']} step {choice['step']}: {choice_text(choice)} on the dev data "
+                                  f"of {', '.join(choice['pairs'])}; training time counts every format trained.")
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
     return section
 
@@ -309,13 +347,16 @@ def _costs_text(speed: dict[str, dict[str, Any]]) -> str:
         return (f"peak memory and batch-1 latency: {MISSING} (a bench without per-model costs: its peak memory was "
                 "the shared process's, all models loaded, not a model's own; rerun the bench stage to measure them).")
     gpu = " and torch's peak allocation on the GPU" if costs.get("gpu_peak_bytes") is not None else ""
-    return (f"peak memory (alone) and batch-1 latency: each model alone in a fresh process, one after the other, as "
+    interleaved = costs.get("b1_source") == "interleaved"
+    where = ("timed in the bench's process with every model loaded, the models taking turns segment by segment "
+             "(drift cancelled)" if interleaved else "each model alone in its own process (drift not cancelled)")
+    return (f"peak memory (alone): each model alone in a fresh process, one after the other, as "
             f"WMT26 measures a deliverable; peak memory = the process's peak RSS with Python and torch "
             f"({_bytes(costs['runtime_rss_bytes'])} before the model loaded){gpu}; "
             f"batch-1 latency = median seconds per segment over the first {costs['latency_segments']} segments, then "
             "the tokens/s generated at batch 1 (decoding one segment: where fewer layers is nearly proportionally "
-            "faster), in brackets the batch-1 tokens/s speed-up over the first model (separate processes: drift not cancelled) "
-            "and its ideal from FLOPs. Size on disk: every file under the model folder.")
+            f"faster), in brackets the batch-1 tokens/s speed-up over the first model and its ideal from FLOPs; "
+            f"{where}. Size on disk: every file under the model folder.")
 
 
 def _speed_text(bench: dict[str, Any], speed: dict[str, dict[str, Any]]) -> str:

@@ -30,6 +30,12 @@ class PairVerdict:
     loops: int | None
     reference_loops: int | None
     segments: int | None
+    share_interval: tuple[float, float] | None = None  # 95% paired bootstrap over the test segments
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the share's interval holds the target: the test set cannot tell pass from miss."""
+        return self.share_interval is not None and self.share_interval[0] < MIN_SHARE <= self.share_interval[1]
 
     @property
     def quality_ok(self) -> bool:
@@ -64,7 +70,7 @@ class Verdict:
                 "targets": {"min_share": MIN_SHARE, "max_loops": MAX_LOOPS, "latency": "below the reference's"},
                 "latency_s": list(self.latency) if self.latency else None, "latency_ok": self.latency_ok,
                 "pairs": [{**asdict(p), "quality_ok": p.quality_ok, "loops_ok": p.loops_ok,
-                           "below_unpruned": p.below_unpruned} for p in self.pairs]}
+                           "below_unpruned": p.below_unpruned, "within_noise": p.within_noise} for p in self.pairs]}
 
 
 def final_recovered(models: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -73,10 +79,12 @@ def final_recovered(models: list[dict[str, Any]]) -> dict[str, Any] | None:
     return trained[-1] if trained else None
 
 
-def recovery_verdict(summary: dict[str, Any], latency: dict[str, float] | None = None) -> Verdict | None:
+def recovery_verdict(summary: dict[str, Any], latency: dict[str, float] | None = None,
+                     intervals: dict[str, tuple[float, float]] | None = None) -> Verdict | None:
     """The verdict of a run with a recovered model and a reference (None otherwise).
 
-    ``latency``: batch-1 seconds per segment by model name (the bench's per-model costs)."""
+    ``latency``: batch-1 seconds per segment by model name (the bench's per-model costs);
+    ``intervals``: per pair, the paired-bootstrap interval of final / reference."""
     models = {m["name"]: m for m in summary["models"]}
     final, reference = final_recovered(summary["models"]), models.get("reference")
     metrics = list(summary.get("metrics") or [])
@@ -90,7 +98,8 @@ def recovery_verdict(summary: dict[str, Any], latency: dict[str, float] | None =
             continue
         pairs.append(PairVerdict(pair=pair, metric=metric, final=f, reference=r, unpruned=_score(unpruned, pair, metric),
                                  share=f / r, loops=_loops(final, pair), reference_loops=_loops(reference, pair),
-                                 segments=(final.get("failures") or {}).get(pair, {}).get("n")))
+                                 segments=(final.get("failures") or {}).get(pair, {}).get("n"),
+                                 share_interval=(intervals or {}).get(pair)))
     if not pairs:
         return None
     times = latency or {}
@@ -115,8 +124,13 @@ def verdict_lines(v: Verdict) -> list[str]:
     for p in v.pairs:
         loops = "-" if p.loops is None else f"{p.loops}/{p.segments}"
         ref_loops = "-" if p.reference_loops is None else f"{p.reference_loops}/{p.segments}"
-        line = (f"  {p.pair}: {p.metric} {p.final:.2f} = {p.share:.1%} of {p.reference:.2f} (>= {MIN_SHARE:.0%}: "
-                f"{mark[p.quality_ok]}); loops {loops}, the reference {ref_loops} (<= {MAX_LOOPS}: {mark[p.loops_ok]})")
+        share = f"{p.share:.1%}"
+        if p.share_interval:
+            share += f" [{p.share_interval[0]:.1%}-{p.share_interval[1]:.1%}]"
+        noise = f", within noise: {p.segments or 'the'} test segments cannot tell" if p.within_noise else ""
+        line = (f"  {p.pair}: {p.metric} {p.final:.2f} = {share} of {p.reference:.2f} (>= {MIN_SHARE:.0%}: "
+                f"{mark[p.quality_ok]}{noise}); loops {loops}, the reference {ref_loops} (<= {MAX_LOOPS}: "
+                f"{mark[p.loops_ok]})")
         if p.below_unpruned:
             line += f"; BELOW the unpruned model as used ({p.unpruned:.2f})"
         lines.append(line)
@@ -130,5 +144,11 @@ def verdict_from_dict(data: dict[str, Any]) -> Verdict:
     """The Verdict that ``Verdict.to_dict`` wrote (summary.json)."""
     fields = PairVerdict.__dataclass_fields__
     return Verdict(final=data["final"], layers=tuple(data["layers"]),
-                   pairs=[PairVerdict(**{k: v for k, v in p.items() if k in fields}) for p in data["pairs"]],
+                   pairs=[_pair_verdict({k: v for k, v in p.items() if k in fields}) for p in data["pairs"]],
                    latency=tuple(data["latency_s"]) if data.get("latency_s") else None)
+
+
+def _pair_verdict(fields: dict[str, Any]) -> PairVerdict:
+    if fields.get("share_interval") is not None:
+        fields["share_interval"] = tuple(fields["share_interval"])
+    return PairVerdict(**fields)

@@ -51,12 +51,15 @@ recipe keys (examples/*.yaml show them all):
                                  - finetune: {learning_rate, max_steps, epochs, batch_size, kd_weight, lora,
                                               teacher: reference (the fine-tuned reference, trained first) |
                                                        auto (the unpruned model) | MODEL,
+                                              prompt: auto | zeroshot | fewshot | [zeroshot, fewshot] (a
+                                                      list: one model per format, the best on dev data kept),
                                               train_layers, data: [train | synthesized | SPEC], ...}
                                (the keys of `mtprune heal|synthesize|finetune`; data defaults to the pairs'
                                train data, for finetune after a synthesize step to the synthesized pairs)
   reference: true              the recovery steps applied to the unpruned (trimmed) model too: the fair reference
                                (a step's teacher: reference is left out there); the run ends with the verdict
-                               recover-pays: >= 97% of its score, <= 2 loops, batch-1 latency below it
+                               recover-pays: >= 97% of its score (with its bootstrap interval over the test
+                               segments), <= 2 loops, batch-1 latency below it
   quantize:                    {scheme: w8a8-int8 | w8a16 | w4a16 | fp8-dynamic, method: gptq | rtn, limit
                                (calibration segments of the first pair's train part), group_size, include_head,
                                reference (quantize the reference too), damp, max_length, verify}: the last step
