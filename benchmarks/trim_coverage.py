@@ -11,7 +11,7 @@ a trimmed model that is slower on the other domain (words outside the kept token
 pieces) shows as such.
 
     python benchmarks/trim_coverage.py                                   # keep: data only, 16384, 32768
-    python benchmarks/trim_coverage.py --keep 0,32768,65536 --test 48
+    python benchmarks/trim_coverage.py --keep 65536,131072 --work runs/bench-trim-coverage-big
 
 Prints per domain and model: kept tokens, chrF++, its difference to the untrimmed model, and
 segments/s with its ratio to the untrimmed model's.
