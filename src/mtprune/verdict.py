@@ -5,7 +5,9 @@ what the recovery alone gives.  Pruning pays where the pruned + recovered model 
 the reference's quality, loops no more than it, and answers one segment faster (batch-1 latency:
 where fewer layers is nearly proportionally faster, and what WMT26 scores).  Each target is checked
 per language pair on the first metric; the verdict also says plainly where the compressed model is
-below the unpruned model as it is used (its own prompt, e.g. few-shot).
+below the unpruned model as it is used (its own prompt, e.g. few-shot), and, where the run report
+gives it, the share's paired-bootstrap interval over the test segments: a test set too small to
+tell a pass from a miss is said to be one ("within noise").
 
 Pure functions on the run summary (``run_report.run_summary``): no model, no torch.
 """
