@@ -191,10 +191,28 @@ def test_a_prompt_choice_trains_each_format_and_keeps_the_best_on_dev(tiny_check
                                                                             ("recover", "finetune")]
     assert "recover step finetune: prompt chosen by dev chrf++" in (run_dir / "report" / "report.md").read_text()
     # interrupted after the chosen model was moved: the step finishes without training again
-    (run_dir / "recover" / "01-finetune" / "result.json").unlink()
-    (run_dir / "recover" / "01-finetune" / "stamp.json").unlink()
+    step = run_dir / "recover" / "01-finetune"
+
+    def interrupt():  # the step and its stage not stamped, as after a kill
+        for path in (step / "result.json", step / "stamp.json", run_dir / "recover" / "stamp.json"):
+            path.unlink()
+
+    interrupt()
     monkeypatch.setattr(run_module, "_finetune", lambda *a, **k: pytest.fail("trained again"))
     assert execute(str(recipe), run_dir, progress=False) == 0
+    assert (step / "result.json").is_file()
+    # interrupted after the choice was written, before the move: the chosen model is moved, not lost
+    chosen = read_record(step / "model")["recovery"][-1]["prompt_choice"]["chosen"]
+    (step / "model").rename(step / "prompt-choice" / chosen / "model")
+    interrupt()
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    assert read_record(step / "model")["recovery"][-1]["prompt_choice"]["chosen"] == chosen
+    # interrupted after the move, before the choice was written: the moved model is kept
+    (step / "prompt-choice" / "choice.json").unlink()
+    interrupt()
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    assert read_record(step / "model")["recovery"][-1]["prompt_choice"]["chosen"] == chosen
+    assert not (step / "prompt-choice" / chosen / "model").exists()
 
 
 @pytest.mark.parametrize("choice, expected", [

@@ -622,32 +622,34 @@ def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: 
                      options: dict[str, Any]) -> dict[str, Any]:
     """``prompt: [zeroshot, fewshot]``: one model trained per format (each resumable in
     STEP/prompt-choice/FORMAT), each scored on the pairs' dev data in the format it was trained
-    in; the best is moved to STEP/model, the others are deleted, the scores kept in its record."""
+    in; the best is moved to STEP/model, the others are deleted, the scores kept in its record.
+    The choice is written before the move, so an interruption anywhere loses no trained model."""
     from .recover.choice import choice_record, choice_text, pick_prompt, record_choice
 
     out, candidates = folder / "model", folder / "prompt-choice"
-    done = read_json(candidates / "choice.json")
-    if done and out.is_dir():  # interrupted after the move
-        return done
-    trained, scores = {}, {}
-    for mode in options["prompt"]:
-        result = read_json(candidates / mode / RESULT)  # trained before an interruption
-        if result is None:
-            result = _finetune(ctx, step, candidates / mode / "model", student, synthesized,
-                               {**options, "prompt": mode})
-            write_json_atomic(candidates / mode / RESULT, result)
-        trained[mode] = result
-        scores[mode] = _dev_scores(ctx, Path(result["model_dir"]), candidates / mode / "dev")
-    chosen = pick_prompt(scores)
-    choice = choice_record(scores, [p.name for p in ctx.recipe.pairs], chosen)
-    shutil.rmtree(out, ignore_errors=True)
-    Path(trained[chosen]["model_dir"]).rename(out)
+    result = read_json(candidates / "choice.json")
+    if result is None:
+        trained, scores = {}, {}
+        for mode in options["prompt"]:
+            done = read_json(candidates / mode / RESULT)  # trained before an interruption
+            if done is None:
+                done = _finetune(ctx, step, candidates / mode / "model", student, synthesized,
+                                 {**options, "prompt": mode})
+                write_json_atomic(candidates / mode / RESULT, done)
+            trained[mode] = done
+            scores[mode] = _dev_scores(ctx, Path(done["model_dir"]), candidates / mode / "dev")
+        chosen = pick_prompt(scores)
+        result = {**trained[chosen], "model_dir": str(out),
+                  "prompt_choice": choice_record(scores, [p.name for p in ctx.recipe.pairs], chosen),
+                  "seconds": round(sum(r.get("seconds") or 0.0 for r in trained.values()), 1)}
+        write_json_atomic(candidates / "choice.json", result)
+    choice = result["prompt_choice"]
+    if (candidates / choice["chosen"] / "model").is_dir():  # not moved yet
+        shutil.rmtree(out, ignore_errors=True)
+        (candidates / choice["chosen"] / "model").rename(out)
     record_choice(out, choice)
-    result = {**trained[chosen], "model_dir": str(out), "prompt_choice": choice,
-              "seconds": round(sum(r.get("seconds") or 0.0 for r in trained.values()), 1)}
-    write_json_atomic(candidates / "choice.json", result)
-    for mode in trained:
-        if mode != chosen:
+    for mode in choice["scores"]:
+        if mode != choice["chosen"]:
             shutil.rmtree(candidates / mode / "model", ignore_errors=True)
         shutil.rmtree(candidates / mode / "model.checkpoints", ignore_errors=True)
     logger.info("%s: %s", step.name, choice_text(choice))
