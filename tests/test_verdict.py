@@ -72,3 +72,15 @@ def test_the_report_takes_the_interval_from_the_evaluated_outputs(tmp_path):
     assert low < share < high < 1.0
     (folder / "en-de.ref.txt").unlink()  # a run folder from before the references were kept
     assert share_intervals(tmp_path, s) == {}
+
+
+def test_every_model_below_the_unpruned_one_as_used_is_named():
+    from mtprune.verdict import below_unpruned_line
+
+    s = summary(29.0, 1, unpruned_chrf=30.0)
+    s["test_data"] = {"en-de": {}}
+    assert below_unpruned_line(s) == ("below the unpruned model as used (chrf++, its own prompt): pruned en-de "
+                                      "20.00 < 30.00, finetune en-de 29.00 < 30.00, quantized en-de 28.70 < 30.00")
+    assert below_unpruned_line(summary(35.5, 1, unpruned_chrf=10.0)) is None
+    s["metrics"] = ["ter"]  # lower is better: not compared this way
+    assert below_unpruned_line(s) is None

@@ -32,6 +32,7 @@ from .files import read_json, write_json_atomic, write_text_atomic
 from .report import MISSING, _have_matplotlib, _human, _num, _save_atomic, _table
 from .run_folder import RESULT, STAGE_READS, STAMP
 from .recover.choice import choice_text
+from .verdict import below_unpruned_line
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,9 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
         section.paragraphs.append(_costs_text(speed))
     if any(m.get("train_seconds") is not None for m in summary["models"]):
         section.paragraphs.append("training: the recovery steps' time up to that model (synthesis included).")
+    below = below_unpruned_line(summary)
+    if below:
+        section.paragraphs.append(below[0].upper() + below[1:] + ".")
     for choice in summary.get("prompt_choices") or []:
         section.paragraphs.append(f"{choice['stage']} step {choice['step']}: {choice_text(choice)} on the dev data "
                                   f"of {', '.join(choice['pairs'])}; training time counts every format trained.")

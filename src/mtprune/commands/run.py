@@ -159,11 +159,14 @@ def _format_scores(summary: dict) -> str:
         lines.append(f"seg/s: segments per second as each model translates the first pair's test segments (its own "
                      f"prompt and outputs), batch {first['batch_size']}, median of {first.get('runs', '?')} "
                      "interleaved rounds; speed-up over the first model (median of the per-round ratios)")
+    from ..verdict import below_unpruned_line, verdict_from_dict, verdict_lines
+
     verdict = summary.get("verdict")
     if verdict:
-        from ..verdict import verdict_lines, verdict_from_dict
-
         lines += verdict_lines(verdict_from_dict(verdict))
+    below = below_unpruned_line(summary)
+    if below:
+        lines.append(below)
     return "\n".join(lines)
 
 
