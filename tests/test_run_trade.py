@@ -230,3 +230,13 @@ def test_the_recipe_refuses_a_prompt_choice_it_cannot_make(choice, expected, tin
     with pytest.raises(ConfigError) as err:
         load_recipe(recipe)
     assert "trade.yaml:10: recover[0].finetune.prompt: " in str(err.value) and expected in str(err.value)
+
+
+def test_the_prompt_choice_takes_the_best_mean_and_the_first_listed_on_a_tie():
+    from mtprune.recover.choice import choice_record
+
+    choice = choice_record({"zeroshot": [30.0, 40.0], "fewshot": [36.0, 35.0]}, ["en-de", "en-fr"])
+    assert choice["chosen"] == "fewshot" and choice["mean"] == {"zeroshot": 35.0, "fewshot": 35.5}
+    assert choice_record({"fewshot": [30.0], "zeroshot": [30.0]}, ["en-de"])["chosen"] == "fewshot"
+    with pytest.raises(ConfigError, match="no dev scores"):
+        choice_record({"zeroshot": []}, ["en-de"])

@@ -624,7 +624,7 @@ def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: 
     STEP/prompt-choice/FORMAT), each scored on the pairs' dev data in the format it was trained
     in; the best is moved to STEP/model, the others are deleted, the scores kept in its record.
     The choice is written before the move, so an interruption anywhere loses no trained model."""
-    from .recover.choice import choice_record, choice_text, pick_prompt, record_choice
+    from .recover.choice import choice_record, choice_text, record_choice
 
     out, candidates = folder / "model", folder / "prompt-choice"
     result = read_json(candidates / "choice.json")
@@ -638,9 +638,8 @@ def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: 
                 write_json_atomic(candidates / mode / RESULT, done)
             trained[mode] = done
             scores[mode] = _dev_scores(ctx, Path(done["model_dir"]), candidates / mode / "dev")
-        chosen = pick_prompt(scores)
-        result = {**trained[chosen], "model_dir": str(out),
-                  "prompt_choice": choice_record(scores, [p.name for p in ctx.recipe.pairs], chosen),
+        choice = choice_record(scores, [p.name for p in ctx.recipe.pairs])
+        result = {**trained[choice["chosen"]], "model_dir": str(out), "prompt_choice": choice,
                   "seconds": round(sum(r.get("seconds") or 0.0 for r in trained.values()), 1)}
         write_json_atomic(candidates / "choice.json", result)
     choice = result["prompt_choice"]
@@ -686,9 +685,8 @@ def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, An
 
     recipe = ctx.recipe
     pairs = [load_pair(p.test) for p in recipe.pairs]
-    for pair in (p for p in pairs if p.has_references):  # one per line as the hypotheses (report intervals)
-        write_text_atomic(folder / f"{pair.name}.ref.txt", "".join(r.replace("\n", " ") + "\n"
-                                                                    for r in pair.references))
+    for pair in (p for p in pairs if p.has_references):  # beside the hypotheses (the report's intervals)
+        write_text_atomic(folder / f"{pair.name}.ref.txt", _one_per_line(pair.references))
     results: dict[str, dict[str, Any]] = {}
     for name, spec in ctx.models():
         results[name] = {}
@@ -717,15 +715,20 @@ def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool, metr
     from .files import folder_size
 
     t = recipe.translation
-    result = translate_and_score(loaded, pair, metrics or recipe.evaluate.metrics, recipe.comet, prompt=prompt or t.prompt, shots=t.shots,
-                                 shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
+    result = translate_and_score(loaded, pair, metrics or recipe.evaluate.metrics, recipe.comet,
+                                 prompt=prompt or t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
                                  batch_size=t.batch_size, context=t.context_settings,
                                  max_new_tokens=t.max_new_tokens, progress=progress)
     hypotheses = result.pop("hypotheses")
     result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,
                   size_on_disk_bytes=folder_size(loaded.checkpoint))
-    write_text_atomic(path.with_suffix(".hyp.txt"), "".join(h.replace("\n", " ") + "\n" for h in hypotheses))
+    write_text_atomic(path.with_suffix(".hyp.txt"), _one_per_line(hypotheses))
     write_json_atomic(path, result)
+
+
+def _one_per_line(texts) -> str:
+    """One text per line (line breaks inside a text become spaces): hypotheses and references align."""
+    return "".join(t.replace("\n", " ") + "\n" for t in texts)
 
 
 def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:

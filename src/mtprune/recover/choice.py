@@ -34,20 +34,16 @@ def prompt_choice_errors(modes: list[Any], known: tuple[str, ...], pairs_without
     return problems
 
 
-def pick_prompt(scores: dict[str, list[float]]) -> str:
-    """The format with the best mean dev score over the pairs; on a tie the one listed first."""
+def choice_record(scores: dict[str, list[float]], pairs: list[str]) -> dict[str, Any]:
+    """The choice, as the model's record and the run's result keep it: each format's dev scores
+    (per pair) and mean; chosen: the best mean, on a tie the format listed first."""
     if not scores or any(not s for s in scores.values()):
         raise ConfigError("no dev scores to choose a prompt format from")
     means = {mode: sum(s) / len(s) for mode, s in scores.items()}
-    best = max(means.values())
-    return next(mode for mode, mean in means.items() if mean == best)
-
-
-def choice_record(scores: dict[str, list[float]], pairs: list[str], chosen: str) -> dict[str, Any]:
-    """The choice as the model's record and the run's result keep it."""
+    chosen = max(means, key=means.get)  # max keeps the first of equal values
     return {"metric": CHOICE_METRIC, "pairs": pairs, "chosen": chosen,
             "scores": {mode: [round(x, 4) for x in s] for mode, s in scores.items()},
-            "mean": {mode: round(sum(s) / len(s), 4) for mode, s in scores.items()}}
+            "mean": {mode: round(mean, 4) for mode, mean in means.items()}}
 
 
 def record_choice(model_dir: Path, choice: dict[str, Any]) -> None:
