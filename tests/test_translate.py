@@ -11,21 +11,12 @@ import torch
 from mtprune.backends.hf import GenerationBudget, HFTranslator, TranslationResult, stop_token_ids
 from mtprune.data import Segment
 from mtprune.prompts import build_prompter, clean_output
+from tiny import TINY_SOURCES as SOURCES
 from tiny import make_model, make_tokenizer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
-SOURCES = [
-    "In the beginning God created the heaven.",
-    "Und die Erde war wüst und leer.",
-    "Hi.",
-    "The quick brown fox jumps over the lazy dog.",
-    "Au commencement",
-    "darkness was upon the face of the deep",
-    "0123456789",
-    "God",
-]
 EXAMPLES = [
     Segment("ex1", "And God said, Let there be light.", "Und Gott sprach: Es werde Licht!", "en", "de"),
     Segment("ex2", "And there was light.", "Und es ward Licht.", "en", "de"),

@@ -141,3 +141,16 @@ def copy_without(src: Path, dst: Path, *drop: str) -> Path:
         if path.name not in drop:
             shutil.copy(path, dst / path.name)
     return dst
+
+
+# sources the tiny models translate without float ties at the argmax (test_translate, test_oom_halving)
+TINY_SOURCES = [
+    "In the beginning God created the heaven.",
+    "Und die Erde war wüst und leer.",
+    "Hi.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Au commencement",
+    "darkness was upon the face of the deep",
+    "0123456789",
+    "God",
+]

@@ -369,7 +369,7 @@ def time_batch1(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
 
 def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
     """The model's entry of the result: its figures per batch size with their spread."""
-    from .evaluate import score_hypotheses
+    from .evaluate import oom_record, score_hypotheses
 
     # outputs of a fixed length are not translations: not scored
     scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None
@@ -390,6 +390,7 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
             if scored else None,
             "hypotheses": t.hypotheses,
             **lengths(mean_prompt_tokens(m.loaded, m.translators[b], pair.sources), t.tokens / len(pair.sources)),
+            **oom_record(m.translators[b]),  # halvings during warm-up or timed rounds
         }
         m.entry["batches"].append(row)
         logger.info("%s batch %d: %.1f [%.1f, %.1f] tokens/s over %d runs, %.2f segments/s, latency median %.2f s, "

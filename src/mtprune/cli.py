@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .commands.memory_check import check_command
 from .commands.options import LAYER_IDS_NOTE
 from .errors import MtpruneError
 
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(args)
     try:
+        check_command(args)  # memory, before any weight loads
         return int(args.func(args) or 0)
     except MtpruneError as exc:
         print(f"mtprune {args.command}: error: {exc}", file=sys.stderr)

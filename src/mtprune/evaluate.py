@@ -250,6 +250,13 @@ def few_shot_record(prompter) -> dict[str, Any]:
     return {"few_shot": {key: described[key] for key in keys}}
 
 
+def oom_record(translator) -> dict[str, Any]:
+    """``{"oom_halvings": [{"from": 16, "to": 8}, ...]}`` where the translator halved its batch size
+    on running out of memory (hf backend); empty where it never did."""
+    halvings = getattr(translator, "oom_halvings", None)  # a ContextTranslator passes it on
+    return {"oom_halvings": list(halvings)} if halvings else {}
+
+
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str],
                      comet=None) -> dict[str, Any]:
     """Metric scores with signatures, and translation failure counts (wrong language included);
@@ -299,5 +306,6 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=No
         **({"documents": scored["documents"]} if "documents" in scored else {}),
         "failures": scored["failures"],
         "timing": result.timing(),
+        **oom_record(translator),
         "hypotheses": result.hypotheses,
     }

@@ -255,7 +255,7 @@ def _step(recipe, step, full: ModelShape, pruned: ModelShape, shape, dtype: int,
     else:
         teacher = o.get("teacher")
         if teacher:
-            teacher_shape = full if teacher == "auto" else shape(teacher)
+            teacher_shape = full if teacher in ("auto", "reference") else shape(teacher)
             yield " (teacher top-k pass)", (
                 inference_memory(teacher_shape, dtype_bytes=dtype, batch_size=o.get("batch_size", 8),
                                  tokens=o.get("max_length", 512))
@@ -267,22 +267,29 @@ def _step(recipe, step, full: ModelShape, pruned: ModelShape, shape, dtype: int,
             gradient_checkpointing=o.get("gradient_checkpointing", False), compute_bytes=dtype)
 
 
-def gpu_bytes() -> int | None:
-    """The memory of this machine's first GPU, or None without one."""
-    import torch
-
-    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
-
-
-def format_estimates(estimates: list[tuple[str, Estimate | str]], device_bytes: int | None = None) -> str:
-    """The estimates as lines for ``--dry-run``; '!' marks a stage over ``device_bytes``."""
-    limit = device_bytes or 80 * 10 ** 9
-    where = f"this GPU's {limit / GiB:.0f} GiB" if device_bytes else "one 80 GB GPU"
-    lines = ["memory per stage (estimated from the model's config; '!' marks more than " + where + "):"]
+def format_estimates(estimates: list[tuple[str, Estimate | str]], room=None) -> str:
+    """The estimates as lines for ``--dry-run``; '!' marks a stage over what ``room`` (a
+    ``preflight.Room``: this machine's device) has, with what the recipe could change; without a
+    known room, one 80 GB GPU."""
+    runtime = room.runtime if room is not None else 0
+    limit = room.available if room is not None and room.available is not None else 80 * 10 ** 9
+    where = (f"this machine's {limit / GiB:.1f} GiB ({room.what})" if room is not None and room.available is not None
+             else "one 80 GB GPU")
+    lines = ["memory per stage (estimated from the model's config, plus "
+             f"{runtime / GiB:.1f} GiB runtime; '!' marks more than {where}):"]
     for stage, est in estimates:
         if isinstance(est, str):
             lines.append(f"  {stage}: {est}")
-        else:
-            mark = "!" if est.total > limit and "vLLM takes" not in est.note else " "
-            lines.append(f" {mark}{stage}: {est.describe()}")
+            continue
+        over = est.total + runtime > limit and "vLLM takes" not in est.note
+        lines.append(f" {'!' if over else ' '}{stage}: {est.describe()}")
+        if over:
+            lines.append(f"     -> {_over_hint(stage)}")
     return "\n".join(lines)
+
+
+def _over_hint(stage: str) -> str:
+    if stage.endswith("finetune"):
+        return ("a finetune step with fit: auto (the default) takes a setting that fits when it runs (smaller "
+                "batch_size with grad_accum, gradient_checkpointing, optimizer: adamw_8bit, lora); or set one")
+    return "lower translation.batch_size (bench.batch_sizes), or dtype: bfloat16; or run it on a larger device"

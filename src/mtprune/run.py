@@ -55,6 +55,7 @@ class RunContext:
     run_dir: Path
     stages: dict[str, Stage] = field(default_factory=dict)
     progress: bool = True
+    memory_check: bool = True  # False: --skip-memory-check
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -353,12 +354,14 @@ def format_plan(recipe: Recipe, stages: list[Stage], run_dir: Path) -> str:
 # Execution
 # ----------------------------------------------------------------------------------------
 
-def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Execute the recipe's stages into ``run_dir``; returns the report's summary."""
+def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, progress: bool = True,
+               memory_check: bool = True) -> dict[str, Any]:
+    """Execute the recipe's stages into ``run_dir``; returns the report's summary. Each stage's
+    memory estimate is checked against this machine before it loads a model (``memory_check``)."""
     run_dir = Path(run_dir)
     _check_comet(recipe)
     _claim_run_dir(recipe, run_dir)
-    ctx = RunContext(recipe, run_dir, progress=progress)
+    ctx = RunContext(recipe, run_dir, progress=progress, memory_check=memory_check)
     ran: set[str] = set()
     for stage in plan_stages(recipe, run_dir, start_from):
         ctx.stages[stage.name] = stage
@@ -369,9 +372,33 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, start_from: str | None = None, 
             logger.info("skip %s: done, inputs unchanged", stage.name)
             continue
         _invalidate_dependents(ctx, stage.name)
+        check_stage_memory(ctx, stage.name)
         _run_stage(ctx, stage)
         ran.add(stage.name)
     return read_json(run_dir / "report" / RESULT) or {}
+
+
+def check_stage_memory(ctx: RunContext, stage: str) -> None:
+    """The stage's estimates (``memory.recipe_estimates``) against this machine: MemoryFitError
+    before a model loads where one does not fit. A finetune step checks itself once its data is
+    tokenized (and with ``fit: auto``, a recipe's default, takes an option that fits)."""
+    from .memory import recipe_estimates
+    from .models import choose_device
+    from .preflight import SKIP_FLAG, FitCheck, enforce, room_for
+
+    if not ctx.memory_check or stage in ("trim_vocab", "reference", "report"):
+        return
+    room = room_for(choose_device(ctx.recipe.device))
+    for label, estimate in recipe_estimates(ctx.recipe):
+        if isinstance(estimate, str) or estimate_stage(label) != stage or label.endswith("finetune"):
+            continue
+        enforce(FitCheck(label, estimate, room), skip_hint=f"{SKIP_FLAG} (mtprune run) runs it anyway; the recipe "
+                "can lower translation.batch_size or bench.batch_sizes, or set dtype: bfloat16")
+
+
+def estimate_stage(label: str) -> str:
+    """The stage of a ``recipe_estimates`` label ("recover 1. finetune (teacher top-k pass)" -> recover)."""
+    return label.split()[0]
 
 
 def _reads(stage: str, recipe: Recipe) -> tuple[str, ...]:
@@ -593,7 +620,8 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
 def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from .recover.finetune import FinetuneConfig
 
-    options = {**_defaults(FinetuneConfig, ctx.recipe), **step.options}
+    options = {"fit": "auto", "memory_check": ctx.memory_check, **_defaults(FinetuneConfig, ctx.recipe),
+               **step.options}
     if step.distils_reference:  # teacher-corrected: the reference stage ran first
         options["teacher"] = ctx.final("reference")
     if isinstance(options.get("prompt"), list):
@@ -614,8 +642,10 @@ def _finetune(ctx: RunContext, step: RecoverStep, out: Path, student: str, synth
                                                                   config.dev_part)
     result = run_finetune(config)
     rec = result.recovery
+    fitted = (rec.get("memory") or {}).get("chosen")
     return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
-            "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds")}
+            "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds"),
+            **({"memory_fit": rec["memory"]} if fitted else {})}
 
 
 def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized,

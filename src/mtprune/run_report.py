@@ -147,6 +147,8 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "plan": read_json(search["plan"]) if search else None,
         "bench": (stages.get("bench") or {}).get("result"),
         "prompt_choices": _prompt_choices(stages),
+        "memory_fits": _memory_fits(stages),
+        "oom_halvings": _oom_halvings(evaluate),
         "recipe": {"path": str(recipe), "hash": _sha256(recipe)},
         "commands": [f"mtprune run {recipe} -o {run_dir}"],
         "versions": _versions(),
@@ -181,6 +183,38 @@ def _prompt_choices(stages: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"stage": name, "step": step["step"], **step["prompt_choice"]}
             for name in ("reference", "recover")
             for step in ((stages.get(name) or {}).get("result") or {}).get("steps", []) if step.get("prompt_choice")]
+
+
+def _memory_fits(stages: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each finetune step that ``fit: auto`` changed to fit this machine's memory."""
+    return [{"stage": name, "step": step["step"], **step["memory_fit"]}
+            for name in ("reference", "recover")
+            for step in ((stages.get(name) or {}).get("result") or {}).get("steps", []) if step.get("memory_fit")]
+
+
+def _oom_halvings(evaluate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model and pair whose translation batch was halved on running out of GPU memory."""
+    return [{"model": name, "pair": pair, "halvings": r["oom_halvings"]}
+            for name, per_pair in evaluate["results"].items() for pair, r in per_pair.items() if r.get("oom_halvings")]
+
+
+def memory_texts(summary: dict[str, Any]) -> list[str]:
+    """The report's lines on memory: the settings fit: auto chose, the batches halved out of memory."""
+    from .preflight import Option
+
+    lines = []
+    for fit in summary.get("memory_fits") or []:
+        chosen = fit["chosen"]
+        room = fit["room"]
+        need = (fit["estimate_bytes"] + fit["runtime_bytes"]) / 2 ** 30
+        lines.append(f"{fit['stage']} step {fit['step']}: the recipe's settings needed ~{need:.1f} GiB, "
+                     f"{room['device']} had {room['available_bytes'] / 2 ** 30:.1f} GiB: trained with "
+                     f"{Option(chosen['changes'], None).flags()} (fit: auto; {chosen['note']}).")
+    for oom in summary.get("oom_halvings") or []:
+        steps = ", ".join(f"{h['from']} -> {h['to']}" for h in oom["halvings"])
+        lines.append(f"evaluate: {oom['model']} on {oom['pair']} ran out of GPU memory; its batch was halved "
+                     f"({steps}) and every segment translated once.")
+    return lines
 
 
 def _sha256(path: Path) -> str | None:
@@ -294,6 +328,7 @@ def _models_section(summary: dict[str, Any], plots: Sequence[str]) -> Section:
     for choice in summary.get("prompt_choices") or []:
         section.paragraphs.append(f"{choice['stage']} step {choice['step']}: {choice_text(choice)} on the dev data "
                                   f"of {', '.join(choice['pairs'])}; training time counts every format trained.")
+    section.paragraphs += memory_texts(summary)
     section.plots = [p for p in ("tradeoff", "speed") if p in plots]
     return section
 

@@ -15,7 +15,11 @@ Why it is fast, compared with the loop research scripts write:
   finished rows are dropped in bulk, not one copy of the cache per finished row;
 - ``translate_variants`` translates the same segments with several layer subsets in one
   batch (``layers.VariantRouter``): the search scores many candidate layers at once, and
-  the vocabulary projection, most of a small model's decoding step, runs on a large batch.
+  the vocabulary projection, most of a small model's decoding step, runs on a large batch;
+- out of memory in a batch, its segments (each with all its variants) are split in two halves
+  and translated again, halving on as needed, and later batches keep the smaller size: no
+  segment is lost or translated twice, and ``describe()`` records each halving
+  (``oom_halvings``); a single segment that does not fit raises ``TranslationOutOfMemory``.
 
 Outputs do not depend on the batch size beyond float rounding: padding is masked, position
 ids count real tokens only, and each segment is cut at its own budget, not the batch's.
@@ -35,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MtpruneError
 from ..prompts import END_OF_TURN_MARKERS, Prompter, clean_output
 from .prefix import attention_window, common_prefix_length, fits_window
 
@@ -46,6 +50,14 @@ _MIN_SHARED_PREFIX = 8  # shorter shared prompt prefixes are not worth a separat
 # A finished row stays in the batch until 1/_COMPACT_EVERY of the batch is finished: dropping
 # rows copies the whole KV cache, computing a finished row one more step costs little.
 _COMPACT_EVERY = 8
+
+# torch.OutOfMemoryError since torch 2.5; torch.cuda.OutOfMemoryError, the same class, before
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+class TranslationOutOfMemory(MtpruneError, OUT_OF_MEMORY):
+    """Out of memory on a single segment: halving the batch cannot help.  Still an out-of-memory
+    error, so a caller that can shrink its own share (the search's candidate group) does."""
 
 
 _NEWLINE_PIECES = ("\n", "\r", "Ċ", "<0x0A>", "<0x0D>")
@@ -194,7 +206,9 @@ class HFTranslator:
         self.model = model
         self.tokenizer = tokenizer
         self.prompter = prompter
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # lowered where a batch runs out of memory
+        self.requested_batch_size = batch_size
+        self.oom_halvings: list[dict[str, int]] = []  # {"from": segments, "to": segments}, in order
         self.budget = budget or GenerationBudget()
         self.progress = progress
         self.prefix_cache = prefix_cache
@@ -213,7 +227,7 @@ class HFTranslator:
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "batch_size": self.batch_size,
+            "batch_size": self.requested_batch_size,
             "decoding": "greedy",
             "budget": self.budget.to_dict(),
             "stop_token_ids": self.stop_ids,
@@ -221,6 +235,7 @@ class HFTranslator:
             "ignore_stops": self.ignore_stops,
             "prefix_cache": self.prefix_cache,
             "prompt": self.prompter.describe(),
+            **({"oom_halvings": list(self.oom_halvings)} if self.oom_halvings else {}),
         }
 
     # -- preparation --------------------------------------------------------------------
@@ -267,6 +282,7 @@ class HFTranslator:
         A batch holds every variant of ``batch_size`` segments (variants x segments rows), so
         the vocabulary projection, which dominates a decoding step of small models, runs on a
         batch many times larger.  The seconds of each result are the call's time shared evenly.
+        A batch that runs out of memory is halved (``_translate_batch``).
         """
         from tqdm.auto import tqdm
 
@@ -276,13 +292,22 @@ class HFTranslator:
         start = time.perf_counter()
         prefix = self._encode_prefix(prepared, router)
         bar = tqdm(total=len(sources), unit="seg", disable=not self.progress, leave=False, desc="translate")
-        for begin in range(0, len(prepared.order), self.batch_size):
-            batch = prepared.order[begin : begin + self.batch_size]
-            rows = [(v, index) for v in range(n_variants) for index in batch]  # variant-major
-            for (v, index), ids in zip(rows, self._generate(rows, prepared, prefix, router)):
-                outputs[v][index] = ids
-            bar.update(len(batch))
-        bar.close()
+        begin, size_before, halvings_before = 0, self.batch_size, len(self.oom_halvings)
+        try:
+            while begin < len(prepared.order):  # self.batch_size may shrink on the way
+                batch = prepared.order[begin : begin + self.batch_size]
+                for (v, index), ids in self._translate_batch(batch, n_variants, prepared, prefix, router):
+                    outputs[v][index] = ids
+                begin += len(batch)
+                bar.update(len(batch))
+        except TranslationOutOfMemory:
+            # the call failed: the caller may shrink its share instead (the search halves its
+            # candidate group), and should not be left with this call's smaller batches
+            self.batch_size = size_before
+            del self.oom_halvings[halvings_before:]
+            raise
+        finally:
+            bar.close()
         seconds = (time.perf_counter() - start) / n_variants
         results = []
         for per_variant in outputs:
@@ -290,6 +315,50 @@ class HFTranslator:
             hyps = [clean_output(text, self.prompter, source) for text, source in zip(raw, sources)]
             results.append(TranslationResult(hyps, sum(len(o) for o in per_variant), seconds, raw))
         return results
+
+    def _translate_batch(self, batch: list[int], n_variants: int, prepared: _Prepared, prefix=None,
+                         router=None) -> list[tuple[tuple[int, int], list[int]]]:
+        """((variant, segment) row, generated ids) of every variant of the segments ``batch``.  Out of
+        memory, the batch size is halved and the segments are translated in parts of that size
+        (each part halved again if need be); a single segment that does not fit raises
+        ``TranslationOutOfMemory``."""
+        rows = [(v, index) for v in range(n_variants) for index in batch]  # variant-major
+        try:
+            return list(zip(rows, self._generate(rows, prepared, prefix, router)))
+        except OUT_OF_MEMORY as exc:
+            if len(batch) == 1:
+                raise TranslationOutOfMemory(self._single_segment_message(batch[0], n_variants, prepared)) from exc
+        # out of the except block: the failed batch's tensors are no longer referenced
+        self._halve_batch_size(len(batch))
+        done: list[tuple[tuple[int, int], list[int]]] = []
+        begin = 0
+        while begin < len(batch):
+            part = batch[begin : begin + self.batch_size]
+            done += self._translate_batch(part, n_variants, prepared, prefix, router)
+            begin += len(part)
+        return done
+
+    def _halve_batch_size(self, failed: int) -> None:
+        """Record that ``failed`` segments did not fit, and go on with half as many."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.batch_size = min(self.batch_size, math.ceil(failed / 2))
+        self.oom_halvings.append({"from": failed, "to": self.batch_size})
+        logger.warning("out of memory at batch size %d; going on with %d", failed, self.batch_size)
+
+    def _single_segment_message(self, index: int, n_variants: int, prepared: _Prepared) -> str:
+        """What ran out of memory on one segment, and what to try instead."""
+        side_by_side = f" with {n_variants} layer subsets side by side" if n_variants > 1 else ""
+        requested = self.requested_batch_size
+        size = "batch size 1" if requested == 1 else f"batch size 1, halved down from --batch-size {requested}"
+        tries = ["a smaller --max-new-tokens", "a smaller --dtype", "another --device"]
+        if requested > 1:
+            tries.insert(0, "--batch-size 1 from the start (less fragmented memory)")
+        if n_variants > 1:
+            tries.insert(0, "fewer candidates side by side (--candidate-batch)")
+        return (f"out of memory translating a single segment{side_by_side} ({size}): its "
+                f"{len(prepared.prompt_ids[index])}-token prompt and {prepared.budgets[index]} new tokens do not "
+                f"fit on {self.model.device}. Try {', '.join(tries[:-1])} or {tries[-1]}.")
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         kwargs = {self._cache_arg: cache, "use_cache": True}

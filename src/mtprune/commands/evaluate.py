@@ -25,6 +25,7 @@ EPILOG = """examples:
 
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
+    from .memory_check import add_skip_argument
     from .options import (MODEL_HELP, add_backend_arguments, add_comet_arguments, add_context_arguments,
                           add_translation_arguments)
 
@@ -43,6 +44,7 @@ def add_parser(subparsers) -> None:
                    help="comma-separated: chrf++, chrf, bleu, ter, comet, comet-qe (default: chrf++,bleu,chrf,ter)")
     add_comet_arguments(p)
     p.add_argument("--json", help="write settings, signatures, data hash, scores and timing to this JSON file")
+    add_skip_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(func=run)
 

@@ -164,6 +164,13 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint folder after success")
     g.add_argument("--force", action="store_true", help="replace a non-empty OUT and earlier checkpoints")
     g.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
+    g.add_argument("--fit", choices=("check", "auto"), default="check",
+                   help="memory, estimated from the model's config and the tokenized data before a weight loads: "
+                   "check refuses a run that does not fit this machine (available RAM, or the GPU's free memory) and "
+                   "names the options that would, each with its estimate; auto takes the first that fits (a smaller "
+                   "micro-batch with more --grad-accum, --gradient-checkpointing, 8-bit AdamW, --freeze-embeddings, "
+                   "--lora) and records it (default: check)")
+    g.add_argument("--skip-memory-check", action="store_true", help="run even where the estimate does not fit")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -184,7 +191,8 @@ def config_from_args(args: argparse.Namespace):
         teacher=args.teacher, kd_weight=args.kd_weight, temperature=args.temperature, top_k=args.top_k,
         teacher_cache=Path(args.teacher_cache) if args.teacher_cache else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-        keep_checkpoints=args.keep_checkpoints, force=args.force, verify=not args.no_verify,
+        keep_checkpoints=args.keep_checkpoints, force=args.force, verify=not args.no_verify, fit=args.fit,
+        memory_check=not args.skip_memory_check,
         progress=not getattr(args, "quiet", False),
     )
 

@@ -32,6 +32,8 @@ check); held-out chrF++ (sample:en-de test, 48 segments) 13.54 -> 16.50, repetit
 
 
 def add_parser(subparsers) -> None:
+    from .memory_check import add_skip_argument
+
     p = subparsers.add_parser("heal", help="train the layers after each gap to mimic the removed ones (minutes)",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +72,7 @@ def add_parser(subparsers) -> None:
     t.add_argument("--dtype", default="float32",
                    help="training dtype (default: float32); OUT is saved in the dtype STUDENT was saved in")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+    add_skip_argument(p)
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
     p.set_defaults(func=run)

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
                               description="Show architecture, layer count, parameters (total, per layer, embeddings, "
                               "head), vocabulary size and the LM head's share of a generated token's matmul FLOPs "
                               "(what `mtprune trim-vocab` can save), dtype, size on disk and chat template of MODEL.")
-    add_model_arguments(p, dtype_default="source")
+    add_model_arguments(p, dtype_default="source", memory_check=False)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -15,8 +15,11 @@ MODEL_HELP = (
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto",
-                        several: str | None = None) -> None:
-    """MODEL, --dtype, --device; with ``several`` (its help), one or more MODELs into ``args.models``."""
+                        several: str | None = None, memory_check: bool = True) -> None:
+    """MODEL, --dtype, --device (and --skip-memory-check); with ``several`` (its help), one or more
+    MODELs into ``args.models``."""
+    from .memory_check import add_skip_argument
+
     if several:
         parser.add_argument("models", metavar="MODEL", nargs="+", help=f"{MODEL_HELP}; {several}")
     else:
@@ -28,6 +31,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, dtype_default: str =
         "on GPUs and on CPUs with native bf16, else float32; source = as the checkpoint was saved)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+    if memory_check:
+        add_skip_argument(parser)
 
 
 def add_translation_arguments(p: argparse.ArgumentParser, *, batch_size: bool = True) -> None:

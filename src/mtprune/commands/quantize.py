@@ -30,6 +30,7 @@ kernels at run time are vLLM's (w8a8-int8 and w4a16 on x86 CPUs and GPUs; fp8 on
 def add_parser(subparsers) -> None:
     from ..data import add_data_arguments
     from ..quantize.schemes import METHODS, SCHEMES
+    from .memory_check import add_skip_argument
     from .options import add_shots_by_argument
 
     p = subparsers.add_parser("quantize", help="int8 / int4 / fp8 weights (compressed-tensors), after pruning",
@@ -55,6 +56,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--shots", type=int, default=3, help="few-shot examples per calibration prompt (default: 3)")
     g.add_argument("--shots-from", metavar="SPEC", help="few-shot example pool (default: the data's train part)")
     add_shots_by_argument(g)
+    add_skip_argument(p)
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-verify", action="store_true", help="skip the reload check (not recommended)")
     p.set_defaults(func=run, part="train", limit=128)

@@ -30,7 +30,8 @@ examples:
 
 def add_parser(subparsers) -> None:
     from ..run import STAGES
-    from .run import add_set_argument
+    from .memory_check import add_skip_argument
+    from .run import RUN_SKIP_HELP, add_set_argument
 
     p = subparsers.add_parser("quickstart", help="the whole method on the packaged model and bundled sample",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -50,6 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
     p.add_argument("--force", action="store_true", help="redo the search and every later stage (= --from search)")
+    add_skip_argument(p, RUN_SKIP_HELP)
     p.add_argument("--dry-run", action="store_true", help="check the recipe and show what each stage would do")
     add_set_argument(p)
     p.set_defaults(func=run)
@@ -79,4 +81,5 @@ def run(args: argparse.Namespace) -> int:
     if args.force and args.start_from:
         raise ConfigError("--force is --from search: give one of them")
     return execute("quickstart", Path(args.output), start_from=start_from, dry_run=args.dry_run,
-                   overrides=quickstart_overrides(args), progress=not args.quiet)
+                   overrides=quickstart_overrides(args), progress=not args.quiet,
+                   memory_check=not args.skip_memory_check)

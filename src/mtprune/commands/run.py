@@ -84,6 +84,7 @@ examples:
 
 def add_parser(subparsers) -> None:
     from ..run_folder import STAGES
+    from .memory_check import add_skip_argument
 
     p = subparsers.add_parser("run", help="a whole run from a YAML recipe (resumable, stage by stage)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -98,7 +99,12 @@ def add_parser(subparsers) -> None:
                    "no model. Data files that are not there yet are listed, not refused. Also estimates each stage's "
                    "memory from the model's config (weights, optimizer, activations, KV cache)")
     add_set_argument(p)
+    add_skip_argument(p, RUN_SKIP_HELP)
     p.set_defaults(func=run)
+
+
+RUN_SKIP_HELP = ("run each stage even where its memory estimate is above what this machine has (each stage is checked "
+                 "before it loads a model; a finetune step with fit: auto, the default, takes a setting that fits)")
 
 
 def add_set_argument(p) -> None:
@@ -109,23 +115,26 @@ def add_set_argument(p) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return execute(args.recipe, Path(args.output), start_from=args.start_from, dry_run=args.dry_run,
+                   memory_check=not args.skip_memory_check,
                    overrides=args.overrides, progress=not args.quiet)
 
 
 def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, dry_run: bool = False,
-            overrides: list[str] = (), progress: bool = True) -> int:
+            overrides: list[str] = (), progress: bool = True, memory_check: bool = True) -> int:
     """Check the recipe, then print the plan (dry run) or run it and print the models side by side."""
-    from ..memory import format_estimates, gpu_bytes, recipe_estimates
+    from ..memory import format_estimates, recipe_estimates
+    from ..models import choose_device
+    from ..preflight import room_for
     from ..recipe import load_recipe
     from ..run import format_plan, plan_stages, run_recipe
 
     recipe = load_recipe(recipe_spec, allow_missing_files=dry_run, overrides=overrides)
     if dry_run:
         print(format_plan(recipe, plan_stages(recipe, run_dir, start_from), run_dir))
-        print(format_estimates(recipe_estimates(recipe), gpu_bytes()))
+        print(format_estimates(recipe_estimates(recipe), room_for(choose_device(recipe.device))))
         print("dry run: nothing was loaded or written")
         return 0
-    summary = run_recipe(recipe, run_dir, start_from=start_from, progress=progress)
+    summary = run_recipe(recipe, run_dir, start_from=start_from, progress=progress, memory_check=memory_check)
     print(_format_scores(summary))
     report = summary.get("report") or {}
     print(f"report: {report.get('markdown')} and {report.get('html')} (summary.json beside them)")

@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..export import check_output_dir, read_record
 from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
 from ..memory import OPTIMIZER_STATE_BYTES
+from ..preflight import FIT_MODES
 from ..retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ RUN_FILE, RUN_FILE_KIND, LEGACY_RUN_FILE = "finetune-run.jsonl", "mtprune finetu
 RESUME_ADVICE = "use the same options with --resume, or --force without --resume to start over"
 # settings that may differ between an interrupted run and its --resume
 DEV_PARTS = ("dev", "test", "train")  # or None ("none" in a recipe or on the command line): no dev loss
-RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache")
+RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache",
+               "fit", "memory_check")
 
 
 @dataclass
@@ -93,6 +95,8 @@ class FinetuneConfig:
     force: bool = False
     verify: bool = True
     progress: bool = True
+    fit: str = "check"  # memory: check (refuse what does not fit, naming options) | auto (take the first that fits)
+    memory_check: bool = True  # False: --skip-memory-check
 
     def __post_init__(self) -> None:
         if isinstance(self.dev_part, str) and self.dev_part.strip().lower() in ("none", ""):
@@ -132,6 +136,7 @@ class FinetuneConfig:
             (self.top_k < 1, f"--top-k must be >= 1, got {self.top_k}"),
             (self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0), "--lora-rank and --lora-alpha must be > 0"),
             (self.lora and self.freeze_embeddings, "--freeze-embeddings is implied by --lora: drop one"),
+            (self.fit not in FIT_MODES, f"--fit {self.fit!r}: choose one of {', '.join(FIT_MODES)}"),
             (self.optimizer not in OPTIMIZER_STATE_BYTES,
              f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZER_STATE_BYTES)}"),
             (not own_dev and (any(d.part == self.dev_part for d in self.data) or
@@ -156,7 +161,8 @@ class FinetuneConfig:
         """The settings as JSON-able values (for the run file and the recovery record)."""
         values = dataclasses.asdict(self)
         values["data"] = [dataclasses.asdict(d) for d in self.data]
-        for key, default in (("dev_data", None), ("optimizer", "adamw_torch")):
+        for key, default in (("dev_data", None), ("optimizer", "adamw_torch"), ("fit", "check"),
+                             ("memory_check", True)):
             if values[key] == default:
                 values.pop(key)  # as in the run files of earlier versions, which --resume compares
         return json.loads(json.dumps(values, default=str))
@@ -188,6 +194,7 @@ class Prepared:
     dev_examples: list[dict[str, Any]]
     teacher: dict[str, Any] | None  # {"spec", "checkpoint"}
     train_available: int | None = None  # examples before the draw for --max-steps (with a teacher)
+    memory: dict[str, Any] | None = None  # the memory check (preflight.FitCheck.to_dict)
 
 
 def prepare(config: FinetuneConfig) -> Prepared:

@@ -18,6 +18,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from ..errors import ConfigError
 from .finetune import (FinetuneConfig, FinetuneResult, Prepared, describe_data, examples_hash, prepare, record_run,
                        remove_checkpoints)
+from .fit import check_training_memory, fit_record, recorded_fit, save_fit
 from .losses import kd_loss, target_cross_entropy, target_logits
 from .sft_data import Collator
 
@@ -28,7 +29,10 @@ def run_finetune(config: FinetuneConfig, callbacks: tuple = ()) -> FinetuneResul
     """Fine-tune ``config.student`` and save it to ``config.out``; ``callbacks``: extra TrainerCallbacks."""
     started = time.time()
     config.validate()
+    config = recorded_fit(config)
     prepared = prepare(config)
+    config, memory = check_training_memory(config, prepared)
+    prepared.memory = fit_record(memory)
     loaded = load_student(config, prepared)
     rows = teacher_rows(config, prepared) if prepared.teacher else None
     trainer = build_trainer(config, prepared, loaded, rows, callbacks)
@@ -365,6 +369,7 @@ def train(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepare
         if not config.resume:
             remove_checkpoints(config)  # only reached with --force when checkpoints exist
         record_run(config, resume_from)
+        save_fit(config, prepared)
     trainer.accelerator.wait_for_everyone()
     if resume_from:
         logger.info("resuming from %s", resume_from)
@@ -442,6 +447,7 @@ def recovery_record(trainer, config: FinetuneConfig, prepared: Prepared, loaded,
         "seed": config.seed,
         "seconds": round(seconds, 1),
         "settings": config.settings(),
+        **({"memory": prepared.memory} if prepared.memory else {}),
     }
 
 
