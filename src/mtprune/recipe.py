@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any, Union
 
 from .backends import BackendConfig
-from .bench import BenchConfig
-from .comet import CometSettings
+from .bench import ORDERS, BenchConfig
+from .comet import COMET_METRICS, CometSettings
 from .data import DataSpec, data_spec_from_args
 from .documents import CONTEXT_TARGETS
 from .errors import ConfigError, MtpruneError, unknown_choice
+from .metrics import METRICS
+from .models import DEVICES, DTYPES
+from .prompts import MODES
+from .quantize.schemes import METHODS as QUANTIZE_METHODS, SCHEMES
 from .recover.finetune import FinetuneConfig
 from .recover.heal import HealConfig
 from .recover.synthesize import SynthesizeConfig
@@ -58,18 +62,28 @@ _NO_OUTPUT = Path("/nonexistent-mtprune-recipe-check/out")
 PACKAGED_RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
+def _key(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
+         choices: tuple[str, ...] | None = None) -> Any:
+    """A recipe key's field: its default and the help and allowed values that docs/reference/recipe.md
+    shows (``scripts/gen_docs.py``); behaves as a plain ``field(default=...)``."""
+    metadata = {"help": help, **({"choices": tuple(choices)} if choices else {})}
+    return field(default=default, default_factory=factory, metadata=metadata)
+
+
 # ----------------------------------------------------------------------------------------
 # The typed recipe
 # ----------------------------------------------------------------------------------------
 
 @dataclass
 class Pair:
-    src: str
-    tgt: str
-    dev: DataSpec | None = None  # the search scores on it
-    test: DataSpec | None = None  # held-out evaluation
-    train: DataSpec | None = None  # recovery steps train on it
-    weight: float = 1.0
+    src: str = _key(help="source language (ISO 639-1 or 639-3 code)")
+    tgt: str = _key(help="target language (ISO 639-1 or 639-3 code)")
+    dev: DataSpec | None = _key(None, help="data the search scores on (default: the hash part `dev` of `data`)")
+    test: DataSpec | None = _key(None, help="held-out data every model is evaluated on (default: the part `test` "
+                                 "of `data`)")
+    train: DataSpec | None = _key(None, help="data the recovery steps train on and trim_vocab counts (default: "
+                                  "the part `train` of `data`)")
+    weight: float = _key(1.0, help="the pair's weight in the search's `combine: weighted`")
 
     @property
     def name(self) -> str:
@@ -80,14 +94,21 @@ class Pair:
 class Translation:
     """How every stage that translates does it (search, evaluate, synthesize, bench)."""
 
-    prompt: str = "auto"
-    shots: int = 3
-    shots_from: str | None = None
-    shots_by: str = DEFAULT_SHOTS_BY  # random | similar: each segment's most similar examples
-    context: int = 0  # previous sentences of the segment's document shown with it (documents.py)
-    context_target: str = "none"  # none | model: the model's own translations of them too
-    batch_size: int = 16
-    max_new_tokens: int | None = None
+    prompt: str = _key("auto", help="prompt format: auto (the chat template's instruction where the tokenizer "
+                       "has one, else few-shot), chat, fewshot, zeroshot, or a template file with {src}, {tgt}, {text}",
+                       choices=MODES + ("FILE",))
+    shots: int = _key(3, help="few-shot examples per segment")
+    shots_from: str | None = _key(None, help="where few-shot examples come from (a file or sample:SRC-TGT; "
+                                  "default: the train part of the data)")
+    shots_by: str = _key(DEFAULT_SHOTS_BY, help="similar: each segment's most similar examples (BM25); "
+                         "random: one seeded draw for every segment",
+                         choices=SHOTS_BY)  # random | similar: each segment's most similar examples
+    context: int = _key(0, help="previous source sentences of the segment's document shown with it")
+    context_target: str = _key("none", help="none: the context as a note; model: also the model's own "
+                               "translations of it (documents translated in order)",
+                               choices=CONTEXT_TARGETS)  # none | model: the model's own translations of them too
+    batch_size: int = _key(16, help="segments translated together")
+    max_new_tokens: int | None = _key(None, help="cap of each segment's token budget (2 x source tokens + 8)")
 
     @property
     def context_settings(self):
@@ -96,17 +117,21 @@ class Translation:
         return ContextSettings(self.context, self.context_target)
 
 
+PRUNE_MODELS = ("base", "reference")
+
+
 @dataclass
 class Prune:
-    layers: int | None = None  # apply only the plan's first N removals (default: all)
-    drop: list[int] | None = None  # without a search: remove these original ids
-    verify: bool = True
+    layers: int | None = _key(None, help="apply only the plan's first N removals (default: all)")
+    drop: list[int] | None = _key(None, help="without a search: remove these original layer ids (a list or "
+                                  "'3,5-7')")
+    verify: bool = _key(True, help="reload the written checkpoint and check its greedy outputs")
     # what is searched and pruned: base (the recipe's model, its trimmed copy) or reference (the fine-tuned
     # reference: a model that already translates in the trained format, pruned and then recovered)
-    model: str = "base"
+    model: str = _key("base", help="what is searched and pruned: base (the recipe's model, trimmed) or reference "
+                      "(the fine-tuned reference, which translates in the trained format)",
+                      choices=PRUNE_MODELS)
 
-
-PRUNE_MODELS = ("base", "reference")
 
 
 @dataclass
@@ -138,11 +163,12 @@ class TrimVocab:
     """``trim_vocab:``: the vocabulary kept for the run (see ``mtprune trim-vocab --help``); the stage
     runs first, so the search, pruning, recovery and the reference work on the trimmed model."""
 
-    data: list[DataSpec | str] = field(default_factory=lambda: [TRAIN])  # "train": each pair's train part
-    limit: int | None = None  # segments of each pair's train part counted (None: the whole part)
-    keep: int | None = None  # tokens kept in all, filled up in the tokenizer's order
-    min_count: int = 1
-    verify: bool = True
+    data: list[DataSpec | str] = _key(factory=lambda: [TRAIN], help="the text whose tokens are kept: train (each "
+                                      "pair's train part) and/or data specs")  # "train": each pair's train part
+    limit: int | None = _key(None, help="segments of each pair's train part counted (default: the whole part)")
+    keep: int | None = _key(None, help="tokens kept in all, filled up in the tokenizer's order")
+    min_count: int = _key(1, help="drop data tokens seen fewer times")
+    verify: bool = _key(True, help="check the new tokenizer's splits and the kept logits before saving")
 
     def specs(self, pairs: list[Pair]) -> list[DataSpec]:
         """The data whose tokens are kept: every pair's train part (without its limit, unless
@@ -161,43 +187,50 @@ class Quantize:
     """``quantize:``: the last compression step (see ``mtprune quantize --help``), on the final recovered
     (or pruned) model and, where the recipe has one, on the reference: the fair comparison stays fair."""
 
-    scheme: str = "w8a8-int8"
-    method: str | None = None  # the scheme's default: gptq for int schemes
-    limit: int = 128  # calibration segments of the first pair's train part
-    group_size: int | None = None
-    include_head: bool = False
-    reference: bool = True  # quantize the reference too (where there is one)
-    damp: float = 0.01
-    max_length: int = 512
-    verify: bool = True
+    scheme: str = _key("w8a8-int8", help="weights (and activations) format",
+                       choices=tuple(SCHEMES))
+    method: str | None = _key(None, help="gptq (calibrated) or rtn (round to nearest, data-free); default: the "
+                              "scheme's (gptq for int schemes)", choices=QUANTIZE_METHODS)
+    limit: int = _key(128, help="calibration segments of the first pair's train part")
+    group_size: int | None = _key(None, help="input columns per scale (default: the scheme's: 128 for w4a16)")
+    include_head: bool = _key(False, help="quantize the LM head too")
+    reference: bool = _key(True, help="quantize the reference too (where the recipe has one)")
+    damp: float = _key(0.01, help="GPTQ's dampening of the Hessian diagonal")
+    max_length: int = _key(512, help="longest calibration prompt in tokens")
+    verify: bool = _key(True, help="reload the checkpoint and compare its held-out log-likelihood")
 
 
 @dataclass
 class Evaluate:
-    metrics: list[str] = field(default_factory=lambda: ["chrf++", "bleu"])
+    metrics: list[str] = _key(factory=lambda: ["chrf++", "bleu"], help="metrics every model is scored with on every "
+                              "pair's test data", choices=METRICS + COMET_METRICS)
 
 
 @dataclass
 class Bench:
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
-    warmup: int = 1
-    runs: int = 5  # rounds, the models interleaved (see mtprune bench --help)
-    limit: int | None = 64  # segments of the first pair's test data
-    metric: str = "chrf++"
-    fixed_new_tokens: int | None = None  # equal work for every model (see mtprune bench --help)
-    order: str = "interleaved"  # or sequential: one model loaded at a time
-    costs: bool = True  # also each model alone in its own process: memory, disk, load, chars/s, batch-1 latency
-    latency_segments: int = 16  # segments translated one at a time for the batch-1 latency
+    batch_sizes: list[int] = _key(factory=lambda: [1, 16], help="batch sizes timed")
+    warmup: int = _key(1, help="untimed calls per model and batch size")
+    runs: int = _key(5, help="timed rounds, the models interleaved")  # rounds (see mtprune bench --help)
+    limit: int | None = _key(64, help="segments of the first pair's test data")
+    metric: str = _key("chrf++", help="quality metric of the outputs")
+    fixed_new_tokens: int | None = _key(None, help="every segment generates exactly N tokens: the same work for "
+                                        "every model")  # equal work for every model
+    order: str = _key("interleaved", help="interleaved (all models loaded, taking turns batch by batch) or "
+                      "sequential (one model in memory at a time)", choices=ORDERS)
+    costs: bool = _key(True, help="also each model alone in its own process: memory, disk, load time, chars/s, "
+                       "batch-1 latency")
+    latency_segments: int = _key(16, help="segments translated one at a time for the batch-1 latency")
 
 
 @dataclass
 class Recipe:
     path: Path
-    model: str
-    pairs: list[Pair]
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 0
+    model: str = _key(help="packaged name, checkpoint folder (relative to the recipe), .gguf file or hub id")
+    pairs: list[Pair] = _key(help="the language pairs and their data (see pairs[])")
+    dtype: str = _key("auto", help="as the commands' --dtype: auto is bf16 on GPUs and CPUs with AMX/AVX512-BF16, "
+                      "else float32", choices=DTYPES)
+    device: str = _key("auto", help="as the commands' --device (or cuda:N)", choices=DEVICES)
+    seed: int = _key(0, help="seed of data draws and training")
     translation: Translation = field(default_factory=Translation)
     backend: BackendConfig = field(default_factory=BackendConfig)
     search: dict[str, Any] | None = None  # SearchConfig and StopRule fields
@@ -208,7 +241,8 @@ class Recipe:
     trim_vocab: TrimVocab | None = None
     quantize: Quantize | None = None
     comet: CometSettings | None = None  # the checkpoints of the metrics comet and comet-qe, wherever used
-    reference: bool = False  # the recovery steps applied to the unpruned (trimmed) model too: the fair reference
+    reference: bool = _key(False, help="apply the recovery steps to the unpruned (trimmed) model too: the fair "
+                           "reference, and the verdict whether pruning paid")  # the fair reference
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet
     text: str = ""  # the recipe as run (the file, or with --set overrides applied): saved in the run folder
@@ -351,6 +385,32 @@ def config_keys(cls, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
 
 # a data spec in a recipe: DataSpec's fields; its languages are the pair's, and ``spec`` is called ``data``
 DATA_KEYS: dict[str, Any] = {"data": str, **config_keys(DataSpec, ("spec", "src", "tgt"))}
+
+
+def search_keys() -> dict[str, Any]:
+    """The keys of ``search:`` and their types: SearchConfig's settings and StopRule's stop rules."""
+    allowed = {**config_keys(SearchConfig, SEARCH_FROM_RECIPE), **config_keys(StopRule)}
+    allowed["protect"] = Union[list[int], str, None]
+    return allowed
+
+
+def prune_keys() -> dict[str, Any]:
+    return {**config_keys(Prune), "drop": Union[list[int], str, None]}
+
+
+def trim_vocab_keys() -> dict[str, Any]:
+    return {**config_keys(TrimVocab, ("data",)), "data": Union[str, dict, list, None]}
+
+
+def step_keys(method: str) -> dict[str, Any]:
+    """The keys of a recovery step (heal, synthesize, finetune): its library config's fields less those the
+    recipe sets itself, and its data (train, synthesized or data specs)."""
+    allowed = {**config_keys(STEP_CONFIGS[method], STEP_FROM_RECIPE[method]), "data": Union[str, dict, list, None]}
+    if method in ("heal", "finetune"):
+        allowed["teacher"] = Union[str, None]  # a model, or auto / unpruned: the unpruned source
+    if method == "finetune":
+        allowed["prompt"] = Union[str, list]  # a list: one model per format, the best on dev kept
+    return allowed
 
 
 def matches(value: Any, hint: Any) -> bool:
@@ -780,9 +840,7 @@ def _search(ck: RecipeChecker, value: Any, recipe: Recipe) -> dict[str, Any]:
     from .search import check_depth, protected_layers
 
     path = ("search",)
-    allowed = {**config_keys(SearchConfig, SEARCH_FROM_RECIPE), **config_keys(StopRule)}
-    allowed["protect"] = Union[list[int], str, None]
-    opts = ck.mapping(value, path, allowed)
+    opts = ck.mapping(value, path, search_keys())
     if isinstance(opts.get("protect"), str):
         text = opts["protect"].strip().lower()
         opts["protect"] = [] if text == "none" else _layer_ids(ck, path + ("protect",), text, None)
@@ -810,8 +868,7 @@ def _search(ck: RecipeChecker, value: Any, recipe: Recipe) -> dict[str, Any]:
 
 def _prune(ck: RecipeChecker, value: Any, recipe: Recipe) -> Prune:
     path = ("prune",)
-    allowed = {**config_keys(Prune), "drop": Union[list[int], str, None]}
-    prune = Prune(**ck.mapping(value, path, allowed))
+    prune = Prune(**ck.mapping(value, path, prune_keys()))
     if prune.drop is not None:
         prune.drop = _layer_ids(ck, path + ("drop",), prune.drop, recipe.num_layers)
         if recipe.search is not None:
@@ -850,13 +907,7 @@ def _recover(ck: RecipeChecker, items: Any, recipe: Recipe) -> list[RecoverStep]
 
 def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: Any, recipe: Recipe,
                   before: list[RecoverStep]) -> None:
-    allowed = {**config_keys(STEP_CONFIGS[step.method], STEP_FROM_RECIPE[step.method]),
-               "data": Union[str, dict, list, None]}
-    if step.method in ("heal", "finetune"):
-        allowed["teacher"] = Union[str, None]  # a model, or auto / unpruned: the unpruned source
-    if step.method == "finetune":
-        allowed["prompt"] = Union[str, list]  # a list: one model per format, the best on dev kept
-    opts = ck.mapping(options, path, allowed, aliases=STEP_ALIASES.get(step.method))
+    opts = ck.mapping(options, path, step_keys(step.method), aliases=STEP_ALIASES.get(step.method))
     if isinstance(opts.get("prompt"), list):
         _prompt_choice(ck, path + ("prompt",), opts["prompt"], recipe)
     synthesized = any(s.method == "synthesize" for s in before)
@@ -1048,8 +1099,7 @@ def _trim_vocab(ck: RecipeChecker, value: Any, recipe: Recipe) -> TrimVocab:
     from .trim_vocab import TrimConfig
 
     path = ("trim_vocab",)
-    allowed = {**config_keys(TrimVocab, ("data",)), "data": Union[str, dict, list, None]}
-    opts = ck.mapping(value, path, allowed)
+    opts = ck.mapping(value, path, trim_vocab_keys())
     given = opts.pop("data", None) or TRAIN
     # the same data forms as a recovery step's ('train' or data specs; no synthesis precedes it)
     trim = TrimVocab(**opts, data=_step_data(ck, path + ("data",), given, recipe,
