@@ -508,8 +508,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_two_processes(pruned, data_tsv, out, *launch_options):
-    """`accelerate launch ... --num_processes 2 -m mtprune finetune` on this CPU machine (gloo)."""
+def launch_two_processes(pruned, data_tsv, out, *launch_options, extra: tuple = ()):
+    """`accelerate launch ... --num_processes 2 -m mtprune finetune` on this CPU machine (gloo);
+    ``extra``: more finetune options."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:
         pytest.fail("accelerate's launcher is not installed")
@@ -517,7 +518,7 @@ def launch_two_processes(pruned, data_tsv, out, *launch_options):
     cmd = [accelerate, "launch", *launch_options, "--num_processes", "2", "--num_machines", "1",
            "--main_process_port", str(_free_port()),
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtprune", "-q", "finetune", str(pruned),
-           "--data", str(data_tsv), "--src", "en", "--tgt", "de", "-o", str(out), *FAST, "--batch-size", "2"]
+           "--data", str(data_tsv), "--src", "en", "--tgt", "de", "-o", str(out), *FAST, "--batch-size", "2", *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)  # slow when the cores are busy
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, read_record(out)["recovery"][-1]
@@ -562,6 +563,29 @@ def test_fsdp_two_processes_compute_what_one_process_computes(pruned, data_tsv, 
                                   "--fsdp_state_dict_type", "FULL_STATE_DICT")
     assert rec["processes"] == 2 and rec["steps"] == 4
     assert_as_one_process(rec, out, pruned, data_tsv, tmp_path)
+
+
+FSDP2 = ("--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+         "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--fsdp_state_dict_type", "FULL_STATE_DICT")
+
+
+@pytest.mark.slow  # 2-3 min: two FSDP launches
+def test_fsdp_checkpoints_reload_and_resume_to_the_same_weights(pruned, data_tsv, tmp_path):
+    """FSDP2 over 2 gloo processes: the checkpoints it saves are whole (every step's), and a run
+    resumed from the first of them (the later one and the output deleted, as after a kill) ends
+    with the weights of the uninterrupted run."""
+    out = tmp_path / "fsdp"
+    _, full = launch_two_processes(pruned, data_tsv, out, *FSDP2, extra=("--keep-checkpoints",))
+    checkpoints = out.parent / f"{out.name}.checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    uninterrupted = weights(out)
+    shutil.rmtree(out)
+    shutil.rmtree(checkpoints / "checkpoint-4")
+    _, resumed = launch_two_processes(pruned, data_tsv, out, *FSDP2, extra=("--resume",))
+    assert resumed["steps"] == full["steps"] == 4 and resumed["processes"] == 2
+    again = weights(out)
+    assert max((uninterrupted[k] - again[k]).abs().max().item() for k in uninterrupted) < 1e-5
+    assert resumed["last_train_loss"] == pytest.approx(full["last_train_loss"], rel=1e-5)
 
 
 def test_reloading_the_best_checkpoint_warns_only_of_really_missing_weights(tmp_path, caplog):

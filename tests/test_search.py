@@ -239,7 +239,7 @@ def toy(monkeypatch):
         return self.trace.cached(search_mod.trace_key("similarity", kept),
                                  lambda: {"block-influence": bi, "angular": bi, "seconds": 0.5})
 
-    monkeypatch.setattr(search_mod.SubsetEvaluator, "_translate_groups", lambda self, s: values("quality", 4, s))
+    monkeypatch.setattr(search_mod.SubsetEvaluator, "translate_groups", lambda self, s: values("quality", 4, s))
     monkeypatch.setattr(search_mod.SubsetEvaluator, "_logprob_groups", lambda self, s: values("logprob", 6, s))
     monkeypatch.setattr(search_mod.SubsetEvaluator, "similarities", similarities)
     return measured

@@ -130,6 +130,8 @@ class SearchConfig:
     resume: bool = False
     restart_if_changed: bool = False  # with resume: a trace of other settings is started over, not refused
     progress: bool = True
+    workers: int = 1  # model replicas translating candidates at once, on Ray (search_workers.py)
+    ray_address: str | None = None  # an existing Ray cluster to join (default: a local one when workers > 1)
 
     def errors(self) -> list[str]:
         """Every problem with the configuration, found before anything loads."""
@@ -162,6 +164,8 @@ class SearchConfig:
             errs.append("pair weights must be positive")
         if self.batch_size < 1:
             errs.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 1:
+            errs.append(f"--workers must be at least 1, got {self.workers}")
         if self.candidate_batch is not None and self.candidate_batch < 1:
             errs.append(f"--candidate-batch must be at least 1, got {self.candidate_batch}")
         if self.metric is not None:
@@ -252,6 +256,7 @@ class SubsetEvaluator:
         self.scorers = [self._scorer(p) for p in pairs]
         self._forced = None
         self._max_group = cfg.candidates_per_batch  # lowered after running out of memory
+        self.pool = None  # search_workers.WorkerPool: the qualities computed on Ray workers
         self.pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else loaded.tokenizer.eos_token_id
 
     def _scorer(self, pair):
@@ -282,7 +287,7 @@ class SubsetEvaluator:
     def qualities(self, subsets: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
         """``quality`` of every subset; the missing ones are translated ``candidate_batch`` at a time
         in shared batches (``VariantRouter``)."""
-        return self._cached_subsets("quality", subsets, self._translate_groups)
+        return self._cached_subsets("quality", subsets, self.pool.qualities if self.pool else self.translate_groups)
 
     def _cached_subsets(self, kind: str, subsets: Sequence[Sequence[int]],
                         compute: Callable[[list[list[int]]], Iterable[tuple[str, Any]]]) -> list[Any]:
@@ -292,7 +297,8 @@ class SubsetEvaluator:
         values = self.trace.cached_many(list(keys), lambda missing: compute([keys[k] for k in missing]))
         return [values[trace_key(kind, kept)] for kept in subsets]
 
-    def _translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def translate_groups(self, subsets: list[list[int]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(trace key, quality record) of each subset, translated ``candidate_batch`` at a time."""
         def measure(i: int, router) -> list[float]:
             results = self.translators[i].translate_variants(self.pairs[i].sources, router)
             return [self.scorers[i](result.hypotheses).value for result in results]
@@ -606,7 +612,7 @@ def quality_ok(cfg: SearchConfig, metric: str, score: float, baseline: float) ->
 def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """Run (or resume) the search; writes trace.jsonl and plan.json; returns the plan."""
     from .evaluate import load_pair
-    from .export import count_parameters, software_versions
+    from .export import count_parameters
     from .layers import LayerSurgeon
     from .models import load_model, peek_num_layers, resolve_source
 
@@ -631,6 +637,21 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         identity["comet_sha256"] = comet_sha256
     trace = Trace(cfg.run_dir, identity, cfg.resume, cfg.restart_if_changed)
     evaluator = SubsetEvaluator(loaded, surgeon, pairs, cfg, trace)
+    if cfg.workers > 1 or cfg.ray_address:
+        from .search_workers import WorkerPool
+
+        evaluator.pool = WorkerPool(cfg, cfg.workers, cfg.ray_address, loaded.fingerprint)
+    try:
+        return _search(cfg, loaded, pairs, params, protected, trace, evaluator, n)
+    finally:
+        if evaluator.pool is not None:
+            evaluator.pool.close()
+
+
+def _search(cfg: SearchConfig, loaded, pairs, params, protected, trace, evaluator, n: int) -> dict[str, Any]:
+    """The rounds, until a stop rule; then the plan."""
+    from .export import software_versions
+
     prompt_description = evaluator.translators[0].prompter.describe()
     logger.info("search: %s, %d layers, criterion %s%s, metric %s, pairs %s", cfg.model, n, cfg.criterion,
                 " (fast)" if cfg.fast else "", evaluator.metric, ", ".join(p.name for p in pairs))

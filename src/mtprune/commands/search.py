@@ -57,6 +57,15 @@ def add_parser(subparsers) -> None:
                    "of each pair's train part and its dev data, written to RUN_DIR/trimmed (kept for --resume): on a "
                    "small multilingual model the LM head is most of each decoding step, in the search too. The "
                    "plan's layer ids are the same for MODEL and for the trimmed copy")
+    g = p.add_argument_group("more than one device (Ray: pip install 'mtprune[distributed]')")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N model replicas translate the candidates of a round at once, as Ray actors: one GPU each "
+                   "where there are GPUs, else a share of the CPU cores. The same plan as one worker; the trace is "
+                   "written as results arrive (--resume works); a worker that dies is started again and its "
+                   "candidates sent again (default: 1, no Ray)")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one; "
+                   "MODEL and the data must be at the same paths on every node")
     p.set_defaults(func=run)
 
 
@@ -137,7 +146,7 @@ def config_from_args(args: argparse.Namespace):
         shots_from=args.shots_from, shots_by=args.shots_by, context=args.context, context_target=args.context_target,
         score_by=args.score_by, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
         max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
-        resume=args.resume, progress=not args.quiet,
+        resume=args.resume, progress=not args.quiet, workers=args.workers, ray_address=args.ray_address,
     )
 
 
