@@ -98,9 +98,12 @@ def reference_logprob(model, seqs: Sequence[ForcedSequence], *, pad_id: int, log
     return reference_logprobs(model, seqs, pad_id=pad_id, logits_budget=logits_budget, share_prefix=share_prefix)[0]
 
 
+LOGITS_BUDGET = 1 << 26  # floats of logits a reference_logprobs batch materializes at most
+
+
 @torch.inference_mode()
 def reference_logprobs(model, seqs: Sequence[ForcedSequence], *, pad_id: int, router=None,
-                       logits_budget: int = 1 << 26, share_prefix: bool = True) -> list[LogProb]:
+                       logits_budget: int = LOGITS_BUDGET, share_prefix: bool = True) -> list[LogProb]:
     """Summed log-likelihood of the target tokens of ``seqs``, once per layer subset of
     ``router`` (an active ``VariantRouter``; without one, the model as it is), all subsets in
     the same batches (rows variant-major).

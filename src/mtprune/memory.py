@@ -96,13 +96,19 @@ def training_memory(shape: ModelShape, *, batch_size: int, max_length: int, lora
         trainable -= shape.embedding_params if freeze_embeddings and trained_layers is None else 0
         weights = shape.params * 4
     optimizer_bytes = trainable * (4 + OPTIMIZER_STATE_BYTES.get(optimizer, 8))
+    embeddings_train = not lora and not freeze_embeddings and trained_layers is None
+    if embeddings_train:  # a tied embedding's dense gradient is built apart, then added to the head's
+        optimizer_bytes += shape.embedding_params * 4
+    if compute_bytes < 4:  # autocast keeps a bf16 copy of each trained weight; LoRA casts the frozen head
+        weights += (shape.embedding_params if lora else trainable) * compute_bytes
     tokens = batch_size * max_length
     per_layer = tokens * activation_values(shape) * compute_bytes
     if gradient_checkpointing:
         layers = shape.num_layers * tokens * shape.hidden * compute_bytes + per_layer  # inputs + one recomputed
     else:
         layers = shape.num_layers * per_layer
-    logits = int(tokens * target_fraction) * shape.vocab * 4 * 2  # fp32 logits and their gradient
+    # the target positions' logits in the compute dtype, their fp32 copy, log-softmax and its gradient
+    logits = int(tokens * target_fraction) * shape.vocab * (compute_bytes + 12)
     paged = " (paged: the states move to CPU memory when the GPU is short)" if optimizer.startswith("paged") else ""
     return Estimate(weights=weights, optimizer=optimizer_bytes, activations=layers + logits,
                     note=f"{trainable / 1e6:,.0f}M trainable parameters{paged}")

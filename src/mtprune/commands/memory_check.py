@@ -63,6 +63,8 @@ def _inference_check(args: argparse.Namespace, shapes: list[ModelShape], dtype: 
     batch = _batch_size(args)
     rows = batch * _candidates(args, batch) if args.command == "search" else batch
     each = [inference_memory(shape, dtype_bytes=dtype, batch_size=rows, tokens=tokens) for shape in shapes]
+    if args.command == "search" and getattr(args, "fast", False):
+        each = [_fast_search(args, shapes[0], dtype, batch, tokens)]
     if len(each) == 1:
         options = inference_options(shapes[0], dtype_bytes=dtype, batch_size=batch, tokens=tokens)
         if args.command == "search":
@@ -72,6 +74,19 @@ def _inference_check(args: argparse.Namespace, shapes: list[ModelShape], dtype: 
     estimate = Estimate(weights=sum(e.weights for e in each), activations=max(e.activations for e in each),
                         kv_cache=max(e.kv_cache for e in each), note=f"{len(each)} models loaded at once")
     return FitCheck(args.command, estimate, room)
+
+
+def _fast_search(args: argparse.Namespace, shape: ModelShape, dtype: int, batch: int, tokens: int) -> Estimate:
+    """--fast: the shortlist (and the current model) translated side by side; the logprob proxy's
+    logits pass holds at most ``LOGITS_BUDGET`` floats in the compute dtype, fp32 and log-softmax."""
+    from ..importance import LOGITS_BUDGET
+
+    rows = batch * min(_candidates(args, batch), getattr(args, "shortlist", 4) + 1)
+    est = inference_memory(shape, dtype_bytes=dtype, batch_size=rows, tokens=tokens)
+    if getattr(args, "proxy", "logprob") == "logprob":
+        est = Estimate(weights=est.weights, activations=max(est.activations, LOGITS_BUDGET * (dtype + 8)),
+                       kv_cache=est.kv_cache, note="the logprob proxy's logits pass or the shortlist's translation")
+    return est
 
 
 def _batch_size(args: argparse.Namespace) -> int:

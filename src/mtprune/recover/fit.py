@@ -15,14 +15,15 @@ import os
 from typing import Any
 
 from ..files import read_json, write_json_atomic
-from ..preflight import (SKIP_FLAG, FitCheck, TrainingSettings, bitsandbytes_installed, enforce, fit_auto,
+from ..preflight import (AUTO_MARGIN, SKIP_FLAG, FitCheck, TrainingSettings, bitsandbytes_installed, enforce, fit_auto,
                          room_for, training_options)
 from .finetune import FinetuneConfig, Prepared
 from .losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 FIT_FILE = "fit.json"
-FINETUNE_HINT = (f"--fit auto takes the first option that fits (a recipe's finetune step does so by default; its keys "
+FINETUNE_HINT = (f"--fit auto takes the first option that fits with {AUTO_MARGIN - 1:.0%} to spare (a recipe's finetune "
+                 f"step does so by default; its keys "
                  f"are the options' names: batch_size, grad_accum, ...); {SKIP_FLAG} (recipes: memory_check: false) "
                  "runs it as it is (on a CPU the kernel may then kill the process).")
 
@@ -61,9 +62,9 @@ def check_training_memory(config: FinetuneConfig, prepared: Prepared) -> tuple[F
     enforce(check, skip=not config.memory_check, skip_hint=FINETUNE_HINT)
     if check.chosen is None:
         return config, check
-    logger.warning("memory: full settings need ~%.1f GiB, %s has %.1f GiB: training with %s (%s)",
-                   settings.estimate(shape).total / 2 ** 30, check.room.device, check.room.available / 2 ** 30,
-                   check.chosen.flags(), check.chosen.note)
+    logger.warning("memory: the settings as given need ~%.1f GiB, %s has %.1f GiB: training with %s (~%.1f GiB; %s)",
+                   (check.asked.total + check.room.runtime) / 2 ** 30, check.room.device,
+                   check.room.available / 2 ** 30, check.chosen.flags(), check.need / 2 ** 30, check.chosen.note)
     return dataclasses.replace(config, **check.chosen.changes), check
 
 
