@@ -14,7 +14,8 @@ you measured on the GPU with one worker (`--per-candidate-seconds`, e.g. from
 `--gpus` workers. Without that figure nothing is projected: a CPU's seconds per candidate on a
 270M model say nothing of an 8B model on a GPU.
 
-    OMP_NUM_THREADS=1 python benchmarks/search_scale.py --workers 2 --limit 8
+    python benchmarks/search_scale.py --workers 2 --limit 8    # not under OMP_NUM_THREADS=1: one worker
+                                                               # would get one core, N workers N
     python benchmarks/search_scale.py --per-candidate-seconds 14.2 --gpus 8   # the projection only
 """
 from __future__ import annotations
