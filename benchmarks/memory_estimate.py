@@ -13,6 +13,8 @@ command for real to measure its peak, on the packaged gemma-3-270m (no download)
   small     full, --batch-size 2: with `finetune`, the activations term's slope (what 6 more
             examples a batch cost, estimated and measured)
   search    `mtprune search --fast --remove 1` on 8 segments
+  exact     `mtprune search --remove 1` on 16 segments: the exact search, 16 candidates x 16 segments
+            in a batch (the quickstart's search)
   bench     `mtprune bench --batch-sizes 8 --runs 1 --warmup 0 --no-costs` on 8 segments
 
 Estimate: finetune jobs build the FinetuneConfig the CLI builds (``commands.finetune.config_from_args``
@@ -66,6 +68,8 @@ JOBS = {  # name: (label, arguments after `mtprune`; OUT: the job's output folde
                                                 "-o", "OUT", "--force"]),
     "search": ("search --fast --remove 1, 8 segments", ["search", MODEL, *DATA, "--limit", "8", "--remove", "1",
                                                          "--fast", "-o", "OUT"]),
+    "exact": ("search exact --remove 1, 16 segments (16 candidates x 16 side by side)",
+              ["search", MODEL, *DATA, "--limit", "16", "--remove", "1", "-o", "OUT"]),
     "bench": ("bench bs 8, 1 run, --no-costs", ["bench", MODEL, *DATA, "--limit", "8", "--batch-sizes", "8",
                                                 "--runs", "1", "--warmup", "0", "--no-costs"]),
 }

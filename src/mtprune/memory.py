@@ -214,8 +214,12 @@ def recipe_estimates(recipe, shapes: dict[str, ModelShape | None] | None = None)
     tokens = PROMPT_TOKENS + (t.max_new_tokens or 256)
     translate = _translation(recipe, full, dtype, t.batch_size, tokens)
     out: list[tuple[str, Estimate | str]] = []
-    if recipe.search is not None:
-        out.append(("search", inference_memory(full, dtype_bytes=dtype, batch_size=t.batch_size, tokens=tokens)))
+    if recipe.search is not None:  # candidates side by side: candidate_batch x batch_size rows
+        from .search import default_candidate_batch
+
+        candidates = recipe.search.get("candidate_batch") or default_candidate_batch(t.batch_size)
+        out.append(("search", inference_memory(full, dtype_bytes=dtype, batch_size=t.batch_size * candidates,
+                                               tokens=tokens)))
     out.append(("prune", Estimate(weights=full.params * dtype, note="the unpruned model in its saved dtype")))
     for i, step in enumerate(recipe.recover, 1):
         out += [(f"recover {i}. {step.name}{label}", est)

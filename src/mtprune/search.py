@@ -194,11 +194,16 @@ class SearchConfig:
             return 1
         if self.candidate_batch is not None:
             return self.candidate_batch
-        return max(1, DEFAULT_BATCH_ROWS // self.batch_size)
+        return default_candidate_batch(self.batch_size)
 
     @property
     def metric_name(self) -> str:
         return canonical_metric(self.metric) if self.metric else default_metric(self.pairs[0].spec.tgt)
+
+
+def default_candidate_batch(batch_size: int) -> int:
+    """Candidates side by side when --candidate-batch is not given: ``DEFAULT_BATCH_ROWS`` rows."""
+    return max(1, DEFAULT_BATCH_ROWS // batch_size)
 
 
 def protected_layers(protect: list[int] | None, num_layers: int) -> list[int]:
@@ -640,7 +645,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     if cfg.workers > 1 or cfg.ray_address:
         from .search_workers import WorkerPool
 
-        evaluator.pool = WorkerPool(cfg, cfg.workers, cfg.ray_address, loaded.fingerprint)
+        evaluator.pool = WorkerPool(cfg, cfg.workers, cfg.ray_address, loaded.fingerprint, SubsetEvaluator)
     try:
         return _search(cfg, loaded, pairs, params, protected, trace, evaluator, n)
     finally:

@@ -29,20 +29,20 @@ MAX_RESTARTS = 3
 class SearchWorker:
     """One model replica (the body of a Ray actor): quality records of the subsets it is sent."""
 
-    def __init__(self, cfg, threads: int | None = None):
+    def __init__(self, cfg, evaluator_class, threads: int | None = None):
+        """``evaluator_class``: ``search.SubsetEvaluator`` (passed in: search imports this module)."""
         import torch
 
         from .evaluate import load_pair
         from .layers import LayerSurgeon
         from .models import load_model
-        from .search import SubsetEvaluator
 
         if threads:
             torch.set_num_threads(threads)
         pairs = [load_pair(p.spec, p.weight) for p in cfg.pairs]
         loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         self.fingerprint = loaded.fingerprint
-        self.evaluator = SubsetEvaluator(loaded, LayerSurgeon(loaded.model), pairs, cfg, trace=None)
+        self.evaluator = evaluator_class(loaded, LayerSurgeon(loaded.model), pairs, cfg, trace=None)
 
     def model_fingerprint(self) -> str:
         return self.fingerprint
@@ -60,15 +60,16 @@ def chunks(subsets: list[list[int]], workers: int, largest: int) -> list[list[li
 
 
 class WorkerPool:
-    """``workers`` replicas of the model of ``cfg`` on Ray (a local cluster, or ``address``)."""
+    """``workers`` replicas of the model of ``cfg`` on Ray (a local cluster, or ``address``), each
+    scoring with an ``evaluator_class`` (``search.SubsetEvaluator``)."""
 
-    def __init__(self, cfg, workers: int, address: str | None, fingerprint: str):
+    def __init__(self, cfg, workers: int, address: str | None, fingerprint: str, evaluator_class):
         ray = _ray()
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-        self.cfg, self.fingerprint, self.restarts = cfg, fingerprint, 0
+        self.cfg, self.fingerprint, self.evaluator_class, self.restarts = cfg, fingerprint, evaluator_class, 0
         gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_cuda())
         cores = os.cpu_count() or 1
         self.threads = None if gpu else max(1, cores // workers)
@@ -81,7 +82,7 @@ class WorkerPool:
                     "one GPU" if gpu else f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}")
 
     def _start(self):
-        return self.actor_class.remote(self.cfg, self.threads)
+        return self.actor_class.remote(self.cfg, self.evaluator_class, self.threads)
 
     def _check_replicas(self) -> None:
         ray = _ray()

@@ -98,7 +98,9 @@ def _batch_size(args: argparse.Namespace) -> int:
 
 
 def _candidates(args: argparse.Namespace, batch: int) -> int:
-    return getattr(args, "candidate_batch", None) or max(1, 256 // batch)
+    from ..search import default_candidate_batch
+
+    return getattr(args, "candidate_batch", None) or default_candidate_batch(batch)
 
 
 def _search_options(args, shape: ModelShape, dtype: int, batch: int, tokens: int) -> list[Option]:
