@@ -189,7 +189,9 @@ def shape_of(spec: str) -> ModelShape | None:
 # A recipe's stages
 # ----------------------------------------------------------------------------------------
 
-PROMPT_TOKENS = 512  # a few-shot or chat prompt with its instruction, for the KV cache of a translation
+# a prompt with 3 retrieved examples and its instruction, for the KV cache of a translation (sentence-level
+# few-shot prompts of the bundled sample: ~250 tokens; zero-shot ~60); a row's new tokens: --max-new-tokens
+PROMPT_TOKENS = 256
 
 
 def recipe_estimates(recipe, shapes: dict[str, ModelShape | None] | None = None) -> list[tuple[str, Estimate | str]]:

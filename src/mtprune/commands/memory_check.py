@@ -77,16 +77,16 @@ def _inference_check(args: argparse.Namespace, shapes: list[ModelShape], dtype: 
 
 
 def _fast_search(args: argparse.Namespace, shape: ModelShape, dtype: int, batch: int, tokens: int) -> Estimate:
-    """--fast: the shortlist (and the current model) translated side by side; the logprob proxy's
-    logits pass holds at most ``LOGITS_BUDGET`` floats in the compute dtype, fp32 and log-softmax."""
+    """--fast: the larger of its two phases, bounded as the exact search's translation of every
+    candidate side by side, or the logprob proxy's logits pass (at most ``LOGITS_BUDGET`` floats in
+    the compute dtype, fp32 and log-softmax), which do not overlap."""
     from ..importance import LOGITS_BUDGET
 
-    rows = batch * min(_candidates(args, batch), getattr(args, "shortlist", 4) + 1)
-    est = inference_memory(shape, dtype_bytes=dtype, batch_size=rows, tokens=tokens)
-    if getattr(args, "proxy", "logprob") == "logprob":
-        est = Estimate(weights=est.weights, activations=max(est.activations, LOGITS_BUDGET * (dtype + 8)),
-                       kv_cache=est.kv_cache, note="the logprob proxy's logits pass or the shortlist's translation")
-    return est
+    est = inference_memory(shape, dtype_bytes=dtype, batch_size=batch * _candidates(args, batch), tokens=tokens)
+    if getattr(args, "proxy", "logprob") != "logprob":
+        return est
+    return Estimate(weights=est.weights, activations=max(est.activations, LOGITS_BUDGET * (dtype + 8)),
+                    kv_cache=est.kv_cache, note="the translation of the candidates or the logprob proxy's pass")
 
 
 def _batch_size(args: argparse.Namespace) -> int:
