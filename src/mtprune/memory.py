@@ -61,11 +61,12 @@ class Estimate:
     def total(self) -> int:
         return self.weights + self.optimizer + self.activations + self.kv_cache
 
-    def describe(self) -> str:
+    def describe(self, runtime: int = 0) -> str:
+        """``~T GiB (parts); note``; ``runtime``: the process's own bytes, counted in T and named."""
         parts = [f"{name} {value / GiB:.1f}" for name, value in (
             ("weights", self.weights), ("gradients+optimizer", self.optimizer), ("activations", self.activations),
-            ("KV cache", self.kv_cache)) if value]
-        return f"~{self.total / GiB:.1f} GiB ({', '.join(parts)})" + (f"; {self.note}" if self.note else "")
+            ("KV cache", self.kv_cache), ("runtime", runtime)) if value]
+        return f"~{(self.total + runtime) / GiB:.1f} GiB ({', '.join(parts)})" + (f"; {self.note}" if self.note else "")
 
 
 # ----------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from .memory import GiB, Estimate, ModelShape, inference_memory, training_memory
 
 logger = logging.getLogger(__name__)
 
-# What the process takes beside the stage's own tensors: the interpreter with torch and
-# transformers imported (CPU RSS, measured: benchmarks/memory_estimate.py), the CUDA context.
+# What the process takes beside the stage's own tensors: on a CPU the interpreter with torch,
+# transformers and the tokenized data (RSS before the model loads, measured by
+# benchmarks/memory_estimate.py), on a GPU the CUDA context.
 RUNTIME_BYTES = {"cpu": int(0.75 * GiB), "cuda": int(0.6 * GiB)}
 SKIP_FLAG = "--skip-memory-check"
 # fit: auto takes an option only where its estimate with this margin fits: the estimates are within
@@ -166,12 +167,7 @@ class FitCheck:
         return f"{self.stage}: needs {self._needs()}; {self.room.device} has {have} ({self.room.what})"
 
     def _needs(self) -> str:
-        est = self.estimate
-        parts = [f"{name} {value / GiB:.1f}" for name, value in (
-            ("weights", est.weights), ("gradients+optimizer", est.optimizer), ("activations", est.activations),
-            ("KV cache", est.kv_cache), ("runtime", self.room.runtime)) if value]
-        note = f"; {est.note}" if est.note else ""
-        return f"~{self.need / GiB:.1f} GiB ({', '.join(parts)}{note})"
+        return self.estimate.describe(self.room.runtime)
 
     def message(self, skip_hint: str = "") -> str:
         """The refusal: the estimate, the machine's figure, the options with their estimates."""

@@ -56,6 +56,7 @@ class RunContext:
     stages: dict[str, Stage] = field(default_factory=dict)
     progress: bool = True
     memory_check: bool = True  # False: --skip-memory-check
+    estimates: list | None = None  # memory.recipe_estimates, once the model's config can be read
 
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
@@ -388,8 +389,10 @@ def check_stage_memory(ctx: RunContext, stage: str) -> None:
 
     if not ctx.memory_check or stage in ("trim_vocab", "reference", "report"):
         return
+    if ctx.estimates is None or ctx.estimates[0][0] == "all":  # "all": no config yet (a model not unpacked)
+        ctx.estimates = recipe_estimates(ctx.recipe)
     room = room_for(choose_device(ctx.recipe.device))
-    for label, estimate in recipe_estimates(ctx.recipe):
+    for label, estimate in ctx.estimates:
         if isinstance(estimate, str) or estimate_stage(label) != stage or label.endswith("finetune"):
             continue
         enforce(FitCheck(label, estimate, room), skip_hint=f"{SKIP_FLAG} (mtprune run) runs it anyway; the recipe "

@@ -335,7 +335,7 @@ class SubsetEvaluator:
         later groups stay at most that large)."""
         import torch
 
-        out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        from .backends.hf import OUT_OF_MEMORY as out_of_memory
         try:
             with self._routed(group) as router:
                 return run(group, router)

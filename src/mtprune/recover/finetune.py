@@ -145,6 +145,12 @@ class FinetuneConfig:
              "parts, or --dev-part none"),
         ]
 
+    def resolved_device(self) -> str:
+        """The device training runs on (``device: auto`` resolved)."""
+        from ..models import choose_device
+
+        return choose_device(self.device)
+
     @property
     def has_dev(self) -> bool:
         return self.dev_data is not None or self.dev_part is not None

@@ -75,7 +75,7 @@ def training_settings(config: FinetuneConfig, prepared: Prepared) -> TrainingSet
     examples = prepared.train_examples
     tokens = sum(len(e["input_ids"]) for e in examples)
     targets = sum(1 for e in examples for label in e["labels"] if label != IGNORE_INDEX)
-    dtype = str(choose_dtype(config.dtype, _device(config)))
+    dtype = str(choose_dtype(config.dtype, config.resolved_device()))
     return TrainingSettings(
         batch_size=config.batch_size, grad_accum=config.grad_accum,
         tokens=max(len(e["input_ids"]) for e in examples), target_fraction=targets / max(tokens, 1),
@@ -85,15 +85,10 @@ def training_settings(config: FinetuneConfig, prepared: Prepared) -> TrainingSet
         gradient_checkpointing=config.gradient_checkpointing)
 
 
-def _device(config: FinetuneConfig) -> str:
-    from ..models import choose_device
-
-    return choose_device(config.device)
-
 
 def _room(config: FinetuneConfig):
     """The device's room; on a CPU shared by several processes of one launch, each one's share."""
-    room = room_for(_device(config))
+    room = room_for(config.resolved_device())
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if room.device == "cpu" and processes > 1 and room.available is not None:
         room = dataclasses.replace(room, available=room.available // processes,

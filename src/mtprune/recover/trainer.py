@@ -129,7 +129,7 @@ def teacher_rows(config: FinetuneConfig, prepared: Prepared):
     path = (config.teacher_cache or default_cache_root()) / f"{key}.safetensors"
     teacher["cache"] = str(path)
     with TrainingArguments(output_dir=str(config.checkpoints), report_to="none",
-                           use_cpu=_device(config) == "cpu").main_process_first(desc="teacher top-k"):
+                           use_cpu=config.resolved_device() == "cpu").main_process_first(desc="teacher top-k"):
         if not path.is_file():
             _compute_cache(config, prepared, path, key)
         else:
@@ -145,7 +145,7 @@ def _compute_cache(config: FinetuneConfig, prepared: Prepared, path: Path, key: 
     from .teacher import compute_topk, save_cache
 
     started = time.time()
-    device = _device(config)
+    device = config.resolved_device()
     loaded = load_model(prepared.teacher["spec"], dtype=config.dtype, device=device)
     indices, logprobs, offsets = compute_topk(loaded.model, prepared.train_examples, config.top_k,
                                               batch_size=config.batch_size, progress=config.progress)
@@ -156,11 +156,6 @@ def _compute_cache(config: FinetuneConfig, prepared: Prepared, path: Path, key: 
                 meta["seconds"])
     del loaded
 
-
-def _device(config: FinetuneConfig) -> str:
-    from ..models import choose_device
-
-    return choose_device(config.device)
 
 
 # ----------------------------------------------------------------------------------------
@@ -257,7 +252,7 @@ class LossProgressCallback(ProgressCallback):
 def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArguments:
     from ..models import choose_dtype
 
-    device = _device(config)
+    device = config.resolved_device()
     dtype = choose_dtype(config.dtype, device)
     evaluate = has_dev
     return TrainingArguments(
