@@ -94,14 +94,19 @@ class Bench:
             run("prune", model, "--drop", ",".join(map(str, drop)), "-o", out, "--force")
         return out
 
-    def finetune(self, student, out: Path, *extra, data=None) -> Path:
-        """``finetune`` with the benchmark's settings (dev loss on the data's dev part)."""
+    def finetune(self, student, out: Path, *extra, data=None, steps: int | None = None,
+                 lr: float | None = None) -> Path:
+        """``finetune`` with the benchmark's settings (dev loss on the data's dev part); ``steps`` and
+        ``lr`` where a row continues from the trained reference with its own (--ref-steps, --ref-lr)."""
         a = self.args
+        steps, lr = steps or a.steps, lr or a.lr
+        if (steps, lr) != (a.steps, a.lr):  # its own folder: a finished row is reused only with its settings
+            out = out.with_name(f"{out.name}-lr{lr:g}-s{steps}")
         if not (out / "mtprune.json").exists():
             limit = ["--limit", a.train_limit] if a.train_limit else []
             run("finetune", student, *(data or [*self.data, "--part", "train", *limit]), "--dev-limit", a.dev_loss,
-                "--max-steps", a.steps, "--batch-size", a.batch_size, "--lr", a.lr, "--eval-every",
-                a.eval_every or max(a.steps // 2, 1), "--prompt", a.prompt, "--dtype", a.train_dtype, *extra,
+                "--max-steps", steps, "--batch-size", a.batch_size, "--lr", lr, "--eval-every",
+                a.eval_every or max(steps // 2, 1), "--prompt", a.prompt, "--dtype", a.train_dtype, *extra,
                 "-o", out, "--force")
         return out
 
@@ -126,7 +131,11 @@ def main() -> None:
     p.add_argument("--test", type=int, default=48, help="held-out test segments for chrF++ (default: 48)")
     p.add_argument("--steps", type=int, default=32, help="optimizer steps of each training run (default: 32)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4, help="(default: 1e-4, the quickstart's)")
+    p.add_argument("--lr", type=float, default=1e-4, help="(default: 1e-4, the quickstart's reference)")
+    p.add_argument("--ref-steps", type=int, help="steps of the rows that go on training the pruned reference "
+                   "(pruned ref. + ...; default: --steps; the quickstart: 48)")
+    p.add_argument("--ref-lr", type=float, help="their learning rate (default: --lr; the quickstart: 3e-5, the "
+                   "student continues from a trained model)")
     p.add_argument("--dev-loss", type=int, default=32, help="dev segments for the dev loss (default: 32)")
     p.add_argument("--train-limit", type=int, default=256,
                    help="training segments (default: 256, the quickstart's; the teacher runs on them once)")
@@ -154,6 +163,7 @@ def main() -> None:
         run("heal", pruned, *bench.data, "--part", "train", "-o", healed, "--force")
     synth = bench.synthesize(reference)
     teacher = ["--teacher", reference]
+    continued = {"steps": args.ref_steps, "lr": args.ref_lr}  # the rows that go on from the trained reference
     trained = {
         "reference: unpruned + SFT": reference,
         "pruned + SFT": bench.finetune(pruned, work / "pruned-sft"),
@@ -163,8 +173,9 @@ def main() -> None:
                                                   data=["--data", synth, "--src", "en", "--tgt", "de"]),
         "pruned + heal -> KD ref.": bench.finetune(healed, work / "healed-kd-ref", *teacher),
         "pruned ref.": pruned_ref,
-        "pruned ref. + SFT": bench.finetune(pruned_ref, work / "pruned-reference-sft"),
-        "pruned ref. + KD from ref.": bench.finetune(pruned_ref, work / "pruned-reference-kd-ref", *teacher),
+        "pruned ref. + SFT": bench.finetune(pruned_ref, work / "pruned-reference-sft", **continued),
+        "pruned ref. + KD from ref.": bench.finetune(pruned_ref, work / "pruned-reference-kd-ref", *teacher,
+                                                     **continued),
     }
     rows = {"unpruned (as used)": bench.evaluate(MODEL, "unpruned"), "pruned": bench.evaluate(pruned, "pruned")}
     minutes = {}
@@ -186,7 +197,9 @@ def print_table(rows: dict[str, dict], minutes: dict[str, float], drops: dict[st
     drop = drops["base"]
     print(f"\n{args.domain}: {args.test} test segments, {len(drop)} of {n_layers} layers removed (from the base "
           f"model: {drop}; from the reference: {drops['reference']}), {args.steps} steps x {args.batch_size} per "
-          f"trained row, lr {args.lr}, prompt {args.prompt}, train dtype {args.train_dtype}")
+          f"trained row, lr {args.lr}, prompt {args.prompt}, train dtype {args.train_dtype}"
+          + (f"; pruned ref. rows {args.ref_steps or args.steps} steps, lr {args.ref_lr or args.lr}"
+             if args.ref_steps or args.ref_lr else ""))
     print(f"{'model':<28} {'chrF++':>7} {'% as used':>10} {'% fair ref':>11} {'loops':>6} {'train min':>10}")
     for name, r in rows.items():
         m = f"{minutes[name]:10.1f}" if name in minutes else f"{'-':>10}"

@@ -47,6 +47,9 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
                              "student was pruned from) or a model: adds logit distillation",
     ("finetune", "prompt"): "the format trained in: auto, zeroshot, fewshot, chat, or a list such as "
                             "[zeroshot, fewshot] (one model per format, the best on dev data kept)",
+    ("finetune", "for_reference"): "with teacher: reference, the options the reference stage trains the reference "
+                                   "with where they differ from the student's (how it trains: learning_rate, "
+                                   "max_steps, ...; not its data, prompt or teacher)",
     ("heal", "teacher"): "the model whose hidden states are the targets (default auto: the unpruned model)",
     ("comet", "qe_model"): "the comet-qe checkpoint (default Unbabel/wmt22-cometkiwi-da): a folder (relative to "
                            "the recipe) or a hub id",
@@ -56,7 +59,8 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
 # where a recipe sets a key's default itself (the config's own default is not what a recipe gets)
 RECIPE_DEFAULT = {("heal", "data"): "[train]", ("synthesize", "data"): "[train]",
                   ("finetune", "data"): "[train] ([synthesized] after a synthesize step)",
-                  ("synthesize", "teacher"): "the unpruned model", ("heal", "teacher"): "auto"}
+                  ("synthesize", "teacher"): "the unpruned model", ("heal", "teacher"): "auto",
+                  ("finetune", "for_reference"): "the step's own options"}
 # a recipe key whose command line option has another name
 CLI_DEST = {("backend", "name"): "backend", ("comet", "batch_size"): "comet_batch_size",
             ("comet", "device"): "comet_device", ("finetune", "learning_rate"): "lr"}

@@ -110,6 +110,45 @@ def test_teacher_reference_distils_the_pruned_model_from_the_fine_tuned_referenc
     assert actions["reference"] == actions["recover"] == "redo" and actions["prune"] == "skip"
 
 
+def test_for_reference_trains_the_reference_its_own_way_and_the_student_its_own(tiny_checkpoints, tmp_path):
+    """A distilling step's for_reference options are the reference stage's: the student continues from
+    the trained reference at its own learning rate; the student's settings never retrain the reference."""
+    from mtprune.commands.run import execute
+    from mtprune.export import read_record
+    from mtprune.run import plan_stages
+
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"], "prune: {model: reference}\n")
+    recipe.write_text(recipe.read_text().replace(
+        "max_length: 512}", "max_length: 512, teacher: reference, for_reference: {learning_rate: 0.002}}"))
+    run_dir = tmp_path / "run"
+    assert execute(str(recipe), run_dir, progress=False) == 0
+    student = read_record(run_dir / "recover" / "01-finetune" / "model")["recovery"][-1]
+    reference = read_record(run_dir / "reference" / "01-finetune" / "model")["recovery"][-1]
+    assert (student["learning_rate"], reference["learning_rate"]) == (0.001, 0.002)
+    assert reference["teacher"] is None and student["teacher"]["spec"].endswith("reference/01-finetune/model")
+    # the student's learning rate: only the recovery again; the reference's: the reference and all after it
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.001", "learning_rate: 0.0005"))
+    actions = {s.name: s.action for s in plan_stages(load_recipe(recipe), run_dir)}
+    assert actions["reference"] == actions["search"] == "skip" and actions["recover"] == "redo"
+    recipe.write_text(recipe.read_text().replace("learning_rate: 0.002", "learning_rate: 0.003"))
+    actions = {s.name: s.action for s in plan_stages(load_recipe(recipe), run_dir)}
+    assert actions["reference"] == actions["search"] == actions["recover"] == "redo"
+
+
+@pytest.mark.parametrize("options, expected", [
+    ("for_reference: {learning_rate: 0.002}", "trade.yaml:10: recover[0].finetune.for_reference: for_reference "
+     "sets how the reference stage runs a step that distils from the reference"),
+    ("teacher: reference, for_reference: {prompt: fewshot}", "for_reference.prompt: unknown key 'prompt'"),
+    ("teacher: reference, for_reference: {max_steps: 0}", "recover[0].finetune.for_reference: max_steps must be"),
+])
+def test_the_recipe_refuses_for_reference_options_it_cannot_apply(options, expected, tiny_checkpoints, tmp_path):
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    recipe.write_text(recipe.read_text().replace("max_length: 512}", f"max_length: 512, {options}}}"))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    assert expected in str(err.value)
+
+
 def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
     """prune.model: reference: the reference is fine-tuned first, the search scores it in the format it
     was trained in, and the pruned model is cut from it (its recovery record and prompt carried over)."""

@@ -43,6 +43,7 @@ RECOVERY_METHODS = ("heal", "synthesize", "finetune")
 ROLES = ("dev", "test", "train")  # what a pair's data is used for: search, evaluation, recovery training
 TRAIN, SYNTHESIZED = "train", "synthesized"  # data names in recovery steps: the pairs' train data, the last synthesis
 REFERENCE_TEACHER = "reference"  # a finetune step's teacher: the fine-tuned reference (teacher-corrected distillation)
+FOR_REFERENCE = "for_reference"  # a distilling finetune step's options for the reference stage's run of it
 PROMPT_CHOICES = ("zeroshot", "fewshot", "chat")  # the formats a finetune step may choose between (prompt: [...])
 # set by the recipe itself, not by a section's keys
 SEARCH_FROM_RECIPE = ("model", "pairs", "run_dir", "stop", "comet", "prompt", "shots", "shots_from", "shots_by",
@@ -140,6 +141,9 @@ class RecoverStep:
     name: str  # unique in the recipe: heal, finetune, finetune-2, ...
     options: dict[str, Any]  # fields of the method's library config
     data: list[DataSpec | str] = field(default_factory=list)  # DataSpecs, "train" or "synthesized"
+    # a step that distils from the reference: its options where the reference stage's run of it differs
+    # (e.g. the student continues from the trained reference at a lower learning rate)
+    for_reference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def makes_model(self) -> bool:
@@ -152,10 +156,12 @@ class RecoverStep:
 
     def on_reference(self) -> RecoverStep:
         """The step as the reference stage runs it on the unpruned model: a step that distils from the
-        reference trains without a teacher there (the reference is what it is trained into)."""
+        reference trains without a teacher there (the reference is what it is trained into), with its
+        ``for_reference`` options in place of the student's."""
         if not self.distils_reference:
             return self
-        return dataclasses.replace(self, options={k: v for k, v in self.options.items() if k != "teacher"})
+        options = {k: v for k, v in self.options.items() if k != "teacher"}
+        return dataclasses.replace(self, options={**options, **self.for_reference}, for_reference={})
 
 
 @dataclass
@@ -410,6 +416,7 @@ def step_keys(method: str) -> dict[str, Any]:
         allowed["teacher"] = Union[str, None]  # a model, or auto / unpruned: the unpruned source
     if method == "finetune":
         allowed["prompt"] = Union[str, list]  # a list: one model per format, the best on dev kept
+        allowed[FOR_REFERENCE] = Union[dict, None]  # with teacher: reference, the reference stage's own options
     return allowed
 
 
@@ -908,6 +915,7 @@ def _recover(ck: RecipeChecker, items: Any, recipe: Recipe) -> list[RecoverStep]
 def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: Any, recipe: Recipe,
                   before: list[RecoverStep]) -> None:
     opts = ck.mapping(options, path, step_keys(step.method), aliases=STEP_ALIASES.get(step.method))
+    step.for_reference = _for_reference(ck, path + (FOR_REFERENCE,), opts.pop(FOR_REFERENCE, None), opts)
     if isinstance(opts.get("prompt"), list):
         _prompt_choice(ck, path + ("prompt",), opts["prompt"], recipe)
     synthesized = any(s.method == "synthesize" for s in before)
@@ -922,6 +930,26 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
         _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
     step.options = opts
     _library_check(ck, path, step, options, recipe)
+    if step.for_reference:
+        _library_check(ck, path + (FOR_REFERENCE,), step.on_reference(), options.get(FOR_REFERENCE), recipe)
+
+
+# what the reference stage's run of a step may set differently: how it trains, not what it learns from or how
+# it translates (the reference and the student must translate in one format, from the same data)
+_NOT_FOR_REFERENCE = ("teacher", "kd_weight", "temperature", "top_k", "teacher_cache", "data", "dev_data", "prompt",
+                      "shots", "shots_from", "shots_by", "dev_part", "dev_limit", "max_length")
+
+
+def _for_reference(ck: RecipeChecker, path: Path_, value: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """A distilling finetune step's ``for_reference`` options (checked as the step's own)."""
+    if value is None:
+        return {}
+    if opts.get("teacher") != REFERENCE_TEACHER:
+        ck.error(path, "for_reference sets how the reference stage runs a step that distils from the reference "
+                 "(teacher: reference); any other step runs as it is on the reference, the fair comparison")
+        return {}
+    allowed = {k: v for k, v in step_keys("finetune").items() if k not in (*_NOT_FOR_REFERENCE, FOR_REFERENCE)}
+    return ck.mapping(value, path, allowed, aliases=STEP_ALIASES["finetune"])
 
 
 def _prompt_choice(ck: RecipeChecker, path: Path_, modes: list, recipe: Recipe) -> None:
