@@ -247,7 +247,8 @@ class Recipe:
     trim_vocab: TrimVocab | None = None
     quantize: Quantize | None = None
     comet: CometSettings | None = None  # the checkpoints of the metrics comet and comet-qe, wherever used
-    reference: bool = _key(False, help="apply the recovery steps to the unpruned (trimmed) model too: the fair "
+    reference: bool = _key(False, help="apply the recovery steps to the unpruned (trimmed) model too (a step "
+                           "that distils from it: without the teacher, with its for_reference options): the fair "
                            "reference, and the verdict whether pruning paid")  # the fair reference
     num_layers: int | None = None  # read from the model's config where possible, else None
     missing_files: list[str] = field(default_factory=list)  # "FILE:LINE: key: path" of data not there yet

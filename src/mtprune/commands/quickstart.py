@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--recover", choices=("finetune", "none"),
                    help="recovery after pruning: finetune (default; with the fair reference) or none")
     p.add_argument("--train-size", type=int, metavar="N", help="train segments fine-tuned on (default: 256)")
-    p.add_argument("--steps", type=int, metavar="N", help="fine-tuning steps of batch 8 (default: 32)")
+    p.add_argument("--steps", type=int, metavar="N", help="the pruned model's distillation steps of batch 8 "
+                   "(default: 48; the reference's: --set recover.0.finetune.for_reference.max_steps=N, default 32)")
     p.add_argument("--no-trim", action="store_true", help="keep the whole vocabulary (no trimmed model)")
     p.add_argument("--from", dest="start_from", metavar="STAGE", choices=STAGES,
                    help=f"redo this stage and every later one: {', '.join(STAGES)}")
