@@ -149,6 +149,15 @@ def test_the_recipe_refuses_for_reference_options_it_cannot_apply(options, expec
     assert expected in str(err.value)
 
 
+def test_a_step_problem_is_reported_once_not_again_for_its_reference_run(tiny_checkpoints, tmp_path):
+    recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
+    recipe.write_text(recipe.read_text().replace("max_steps: 2,", "max_steps: 0,").replace(
+        "max_length: 512}", "max_length: 512, teacher: reference, for_reference: {learning_rate: 0.002}}"))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    assert str(err.value).count("max_steps must be") == 1 and "recover[0].finetune: max_steps" in str(err.value)
+
+
 def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
     """prune.model: reference: the reference is fine-tuned first, the search scores it in the format it
     was trained in, and the pruned model is cut from it (its recovery record and prompt carried over)."""

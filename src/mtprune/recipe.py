@@ -930,8 +930,9 @@ def _recover_step(ck: RecipeChecker, path: Path_, step: RecoverStep, options: An
     if step.method == "finetune" and isinstance(opts.get("train_layers"), str) and opts["train_layers"] != "gaps":
         _layer_ids(ck, path + ("train_layers",), opts["train_layers"], recipe.num_layers)
     step.options = opts
+    problems = len(ck.problems)
     _library_check(ck, path, step, options, recipe)
-    if step.for_reference:
+    if step.for_reference and len(ck.problems) == problems:  # the step's own problems are reported once
         _library_check(ck, path + (FOR_REFERENCE,), step.on_reference(), options.get(FOR_REFERENCE), recipe)
 
 
