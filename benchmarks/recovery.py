@@ -17,6 +17,8 @@ On the packaged gemma-3-270m with its vocabulary trimmed to the data (as the qui
                               its choice removed from the reference (the quickstart: prune.model: reference)
   pruned ref. + SFT           that model fine-tuned again
   pruned ref. + KD from ref.  that model distilled from the reference it was cut from (the quickstart's)
+  reference + KD from itself  the control of the two rows above: the reference given their second pass
+                              (the student has had the reference's training and this one)
 
 Every trained row takes --steps optimizer steps of --batch-size examples (the reference too), in the
 zero-shot prompt the quickstart trains with. Each row: test chrF++, % of the unpruned model as used,
@@ -176,6 +178,8 @@ def main() -> None:
         "pruned ref. + SFT": bench.finetune(pruned_ref, work / "pruned-reference-sft", **continued),
         "pruned ref. + KD from ref.": bench.finetune(pruned_ref, work / "pruned-reference-kd-ref", *teacher,
                                                      **continued),
+        # the control of the two rows above: the reference given the same second pass (KD from itself)
+        "reference + KD from itself": bench.finetune(reference, work / "reference-kd-self", *teacher, **continued),
     }
     rows = {"unpruned (as used)": bench.evaluate(MODEL, "unpruned"), "pruned": bench.evaluate(pruned, "pruned")}
     minutes = {}
