@@ -28,7 +28,7 @@ zero-shot prompt the quickstart trains with. Each row: test chrF++, % of the unp
 Every step is a real ``mtprune`` command (run in this process), so the figures are what a user
 gets. Finished steps are reused from --work (delete it, or pass --fresh, to measure again).
 
-    python benchmarks/recovery.py --remove 2 --steps 32           # the quickstart's setting
+    python benchmarks/recovery.py --remove 2 --steps 32 --ref-lr 2e-5 --ref-steps 48  # the quickstart's settings
     python benchmarks/recovery.py --remove 4 --steps 64 --domain software
 """
 from __future__ import annotations
@@ -134,9 +134,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=32, help="optimizer steps of each training run (default: 32)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4, help="(default: 1e-4, the quickstart's reference)")
-    p.add_argument("--ref-steps", type=int, help="steps of the rows that go on training the pruned reference "
-                   "(pruned ref. + ...; default: --steps; the quickstart: 48)")
-    p.add_argument("--ref-lr", type=float, help="their learning rate (default: --lr; the quickstart: 3e-5, the "
+    p.add_argument("--ref-steps", type=int, help="steps of the second-pass rows, which go on training the "
+                   "(pruned) reference (pruned ref. + ..., reference + KD from itself; default: --steps; the "
+                   "quickstart: 48)")
+    p.add_argument("--ref-lr", type=float, help="their learning rate (default: --lr; the quickstart: 2e-5, the "
                    "student continues from a trained model)")
     p.add_argument("--dev-loss", type=int, default=32, help="dev segments for the dev loss (default: 32)")
     p.add_argument("--train-limit", type=int, default=256,
@@ -202,7 +203,7 @@ def print_table(rows: dict[str, dict], minutes: dict[str, float], drops: dict[st
     print(f"\n{args.domain}: {args.test} test segments, {len(drop)} of {n_layers} layers removed (from the base "
           f"model: {drop}; from the reference: {drops['reference']}), {args.steps} steps x {args.batch_size} per "
           f"trained row, lr {args.lr}, prompt {args.prompt}, train dtype {args.train_dtype}"
-          + (f"; pruned ref. rows {args.ref_steps or args.steps} steps, lr {args.ref_lr or args.lr}"
+          + (f"; second-pass rows {args.ref_steps or args.steps} steps, lr {args.ref_lr or args.lr}"
              if args.ref_steps or args.ref_lr else ""))
     print(f"{'model':<28} {'chrF++':>7} {'% as used':>10} {'% fair ref':>11} {'loops':>6} {'train min':>10}")
     for name, r in rows.items():
