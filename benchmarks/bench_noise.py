@@ -32,7 +32,7 @@ from pruned_speed import MODEL, pruned
 
 def aa_verdict(row: dict, target: float) -> str:
     """PASS where the A/A range holds 1.0 and its half-width is under ``target`` (0.03: +-3%)."""
-    from mtprune.bench_stats import Figure
+    from mtprune.bench.stats import Figure
 
     lo, hi = row["speedup_interval"]
     half = Figure(row["speedup"], lo, hi, row["runs"]).half_width
@@ -43,8 +43,8 @@ def aa_verdict(row: dict, target: float) -> str:
 
 
 def main() -> int:
-    from mtprune.bench import BenchConfig, format_table, parse_batch_sizes, run_bench
-    from mtprune.data import DataSpec
+    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=MODEL, help=f"(default: {MODEL})")

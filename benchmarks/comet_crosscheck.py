@@ -68,7 +68,7 @@ def unbabel_scores(folder: Path) -> dict[str, list[float]]:
 
 
 def mtprune_scores(folder: Path) -> dict[str, list[float]]:
-    from mtprune.comet import CometSettings, check_comet, load_comet
+    from mtprune.eval.comet import CometSettings, check_comet, load_comet
 
     out = {}
     for model_dir in sorted(p for p in folder.iterdir() if (p / "hparams.yaml").is_file()):

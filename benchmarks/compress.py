@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def run_one(model: str, pair: str, out: Path, extra: list[str]) -> dict:
-    from mtprune.recipe import load_recipe
-    from mtprune.run import run_recipe
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import run_recipe
 
     src, tgt = pair.split("-")
     overrides = [f"model={json.dumps(model)}", f"pairs.0.src={src}", f"pairs.0.tgt={tgt}",
@@ -32,7 +32,7 @@ def run_one(model: str, pair: str, out: Path, extra: list[str]) -> dict:
 
 
 def lines(model: str, pair: str, summary: dict) -> list[str]:
-    from mtprune.run_report import bench_rows, score
+    from mtprune.pipeline.run_report import bench_rows, score
 
     rows = {m["name"]: m for m in summary["models"]}
     speed = bench_rows(summary)

@@ -34,11 +34,11 @@ import json
 import time
 from pathlib import Path
 
-from mtprune.data import DataSpec
-from mtprune.documents import ContextSettings, previous_in_document
-from mtprune.evaluate import few_shot_examples, load_pair, translate_and_score
-from mtprune.export import software_versions
-from mtprune.models import load_model
+from mtprune.data.specs import DataSpec
+from mtprune.translate.documents import ContextSettings, previous_in_document
+from mtprune.eval.evaluate import few_shot_examples, load_pair, translate_and_score
+from mtprune.model.export import software_versions
+from mtprune.model.load import load_model
 
 METRIC = "chrf++"
 COMPARISONS = ("examples", "documents")

@@ -36,11 +36,11 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from mtprune.data import DataSpec
-    from mtprune.evaluate import load_pair, make_translator, score_hypotheses
-    from mtprune.layers import LayerSurgeon
-    from mtprune.models import load_model
-    from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.data.specs import DataSpec
+    from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
+    from mtprune.model.layers import LayerSurgeon
+    from mtprune.model.load import load_model
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
     dev = DataSpec("sample:en-de", "en", "de", part="dev", limit=args.dev)
     test = load_pair(DataSpec("sample:en-de", "en", "de", part="test", limit=args.test))

@@ -30,11 +30,11 @@ import sys
 
 import torch
 
-from mtprune.backends.hf import newline_token_ids
-from mtprune.data import DataSpec
-from mtprune.evaluate import load_pair, make_translator
-from mtprune.metrics import segment_failures
-from mtprune.models import load_model
+from mtprune.translate.backends.hf import newline_token_ids
+from mtprune.data.specs import DataSpec
+from mtprune.eval.evaluate import load_pair, make_translator
+from mtprune.eval.metrics import segment_failures
+from mtprune.model.load import load_model
 from mtprune.recover.losses import IGNORE_INDEX
 from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 

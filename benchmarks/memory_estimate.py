@@ -96,17 +96,17 @@ def job_argv(name: str, out: Path, dtype: str) -> list[str]:
 
 def estimate(argv: list[str]):
     """The FitCheck of the command ``argv`` (None where the model's config cannot be read)."""
-    from mtprune.cli import build_parser
+    from mtprune.cli.main import build_parser
 
     args = build_parser().parse_args(argv)
     if args.command == "finetune":
-        from mtprune.commands.finetune import config_from_args
+        from mtprune.cli.commands.finetune import config_from_args
         from mtprune.recover.finetune import prepare
         from mtprune.recover.fit import check_training_memory
 
         config = config_from_args(args)  # --skip-memory-check: memory_check=False, enforce only warns
         return check_training_memory(config, prepare(config))[1]
-    from mtprune.commands.memory_check import command_check
+    from mtprune.cli.commands.memory_check import command_check
 
     return command_check(args)
 
@@ -166,9 +166,9 @@ def versions() -> dict[str, str]:
 
 
 def provenance(dtype: str) -> dict:
-    from mtprune.bench import machine_info
-    from mtprune.models import choose_dtype
-    from mtprune.preflight import cpu_available
+    from mtprune.bench.engine import machine_info
+    from mtprune.model.load import choose_dtype
+    from mtprune.model.preflight import cpu_available
 
     machine = machine_info("cpu")
     available, what = cpu_available()
@@ -182,7 +182,7 @@ def provenance(dtype: str) -> dict:
 # ----------------------------------------------------------------------------------------
 
 def run_job(name: str, work: Path, args) -> dict:
-    from mtprune.preflight import cpu_available
+    from mtprune.model.preflight import cpu_available
 
     label = JOBS[name][0]
     argv = job_argv(name, work, args.dtype)

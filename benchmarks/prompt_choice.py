@@ -23,7 +23,7 @@ from pathlib import Path
 
 from domains import software_strings
 
-from mtprune.cli import main as mtprune
+from mtprune.cli.main import main as mtprune
 
 RECIPE = """\
 model: gemma-3-270m
@@ -92,7 +92,7 @@ def print_table(summary: dict, args) -> None:
             loops = (m.get("failures") or {}).get(pair, {}).get("repetitions", "-")
             print(f"{name:<12} {m.get('prompt') or '-':<9} {chrf:7.2f} {100 * chrf / used:9.1f}% {loops:>6}")
     if summary.get("verdict"):
-        from mtprune.verdict import verdict_from_dict, verdict_lines
+        from mtprune.eval.verdict import verdict_from_dict, verdict_lines
 
         print("\n".join(verdict_lines(verdict_from_dict(summary["verdict"]))))
 

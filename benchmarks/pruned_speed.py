@@ -31,7 +31,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mtprune.cli import main as mtprune
+from mtprune.cli.main import main as mtprune
 
 MODEL = "gemma-3-270m"
 
@@ -47,8 +47,8 @@ def pruned(work: Path, drop: str, model: str = MODEL) -> Path:
 
 
 def main() -> None:
-    from mtprune.bench import BenchConfig, format_table, parse_batch_sizes, run_bench
-    from mtprune.data import DataSpec
+    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="runs/bench-pruned-speed", help="folder for the pruned models")

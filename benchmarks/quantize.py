@@ -9,7 +9,7 @@ the zero-shot format they translate with); then, per model:
 - quality on ``--test`` held-out segments of sample:en-de (chrF++, and COMET with ``--comet-model``),
   with the failure counts (loops, wrong language, empty);
 - size on disk (bytes of every file), and its share of the unpruned model's;
-- what it costs alone in its own process (``mtprune.costs``): peak memory, chars/s at batch
+- what it costs alone in its own process (``mtprune.bench.costs``): peak memory, chars/s at batch
   ``--batch-size``, batch-1 latency, load time apart.
 
     python benchmarks/quantize.py [--run benchmarks/runs/quantize/quickstart] [--schemes w8a8-int8,w4a16]
@@ -31,8 +31,8 @@ UNPRUNED = "gemma-3-270m"
 
 def quickstart(run_dir: Path) -> dict[str, str]:
     """The quickstart's models (made or resumed in ``run_dir``): name -> MODEL."""
-    from mtprune.recipe import load_recipe
-    from mtprune.run import RunContext, run_recipe
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import RunContext, run_recipe
 
     recipe = load_recipe("quickstart", overrides=["quantize=null"])
     recipe.bench = None  # this script measures the models itself
@@ -42,8 +42,8 @@ def quickstart(run_dir: Path) -> dict[str, str]:
 
 def quantized(source: str, out: Path, scheme: str, method: str | None, calibration: int) -> tuple[str, float]:
     """``source`` quantized into ``out`` (made once; reused while its mtprune.json is there): (folder, seconds)."""
-    from mtprune.data import DataSpec
-    from mtprune.quantize.pipeline import QuantizeConfig, quantize_checkpoint
+    from mtprune.data.specs import DataSpec
+    from mtprune.compress.quantize.pipeline import QuantizeConfig, quantize_checkpoint
 
     record = out / "mtprune.json"
     if not record.is_file():
@@ -54,9 +54,9 @@ def quantized(source: str, out: Path, scheme: str, method: str | None, calibrati
 
 
 def evaluate(spec: str, test: int, metrics: list[str], comet) -> dict:
-    from mtprune.data import DataSpec
-    from mtprune.evaluate import load_pair, translate_and_score
-    from mtprune.models import load_model
+    from mtprune.data.specs import DataSpec
+    from mtprune.eval.evaluate import load_pair, translate_and_score
+    from mtprune.model.load import load_model
 
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="test", limit=test))
     loaded = load_model(spec)
@@ -68,8 +68,8 @@ def evaluate(spec: str, test: int, metrics: list[str], comet) -> dict:
 def costs(spec: str, test: int, batch_size: int) -> dict:
     from dataclasses import asdict
 
-    from mtprune.costs import CostRequest, measure_costs
-    from mtprune.data import DataSpec
+    from mtprune.bench.costs import CostRequest, measure_costs
+    from mtprune.data.specs import DataSpec
 
     data = DataSpec("sample:en-de", "en", "de", part="test", limit=test)
     return measure_costs(CostRequest(model=spec, data=asdict(data), batch_size=batch_size, shots_by="similar"))
@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--json", help="write every figure here")
     args = p.parse_args()
 
-    from mtprune.comet import CometSettings
+    from mtprune.eval.comet import CometSettings
 
     metrics = ["chrf++"] + (["comet"] if args.comet_model else [])
     comet = CometSettings(model=args.comet_model) if args.comet_model else None
@@ -160,7 +160,7 @@ def main() -> None:
 
 
 def _checkpoint(spec: str) -> str:
-    from mtprune.models import checkpoint_for, resolve_source
+    from mtprune.model.load import checkpoint_for, resolve_source
 
     return checkpoint_for(resolve_source(spec))
 

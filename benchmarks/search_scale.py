@@ -49,8 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measure(args, workers: int, run_dir: Path) -> dict:
-    from mtprune.data import DataSpec
-    from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.data.specs import DataSpec
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
     cfg = SearchConfig(model=args.model, pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev",
                                                                       limit=args.limit))],
@@ -68,7 +68,7 @@ def measure(args, workers: int, run_dir: Path) -> dict:
 
 def round_candidates(recipe_path: str, layers: int) -> list[int]:
     """Candidates translated in each round of the recipe's search (exact mode): every unprotected layer."""
-    from mtprune.recipe import load_recipe
+    from mtprune.pipeline.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, allow_missing_files=True)
     search = recipe.search or {}

@@ -36,13 +36,13 @@ MODEL = "gemma-3-270m"
 
 
 def dev_spec(args):
-    from mtprune.data import DataSpec
+    from mtprune.data.specs import DataSpec
 
     return DataSpec("sample:en-de", "en", "de", part="dev", limit=args.dev)
 
 
 def run_ours(args, fast: bool) -> dict:
-    from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.keep) / ("fast" if fast else "exact") if args.keep else Path(tmp) / "run"
@@ -62,10 +62,10 @@ def run_reference(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.layers import prune_layers
-    from mtprune.models import load_model
-    from mtprune.prompts import clean_output
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.model.layers import prune_layers
+    from mtprune.model.load import load_model
+    from mtprune.translate.prompts import clean_output
 
     loaded = load_model(MODEL, dtype="float32")
     pair = load_pair(dev_spec(args))
@@ -153,7 +153,7 @@ def parent(args) -> None:
 
 
 def model_size_bytes() -> int:
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     model = load_model(MODEL, dtype="float32").model
     return sum(p.numel() * p.element_size() for p in model.parameters())

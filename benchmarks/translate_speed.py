@@ -51,7 +51,7 @@ def naive_generate(model, tokenizer, prompter, sources, batch_size: int, max_new
 
 def naive_hypotheses(tokenizer, prompter, sources, generated: list[list[int]]) -> list[str]:
     """Cut each output at its first newline, then clean it as our backend does."""
-    from mtprune.prompts import clean_output
+    from mtprune.translate.prompts import clean_output
 
     texts = [tokenizer.decode(ids, skip_special_tokens=True).split("\n", 1)[0] for ids in generated]
     return [clean_output(text, prompter, source) for text, source in zip(texts, sources)]
@@ -72,10 +72,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from mtprune.data import DataSpec
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.metrics import corpus_score
-    from mtprune.models import load_model
+    from mtprune.data.specs import DataSpec
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.eval.metrics import corpus_score
+    from mtprune.model.load import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

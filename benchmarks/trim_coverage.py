@@ -25,7 +25,7 @@ from pathlib import Path
 
 from domains import software_strings
 
-from mtprune.cli import main as mtprune
+from mtprune.cli.main import main as mtprune
 
 MODEL = "gemma-3-270m"
 

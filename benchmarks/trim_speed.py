@@ -29,8 +29,8 @@ MODEL = "gemma-3-270m"
 
 def trimmed(model: str, work: Path, keep: int | None) -> Path:
     """The trimmed model (made once; reused while its mtprune.json is there)."""
-    from mtprune.data import DataSpec
-    from mtprune.trim_vocab import TrimConfig, trim_vocabulary
+    from mtprune.data.specs import DataSpec
+    from mtprune.compress.trim_vocab import TrimConfig, trim_vocabulary
 
     out = work / f"trimmed-{keep or 'data'}"
     if not (out / "mtprune.json").exists():
@@ -40,9 +40,9 @@ def trimmed(model: str, work: Path, keep: int | None) -> Path:
 
 
 def main() -> None:
-    from mtprune.backends import BackendConfig
-    from mtprune.bench import BenchConfig, format_table, parse_batch_sizes, run_bench
-    from mtprune.data import DataSpec
+    from mtprune.translate.backends import BackendConfig
+    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=MODEL, help=f"model to trim (default: {MODEL})")

@@ -17,8 +17,8 @@ import time
 
 
 def main() -> None:
-    from mtprune.bench import BenchConfig, format_table, run_bench
-    from mtprune.data import DataSpec
+    from mtprune.bench.engine import BenchConfig, format_table, run_bench
+    from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma-3-270m", help="(default: the packaged gemma-3-270m)")

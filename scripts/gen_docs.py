@@ -3,9 +3,9 @@
     python scripts/gen_docs.py            # writes docs/reference/cli.md and docs/reference/recipe.md
     python scripts/gen_docs.py --check    # exit 1 where a committed page differs from what this generates
 
-docs/reference/cli.md is every ``mtprune`` command's ``--help`` (from ``mtprune.cli.build_parser()``, at a
+docs/reference/cli.md is every ``mtprune`` command's ``--help`` (from ``mtprune.cli.main.build_parser()``, at a
 width of 100 columns). docs/reference/recipe.md is every recipe section and key, read from the typed
-configs that ``mtprune.recipe`` checks a recipe against: the type from the field's annotation, the
+configs that ``mtprune.pipeline.recipe`` checks a recipe against: the type from the field's annotation, the
 default from the dataclass, the help and allowed values from the field's ``metadata`` (recipe.py's own
 sections) or else from the help of the command line option of the same name (the command whose settings
 the section holds), and a few keys named below. A key without help is an error, so the page cannot
@@ -90,7 +90,7 @@ def _help_text(parser: argparse.ArgumentParser) -> str:
 
 
 def cli_page() -> str:
-    from mtprune.cli import build_parser
+    from mtprune.cli.main import build_parser
 
     parser = build_parser()
     commands = _subcommands(parser)
@@ -108,7 +108,7 @@ def cli_page() -> str:
 # ----------------------------------------------------------------------------------------
 
 def _cli_actions(command: str) -> dict[str, argparse.Action]:
-    from mtprune.cli import build_parser
+    from mtprune.cli.main import build_parser
 
     if not hasattr(_cli_actions, "commands"):
         _cli_actions.commands = _subcommands(build_parser())
@@ -136,7 +136,7 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def _type(hint: Any) -> str:
-    from mtprune.recipe import describe_type
+    from mtprune.pipeline.recipe import describe_type
 
     return describe_type(hint)
 
@@ -170,7 +170,7 @@ def key_rows(section: str, keys: dict[str, Any], fields: dict[str, dataclasses.F
 
 
 def recipe_page() -> str:
-    import mtprune.recipe as r
+    import mtprune.pipeline.recipe as r
 
     def fields(*classes) -> dict[str, dataclasses.Field]:
         return {f.name: f for cls in classes for f in dataclasses.fields(cls)}
@@ -233,7 +233,7 @@ def recipe_page() -> str:
 
 
 def _stages() -> tuple[str, ...]:
-    from mtprune.run_folder import STAGES
+    from mtprune.pipeline.run_folder import STAGES
 
     return tuple(STAGES)
 

@@ -3,7 +3,7 @@
     python scripts/quickstart_plot.py RUN_DIR OUT.png
 
 RUN_DIR is a finished ``mtprune run`` / ``mtprune quickstart`` folder; the summary is read from
-RUN_DIR/report/summary.json and drawn by ``mtprune.run_report.plot_tradeoff`` (needs matplotlib:
+RUN_DIR/report/summary.json and drawn by ``mtprune.pipeline.run_report.plot_tradeoff`` (needs matplotlib:
 ``pip install 'mtprune[report]'``). docs/img/quickstart-tradeoff.png is this script's output.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = args.run_dir / "report" / "summary.json"
     if not summary_path.is_file():
         parser.error(f"{summary_path}: not found (is {args.run_dir} a finished run folder?)")
-    from mtprune.run_report import plot_tradeoff
+    from mtprune.pipeline.run_report import plot_tradeoff
 
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     args.out.parent.mkdir(parents=True, exist_ok=True)

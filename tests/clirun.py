@@ -1,7 +1,7 @@
 """Run the mtprune command in-process, as a test would from a shell."""
 from __future__ import annotations
 
-from mtprune.cli import main
+from mtprune.cli.main import main
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -16,11 +16,11 @@ import types
 import pytest
 
 from clirun import run
-from mtprune.backends import BackendConfig
-from mtprune.backends import vllm as vllm_backend
-from mtprune.data import DataSpec
+from mtprune.translate.backends import BackendConfig
+from mtprune.translate.backends import vllm as vllm_backend
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.evaluate import load_pair, make_translator
+from mtprune.eval.evaluate import load_pair, make_translator
 from tiny import make_config, make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -87,7 +87,7 @@ def test_backend_options_are_checked_before_any_model_loads():
     (["--backend", "vllm", "--gpu-memory-utilization", "2"], "(0, 1]"),
 ])
 def test_translate_refuses_bad_backend_options_before_loading(capsys, tmp_path, monkeypatch, argv, message):
-    from mtprune import models
+    from mtprune.model import load as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     code, _, err = run(capsys, "translate", tmp_path / "no-model", *CLI_DATA, "-o", tmp_path / "h.txt", *argv)
@@ -167,7 +167,7 @@ def test_unsupported_head_size_on_cpu_is_refused_before_the_engine_starts(capsys
 
 @pytest.mark.parametrize("device,message", [("cuda:1", "CUDA_VISIBLE_DEVICES=1"), ("cuda", "runs on cpu")])
 def test_device_vllm_cannot_honour_is_refused(monkeypatch, tmp_path, device, message):
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     fake_vllm(monkeypatch)
     loaded = load_model(str(save_tiny(tmp_path / "t", "llama")), dtype="float32", device="cpu", weights=False)
@@ -177,7 +177,7 @@ def test_device_vllm_cannot_honour_is_refused(monkeypatch, tmp_path, device, mes
 
 
 def test_vllm_backend_loads_no_weights(tmp_path):
-    from mtprune.models import ModelConfigs, load_model
+    from mtprune.model.load import ModelConfigs, load_model
 
     folder = save_tiny(tmp_path / "t", "gemma3")
     loaded = load_model(str(folder), dtype="source", device="cpu", weights=False)
@@ -206,7 +206,7 @@ def pair():
 
 def both_backends(folder, pair, **kwargs):
     """(hf result, vllm result, vllm translator) of the same settings, fp32 on CPU."""
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(folder), dtype="float32", device="cpu")
     hf = make_translator(loaded, pair, progress=False, **kwargs).translate(pair.sources)
@@ -231,8 +231,8 @@ def test_greedy_outputs_equal_the_hf_backend(needs_vllm, tiny_folders, pair, arc
 
 
 def test_each_segment_has_its_own_budget_and_the_stop_tokens(needs_vllm, tiny_folders, pair, monkeypatch):
-    from mtprune.backends.hf import newline_token_ids, tokenize_prompts
-    from mtprune.models import load_model
+    from mtprune.translate.backends.hf import newline_token_ids, tokenize_prompts
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(tiny_folders["gemma3"]), dtype="float32", device="cpu", weights=False)
     translator = make_translator(loaded, pair, backend="vllm", prompt="fewshot", progress=False)
@@ -256,7 +256,7 @@ def test_each_segment_has_its_own_budget_and_the_stop_tokens(needs_vllm, tiny_fo
 
 
 def test_prompt_longer_than_max_model_len_is_an_error(needs_vllm, tiny_folders, pair):
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(tiny_folders["gemma3"]), dtype="float32", device="cpu", weights=False)
     translator = make_translator(loaded, pair, backend=BackendConfig("vllm", max_model_len=40), prompt="chat",
@@ -267,11 +267,11 @@ def test_prompt_longer_than_max_model_len_is_an_error(needs_vllm, tiny_folders, 
 
 
 def test_release_engines_without_vllm_imports_nothing(monkeypatch):
-    from mtprune.backends import release_engines
+    from mtprune.translate.backends import release_engines
 
-    monkeypatch.delitem(sys.modules, "mtprune.backends.vllm")
+    monkeypatch.delitem(sys.modules, "mtprune.translate.backends.vllm")
     release_engines()  # no translator made: nothing to free, vLLM not imported
-    assert "mtprune.backends.vllm" not in sys.modules
+    assert "mtprune.translate.backends.vllm" not in sys.modules
 
 
 def test_a_released_engine_frees_its_place_and_a_second_engine_starts(needs_vllm, tiny_folders, pair):
@@ -279,8 +279,8 @@ def test_a_released_engine_frees_its_place_and_a_second_engine_starts(needs_vllm
     stage's engine (another model, or the same one) starts in the same process and translates."""
     import weakref
 
-    from mtprune.backends import release_engines
-    from mtprune.models import load_model
+    from mtprune.translate.backends import release_engines
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(tiny_folders["gemma3"]), dtype="float32", device="cpu", weights=False)
     first = make_translator(loaded, pair, backend="vllm", prompt="chat", max_new_tokens=8, progress=False)
@@ -308,8 +308,8 @@ def test_cpu_head_sizes_are_vllms(needs_vllm):
 def test_pruned_and_recovered_checkpoints_translate(needs_vllm, capsys, tiny_folders, pair, tmp_path):
     import torch
 
-    from mtprune.export import read_record
-    from mtprune.models import load_model
+    from mtprune.model.export import read_record
+    from mtprune.model.load import load_model
     from mtprune.recover.checkpoint import save_recovered
 
     pruned = tmp_path / "pruned"
@@ -394,7 +394,7 @@ def test_fixed_new_tokens_ignores_the_stop_rules_as_the_hf_backend(needs_vllm, t
 @pytest.mark.slow
 def test_packaged_model_matches_the_hf_backend(needs_vllm, pair):
     """gemma-3-270m (head_dim 256) with its few-shot prompt, fp32: the same translations."""
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     loaded = load_model("gemma-3-270m", dtype="float32", device="cpu")
     hf = make_translator(loaded, pair, progress=False).translate(pair.sources)

@@ -5,11 +5,11 @@ import os
 import pytest
 
 from clirun import run
-from mtprune.backends import BackendConfig
-from mtprune.bench import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
+from mtprune.translate.backends import BackendConfig
+from mtprune.bench.engine import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
                            parse_batch_sizes, per_token_flops, render_markdown, run_bench, segment_flops, skeleton_model,
                            table_rows)
-from mtprune.data import DataSpec
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +45,7 @@ def test_skeleton_of_the_config_has_the_real_models_shape_and_parameters(tokeniz
     """What bench reads where vLLM holds the weights: the meta-device model of the config."""
     from tiny import make_model
 
-    from mtprune.export import count_parameters
+    from mtprune.model.export import count_parameters
 
     real = make_model(arch, num_layers=3, tokenizer=tokenizer)
     skeleton = skeleton_model(real.config)
@@ -255,8 +255,8 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
 def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_path, tokenizer):
     """Equal work: every segment generates exactly N tokens although the model would stop first
     (its first token of segment 1 made its EOS), and no quality is scored."""
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.models import load_model
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.model.load import load_model
 
     spec = DataSpec("sample:en-de", "en", "de", part="test", limit=4)
     pair = load_pair(spec)
@@ -284,7 +284,7 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
 
 
 def test_a_recipes_bench_order_is_checked_with_the_rest(tmp_path):
-    from mtprune.recipe import load_recipe
+    from mtprune.pipeline.recipe import load_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"

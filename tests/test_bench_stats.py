@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from mtprune.bench_stats import (FLAG_TEXT, Figure, bootstrap_interval, minmax_coverage, per_round_ratios,
+from mtprune.bench.stats import (FLAG_TEXT, Figure, bootstrap_interval, minmax_coverage, per_round_ratios,
                                  percentile, round_order, schedule, speedup_flags, summarize)
 
 

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from clirun import run
-from mtprune import models
-from mtprune.bench import ModelShape, per_token_flops
-from mtprune.budget import SpeedModel, depth_for, parse_budget, predict, speed_model_from_bench, unmet
+from mtprune.model import load as models
+from mtprune.bench.engine import ModelShape, per_token_flops
+from mtprune.search.budget import SpeedModel, depth_for, parse_budget, predict, speed_model_from_bench, unmet
 from mtprune.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,8 +88,8 @@ def test_search_stops_at_the_budget_and_prune_applies_it(tiny_checkpoints, tmp_p
     folder = tiny_checkpoints["llama"]
     run_dir = tmp_path / "run"
     # the tiny llama's layers are all the same size: a budget between 5 and 4 layers' worth needs 2 removals
-    from mtprune.export import count_parameters
-    from mtprune.models import load_model
+    from mtprune.model.export import count_parameters
+    from mtprune.model.load import load_model
 
     params = count_parameters(load_model(str(folder), dtype="float32").model)
     limit = params["total"] - 1.5 * params["per_layer"][0]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mtprune import models
+from mtprune.model import load as models
 from clirun import run
-from mtprune.cli import main
-from mtprune.export import RECORD_NAME
+from mtprune.cli.main import main
+from mtprune.model.export import RECORD_NAME
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 
@@ -166,9 +166,9 @@ def test_import_does_not_load_torch():
 @pytest.mark.parametrize("argv", [["--help"], ["prune", "--help"], ["info", "--help"], ["--version"]])
 def test_help_does_not_load_torch(argv):
     code = (
-        "import sys, mtprune.cli\n"
-        "mtprune.cli.build_parser()\n"
-        f"try:\n    mtprune.cli.main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "import sys, mtprune.cli.main\n"
+        "mtprune.cli.main.build_parser()\n"
+        f"try:\n    mtprune.cli.main.main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     result = _python(code)

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from clirun import run
-from mtprune import models
-from mtprune.comet import CometSettings, check_comet, load_comet
-from mtprune.comet.model import masked_standardize, sparsemax
-from mtprune.data import DataSpec
+from mtprune.model import load as models
+from mtprune.eval.comet import CometSettings, check_comet, load_comet
+from mtprune.eval.comet.model import masked_standardize, sparsemax
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.metrics import make_scorer, paired_bootstrap, score_all
+from mtprune.eval.metrics import make_scorer, paired_bootstrap, score_all
 from tiny_comet import make_comet, make_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -69,7 +69,7 @@ def test_regression_score_equals_the_estimator_written_out(comet_dirs):
     standardized layers, mean pooling, the six features, the feed-forward)."""
     from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 
-    from mtprune.comet.checkpoint import read_state_dict
+    from mtprune.eval.comet.checkpoint import read_state_dict
 
     state = read_state_dict(comet_dirs["da"] / "checkpoints" / "model.ckpt")
     encoder = XLMRobertaModel(XLMRobertaConfig.from_pretrained(comet_dirs["encoder"]), add_pooling_layer=False)
@@ -195,7 +195,7 @@ def no_loading(monkeypatch):
 
 def test_evaluate_and_search_refuse_a_missing_checkpoint_before_loading(tiny_checkpoints, tmp_path, capsys,
                                                                         no_loading):
-    from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
     code, _, err = run(capsys, "evaluate", tiny_checkpoints["llama"], "--data", "sample:en-de", "--limit", "4",
                        "--metrics", "chrf,comet", "--comet-model", tmp_path / "missing")
@@ -223,7 +223,7 @@ def test_evaluate_writes_a_comet_score_with_its_signature(tiny_checkpoints, come
 
 
 def test_search_ranks_candidates_by_comet(tiny_checkpoints, comet_dirs, tmp_path):
-    from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
     cfg = SearchConfig(model=str(tiny_checkpoints["llama"]), run_dir=tmp_path / "run", stop=StopRule(remove=1),
                        pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev", limit=4))],
@@ -243,8 +243,8 @@ def test_search_ranks_candidates_by_comet(tiny_checkpoints, comet_dirs, tmp_path
 
 
 def test_recipe_comet_section_is_checked_with_lines(comet_dirs, tmp_path, tiny_checkpoints):
-    from mtprune.recipe import load_recipe
-    from mtprune.run import stage_inputs
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import stage_inputs
 
     def recipe(comet: str, metrics: str = "[chrf, comet]") -> Path:
         path = tmp_path / "r.yaml"

@@ -1,13 +1,13 @@
-"""Per-model costs, each model alone in its own process (mtprune.costs): memory, disk, load time,
+"""Per-model costs, each model alone in its own process (mtprune.bench.costs): memory, disk, load time,
 chars/s, batch-1 latency; and the batch-1 speed-ups against the FLOP ideal."""
 from dataclasses import asdict
 
 import pytest
 
-from mtprune.costs import CostRequest, add_cost_ratios, cost_rows, measure_costs, peak_rss
-from mtprune.data import DataSpec
+from mtprune.bench.costs import CostRequest, add_cost_ratios, cost_rows, measure_costs, peak_rss
+from mtprune.data.specs import DataSpec
 from mtprune.files import folder_size
-from mtprune.flops import ModelShape
+from mtprune.model.shape import ModelShape
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the child takes the parent's torch threads (see conftest)
 
@@ -76,7 +76,7 @@ def test_the_child_sees_its_own_memory_not_its_parents(two_sizes):
 
 
 def test_a_failing_child_says_which_model_and_how_to_skip(tmp_path):
-    from mtprune.costs import CostError
+    from mtprune.bench.costs import CostError
 
     with pytest.raises(CostError, match=r"cost of .*missing in its own process failed.*--no-costs"):
         measure_costs(request(tmp_path / "missing"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mtprune.data import (
+from mtprune.data.specs import (
     DataSpec,
     Segment,
     add_data_arguments,
@@ -117,7 +117,7 @@ def test_unknown_language(tmp_path: Path) -> None:
 
 def test_warnings_for_duplicates_and_empty_references(tmp_path: Path, caplog) -> None:
     path = write(tmp_path / "d.tsv", "source\ttarget\na\tb\na\tb\nc\t\n")
-    with caplog.at_level(logging.WARNING, logger="mtprune.data"):
+    with caplog.at_level(logging.WARNING, logger="mtprune.data.specs"):
         segs = load(path)
     assert len(segs) == 3
     assert "1 duplicate (source, reference) pairs" in caplog.text
@@ -216,7 +216,7 @@ TMX = """<?xml version="1.0" encoding="UTF-8"?>
 
 def test_tmx_languages_regions_and_skips(tmp_path: Path, caplog) -> None:
     path = write(tmp_path / "m.tmx", TMX)
-    with caplog.at_level(logging.WARNING, logger="mtprune.data"):
+    with caplog.at_level(logging.WARNING, logger="mtprune.data.specs"):
         segs = load(path, src="en", tgt="de")
     assert [(s.id, s.source, s.reference) for s in segs] == [
         ("m.tmx:4", "Hello world.", "Hallo Welt."),
@@ -394,7 +394,7 @@ def test_saved_dataset_folder(tmp_path: Path, caplog) -> None:
     })
     folder = tmp_path / "news"
     dd.save_to_disk(str(folder))
-    with caplog.at_level(logging.INFO, logger="mtprune.data"):
+    with caplog.at_level(logging.INFO, logger="mtprune.data.specs"):
         segs = load(folder, src="cs", tgt="de")
     assert "using split 'test'" in caplog.text
     assert segs[0] == Segment("news:test:0", "věta 0", "Satz 0", "cs", "de")
@@ -408,14 +408,14 @@ def test_saved_dataset_folder(tmp_path: Path, caplog) -> None:
 
 
 def test_importing_never_imports_torch_or_datasets() -> None:
-    code = "import sys, mtprune.data, mtprune.prompts, mtprune.langs; print(sorted({'torch', 'datasets', 'transformers'} & set(sys.modules)))"
+    code = "import sys, mtprune.data.specs, mtprune.translate.prompts, mtprune.data.langs; print(sorted({'torch', 'datasets', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC_DIR)}, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_repeated_data_options_give_one_spec_per_pair(tmp_path) -> None:
     """--pairs YAML groups first, then one per --data; --src/--tgt/--weight once for all or once per --data."""
-    from mtprune.data import weighted_data_specs_from_args
+    from mtprune.data.specs import weighted_data_specs_from_args
     from mtprune.errors import ConfigError
 
     pairs = tmp_path / "pairs.yaml"

@@ -13,13 +13,13 @@ import pytest
 import sacrebleu
 
 from clirun import run
-from mtprune.data import DataSpec, Segment, load_segments, sample_chapter, segment_part
-from mtprune.documents import (ContextSettings, ContextTranslator, DocumentScorer, document_scores, documents,
+from mtprune.data.specs import DataSpec, Segment, load_segments, sample_chapter, segment_part
+from mtprune.translate.documents import (ContextSettings, ContextTranslator, DocumentScorer, document_scores, documents,
                                in_order_steps, previous_in_document)
 from mtprune.errors import ConfigError, DataError
-from mtprune.evaluate import load_pair, make_translator
-from mtprune.prompts import CONTEXT_NOTE, build_prompter
-from mtprune.recipe import load_recipe
+from mtprune.eval.evaluate import load_pair, make_translator
+from mtprune.translate.prompts import CONTEXT_NOTE, build_prompter
+from mtprune.pipeline.recipe import load_recipe
 from tiny import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -174,7 +174,7 @@ class Recording:
         self.prompter, self.calls = prompter, []
 
     def translate(self, sources, contexts=None):
-        from mtprune.backends.hf import TranslationResult
+        from mtprune.translate.backends.hf import TranslationResult
 
         self.calls.append((list(sources), contexts))
         hyps = [f"T({s} | {' / '.join(t for _, t in c)})" for s, c in zip(sources, contexts)]
@@ -278,7 +278,7 @@ def test_search_scores_by_document_with_model_context(tiny_checkpoints, tmp_path
 
 
 def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_checkpoints):
-    from mtprune.bench import BenchConfig, run_bench
+    from mtprune.bench.engine import BenchConfig, run_bench
 
     data = DataSpec("sample:en-de", "en", "de", part="test", part_by="document", limit=6)
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"])], batch_sizes=(2,), warmup=1, runs=1, data=data,
@@ -286,7 +286,7 @@ def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_che
     result = run_bench(cfg)
     entry = result["models"][0]
     assert entry["translator"]["context"]["target"] == "model" and result["config"]["context"] == 1
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(tiny_checkpoints["llama"]), dtype=entry["dtype"])
     pair = load_pair(data)
@@ -296,8 +296,8 @@ def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_che
 
 
 def test_search_and_bench_settings_are_checked():
-    from mtprune.bench import BenchConfig
-    from mtprune.search import PairConfig, SearchConfig, StopRule
+    from mtprune.bench.engine import BenchConfig
+    from mtprune.search.engine import PairConfig, SearchConfig, StopRule
 
     pairs = [PairConfig(DataSpec("sample:en-de", "en", "de"))]
     cfg = SearchConfig(model="m", pairs=pairs, run_dir=".", stop=StopRule(remove=1), fast=True, race=True,
@@ -349,7 +349,7 @@ def test_recipe_keys_and_their_errors(tmp_path):
 
 
 def test_run_inputs_without_context_stay_as_before(tmp_path):
-    from mtprune.run import data_identity, stage_inputs
+    from mtprune.pipeline.run import data_identity, stage_inputs
 
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE.format(context=0, target="none", score_by="segment").replace(", part_by: document", ""))

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 import sacrebleu
 
-from mtprune import models
+from mtprune.model import load as models
 from clirun import run
-from mtprune.data import DataSpec, load_segments, segment_part
+from mtprune.data.specs import DataSpec, load_segments, segment_part
 from mtprune.errors import ConfigError, DataError
-from mtprune.evaluate import load_pair, make_translator, score_hypotheses
+from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
 from tiny import make_model, make_tokenizer
 
 SAMPLE = DataSpec("sample:en-de", "en", "de", limit=8)
@@ -111,7 +111,7 @@ def _user_file(tmp_path, n: int, name: str = "mine.tsv", start: int = 0):
 
 def test_user_file_with_no_examples_left_takes_them_from_the_sample(tmp_path, caplog):
     pair = load_pair(DataSpec(str(_user_file(tmp_path, 16)), "en", "de"))
-    with caplog.at_level("INFO", logger="mtprune.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
         tr = make_translator(_base_model(), pair, shots_by="random", prompt="auto", shots=3, progress=False)
     assert tr.prompter.mode == "fewshot" and tr.prompter.examples_from == "sample:en-de"
     assert len(tr.prompter.example_ids) == 3 and "from the bundled sample:en-de" in caplog.text
@@ -130,7 +130,7 @@ def test_plain_source_file_without_references_gets_sample_examples(tmp_path):
 def test_pair_missing_from_the_sample_translates_zero_shot_with_a_warning(tmp_path, caplog):
     path = _user_file(tmp_path, 16)
     pair = load_pair(DataSpec(str(path), "en", "cs"))
-    with caplog.at_level("WARNING", logger="mtprune.evaluate"):
+    with caplog.at_level("WARNING", logger="mtprune.eval.evaluate"):
         tr = make_translator(_base_model(), pair, shots_by="random", shots=3, progress=False)
     assert tr.prompter.example_ids == () and tr.prompter.examples_from is None
     assert "zero-shot" in caplog.text and "bundled sample has no en-cs" in caplog.text and "--shots-from" in caplog.text
@@ -312,14 +312,14 @@ def test_evaluate_errors(case, message, tmp_path, capsys, no_loading):
 
 @pytest.mark.parametrize("mode", ["zeroshot", "fewshot", "chat"])
 def test_auto_prompt_is_the_format_the_model_was_fine_tuned_with(mode, tiny_checkpoints, tmp_path, caplog):
-    from mtprune.evaluate import default_prompt
+    from mtprune.eval.evaluate import default_prompt
     from tiny import copy_without
 
     folder = copy_without(tiny_checkpoints["llama"], tmp_path / "m")
     record = {"recovery": [{"method": "heal"}, {"method": "sft", "prompt": {"mode": mode, "template_file": None}}]}
     (folder / "mtprune.json").write_text(json.dumps(record))
     loaded = SimpleNamespace(checkpoint=str(folder), source=SimpleNamespace(spec="m"), tokenizer=make_tokenizer())
-    with caplog.at_level("INFO", logger="mtprune.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
         assert default_prompt(loaded, "auto") == mode
     assert "trained with" in caplog.text
     assert default_prompt(loaded, "fewshot" if mode != "fewshot" else "chat") != mode  # --prompt overrides

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtprune import __version__, export
+from mtprune import __version__
+
+from mtprune.model import export
 from mtprune.errors import ConfigError, ExportError
-from mtprune.export import RECORD_NAME, count_parameters, export_pruned, read_record
-from mtprune.models import LoadedModel, ModelSource
+from mtprune.model.export import RECORD_NAME, count_parameters, export_pruned, read_record
+from mtprune.model.load import LoadedModel, ModelSource
 from tiny import CHAT_TEMPLATE, CORE_ARCHS, make_model
 
 REMOVED = [4, 1]  # removal order, original ids of a 6-layer model

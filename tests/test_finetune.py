@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
-from mtprune.cli import main
-from mtprune.data import DataSpec
+from mtprune.cli.main import main
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError, DataError
-from mtprune.export import read_record
+from mtprune.model.export import read_record
 from mtprune.recover.finetune import FinetuneConfig, gap_neighbours, resolve_train_layers
 from mtprune.recover.trainer import run_finetune
 
@@ -200,7 +200,7 @@ def _kl_to_teacher(student: Path, teacher: Path, data_tsv: Path) -> float:
     """Mean KL(teacher || student) over the dev references' target tokens, in the zero-shot format."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mtprune.evaluate import load_pair
+    from mtprune.eval.evaluate import load_pair
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 
@@ -268,8 +268,8 @@ def test_zeroshot_prompt_is_recorded_and_kept_by_the_next_finetune(pruned, data_
 
 
 def test_template_file_prompt_is_trained_recorded_and_used_to_translate(pruned, data_tsv, tmp_path, caplog):
-    from mtprune.evaluate import default_prompt
-    from mtprune.models import load_model
+    from mtprune.eval.evaluate import default_prompt
+    from mtprune.model.load import load_model
 
     template = tmp_path / "prompt.txt"
     template.write_text("{src} => {tgt}\n{text}\n")
@@ -278,7 +278,7 @@ def test_template_file_prompt_is_trained_recorded_and_used_to_translate(pruned, 
     prompt = read_record(out)["recovery"][-1]["prompt"]
     assert prompt["mode"] == "template" and prompt["template_file"] == str(template)
     loaded = load_model(str(out), dtype="float32", device="cpu")
-    with caplog.at_level("INFO", logger="mtprune.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
         assert default_prompt(loaded, "auto") == str(template)  # translate/evaluate default to it
     assert "trained with" in caplog.text
     template.unlink()  # gone: 'auto' falls back with a warning instead of failing
@@ -358,8 +358,8 @@ def test_early_stopping_keeps_the_best_checkpoint(pruned, data_tsv, tmp_path):
 # ----------------------------------------------------------------------------------------
 
 def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
-    from mtprune.evaluate import few_shot_examples, load_pair
-    from mtprune.prompts import build_prompter
+    from mtprune.eval.evaluate import few_shot_examples, load_pair
+    from mtprune.translate.prompts import build_prompter
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 
@@ -388,8 +388,8 @@ def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
 def test_every_training_example_ends_with_a_labelled_stop_token(tokenizer, data_tsv):
     """The token at which translation stops (end-of-turn for chat, the line break for completion
     prompts) is the last label of every example, never masked: a model that never learns it loops."""
-    from mtprune.backends.hf import newline_token_ids, stop_token_ids
-    from mtprune.evaluate import load_pair
+    from mtprune.translate.backends.hf import newline_token_ids, stop_token_ids
+    from mtprune.eval.evaluate import load_pair
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 
@@ -478,7 +478,7 @@ def test_all_option_problems_reported_at_once(pruned, data_tsv, tmp_path):
 
 
 def test_references_required(tmp_path):
-    from mtprune.evaluate import load_pair
+    from mtprune.eval.evaluate import load_pair
     from mtprune.recover.sft_data import check_references
 
     path = tmp_path / "s.txt"

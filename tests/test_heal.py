@@ -7,12 +7,12 @@ import shutil
 import pytest
 import torch
 
-from mtprune import models
+from mtprune.model import load as models
 from clirun import run
 from mtprune.errors import ConfigError
-from mtprune.export import RECORD_NAME, export_pruned
-from mtprune.layers import prune_layers
-from mtprune.models import LoadedModel, ModelSource
+from mtprune.model.export import RECORD_NAME, export_pruned
+from mtprune.model.layers import prune_layers
+from mtprune.model.load import LoadedModel, ModelSource
 from mtprune.recover.heal import (
     HealUnit,
     find_gaps,
@@ -221,7 +221,7 @@ def test_teacher_of_another_depth_is_refused(tiny_checkpoints, tokenizer, tmp_pa
 
 def test_heal_on_several_data_sets_trains_on_all_of_them(tiny_checkpoints, tokenizer, tmp_path):
     """A recipe with two pairs heals on both pairs' texts (HealConfig takes several data sets)."""
-    from mtprune.data import DataSpec
+    from mtprune.data.specs import DataSpec
     from mtprune.recover.heal import HealConfig, heal
 
     pruned = pruned_tiny("llama", tiny_checkpoints["llama"], tmp_path / "pruned", tokenizer)

@@ -4,7 +4,7 @@ An import inside a function that closes a loop is still a loop: the shared piece
 floor, in the module that owns the concept.  The graph is read from the source with ``ast`` (nothing
 is imported): every import statement wherever it stands, relative imports resolved, ``from . import x``
 counted as an import of ``pkg.x`` when ``x`` is a module, the packages above an imported module that
-Python runs first, registry strings ("mtprune.backends.hf:HFTranslator") and ``cli.COMMAND_MODULES``.
+Python runs first, registry strings ("mtprune.translate.backends.hf:HFTranslator") and ``cli.COMMAND_MODULES``.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _with_parents(name: str, importer: str, modules: dict[str, Path]) -> list[st
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
     graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
-    graph[f"{PACKAGE}.cli"] |= {f"{PACKAGE}.commands.{name}" for name in _command_modules(modules[f"{PACKAGE}.cli"])}
+    graph[f"{PACKAGE}.cli.main"] |= {f"{PACKAGE}.cli.commands.{name}" for name in _command_modules(modules[f"{PACKAGE}.cli.main"])}
     return graph
 
 
@@ -169,7 +169,7 @@ def test_the_graph_reads_relative_and_function_level_imports(tmp_path):
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
-    assert len(graph) > 20 and f"{PACKAGE}.commands.prune" in graph[f"{PACKAGE}.cli"]
+    assert len(graph) > 20 and f"{PACKAGE}.cli.commands.prune" in graph[f"{PACKAGE}.cli.main"]
     cycles = find_cycles(graph)
     assert not cycles, "import cycles (function-level imports included):\n" + "\n".join(
         "  " + " -> ".join(cycle) for cycle in cycles)
@@ -180,12 +180,12 @@ def test_every_command_module_is_registered_and_its_help_loads_no_torch():
     import subprocess
     import sys
 
-    from mtprune.cli import COMMAND_MODULES
+    from mtprune.cli.main import COMMAND_MODULES
 
-    modules = {path.stem for path in (ROOT / "commands").glob("*.py")} - {"__init__", "options", "memory_check"}
+    modules = {path.stem for path in (ROOT / "cli" / "commands").glob("*.py")} - {"__init__", "memory_check"}
     assert modules == set(COMMAND_MODULES)
     code = (
-        "import argparse, contextlib, io, sys\nfrom mtprune.cli import build_parser, main\n"
+        "import argparse, contextlib, io, sys\nfrom mtprune.cli.main import build_parser, main\n"
         "sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))\n"
         "for name in sub.choices:\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"

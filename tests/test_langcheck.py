@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from mtprune import langcheck
-from mtprune.data import DataSpec, load_segments
-from mtprune.metrics import failure_indicators, segment_failures
+from mtprune.eval import langcheck
+from mtprune.data.specs import DataSpec, load_segments
+from mtprune.eval.metrics import failure_indicators, segment_failures
 
 # (pair, the third language's column): outputs in the source language, in a third one, and correct ones
 PAIRS = [("en-de", "fr"), ("en-fr", "de")]
@@ -92,7 +92,7 @@ def fresh_checks():
 
 def test_a_target_the_identifier_does_not_know_is_skipped_with_one_warning(fresh_checks, caplog):
     english = ["The house is small and very old, and it stands by the sea."] * 3
-    with caplog.at_level(logging.WARNING, logger="mtprune.langcheck"):
+    with caplog.at_level(logging.WARNING, logger="mtprune.eval.langcheck"):
         first = failure_indicators(english, english, tgt_lang="haw")  # Hawaiian
         second = failure_indicators(english, english, tgt_lang="haw")
     assert first.wrong_language is None and second.wrong_language is None
@@ -111,7 +111,7 @@ def test_without_py3langid_the_check_is_skipped_with_one_warning(fresh_checks, m
 
     monkeypatch.setattr(builtins, "__import__", no_py3langid)
     english = ["The house is small and very old, and it stands by the sea."] * 2
-    with caplog.at_level(logging.WARNING, logger="mtprune.langcheck"):
+    with caplog.at_level(logging.WARNING, logger="mtprune.eval.langcheck"):
         reports = [failure_indicators(english, english, tgt_lang=tgt) for tgt in ("de", "fr")]
         flags = segment_failures(english[0], english[0], tgt_lang="de")
     assert [r.wrong_language for r in reports] == [None, None] and "wrong_language" not in flags

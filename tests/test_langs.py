@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from mtprune.errors import DataError
-from mtprune.langs import Language, known_codes, language_name, match_score, normalize_language
+from mtprune.data.langs import Language, known_codes, language_name, match_score, normalize_language
 
 EU_LANGUAGES = "bg hr cs da nl en et fi fr de el hu ga it lv lt mt pl pt ro sk sl es sv".split()
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mtprune.errors import ConfigError
-from mtprune.layers import (
+from mtprune.model.layers import (
     LayerSurgeon,
     check_layer_ids,
     find_layer_stack,
@@ -158,7 +158,7 @@ VARIANTS = [[0, 2, 3, 5], [0, 1, 2, 3, 4, 5], [1, 3, 4]]
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_variant_router_rows_equal_their_subsets(arch, tokenizer):
-    from mtprune.layers import VariantRouter
+    from mtprune.model.layers import VariantRouter
 
     model = make_model(arch, tokenizer=tokenizer)
     enc = _input(tokenizer)
@@ -181,7 +181,7 @@ def test_variant_router_rows_equal_their_subsets(arch, tokenizer):
 
 
 def test_variant_router_follows_rows_and_restores_the_previous_subset(tokenizer):
-    from mtprune.layers import VariantRouter
+    from mtprune.model.layers import VariantRouter
 
     model = make_model("llama", tokenizer=tokenizer)
     surgeon = LayerSurgeon(model)

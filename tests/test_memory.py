@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from mtprune.memory import (
+from mtprune.model.memory import (
     GiB,
     Estimate,
     ModelShape,
@@ -96,7 +96,7 @@ def test_aya_finetune_as_it_was_does_not_fit_and_as_it_is_does(aya, tmp_path):
 def test_the_aya_recipe_dry_run_estimates_every_stage(aya):
     from pathlib import Path
 
-    from mtprune.recipe import load_recipe
+    from mtprune.pipeline.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).parent.parent / "examples" / "aya-expanse-8b-cs-de.yaml",
                          allow_missing_files=True)
@@ -111,7 +111,7 @@ def test_the_aya_recipe_dry_run_estimates_every_stage(aya):
 
 
 def test_a_local_model_and_a_missing_hub_model(tiny_checkpoints):
-    from mtprune.memory import shape_of
+    from mtprune.model.memory import shape_of
 
     shape = shape_of(str(tiny_checkpoints["gemma3"]))
     assert shape.num_layers == 6 and shape.hidden == 64 and shape.kv_dim == 32

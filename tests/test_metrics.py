@@ -1,4 +1,4 @@
-"""Tests for mtprune.metrics: sacrebleu parity, bootstrap, failure flags."""
+"""Tests for mtprune.eval.metrics: sacrebleu parity, bootstrap, failure flags."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-from mtprune import metrics as M
+from mtprune.eval import metrics as M
 from mtprune.errors import ConfigError, DataError
 
 WORDS = ("the a cat dog sat on mat house green red big small runs jumps quickly "

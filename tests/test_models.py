@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtprune import models
+from mtprune.model import load as models
 from mtprune.errors import ConfigError, ModelLoadError
-from mtprune.models import (
+from mtprune.model.load import (
     DTYPES,
     PACKAGED,
     ModelSource,

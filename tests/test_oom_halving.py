@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from mtprune.backends.hf import OUT_OF_MEMORY, GenerationBudget, HFTranslator, TranslationOutOfMemory
+from mtprune.translate.backends.hf import OUT_OF_MEMORY, GenerationBudget, HFTranslator, TranslationOutOfMemory
 from mtprune.errors import MtpruneError
-from mtprune.evaluate import oom_record
-from mtprune.prompts import build_prompter
+from mtprune.eval.evaluate import oom_record
+from mtprune.translate.prompts import build_prompter
 from tiny import TINY_SOURCES as SOURCES
 from tiny import make_model, make_tokenizer
 
@@ -62,7 +62,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(batch_size, max_rows, 
     whole = translator(len(SOURCES)).translate(SOURCES)
     tr = translator(batch_size)
     calls = small_memory(tr, max_rows)
-    with caplog.at_level("WARNING", logger="mtprune.backends.hf"):
+    with caplog.at_level("WARNING", logger="mtprune.translate.backends.hf"):
         result = tr.translate(SOURCES)
     assert result.hypotheses == small.hypotheses == whole.hypotheses and result.raw == whole.raw
     assert result.generated_tokens == whole.generated_tokens
@@ -109,7 +109,7 @@ def test_out_of_memory_on_a_single_segment_raises_a_clear_error():
 
 
 def test_variants_of_a_segment_stay_together():
-    from mtprune.layers import LayerSurgeon, VariantRouter
+    from mtprune.model.layers import LayerSurgeon, VariantRouter
 
     plain = translator(4)
     surgeon = LayerSurgeon(plain.model)

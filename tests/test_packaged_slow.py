@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from mtprune.cli import main
-from mtprune.export import RECORD_NAME
-from mtprune.models import packaged_checkpoint
+from mtprune.cli.main import main
+from mtprune.model.export import RECORD_NAME
+from mtprune.model.load import packaged_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mtprune import preflight
-from mtprune.cli import main
-from mtprune.memory import GiB, Estimate, ModelShape, format_estimates
-from mtprune.preflight import (FitCheck, MemoryFitError, Option, Room, TrainingSettings, enforce, fit_auto,
+from mtprune.model import preflight
+from mtprune.cli.main import main
+from mtprune.model.memory import GiB, Estimate, ModelShape, format_estimates
+from mtprune.model.preflight import (FitCheck, MemoryFitError, Option, Room, TrainingSettings, enforce, fit_auto,
                                inference_options, training_options)
 
 SHAPE = ModelShape(params=1000, layer_params=100, num_layers=4, hidden=16, intermediate=32, vocab=50, kv_dim=8,
@@ -35,7 +35,7 @@ def tight(monkeypatch):
     def no_load(*args, **kwargs):
         raise AssertionError("a model was loaded before the memory check refused")
 
-    for module in ("mtprune.preflight", "mtprune.recover.fit", "mtprune.commands.memory_check"):
+    for module in ("mtprune.model.preflight", "mtprune.recover.fit", "mtprune.cli.commands.memory_check"):
         monkeypatch.setattr(f"{module}.room_for", fake_room)
     monkeypatch.setattr(preflight, "RUNTIME_BYTES", {"cpu": 0, "cuda": 0})
     state["no_load"] = no_load
@@ -136,7 +136,7 @@ def _finetune(model, data_tsv, out, *extra):
 
 def test_finetune_that_does_not_fit_is_refused_before_loading(tiny_checkpoints, data_tsv, tmp_path, tight,
                                                               monkeypatch, capsys):
-    monkeypatch.setattr("mtprune.models.load_model", tight["no_load"])
+    monkeypatch.setattr("mtprune.model.load.load_model", tight["no_load"])
     tight["available"] = 10 * 1024  # 10 KiB: nothing fits
     assert _finetune(tiny_checkpoints["llama"], data_tsv, tmp_path / "out") == 2
     err = capsys.readouterr().err
@@ -176,7 +176,7 @@ def test_fit_auto_trains_with_lora_when_only_lora_fits_and_records_it(tiny_check
 
 
 def test_a_resumed_run_keeps_the_fit_its_start_chose(tmp_path):
-    from mtprune.data import DataSpec
+    from mtprune.data.specs import DataSpec
     from mtprune.recover.finetune import FinetuneConfig
     from mtprune.recover.fit import FIT_FILE, recorded_fit
 
@@ -194,7 +194,7 @@ def test_a_resumed_run_keeps_the_fit_its_start_chose(tmp_path):
 @pytest.mark.parametrize("command", ["translate", "evaluate", "prune", "search"])
 def test_inference_and_weight_commands_are_refused_before_loading(command, tiny_checkpoints, data_tsv, tmp_path,
                                                                   tight, monkeypatch, capsys):
-    monkeypatch.setattr("mtprune.models.load_model", tight["no_load"])
+    monkeypatch.setattr("mtprune.model.load.load_model", tight["no_load"])
     tight["available"] = 10 * 1024
     model = str(tiny_checkpoints["llama"])
     data = ["--data", str(data_tsv), "--src", "en", "--tgt", "de"]
@@ -211,8 +211,8 @@ def test_inference_and_weight_commands_are_refused_before_loading(command, tiny_
 
 
 def test_a_recipe_stage_is_refused_before_it_loads_a_model(tiny_checkpoints, tmp_path, tight, monkeypatch):
-    from mtprune.recipe import load_recipe
-    from mtprune.run import RunContext, check_stage_memory
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import RunContext, check_stage_memory
 
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(f"model: {tiny_checkpoints['llama']}\npairs:\n  - src: en\n    tgt: de\n"
@@ -227,7 +227,7 @@ def test_a_recipe_stage_is_refused_before_it_loads_a_model(tiny_checkpoints, tmp
 
 
 def test_the_report_says_what_fit_auto_chose_and_which_batches_were_halved():
-    from mtprune.run_report import memory_texts
+    from mtprune.pipeline.run_report import memory_texts
 
     options = (Option({"batch_size": 2, "grad_accum": 4}, Estimate(weights=GiB), "the same model"),)
     chosen = fit_auto(FitCheck("finetune", Estimate(weights=9 * GiB), room(4), options)).to_dict()

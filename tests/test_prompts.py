@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import make_tokenizer  # noqa: E402
 
-from mtprune.data import Segment  # noqa: E402
+from mtprune.data.specs import Segment  # noqa: E402
 from mtprune.errors import ConfigError  # noqa: E402
-from mtprune.prompts import Prompter, build_prompter, clean_output  # noqa: E402
+from mtprune.translate.prompts import Prompter, build_prompter, clean_output  # noqa: E402
 
 INSTRUCTION = "Translate the following text from English to German:\n"
 EXAMPLES = [
@@ -115,7 +115,7 @@ def test_fewshot_format(base_tok) -> None:
 
 
 def test_fewshot_without_examples_warns(base_tok, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtprune.prompts"):
+    with caplog.at_level(logging.WARNING, logger="mtprune.translate.prompts"):
         p = build_prompter(base_tok, "fewshot", "pt-BR", "ar_EG")
     assert p.render("Olá.") == "Brazilian Portuguese: Olá.\nEgyptian Arabic:"
     assert "without examples" in caplog.text

@@ -28,7 +28,7 @@ def _correlated_inputs(cols: int, tokens: int, seed: int = 0):
 def test_rtn_and_gptq_weights_lie_on_the_stored_integer_grid(bits, group):
     import torch
 
-    from mtprune.quantize.gptq import gptq, int_range, rtn
+    from mtprune.compress.quantize.gptq import gptq, int_range, rtn
 
     w = torch.randn(48, 64, generator=torch.Generator().manual_seed(1))
     h = _correlated_inputs(64, 500)
@@ -45,7 +45,7 @@ def test_symmetric_scale_is_compressed_tensors_rule():
     from compressed_tensors.quantization import QuantizationArgs
     from compressed_tensors.quantization.utils import calculate_qparams
 
-    from mtprune.quantize.gptq import symmetric_scales
+    from mtprune.compress.quantize.gptq import symmetric_scales
 
     w = torch.randn(16, 32)
     for bits in (4, 8):
@@ -58,7 +58,7 @@ def test_symmetric_scale_is_compressed_tensors_rule():
 def test_gptq_lowers_the_calibration_output_error_below_rounding(bits, group):
     import torch
 
-    from mtprune.quantize.gptq import gptq, output_error, rtn
+    from mtprune.compress.quantize.gptq import gptq, output_error, rtn
 
     w = torch.randn(64, 64, generator=torch.Generator().manual_seed(2))
     h = _correlated_inputs(64, 1000)
@@ -69,7 +69,7 @@ def test_gptq_with_uncorrelated_equal_inputs_is_rounding():
     """H = identity: no column's error can be corrected by another's, so GPTQ is round-to-nearest."""
     import torch
 
-    from mtprune.quantize.gptq import gptq, rtn
+    from mtprune.compress.quantize.gptq import gptq, rtn
 
     w = torch.randn(8, 32, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(gptq(w, torch.eye(32), 8, damp=1e-6)[0], rtn(w, 8)[0], atol=1e-6)
@@ -78,7 +78,7 @@ def test_gptq_with_uncorrelated_equal_inputs_is_rounding():
 def test_columns_never_active_are_rounded_alone():
     import torch
 
-    from mtprune.quantize.gptq import gptq, rtn
+    from mtprune.compress.quantize.gptq import gptq, rtn
 
     w = torch.randn(8, 32, generator=torch.Generator().manual_seed(4))
     h = _correlated_inputs(32, 200)
@@ -91,7 +91,7 @@ def test_columns_never_active_are_rounded_alone():
 def test_group_size_must_divide_the_columns():
     import torch
 
-    from mtprune.quantize.gptq import rtn
+    from mtprune.compress.quantize.gptq import rtn
 
     with pytest.raises(ValueError, match="not a multiple of the group size 48"):
         rtn(torch.randn(4, 64), 4, 48)
@@ -103,8 +103,8 @@ def test_layer_by_layer_inputs_reproduce_the_models_own_pass(tokenizer, arch):
     sliding window of 8 is shorter than the examples) gives the model's own last hidden states."""
     import torch
 
-    from mtprune.layers import find_layer_stack
-    from mtprune.quantize.calibrate import LayerInputs
+    from mtprune.model.layers import find_layer_stack
+    from mtprune.compress.quantize.calibrate import LayerInputs
     from tiny import make_model
 
     model = make_model(arch, num_layers=4, tokenizer=tokenizer)
@@ -132,7 +132,7 @@ def _logits(folder, ids):
 
 
 def _quantize(src, out, *extra):
-    from mtprune.cli import main
+    from mtprune.cli.main import main
 
     return main(["quantize", str(src), "-o", str(out), *map(str, extra)])
 
@@ -249,7 +249,7 @@ def test_missing_extra_names_it(capsys, tiny_checkpoints, tmp_path, monkeypatch)
 
 
 def test_a_failed_reload_check_leaves_nothing(capsys, tiny_checkpoints, tmp_path, monkeypatch):
-    from mtprune.quantize import pipeline
+    from mtprune.compress.quantize import pipeline
 
     monkeypatch.setattr(pipeline, "MAX_NLL_INCREASE", -1.0)  # any checkpoint fails it
     code, _, err = run(capsys, "quantize", tiny_checkpoints["llama"], "-o", tmp_path / "out", "--method", "rtn")
@@ -268,7 +268,7 @@ def test_non_empty_output_needs_force(capsys, tiny_checkpoints, tmp_path):
 def test_vllm_cpu_refuses_what_it_cannot_run_with_what_to_do():
     from types import SimpleNamespace
 
-    from mtprune.backends.vllm import check_cpu_quantization
+    from mtprune.translate.backends.vllm import check_cpu_quantization
     from mtprune.errors import ConfigError
 
     fp8 = {"config_groups": {"g": {"weights": {"type": "float", "num_bits": 8}}}}
@@ -319,7 +319,7 @@ def _recipe(tmp_path, model, quantize="{limit: 4}"):
 ])
 def test_recipe_quantize_section_is_checked_with_its_line(tiny_checkpoints, tmp_path, quantize, message):
     from mtprune.errors import ConfigError
-    from mtprune.recipe import load_recipe
+    from mtprune.pipeline.recipe import load_recipe
 
     with pytest.raises(ConfigError) as info:
         load_recipe(_recipe(tmp_path, tiny_checkpoints["llama"], quantize))
@@ -328,7 +328,7 @@ def test_recipe_quantize_section_is_checked_with_its_line(tiny_checkpoints, tmp_
 
 def test_recipe_refuses_to_prune_or_recover_a_quantized_model(tiny_checkpoints, tmp_path):
     from mtprune.errors import ConfigError
-    from mtprune.recipe import load_recipe
+    from mtprune.pipeline.recipe import load_recipe
 
     quantized = tmp_path / "int8"
     assert _quantize(tiny_checkpoints["llama"], quantized, "--method", "rtn") == 0
@@ -338,8 +338,8 @@ def test_recipe_refuses_to_prune_or_recover_a_quantized_model(tiny_checkpoints, 
 
 
 def test_recipe_plan_quantizes_the_final_model_and_the_reference(tiny_checkpoints, tmp_path):
-    from mtprune.recipe import load_recipe
-    from mtprune.run import RunContext, bench_models, model_names, plan_stages
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import RunContext, bench_models, model_names, plan_stages
 
     recipe = load_recipe(_recipe(tmp_path, tiny_checkpoints["llama"]))
     names = [s.name for s in plan_stages(recipe, tmp_path / "run")]
@@ -352,7 +352,7 @@ def test_recipe_plan_quantizes_the_final_model_and_the_reference(tiny_checkpoint
 
 
 def test_run_quantizes_the_final_model_and_the_reference_and_reports_them(tiny_checkpoints, tmp_path, capsys):
-    from mtprune.commands.run import execute
+    from mtprune.cli.commands.run import execute
 
     recipe = _recipe(tmp_path, tiny_checkpoints["llama"], "{method: rtn}")
     run_dir = tmp_path / "run"

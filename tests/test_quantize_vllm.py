@@ -22,7 +22,7 @@ import pytest
 import sacrebleu
 
 from clirun import run
-from mtprune.backends import vllm as vllm_backend
+from mtprune.translate.backends import vllm as vllm_backend
 from test_backend_vllm import agreement, save_tiny, vllm_environment  # noqa: F401 - the fixture (autouse)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -44,7 +44,7 @@ MIN_CHRF = {"w8a8-int8": 75.0, "w4a16": 80.0}
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     """{scheme: folder} of one tiny gemma3, quantized by the command (round-to-nearest: seconds)."""
-    from mtprune.cli import main
+    from mtprune.cli.main import main
 
     root = tmp_path_factory.mktemp("quantized-vllm")
     source = save_tiny(root / "source", "gemma3")

@@ -7,7 +7,7 @@ import pytest
 
 from clirun import run
 from mtprune.errors import ConfigError
-from mtprune.recipe import PACKAGED_RECIPES_DIR, apply_overrides, load_recipe, parse_overrides, read_yaml
+from mtprune.pipeline.recipe import PACKAGED_RECIPES_DIR, apply_overrides, load_recipe, parse_overrides, read_yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -52,7 +52,7 @@ def test_quickstart_options_are_recipe_settings(tmp_path, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("mtprune.models.load_model", refuse)
+    monkeypatch.setattr("mtprune.model.load.load_model", refuse)
     code, out, err = run(capsys, "quickstart", "-o", tmp_path / "qs", "--remove", "3", "--test-size", "24",
                          "--recover", "none", "--no-trim", "--dry-run")
     assert code == 0, err

@@ -12,7 +12,7 @@ import pytest
 
 from clirun import run
 from mtprune.errors import ConfigError
-from mtprune.recipe import load_recipe
+from mtprune.pipeline.recipe import load_recipe
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -36,7 +36,7 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("mtprune.models.load_model", refuse)
+    monkeypatch.setattr("mtprune.model.load.load_model", refuse)
 
 
 def test_three_mistakes_one_message_with_their_lines_and_no_model(tmp_path, capsys, monkeypatch):
@@ -55,7 +55,7 @@ def test_three_mistakes_one_message_with_their_lines_and_no_model(tmp_path, caps
 def test_validation_imports_no_torch(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text((EXAMPLES / "two-pairs.yaml").read_text())
-    code = ("import sys; from mtprune.recipe import load_recipe; from mtprune.run import plan_stages; "
+    code = ("import sys; from mtprune.pipeline.recipe import load_recipe; from mtprune.pipeline.run import plan_stages; "
             f"r = load_recipe({str(recipe)!r}); plan_stages(r, __import__('pathlib').Path({str(tmp_path / 'x')!r})); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -161,14 +161,14 @@ def scores(summary: dict) -> dict:
 
 
 def actions(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "mtprune.run"]
+    return [r.getMessage() for r in caplog.records if r.name == "mtprune.pipeline.run"]
 
 
 def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypatch, caplog):
     from mtprune.recover import heal as heal_module
-    from mtprune.run import run_recipe
+    from mtprune.pipeline.run import run_recipe
 
-    caplog.set_level(logging.INFO, logger="mtprune.run")
+    caplog.set_level(logging.INFO, logger="mtprune.pipeline.run")
     recipe = load_recipe(tiny_recipe(tmp_path, tiny_checkpoints["llama"]))
     whole = run_recipe(recipe, tmp_path / "whole", progress=False)
     assert [s["name"] for s in whole["stages"]] == ["search", "prune", "recover", "evaluate"]
@@ -242,7 +242,7 @@ def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypat
 
 
 def test_dry_run_of_a_finished_run_says_skip(tiny_checkpoints, tmp_path, capsys, monkeypatch):
-    from mtprune.run import plan_stages
+    from mtprune.pipeline.run import plan_stages
 
     recipe_path = tiny_recipe(tmp_path, tiny_checkpoints["llama"])
     recipe = load_recipe(recipe_path)
@@ -264,7 +264,7 @@ def test_training_steps_keep_their_own_batch_size(tmp_path):
     from mtprune.recover.finetune import FinetuneConfig
     from mtprune.recover.heal import HealConfig
     from mtprune.recover.synthesize import SynthesizeConfig
-    from mtprune.run import _defaults
+    from mtprune.pipeline.run import _defaults
 
     recipe = load_recipe(EXAMPLES / "quickstart.yaml")
     assert recipe.translation.batch_size == 16
@@ -276,7 +276,7 @@ def test_training_steps_keep_their_own_batch_size(tmp_path):
 
 def test_heal_in_a_two_pair_recipe_heals_on_both_pairs_data(tiny_checkpoints, tmp_path, monkeypatch):
     from mtprune.recover import heal as heal_module
-    from mtprune.run import RunContext, _heal_step
+    from mtprune.pipeline.run import RunContext, _heal_step
 
     recipe_path = tmp_path / "two.yaml"
     recipe_path.write_text(f"""\
@@ -305,7 +305,7 @@ recover:
 
 
 def test_synthesized_data_is_trained_on_whole_with_the_pairs_dev_data_held_out(tmp_path):
-    from mtprune.recipe import finetune_data
+    from mtprune.pipeline.recipe import finetune_data
 
     recipe_path = tmp_path / "synth.yaml"
     recipe_path.write_text("""\
@@ -336,7 +336,7 @@ recover:
 def test_run_synthesize_finetune_and_bench_end_to_end(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     """`mtprune run` through every kind of stage but the search: prune, synthesize (the unpruned
     model as teacher), finetune on its translations, evaluate, bench and the report."""
-    import mtprune.run as run_module
+    import mtprune.pipeline.run as run_module
 
     released = []
     real_release = run_module.release_engines

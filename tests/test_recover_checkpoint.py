@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from mtprune.commands.info import format_info
+from mtprune.cli.commands.info import format_info
 from mtprune.errors import ConfigError, ExportError
-from mtprune.export import RECORD_NAME, read_record
+from mtprune.model.export import RECORD_NAME, read_record
 from mtprune.recover.checkpoint import recovery_summary, save_recovered
 from tiny import CHAT_TEMPLATE, make_model
 
@@ -93,7 +93,7 @@ def test_existing_output_needs_force(tokenizer, tmp_path):
 
 
 def test_failed_reload_check_leaves_nothing(tokenizer, tmp_path, monkeypatch):
-    from mtprune import export
+    from mtprune.model import export
 
     def broken(*args, **kwargs):
         raise ExportError("reload check failed: simulated")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mtprune.cli import main
+from mtprune.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of mtprune.report: Markdown content, PNG output, plan loading errors."""
+"""Tests of mtprune.pipeline.report: Markdown content, PNG output, plan loading errors."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mtprune import report
+from mtprune.pipeline import report
 from mtprune.errors import ConfigError, DataError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 
 from clirun import run
-from mtprune.data import DataSpec, Segment, load_segments, segment_part
+from mtprune.data.specs import DataSpec, Segment, load_segments, segment_part
 from mtprune.errors import ConfigError
-from mtprune.evaluate import few_shot_examples, load_pair, make_translator
-from mtprune.recipe import load_recipe
-from mtprune.retrieval import ExampleIndex, example_index, words
+from mtprune.eval.evaluate import few_shot_examples, load_pair, make_translator
+from mtprune.pipeline.recipe import load_recipe
+from mtprune.translate.retrieval import ExampleIndex, example_index, words
 from tiny import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -140,7 +140,7 @@ def test_chat_prompts_get_retrieved_turns():
     loaded = SimpleNamespace(model=make_model("llama", num_layers=2, tokenizer=tok), tokenizer=tok)
     pair = load_pair(TEST_PART)
     examples = few_shot_examples(pair, 2, by="similar")
-    from mtprune.prompts import build_prompter
+    from mtprune.translate.prompts import build_prompter
 
     prompter = build_prompter(loaded.tokenizer, "chat", "en", "de", **examples.prompter_options())
     source = pair.segments[0].source
@@ -229,7 +229,7 @@ def test_recipe_key(tmp_path):
 
 
 def test_library_configs_refuse_an_unknown_selection(tmp_path):
-    from mtprune.bench import BenchConfig
+    from mtprune.bench.engine import BenchConfig
     from mtprune.recover.finetune import FinetuneConfig
     from mtprune.recover.synthesize import SynthesizeConfig
 

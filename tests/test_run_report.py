@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from mtprune import run_report
+from mtprune.pipeline import run_report
 from mtprune.errors import ConfigError
 from test_report import SIGNATURE, make_plan
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mtprune.errors import ConfigError
-from mtprune.recipe import load_recipe
+from mtprune.pipeline.recipe import load_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
@@ -35,9 +35,9 @@ bench: {{batch_sizes: [4], warmup: 0, runs: 2, limit: 4}}
 
 
 def test_trimmed_pruned_recovered_and_reference_side_by_side(tiny_checkpoints, tmp_path, capsys):
-    from mtprune.cli import main
-    from mtprune.commands.run import execute
-    from mtprune.export import read_record
+    from mtprune.cli.main import main
+    from mtprune.cli.commands.run import execute
+    from mtprune.model.export import read_record
 
     run_dir = tmp_path / "run"
     assert execute(str(trade_recipe(tmp_path, tiny_checkpoints["llama"])), run_dir, progress=False) == 0
@@ -89,9 +89,9 @@ def test_the_recipe_check_refuses_a_reference_it_cannot_make(tiny_checkpoints, t
 def test_teacher_reference_distils_the_pruned_model_from_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
     """Teacher-corrected distillation: the reference is fine-tuned first (without a teacher) and is the
     teacher of the pruned model's fine-tuning; a new reference makes the recovery run again."""
-    from mtprune.commands.run import execute
-    from mtprune.export import read_record
-    from mtprune.run import plan_stages
+    from mtprune.cli.commands.run import execute
+    from mtprune.model.export import read_record
+    from mtprune.pipeline.run import plan_stages
 
     recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
     recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, teacher: reference}"))
@@ -113,9 +113,9 @@ def test_teacher_reference_distils_the_pruned_model_from_the_fine_tuned_referenc
 def test_for_reference_trains_the_reference_its_own_way_and_the_student_its_own(tiny_checkpoints, tmp_path):
     """A distilling step's for_reference options are the reference stage's: the student continues from
     the trained reference at its own learning rate; the student's settings never retrain the reference."""
-    from mtprune.commands.run import execute
-    from mtprune.export import read_record
-    from mtprune.run import plan_stages
+    from mtprune.cli.commands.run import execute
+    from mtprune.model.export import read_record
+    from mtprune.pipeline.run import plan_stages
 
     recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"], "prune: {model: reference}\n")
     recipe.write_text(recipe.read_text().replace(
@@ -161,8 +161,8 @@ def test_a_step_problem_is_reported_once_not_again_for_its_reference_run(tiny_ch
 def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
     """prune.model: reference: the reference is fine-tuned first, the search scores it in the format it
     was trained in, and the pruned model is cut from it (its recovery record and prompt carried over)."""
-    from mtprune.commands.run import execute
-    from mtprune.export import read_record
+    from mtprune.cli.commands.run import execute
+    from mtprune.model.export import read_record
 
     recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"], "prune: {model: reference}\n")
     recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, teacher: reference}"))
@@ -211,9 +211,9 @@ def test_a_prompt_choice_trains_each_format_and_keeps_the_best_on_dev(tiny_check
     """prompt: [zeroshot, fewshot] on a finetune step: one model per format, each scored on the dev data
     in the format it was trained in; the best is the step's model, the choice is in its record and
     the report; the other format's weights are gone; an interrupted step does not train again."""
-    from mtprune import run as run_module
-    from mtprune.commands.run import execute
-    from mtprune.export import read_record
+    from mtprune.pipeline import run as run_module
+    from mtprune.cli.commands.run import execute
+    from mtprune.model.export import read_record
 
     recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
     recipe.write_text(recipe.read_text().replace("max_length: 512}", "max_length: 512, prompt: [zeroshot, fewshot]}"))

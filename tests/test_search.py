@@ -9,10 +9,10 @@ import sacrebleu
 import torch
 from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
-from mtprune import search as search_mod
-from mtprune.data import DataSpec
+from mtprune.search import engine as search_mod
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError, DataError
-from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
+from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
 
 DEV = dict(part="all", limit=6)
 MAX_NEW = 8
@@ -28,9 +28,9 @@ def _cfg(folder, run_dir, **kw):
 
 def _brute_force_order(folder, n_remove):
     """The paper's method written plainly: deep-copy the model, delete layers, translate, score."""
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.layers import prune_layers
-    from mtprune.models import load_model
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.model.layers import prune_layers
+    from mtprune.model.load import load_model
 
     loaded = load_model(str(folder), dtype="float32")
     pair = load_pair(DataSpec("sample:en-de", "en", "de", **DEV))
@@ -67,7 +67,7 @@ def test_exact_search_matches_brute_force(arch, n_remove, tiny_checkpoints, tmp_
 
 def _count_translations(monkeypatch):
     """Count translated (subset, data set) pairs, whether one at a time or side by side."""
-    from mtprune.backends import hf
+    from mtprune.translate.backends import hf
 
     calls = {"n": 0}
     original = hf.HFTranslator.translate_variants
@@ -315,12 +315,12 @@ def test_fast_mode_translates_only_the_shortlist(tiny_checkpoints, tmp_path, mon
 
 
 def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch):
-    import mtprune.models
+    import mtprune.model.load
 
     def no_load(*a, **k):
         raise AssertionError("model loaded before the inputs were checked")
 
-    monkeypatch.setattr(mtprune.models, "load_model", no_load)
+    monkeypatch.setattr(mtprune.model.load, "load_model", no_load)
     folder = tiny_checkpoints["llama"]
     cases = [
         (dict(stop=StopRule()), "no stop rule"),
@@ -347,7 +347,7 @@ def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch)
 def test_prune_applies_plan_prefix(tiny_checkpoints, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from mtprune.cli import main
+    from mtprune.cli.main import main
 
     folder = tiny_checkpoints["gemma3"]
     run_search(_cfg(folder, tmp_path / "run", stop=StopRule(remove=3), criterion="angular"))
@@ -364,7 +364,7 @@ def test_prune_applies_plan_prefix(tiny_checkpoints, tmp_path):
 
 
 def test_report_from_real_search(tiny_checkpoints, tmp_path):
-    from mtprune.report import write_report
+    from mtprune.pipeline.report import write_report
 
     run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", fast=True, shortlist=2))
     result = write_report(tmp_path / "run")
@@ -375,8 +375,8 @@ def test_report_from_real_search(tiny_checkpoints, tmp_path):
 
 def test_importance_logprob_equals_full_forward(tiny_checkpoints, tokenizer):
     """Left padding, positions and logits_to_keep give the same numbers as one unpadded pass per row."""
-    from mtprune.importance import forced_sequences, reference_logprob
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, reference_logprob
+    from mtprune.model.load import load_model
 
     model = load_model(str(tiny_checkpoints["gpt2"]), dtype="float32").model  # absolute positions: padding bugs show
     seqs = forced_sequences(tokenizer, ["Translate: a b", "Translate this longer prompt: c d e f"],
@@ -396,8 +396,8 @@ def test_importance_logprob_equals_full_forward(tiny_checkpoints, tokenizer):
 
 
 def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer):
-    from mtprune.importance import forced_sequences, layer_similarities
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, layer_similarities
+    from mtprune.model.load import load_model
 
     model = load_model(str(tiny_checkpoints["llama"]), dtype="float32").model
     seqs = forced_sequences(tokenizer, ["Translate: a b c"], ["x y z"], add_special_tokens=True)
@@ -412,13 +412,13 @@ def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer
 
 
 def test_race_drops_candidates_the_leader_beats(tiny_checkpoints, tmp_path, monkeypatch):
-    from mtprune.search import race_stages
+    from mtprune.search.engine import race_stages
 
     assert race_stages(64) == [16, 32] and race_stages(20) == [8, 10] and race_stages(8) == []
     # make the bootstrap decisive so that the race must eliminate everyone but the leader
     import dataclasses
 
-    from mtprune import metrics
+    from mtprune.eval import metrics
 
     def decisive(*a, **k):
         return dataclasses.replace(metrics.paired_bootstrap(*a, **k), p_value=0.0)
@@ -439,8 +439,8 @@ def test_race_drops_candidates_the_leader_beats(tiny_checkpoints, tmp_path, monk
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen3"])
 def test_logprob_with_shared_prefix_equals_without(arch, tiny_checkpoints, tokenizer):
-    from mtprune.importance import forced_sequences, reference_logprob, shared_prefix_length
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, reference_logprob, shared_prefix_length
+    from mtprune.model.load import load_model
 
     model = load_model(str(tiny_checkpoints[arch]), dtype="float32").model
     head = "Translate the following text from English to German, carefully and well:\n"
@@ -455,9 +455,9 @@ def test_logprob_with_shared_prefix_equals_without(arch, tiny_checkpoints, token
 
 @pytest.mark.parametrize("arch,share_prefix", [("llama", True), ("gemma3", False), ("qwen3", True)])
 def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, tiny_checkpoints, tokenizer):
-    from mtprune.importance import forced_sequences, reference_logprob, reference_logprobs
-    from mtprune.layers import LayerSurgeon, VariantRouter
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, reference_logprob, reference_logprobs
+    from mtprune.model.layers import LayerSurgeon, VariantRouter
+    from mtprune.model.load import load_model
 
     model = load_model(str(tiny_checkpoints[arch]), dtype="float32").model
     head = "Translate the following text from English to German, carefully and well:\n"
@@ -479,7 +479,7 @@ def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, t
 
 
 def test_even_groups_and_default_candidate_batch(tiny_checkpoints, tmp_path):
-    from mtprune.search import even_groups
+    from mtprune.search.engine import even_groups
 
     assert even_groups(list(range(17)), 16) == [list(range(9)), list(range(9, 17))]
     assert even_groups(list(range(15)), 16) == [list(range(15))]
@@ -492,7 +492,7 @@ def test_even_groups_and_default_candidate_batch(tiny_checkpoints, tmp_path):
 
 def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, monkeypatch, caplog):
     """A batch of candidates too large for the device is split, and the search goes on unchanged."""
-    from mtprune.backends import hf
+    from mtprune.translate.backends import hf
 
     folder = tiny_checkpoints["llama"]
     expected = run_search(_cfg(folder, tmp_path / "plain", candidate_batch=1))
@@ -506,7 +506,7 @@ def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, mo
         return original(self, sources, router)
 
     monkeypatch.setattr(hf.HFTranslator, "translate_variants", small_memory)
-    with caplog.at_level("WARNING", logger="mtprune.search"):
+    with caplog.at_level("WARNING", logger="mtprune.search.engine"):
         plan = run_search(_cfg(folder, tmp_path / "oom"))
     assert plan["removed"] == expected["removed"]
     assert [r["candidates"][0]["score"] for r in plan["rounds"]] == [r["candidates"][0]["score"] for r in expected["rounds"]]
@@ -519,8 +519,8 @@ def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, mo
 # ----------------------------------------------------------------------------------------
 
 def test_similarities_in_bf16_are_close_to_fp32(tiny_checkpoints, tokenizer):
-    from mtprune.importance import forced_sequences, layer_similarities
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, layer_similarities
+    from mtprune.model.load import load_model
 
     seqs = forced_sequences(tokenizer, ["Translate: a b c"], ["x y z"], add_special_tokens=True)
     sims = {dtype: layer_similarities(load_model(str(tiny_checkpoints["llama"]), dtype=dtype).model, seqs,
@@ -531,9 +531,9 @@ def test_similarities_in_bf16_are_close_to_fp32(tiny_checkpoints, tokenizer):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 def test_logprobs_side_by_side_in_bf16_within_bf16_noise(arch, tiny_checkpoints, tokenizer):
-    from mtprune.importance import forced_sequences, reference_logprob, reference_logprobs
-    from mtprune.layers import LayerSurgeon, VariantRouter
-    from mtprune.models import load_model
+    from mtprune.search.importance import forced_sequences, reference_logprob, reference_logprobs
+    from mtprune.model.layers import LayerSurgeon, VariantRouter
+    from mtprune.model.load import load_model
 
     model = load_model(str(tiny_checkpoints[arch]), dtype="bfloat16").model
     seqs = forced_sequences(tokenizer, ["Translate: a b", "Translate: the longer source c d e"],
@@ -561,8 +561,8 @@ def test_search_in_bf16_records_its_dtype(tiny_checkpoints, tmp_path):
 # ----------------------------------------------------------------------------------------
 
 def test_recipe_run_redoes_a_changed_search_from_its_trace(toy, tiny_checkpoints, tmp_path, caplog):
-    from mtprune.recipe import load_recipe
-    from mtprune.run import run_recipe
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run import run_recipe
 
     def recipe(search: str, batch_size: int = 4):
         path = tmp_path / "recipe.yaml"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mtprune.data import DataSpec
-from mtprune.search import PairConfig, SearchConfig, StopRule, run_search
-from mtprune.search_workers import WorkerPool, chunks
+from mtprune.data.specs import DataSpec
+from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+from mtprune.search.workers import WorkerPool, chunks
 
 ray = pytest.importorskip("ray", reason="Ray is part of the dev extra: pip install -e '.[dev]'")
 pytestmark = pytest.mark.slow  # a local Ray cluster and a model per worker: ~1 min each
@@ -72,7 +72,7 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_recorded_twice(seri
 
     monkeypatch.setattr(WorkerPool, "qualities", kill_the_first_worker_once)
     run_dir = tmp_path / "run"
-    with caplog.at_level("WARNING", logger="mtprune.search_workers"):
+    with caplog.at_level("WARNING", logger="mtprune.search.workers"):
         plan = run_search(_cfg(tiny_checkpoints["llama"], run_dir, workers=2))
     assert killed and "died" in caplog.text
     one, one_dir = serial

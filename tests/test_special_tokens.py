@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mtprune import special_tokens
+from mtprune.model import special_tokens
 from mtprune.errors import ModelLoadError
-from mtprune.models import load_model
+from mtprune.model.load import load_model
 from tiny import copy_without
 from tiny_gguf import write_llama_gguf
 
@@ -78,11 +78,11 @@ def test_folder_whose_tokenizer_drops_the_bos_it_asks_for_warns(tiny_checkpoints
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer("Hello").input_ids[0] == tokenizer.bos_token_id:
         pytest.skip("this transformers version adds BOS from add_bos_token alone")
-    with caplog.at_level("WARNING", logger="mtprune.models"):
+    with caplog.at_level("WARNING", logger="mtprune.model.load"):
         load_model(str(folder), dtype="float32", device="cpu")
     assert "adds no BOS token ('<bos>') although its tokenizer_config.json asks for one" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mtprune.models"):
+    with caplog.at_level("WARNING", logger="mtprune.model.load"):
         load_model(str(tiny_checkpoints["llama"]), dtype="float32", device="cpu")  # asks for nothing
     assert "BOS" not in caplog.text
 

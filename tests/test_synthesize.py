@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from mtprune import models
-from mtprune.backends.hf import HFTranslator, TranslationResult
+from mtprune.model import load as models
+from mtprune.translate.backends.hf import HFTranslator, TranslationResult
 from clirun import run
 from torn import Crash, crash_while_writing, stop_crashing, whole_lines
-from mtprune.data import DataSpec, load_segments
+from mtprune.data.specs import DataSpec, load_segments
 from mtprune.errors import ConfigError
 from mtprune.recover.synthesize import (
     SynthesizeConfig,

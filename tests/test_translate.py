@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from mtprune.backends.hf import GenerationBudget, HFTranslator, TranslationResult, stop_token_ids
-from mtprune.data import Segment
-from mtprune.prompts import build_prompter, clean_output
+from mtprune.translate.backends.hf import GenerationBudget, HFTranslator, TranslationResult, stop_token_ids
+from mtprune.data.specs import Segment
+from mtprune.translate.prompts import build_prompter, clean_output
 from tiny import TINY_SOURCES as SOURCES
 from tiny import make_model, make_tokenizer
 
@@ -140,7 +140,7 @@ def test_outputs_equal_plain_generate_per_segment(arch, chat, window, prefix_cac
 ])
 def test_translate_variants_equal_each_subset_alone(arch, chat, window):
     """Subsets side by side in one batch (rows skip their missing layers) = each subset alone."""
-    from mtprune.layers import LayerSurgeon, VariantRouter
+    from mtprune.model.layers import LayerSurgeon, VariantRouter
 
     tr = translator(arch, chat, () if chat else EXAMPLES, window, batch_size=3)
     surgeon = LayerSurgeon(tr.model)
@@ -173,7 +173,7 @@ def test_no_shared_prefix_when_a_sliding_window_could_see_padding():
 
 def test_prefix_cache_follows_layer_changes_between_calls():
     """The search prunes layers in place and calls translate() again with the same translator."""
-    from mtprune.layers import LayerSurgeon
+    from mtprune.model.layers import LayerSurgeon
 
     tr = translator("llama", False, EXAMPLES)
     full = tr.translate(SOURCES).raw
@@ -331,8 +331,8 @@ def test_growing_cache_layer_equals_dynamic_layer():
     """Writes in place, selects and repeats rows exactly like transformers' DynamicLayer."""
     from transformers.cache_utils import DynamicLayer
 
-    from mtprune.backends.kvcache import GrowingLayer
-    from mtprune.backends.prefix import fits_window
+    from mtprune.translate.backends.kvcache import GrowingLayer
+    from mtprune.translate.backends.prefix import fits_window
 
     torch.manual_seed(0)
     ours, theirs = GrowingLayer(reserve=2), DynamicLayer()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from mtprune.models import cpu_has_fast_bf16
+from mtprune.model.load import cpu_has_fast_bf16
 
-from mtprune.data import DataSpec
-from mtprune.evaluate import load_pair, make_translator, score_hypotheses
+from mtprune.data.specs import DataSpec
+from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ SPEC = DataSpec("sample:en-de", "en", "de", part="test", limit=16)
 
 @pytest.fixture(scope="module")
 def loaded():
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     return load_model("gemma-3-270m", dtype="float32", device="cpu")  # cached conversion: seconds
 
@@ -70,7 +70,7 @@ NO_BF16 = "bf16 only where the CPU has AVX512-BF16/AMX (on AVX2 bf16 matmuls are
 @pytest.mark.parametrize("shots_by", ["similar", "random"])
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.skipif(not cpu_has_fast_bf16(), reason=NO_BF16))])
 def test_packaged_model_quality_on_48_test_segments(dtype, shots_by):
-    from mtprune.models import load_model
+    from mtprune.model.load import load_model
 
     loaded = load_model("gemma-3-270m", dtype=dtype, device="cpu")
     assert loaded.tokenizer("Hello").input_ids[0] == loaded.tokenizer.bos_token_id

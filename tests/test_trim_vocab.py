@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from clirun import run
-from mtprune import vocab
-from mtprune.data import DataSpec
+from mtprune.compress import vocab
+from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.trim_vocab import TrimConfig, trim_vocabulary
+from mtprune.compress.trim_vocab import TrimConfig, trim_vocabulary
 from tiny import _CORPUS, make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -162,7 +162,7 @@ def test_config_ids_are_renumbered_and_a_lost_one_is_an_error():
 
 def trimmed_pair(name: str, texts):
     """(old tokenizer, new tokenizer, old->new map) kept to the tokens of ``texts``."""
-    from mtprune.trim_vocab import build_tokenizer
+    from mtprune.compress.trim_vocab import build_tokenizer
 
     old = TOKENIZERS[name]()
     spec = tokenizer_spec(old)
@@ -175,7 +175,7 @@ def trimmed_pair(name: str, texts):
 
 @pytest.mark.parametrize("name", sorted(TOKENIZERS))
 def test_in_vocabulary_text_is_tokenized_as_before_and_any_text_round_trips(name):
-    from mtprune.data import load_segments
+    from mtprune.data.specs import load_segments
 
     counted = [s.source for s in load_segments(TRAIN)] + [s.reference for s in load_segments(TRAIN)]
     old, new, mapping = trimmed_pair(name, counted)
@@ -229,7 +229,7 @@ def test_trimmed_logits_equal_the_old_ones_on_the_kept_ids(tiny_folders, trimmed
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mtprune.data import load_segments
+    from mtprune.data.specs import load_segments
 
     result = trimmed[arch]
     kept = result.entry["kept_ids"]
@@ -284,7 +284,7 @@ def test_special_ids_and_provenance_are_renumbered_and_recorded(tiny_folders, tr
 def test_vocabulary_report_and_bench_shape_count_the_smaller_head(tiny_folders, trimmed):
     from transformers import AutoModelForCausalLM
 
-    from mtprune.bench import model_shape, per_token_flops
+    from mtprune.bench.engine import model_shape, per_token_flops
 
     old = AutoModelForCausalLM.from_pretrained(tiny_folders["llama"])
     new = AutoModelForCausalLM.from_pretrained(trimmed["llama"].out)
@@ -298,8 +298,8 @@ def test_vocabulary_report_and_bench_shape_count_the_smaller_head(tiny_folders, 
 def test_pruned_and_recovered_checkpoints_trim_through_the_command(capsys, tiny_folders, tmp_path):
     import torch
 
-    from mtprune.export import read_record
-    from mtprune.models import load_model
+    from mtprune.model.export import read_record
+    from mtprune.model.load import load_model
     from mtprune.recover.checkpoint import save_recovered
 
     pruned = tmp_path / "pruned"
@@ -394,9 +394,9 @@ def test_search_runs_on_a_trimmed_copy_and_resumes_with_it(capsys, tiny_folders,
 # -- vLLM loads the trimmed checkpoint and translates as the hf backend does ------------------------
 
 def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path, needs_vllm):
-    from mtprune.backends import vllm as vllm_backend
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.models import load_model
+    from mtprune.translate.backends import vllm as vllm_backend
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.model.load import load_model
 
     folder = tmp_path / "gemma3"
     tokenizer = byte_fallback_tokenizer()
@@ -427,8 +427,8 @@ def test_packaged_gemma_trimmed_on_the_train_part_generates_as_before(tmp_path):
     tokens equal the untrimmed model's up to the first token the untrimmed model picks outside it."""
     import torch
 
-    from mtprune.evaluate import load_pair, make_translator
-    from mtprune.models import load_model
+    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.model.load import load_model
 
     out = trim_vocabulary(TrimConfig("gemma-3-270m", [DataSpec("sample:en-de", "en", "de", part="train")],
                                      tmp_path / "g", dtype="float32")).out

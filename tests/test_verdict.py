@@ -1,7 +1,7 @@
 """The recover-pays verdict: the pruned + recovered model against the fair reference (pure functions)."""
 from __future__ import annotations
 
-from mtprune.verdict import recovery_verdict, verdict_from_dict, verdict_lines
+from mtprune.eval.verdict import recovery_verdict, verdict_from_dict, verdict_lines
 
 
 def model(name, layers, chrf, loops, train_seconds=None):
@@ -54,8 +54,8 @@ def test_the_share_interval_says_when_the_test_set_cannot_tell():
 
 
 def test_the_report_takes_the_interval_from_the_evaluated_outputs(tmp_path):
-    from mtprune.metrics import corpus_score
-    from mtprune.run_report import share_intervals
+    from mtprune.eval.metrics import corpus_score
+    from mtprune.pipeline.run_report import share_intervals
 
     refs = ["Das Haus ist klein.", "Der Hund schläft im Garten.", "Wir gehen morgen in die Stadt.",
             "Sie liest ein langes Buch.", "Das Wetter ist heute schön."] * 4
@@ -75,7 +75,7 @@ def test_the_report_takes_the_interval_from_the_evaluated_outputs(tmp_path):
 
 
 def test_every_model_below_the_unpruned_one_as_used_is_named():
-    from mtprune.verdict import below_unpruned_line
+    from mtprune.eval.verdict import below_unpruned_line
 
     s = summary(29.0, 1, unpruned_chrf=30.0)
     s["test_data"] = {"en-de": {}}

@@ -12,7 +12,9 @@ import pytest
 
 from clirun import run
 
-from mtprune import submission, wmt26
+from mtprune.pipeline import submission
+
+from mtprune.pipeline import wmt26
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 LINES = ["Dobrý den, jak se máte?", "", "Vláda dnes schválila nový zákon.", "Bude pršet."]
@@ -29,7 +31,7 @@ def bash(script: Path, *args: str, stdin: str = "", env: dict | None = None) -> 
 @pytest.fixture(scope="module")
 def package(tiny_checkpoints, tmp_path_factory):
     """A WMT26 package of the tiny llama (4 new tokens, float32 on the CPU, maximum batch 4)."""
-    from mtprune.cli import main
+    from mtprune.cli.main import main
 
     out = tmp_path_factory.mktemp("wmt26") / "sub"
     assert main(["export-submission", str(tiny_checkpoints["llama"]), "-o", str(out), "--format", "wmt26",
@@ -179,7 +181,7 @@ def test_an_empty_translation_of_a_real_line_becomes_its_source(package, tmp_pat
                                          ("eng-zho_Hans", ("English", "Simplified Chinese")),
                                          ("eng-ara_EG", ("English", "Egyptian Arabic"))])
 def test_wmt26_pairs_name_their_languages(tokenizer, pair, names):
-    from mtprune.prompts import build_prompter
+    from mtprune.translate.prompts import build_prompter
 
     src, _, tgt = pair.partition("-")
     described = build_prompter(tokenizer, "zeroshot", src, tgt).describe()
@@ -187,7 +189,7 @@ def test_wmt26_pairs_name_their_languages(tokenizer, pair, names):
 
 
 def test_ces_deu_prompts_exactly_as_cs_de(tokenizer):
-    from mtprune.prompts import build_prompter
+    from mtprune.translate.prompts import build_prompter
 
     for mode in ("zeroshot", "fewshot", "chat"):
         if mode == "chat" and not tokenizer.chat_template:

@@ -1,6 +1,6 @@
 """``python -m mtprune`` (what ``accelerate launch -m mtprune`` runs)."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..export import RECORD_NAME, check_output_dir, software_versions, write_checkpoint
+from ..model.export import RECORD_NAME, check_output_dir, software_versions, write_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ def choice_record(scores: dict[str, list[float]], pairs: list[str]) -> dict[str,
 def record_choice(model_dir: Path, choice: dict[str, Any]) -> None:
     """Add the choice to the last recovery entry of the model's mtprune.json, and say where the
     model now lives (it was trained in a candidate folder and moved)."""
-    from ..export import RECORD_NAME, read_record
+    from ..model.export import RECORD_NAME, read_record
 
     record = read_record(model_dir)
     if not record or not record.get("recovery"):

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DataSpec
+from ..data.specs import DataSpec
 from ..errors import ConfigError
-from ..export import check_output_dir, read_record
+from ..model.export import check_output_dir, read_record
 from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
-from ..memory import OPTIMIZER_STATE_BYTES
-from ..preflight import FIT_MODES
-from ..retrieval import DEFAULT_SHOTS_BY, shots_by_errors
+from ..model.memory import OPTIMIZER_STATE_BYTES
+from ..model.preflight import FIT_MODES
+from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class FinetuneConfig:
             raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
 
     def _checks(self) -> list[tuple[bool, str]]:
-        from ..models import name_errors
+        from ..model.load import name_errors
 
         own_dev = self.dev_data is not None
         return [(True, msg) for msg in name_errors(self.dtype, self.device)] + [
@@ -147,7 +147,7 @@ class FinetuneConfig:
 
     def resolved_device(self) -> str:
         """The device training runs on (``device: auto`` resolved)."""
-        from ..models import choose_device
+        from ..model.load import choose_device
 
         return choose_device(self.device)
 
@@ -204,7 +204,7 @@ class Prepared:
 
 
 def prepare(config: FinetuneConfig) -> Prepared:
-    from ..models import resolve_source
+    from ..model.load import resolve_source
 
     check_output_dir(config.out, config.force)
     source = resolve_source(config.student)
@@ -308,7 +308,7 @@ def record_run(config: FinetuneConfig, resume_from: str | None) -> None:
 
 
 def _num_layers(source) -> int:
-    from ..models import peek_num_layers
+    from ..model.load import peek_num_layers
 
     n = peek_num_layers(source)
     if n is None:
@@ -321,7 +321,7 @@ def resolve_train_layers(text: str | None, num_layers: int,
     """(current indices, original ids) of --train-layers, which names ORIGINAL ids (or "gaps")."""
     if not text:
         return None
-    from ..layers import parse_layer_ids
+    from ..model.layers import parse_layer_ids
 
     kept = list(record["kept"]) if record and record.get("kept") else list(range(num_layers))
     removed = list(record.get("removed") or []) if record else []
@@ -363,7 +363,7 @@ def _ranges(ids: list[int]) -> str:
 def _load_tokenizer(source):
     from transformers import AutoTokenizer
 
-    from ..models import checkpoint_for
+    from ..model.load import checkpoint_for
 
     return AutoTokenizer.from_pretrained(checkpoint_for(source), revision=source.revision)
 
@@ -374,7 +374,7 @@ def resolve_teacher(config: FinetuneConfig, record: dict[str, Any] | None, stude
         return None
     from transformers import AutoConfig
 
-    from ..models import checkpoint_for, resolve_source
+    from ..model.load import checkpoint_for, resolve_source
     from .teacher import check_same_vocabulary
 
     spec = config.teacher
@@ -410,7 +410,7 @@ def _load_pairs(config: FinetuneConfig):
     """Training and dev PairTasks; every segment must have a reference."""
     from dataclasses import replace
 
-    from ..evaluate import load_pair
+    from ..eval.evaluate import load_pair
     from .sft_data import check_references
 
     pairs = [load_pair(spec) for spec in config.data]
@@ -429,8 +429,8 @@ def _inference_prompt(prompt: str, source) -> str:
     an already fine-tuned student was trained with (``evaluate.default_prompt``)."""
     from types import SimpleNamespace
 
-    from ..evaluate import default_prompt
-    from ..models import checkpoint_for
+    from ..eval.evaluate import default_prompt
+    from ..model.load import checkpoint_for
 
     return default_prompt(SimpleNamespace(checkpoint=checkpoint_for(source), source=source), prompt)
 

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..files import read_json, write_json_atomic
-from ..preflight import (AUTO_MARGIN, SKIP_FLAG, FitCheck, TrainingSettings, bitsandbytes_installed, enforce, fit_auto,
+from ..model.preflight import (AUTO_MARGIN, SKIP_FLAG, FitCheck, TrainingSettings, bitsandbytes_installed, enforce, fit_auto,
                          room_for, training_options)
 from .finetune import FinetuneConfig, Prepared
 from .losses import IGNORE_INDEX
@@ -48,7 +48,7 @@ def save_fit(config: FinetuneConfig, prepared: Prepared) -> None:
 def check_training_memory(config: FinetuneConfig, prepared: Prepared) -> tuple[FinetuneConfig, FitCheck | None]:
     """The config to train with (``fit: auto`` may change it) and the check; raises
     MemoryFitError where it does not fit (unless ``memory_check`` is off)."""
-    from ..memory import shape_of
+    from ..model.memory import shape_of
 
     shape = shape_of(config.student)
     if shape is None:
@@ -70,7 +70,7 @@ def check_training_memory(config: FinetuneConfig, prepared: Prepared) -> tuple[F
 
 def training_settings(config: FinetuneConfig, prepared: Prepared) -> TrainingSettings:
     """What the estimate reads: the config, and the tokenized examples' longest length and target share."""
-    from ..models import choose_dtype
+    from ..model.load import choose_dtype
 
     examples = prepared.train_examples
     tokens = sum(len(e["input_ids"]) for e in examples)

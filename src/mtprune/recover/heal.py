@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import DataSpec, Segment
+from ..data.specs import DataSpec, Segment
 from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class HealConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        from ..export import check_output_dir
-        from ..models import name_errors
+        from ..model.export import check_output_dir
+        from ..model.load import name_errors
 
         errors = name_errors(self.dtype, self.device)
         if not self.data_specs:
@@ -213,7 +213,7 @@ def healing_texts(segments: Sequence[Segment], tokenizer, cfg: HealConfig,
     neighbouring segments) followed by the segment's reference, as the model reads it while it
     writes that translation; source: the source sentences alone.
     """
-    from ..prompts import build_prompter
+    from ..translate.prompts import build_prompter
 
     spec = spec or cfg.data_specs[0]  # the data the segments are of: its languages and name
     has_refs = all(s.reference for s in segments)
@@ -281,7 +281,7 @@ def teacher_states(teacher, units: Sequence[HealUnit], token_ids: Sequence[Seque
     import torch
     from tqdm.auto import tqdm
 
-    from ..layers import LayerSurgeon
+    from ..model.layers import LayerSurgeon
 
     surgeon = LayerSurgeon(teacher)
     layers = surgeon.original_layers
@@ -483,8 +483,8 @@ class HealResult:
 
 def student_layers(student_spec: str, teacher_spec: str | None) -> tuple[dict[str, Any] | None, str]:
     """The student's pruning record (None without one) and the teacher to heal towards."""
-    from ..export import read_record
-    from ..models import resolve_source
+    from ..model.export import read_record
+    from ..model.load import resolve_source
 
     source = resolve_source(student_spec)
     record = read_record(Path(source.path)) if source.kind == "folder" else None
@@ -503,7 +503,7 @@ def match_layers(student, teacher) -> list[int]:
     layers were already trained, or come from another model, cannot be matched."""
     import torch
 
-    from ..layers import find_layer_stack
+    from ..model.layers import find_layer_stack
 
     teacher_layers = list(find_layer_stack(teacher).layers)
     kept = []
@@ -521,7 +521,7 @@ def match_layers(student, teacher) -> list[int]:
 
 
 def _check_pair(student, teacher, n_original: int) -> None:
-    from ..layers import num_layers
+    from ..model.layers import num_layers
 
     errors = []
     if num_layers(teacher) != n_original:
@@ -536,7 +536,7 @@ def _check_pair(student, teacher, n_original: int) -> None:
 
 def _load_texts(cfg: HealConfig, tokenizer) -> tuple[list[list[int]], dict[str, Any]]:
     """The token ids of every data set's texts, in order, and a description for the record."""
-    from ..evaluate import load_pair
+    from ..eval.evaluate import load_pair
 
     token_ids, described, description = [], [], {}
     for spec in cfg.data_specs:
@@ -555,7 +555,7 @@ def _load_texts(cfg: HealConfig, tokenizer) -> tuple[list[list[int]], dict[str, 
 
 def _gaps(cfg: HealConfig, record: dict[str, Any] | None, student, teacher) -> tuple[list[int], list[HealUnit], list]:
     """Kept original ids of the student, the units to train and the gaps that cannot be healed."""
-    from ..layers import num_layers
+    from ..model.layers import num_layers
 
     kept = record["kept"] if record else match_layers(student.model, teacher.model)
     n_original = record["original_num_layers"] if record else num_layers(teacher.model)
@@ -579,7 +579,7 @@ def _train_units(cfg: HealConfig, student, kept: Sequence[int], units: Sequence[
     """Train every unit in turn (their layers are disjoint); per-unit results and where the loss was measured."""
     import torch
 
-    from ..layers import LayerSurgeon
+    from ..model.layers import LayerSurgeon
 
     surgeon = LayerSurgeon(student.model)
     train_ids, heldout_ids = split_heldout(len(token_ids))
@@ -600,7 +600,7 @@ def _train_units(cfg: HealConfig, student, kept: Sequence[int], units: Sequence[
 
 def heal(cfg: HealConfig) -> HealResult:
     """Heal the gaps of ``cfg.student`` towards its unpruned teacher and save the result."""
-    from ..models import checkpoint_dtype, load_model
+    from ..model.load import checkpoint_dtype, load_model
     from .checkpoint import save_recovered
 
     cfg.validate()

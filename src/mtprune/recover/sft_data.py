@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from ..evaluate import Examples, PairTask, few_shot_examples, wants_examples
-from ..retrieval import DEFAULT_SHOTS_BY
-from ..prompts import END_OF_TURN_MARKERS, Prompter, build_prompter, read_template_file
+from ..eval.evaluate import Examples, PairTask, few_shot_examples, wants_examples
+from ..translate.retrieval import DEFAULT_SHOTS_BY
+from ..translate.prompts import END_OF_TURN_MARKERS, Prompter, build_prompter, read_template_file
 from .losses import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)

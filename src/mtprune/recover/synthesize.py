@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends import BackendConfig
-from ..data import DataSpec
+from ..translate.backends import BackendConfig
+from ..data.specs import DataSpec
 from ..errors import ConfigError, DataError
 from ..files import write_json_atomic, write_text_atomic
 from ..jsonlog import JsonLog
-from ..langcheck import language_check
-from ..metrics import FAILURE_FLAGS, segment_failures
-from ..retrieval import DEFAULT_SHOTS_BY, shots_by_errors
+from ..eval.langcheck import language_check
+from ..eval.metrics import FAILURE_FLAGS, segment_failures
+from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_errors
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SynthesizeConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        from ..models import name_errors
+        from ..model.load import name_errors
 
         errors = self.backend_config.errors() + name_errors(self.dtype, self.device)
         errors += shots_by_errors(self.shots_by)
@@ -211,7 +211,7 @@ def _translator(loaded, pair, cfg: SynthesizeConfig):
     """The evaluation translator.  Few-shot examples (base teachers) are never among the
     translated segments: the teacher would copy their references, which are not its own
     translations.  Synthesizing a whole data set?  Take examples from elsewhere with ``shots_from``."""
-    from ..evaluate import make_translator
+    from ..eval.evaluate import make_translator
 
     return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
                            shots_by=cfg.shots_by, backend=cfg.backend, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
@@ -234,9 +234,9 @@ def _identity(loaded, translator, pair) -> dict[str, Any]:
 
 def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
     """Translate ``cfg.data``'s sources with the teacher (resumable), filter, dedupe, write TSV + JSON."""
-    from ..evaluate import load_pair
-    from ..export import software_versions
-    from ..models import load_model
+    from ..eval.evaluate import load_pair
+    from ..model.export import software_versions
+    from ..model.load import load_model
 
     cfg.validate()
     start = time.perf_counter()
@@ -262,7 +262,7 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
                     "device": loaded.device},
         "data": pair.describe(),
         "translation": translator.describe(),
-        "filter": {"rules": "mtprune.metrics.segment_failures", "flags": list(FAILURE_FLAGS),
+        "filter": {"rules": "mtprune.eval.metrics.segment_failures", "flags": list(FAILURE_FLAGS),
                    "max_length_ratio": cfg.max_length_ratio, "min_length_ratio": cfg.min_length_ratio,
                    "language": language_check(pair.spec.tgt).describe(),
                    "duplicates": "sources compared after whitespace normalization, first kept"},

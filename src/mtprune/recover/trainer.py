@@ -48,7 +48,7 @@ def load_student(config: FinetuneConfig, prepared: Prepared):
     """The student in fp32 master weights (bf16 runs use autocast), with its trainable parameters set."""
     from transformers import set_seed
 
-    from ..models import load_model
+    from ..model.load import load_model
 
     loaded = load_model(config.student, dtype="float32", device="cpu")
     model = loaded.model
@@ -65,7 +65,7 @@ def load_student(config: FinetuneConfig, prepared: Prepared):
 
 
 def _set_trainable(model, layers: list[int] | None, freeze_embeddings: bool) -> None:
-    from ..layers import find_layer_stack
+    from ..model.layers import find_layer_stack
 
     if layers is not None:
         stack = find_layer_stack(model).layers
@@ -84,7 +84,7 @@ def _add_lora(model, config: FinetuneConfig, layers: list[int] | None):
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         raise ConfigError("--lora needs peft: pip install 'mtprune[train]'") from exc
-    from ..layers import find_layer_stack
+    from ..model.layers import find_layer_stack
 
     stack = find_layer_stack(model)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
@@ -115,7 +115,7 @@ def _log_trainable(model) -> None:
 
 def teacher_rows(config: FinetuneConfig, prepared: Prepared):
     """The cached top-k rows of the training examples, computed by the main process if missing."""
-    from ..models import fingerprint_checkpoint
+    from ..model.load import fingerprint_checkpoint
     from .teacher import cache_key, default_cache_root, load_cache
 
     teacher = prepared.teacher
@@ -141,7 +141,7 @@ def teacher_rows(config: FinetuneConfig, prepared: Prepared):
 
 
 def _compute_cache(config: FinetuneConfig, prepared: Prepared, path: Path, key: str) -> None:
-    from ..models import load_model
+    from ..model.load import load_model
     from .teacher import compute_topk, save_cache
 
     started = time.time()
@@ -250,7 +250,7 @@ class LossProgressCallback(ProgressCallback):
 
 
 def training_arguments(config: FinetuneConfig, has_dev: bool) -> TrainingArguments:
-    from ..models import choose_dtype
+    from ..model.load import choose_dtype
 
     device = config.resolved_device()
     dtype = choose_dtype(config.dtype, device)
@@ -396,7 +396,7 @@ def finish(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepar
 
 def _save_dtype(prepared: Prepared):
     """The dtype the student was saved in (what ``prune`` writes by default); fp32 if unknown."""
-    from ..models import checkpoint_for
+    from ..model.load import checkpoint_for
 
     config_path = Path(checkpoint_for(prepared.source)) / "config.json"
     name = None

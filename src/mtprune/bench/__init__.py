@@ -1,0 +1,2 @@
+"""Speed and cost measurement: interleaved rounds, their statistics and per-model costs in own processes.
+"""

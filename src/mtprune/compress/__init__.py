@@ -1,0 +1,2 @@
+"""Compression: the pruning plan and its application, vocabulary trimming and quantization.
+"""

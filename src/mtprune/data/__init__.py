@@ -1,0 +1,2 @@
+"""Data: specs (file, sample:SRC-TGT, hf:), readers (TSV, TMX, JSONL, WMT XML), the bundled sample and languages.
+"""

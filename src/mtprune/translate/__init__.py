@@ -1,0 +1,2 @@
+"""Translating: prompts, retrieved examples, document context and the backends (transformers, vLLM).
+"""

@@ -1,0 +1,96 @@
+"""Translation backends, registered by name and imported on first use.
+
+Every backend offers ``from_loaded(loaded, prompter, **options)``, ``translate(sources) ->
+TranslationResult`` and ``describe()``, and says with ``needs_weights`` whether it runs the
+model ``load_model`` loads (hf) or loads the checkpoint folder itself (vllm).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import ConfigError, unknown_choice
+
+BACKENDS = {
+    "hf": "mtprune.translate.backends.hf:HFTranslator",
+    "vllm": "mtprune.translate.backends.vllm:VLLMTranslator",
+}
+# engine options (BackendConfig fields) -> their command-line flags, and the backends that take them
+ENGINE_FLAGS = {
+    "tensor_parallel": "--tensor-parallel",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "max_model_len": "--max-model-len",
+}
+ENGINE_OPTIONS = {"hf": (), "vllm": tuple(ENGINE_FLAGS)}
+
+
+def release_engines() -> None:
+    """Free the memory of engines kept for the next translator (vLLM keeps one per process, on the
+    GPU ~90% of its memory) and what torch's allocator still caches of models no longer used (a
+    vLLM engine sizes itself from the GPU memory free when it starts): call when a stage is done,
+    before one that trains or loads another model.  Imports nothing that is not imported yet."""
+    module = sys.modules.get("mtprune.translate.backends.vllm")
+    if module is not None:
+        module.release_engine()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def backend_class(name: str):
+    """The backend class registered as ``name`` (imports its module now)."""
+    if name not in BACKENDS:
+        raise ConfigError(unknown_choice("backend", name, BACKENDS))
+    module, _, attr = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """``--backend`` and the engine options passed through to it (None: the engine's default)."""
+
+    name: str = "hf"
+    tensor_parallel: int | None = None
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+
+    @classmethod
+    def from_args(cls, args) -> BackendConfig:
+        return cls(args.backend, **{key: getattr(args, key, None) for key in ENGINE_FLAGS})
+
+    def errors(self) -> list[str]:
+        """Everything wrong with the settings, checked before any model loads."""
+        if self.name not in BACKENDS:
+            return [unknown_choice("backend", self.name, BACKENDS)]
+        errs = []
+        foreign = [flag for key, flag in ENGINE_FLAGS.items()
+                   if getattr(self, key) is not None and key not in ENGINE_OPTIONS[self.name]]
+        if foreign:
+            takers = [name for name, keys in ENGINE_OPTIONS.items() if keys]
+            errs.append(f"{', '.join(foreign)} only apply to --backend {' or '.join(takers)} (not {self.name})")
+        if self.tensor_parallel is not None and self.tensor_parallel < 1:
+            errs.append(f"--tensor-parallel must be at least 1, got {self.tensor_parallel}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            errs.append(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            errs.append(f"--max-model-len must be at least 1, got {self.max_model_len}")
+        return errs
+
+    def validate(self) -> None:
+        errs = self.errors()
+        if errs:
+            raise ConfigError("; ".join(errs))
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine options that were given, as keyword arguments of the backend class."""
+        return {key: getattr(self, key) for key in ENGINE_FLAGS if getattr(self, key) is not None}
+
+    def needs_weights(self) -> bool:
+        """Whether the backend runs the transformers model (else only tokenizer and configs load)."""
+        return backend_class(self.name).needs_weights
