@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from mtprune.data.specs import DataSpec
-from mtprune.translate.documents import ContextSettings, previous_in_document
+from mtprune.translate.documents import previous_in_document
 from mtprune.eval.evaluate import few_shot_examples, load_pair, translate_and_score
 from mtprune.model.export import software_versions
 from mtprune.model.load import load_model
@@ -95,13 +95,13 @@ def compare_documents(loaded, name: str, args) -> dict:
                               seed=args.seed))
     with_context = sum(1 for prev in previous_in_document(pair.segments, args.context) if prev)
     row = {"pair": name, "n_segments": len(pair.segments), "segments_with_context": with_context, "runs": {}}
-    runs = {"sentence": ContextSettings(), f"context {args.context}": ContextSettings(args.context)}
+    runs = {"sentence": (0, "none"), f"context {args.context}": (args.context, "none")}
     if args.model_context:
-        runs[f"context {args.context} model"] = ContextSettings(args.context, "model")
-    for label, context in runs.items():
+        runs[f"context {args.context} model"] = (args.context, "model")
+    for label, (context, target) in runs.items():
         result = translate_and_score(loaded, pair, [METRIC], prompt=args.prompt, shots=args.shots, shots_by="similar",
                                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False,
-                                     context=context)
+                                     context=context, context_target=target)
         documents = result["documents"]
         row["documents"], row["segments_per_document"] = documents["documents"], documents["segments_per_document"]
         row["runs"][label] = {"segment": result["scores"][METRIC]["value"],

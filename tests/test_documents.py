@@ -160,7 +160,7 @@ def test_context_zero_leaves_prompts_and_translators_as_they_were():
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="test", limit=6))
     options = dict(prompt="fewshot", shots=2, shots_by="similar", max_new_tokens=3, progress=False)
     plain = make_translator(loaded, pair, **options)
-    zero = make_translator(loaded, pair, context=ContextSettings(0, "model"), **options)
+    zero = make_translator(loaded, pair, context=0, context_target="model", **options)
     assert type(zero) is type(plain) and not isinstance(zero, ContextTranslator)
     assert zero.prepare(pair.sources).prompt_ids == plain.prepare(pair.sources).prompt_ids
     assert all(plain.prompter.render(s, ()) == plain.prompter.render(s) for s in pair.sources)
@@ -209,7 +209,7 @@ def test_model_context_with_a_real_model_does_not_depend_on_the_batch_size():
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="test", part_by="document", limit=10))
     assert max(len(d) for d in documents(pair.segments)) > 1
     options = dict(prompt="fewshot", shots=1, shots_by="random", max_new_tokens=3, progress=False,
-                   context=ContextSettings(2, "model"))
+                   context=2, context_target="model")
     one = make_translator(loaded, pair, batch_size=1, **options)
     many = make_translator(loaded, pair, batch_size=8, **options)
     assert one.translate(pair.sources).hypotheses == many.translate(pair.sources).hypotheses
@@ -291,7 +291,7 @@ def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_che
     loaded = load_model(str(tiny_checkpoints["llama"]), dtype=entry["dtype"])
     pair = load_pair(data)
     whole = make_translator(loaded, pair, prompt="fewshot", shots=1, max_new_tokens=3, progress=False,
-                            context=ContextSettings(1, "model")).translate(pair.sources)
+                            context=1, context_target="model").translate(pair.sources)
     assert entry["batches"][0]["hypotheses"] == whole.hypotheses  # batches of 2 in turn = one run in order
 
 

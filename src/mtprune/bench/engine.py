@@ -308,7 +308,7 @@ def _translator(loaded, pair, cfg: BenchConfig, batch_size: int):
     return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
                            shots_by=cfg.shots_by, backend=cfg.backend_config, batch_size=batch_size,
                            max_new_tokens=cfg.max_new_tokens, fixed_new_tokens=cfg.fixed_new_tokens, progress=False,
-                           context=cfg.context_settings)
+                           context=cfg.context, context_target=cfg.context_target)
 
 
 def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from ..data.specs import DataSpec, Segment, data_hash, draw_examples, fewshot_po
 from ..errors import ConfigError, DataError
 from .metrics import failure_indicators, needs_references, score_all
 from ..translate.retrieval import DEFAULT_SHOTS_BY, Retriever, check_shots_by, example_index
+from ..translate.settings import TranslationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -203,27 +204,28 @@ def default_prompt(loaded, prompt: str) -> str:
     return mode
 
 
-def make_translator(loaded, pair: PairTask, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
-                    shots_by: str = DEFAULT_SHOTS_BY, backend: BackendConfig | str = "hf", batch_size: int = 16, max_new_tokens: int | None = None,
-                    progress: bool = True, fixed_new_tokens: int | None = None, context=None):
-    """A translator for ``pair``; few-shot examples never come from the scored segments.
+def make_translator(loaded, pair: PairTask, settings: TranslationSettings | None = None, *,
+                    backend: BackendConfig | str = "hf", progress: bool = True, fixed_new_tokens: int | None = None,
+                    **overrides: Any):
+    """A translator for ``pair`` as ``settings`` say (``TranslationSettings``; ``overrides``: any of its
+    fields, e.g. ``prompt="fewshot", shots=1``); few-shot examples never come from the scored segments.
 
     ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
     else the chat template if the tokenizer has one, else few-shot.  ``shots_by``: random (the
     same examples for every segment) or similar (each segment's most similar ones, retrieved).  ``backend``: a name, or a
     ``BackendConfig`` with engine options (vLLM's).  ``fixed_new_tokens``: every segment
     generates exactly that many tokens, stop rules off (equal work for speed comparisons).
-    ``context``: ``documents.ContextSettings`` (None or 0 sentences: each segment alone, as before).
+    ``context``: previous sentences of the document (0: each segment alone).
     """
     from ..translate.backends import backend_class
     from ..translate.documents import with_context
     from ..translate.prompts import build_prompter
 
+    s = translation_settings(settings, overrides)
+    prompt, shots, shots_from, shots_by = s.prompt, s.shots, s.shots_from, s.shots_by
+    batch_size, max_new_tokens, context = s.batch_size, s.max_new_tokens, s.context_settings
     backend = BackendConfig(backend) if isinstance(backend, str) else backend
     backend.validate()
-    check_shots_by(shots_by)
-    if context is not None:
-        context.validate()
     prompt = default_prompt(loaded, prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
@@ -281,17 +283,28 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
     return out
 
 
-def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=None, **translation: Any) -> dict[str, Any]:
-    """Translate ``pair`` with ``loaded`` (``translation``: make_translator's options) and score it
+def translation_settings(settings: TranslationSettings | None, overrides: dict[str, Any]) -> TranslationSettings:
+    """``settings`` (default: the defaults) with ``overrides`` of its fields, checked."""
+    from ..config import raise_problems
+
+    unknown = sorted(set(overrides) - {f.name for f in fields(TranslationSettings)})
+    if unknown:
+        raise TypeError(f"not a translation setting: {', '.join(unknown)}")
+    s = replace(settings or TranslationSettings(), **overrides)
+    raise_problems(s.problems(), "translation settings")
+    return s
+
+
+def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=None,
+                        settings: TranslationSettings | None = None, **options: Any) -> dict[str, Any]:
+    """Translate ``pair`` with ``loaded`` (``settings``, ``options``: make_translator's) and score it
     (``comet``: CometSettings): layers, parameters, scores with signatures (and over documents),
     failure counts, the document context, timing and the hypotheses."""
-    from ..translate.documents import ContextSettings
-
     from ..model.export import count_parameters
     from ..model.layers import num_layers
     from ..model.load import countable_model
 
-    translator = make_translator(loaded, pair, **translation)
+    translator = make_translator(loaded, pair, settings, **options)
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, metrics, comet)
     model = countable_model(loaded)
@@ -301,7 +314,8 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=No
         "vocab_size": model.config.get_text_config().vocab_size,
         "prompt": translator.prompter.mode,
         **few_shot_record(translator.prompter),
-        "context": (translation.get("context") or ContextSettings()).describe(pair.segments),
+        "context": translation_settings(settings, {k: v for k, v in options.items() if k.startswith("context")})
+        .context_settings.describe(pair.segments),
         "scores": scored["scores"],
         **({"documents": scored["documents"]} if "documents" in scored else {}),
         "failures": scored["failures"],

@@ -750,7 +750,7 @@ def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool, metr
     t = recipe.translation
     result = translate_and_score(loaded, pair, metrics or recipe.evaluate.metrics, recipe.comet,
                                  prompt=prompt or t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
-                                 batch_size=t.batch_size, context=t.context_settings,
+                                 batch_size=t.batch_size, context=t.context, context_target=t.context_target,
                                  max_new_tokens=t.max_new_tokens, progress=progress)
     hypotheses = result.pop("hypotheses")
     result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,

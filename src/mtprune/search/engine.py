@@ -255,7 +255,7 @@ class SubsetEvaluator:
         self.translators = [
             make_translator(loaded, p, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
                             shots_by=cfg.shots_by, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                            progress=False, context=cfg.context_settings)
+                            progress=False, context=cfg.context, context_target=cfg.context_target)
             for p in pairs
         ]
         self.scorers = [self._scorer(p) for p in pairs]

@@ -76,14 +76,12 @@ def translate_pair(args: argparse.Namespace, pair):
     returns (loaded, translator, result)."""
     from ...eval.evaluate import make_translator
     from ...model.load import load_model
-    from ..options import context_settings
 
     engine = backend(args)
-    context = context_settings(args)
     loaded = load_model(args.model, dtype=args.dtype, device=args.device, weights=engine.needs_weights())
     translator = make_translator(loaded, pair, prompt=args.prompt, shots=args.shots, shots_from=args.shots_from,
                                  shots_by=args.shots_by, backend=engine, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                 progress=not args.quiet, context=context)
+                                 progress=not args.quiet, context=args.context, context_target=args.context_target)
     result = translator.translate(pair.sources)
     return loaded, translator, result
 
