@@ -144,7 +144,6 @@ def measure_here(request: CostRequest) -> dict[str, Any]:
     started = time.perf_counter()
     from ..translate.backends import BackendConfig
     from ..data.specs import DataSpec
-    from ..translate.documents import ContextSettings
     from ..eval.evaluate import load_pair, make_translator
     from ..model.load import load_model
 
@@ -164,7 +163,7 @@ def measure_here(request: CostRequest) -> dict[str, Any]:
                                       shots_from=request.shots_from, shots_by=request.shots_by, backend=backend,
                                       batch_size=b, max_new_tokens=request.max_new_tokens,
                                       fixed_new_tokens=request.fixed_new_tokens, progress=False,
-                                      context=ContextSettings(request.context, request.context_target))
+                                      context=request.context, context_target=request.context_target)
                    for b in dict.fromkeys((request.batch_size, *((1,) if request.latency_segments else ())))}
     loaded_at = time.perf_counter()
     sources = pair.sources
