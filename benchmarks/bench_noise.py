@@ -43,7 +43,9 @@ def aa_verdict(row: dict, target: float) -> str:
 
 
 def main() -> int:
-    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.bench.config import BenchConfig, parse_batch_sizes
+    from mtprune.bench.engine import run_bench
+    from mtprune.bench.render import format_table
     from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

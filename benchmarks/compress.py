@@ -32,7 +32,7 @@ def run_one(model: str, pair: str, out: Path, extra: list[str]) -> dict:
 
 
 def lines(model: str, pair: str, summary: dict) -> list[str]:
-    from mtprune.pipeline.run_report import bench_rows, score
+    from mtprune.pipeline.report_tables import bench_rows, score
 
     rows = {m["name"]: m for m in summary["models"]}
     speed = bench_rows(summary)

@@ -36,8 +36,9 @@ from pathlib import Path
 
 from mtprune.data.specs import DataSpec
 from mtprune.translate.documents import previous_in_document
-from mtprune.eval.evaluate import few_shot_examples, load_pair, translate_and_score
-from mtprune.model.export import software_versions
+from mtprune.translate.translator import few_shot_examples, load_pair
+from mtprune.eval.evaluate import translate_and_score
+from mtprune.versions import software_versions
 from mtprune.model.load import load_model
 
 METRIC = "chrf++"

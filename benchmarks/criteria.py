@@ -37,10 +37,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from mtprune.data.specs import DataSpec
-    from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
+    from mtprune.translate.translator import load_pair, make_translator
+    from mtprune.eval.evaluate import score_hypotheses
     from mtprune.model.layers import LayerSurgeon
     from mtprune.model.load import load_model
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.search.engine import run_search
 
     dev = DataSpec("sample:en-de", "en", "de", part="dev", limit=args.dev)
     test = load_pair(DataSpec("sample:en-de", "en", "de", part="test", limit=args.test))

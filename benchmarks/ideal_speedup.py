@@ -1,7 +1,7 @@
 """Where pruning pays: the ideal decoding speed-up of removing layers, from per-token FLOPs.
 
 No weights are loaded: each model is built from its configuration on the meta device and
-``mtprune.bench.engine.per_token_flops`` counts every linear layer, the LM head and attention at a
+``mtprune.model.shape.per_token_flops`` counts every linear layer, the LM head and attention at a
 given context.  gemma-3-270m is the packaged model's own config; Aya-Expanse-8B's shape is the
 one its model card publishes (Cohere architecture, 32 layers, hidden 4096, MLP 14336, 32
 query / 8 KV heads, 256k vocabulary, tied embeddings).  The LM head's share of a token's
@@ -34,7 +34,8 @@ def packaged_config(name: str):
 
 def ideal(config, keep: int, context: float) -> tuple[float, float]:
     """(ideal speed-up of keeping the first ``keep`` layers' shapes, the head's share of FLOPs)."""
-    from mtprune.bench.engine import ModelShape, model_shape, per_token_flops, skeleton_model
+    from mtprune.model.load import skeleton_model
+    from mtprune.model.shape import ModelShape, model_shape, per_token_flops
 
     shape = model_shape(skeleton_model(config))
     kept = ModelShape(shape.linear_per_layer[:keep], shape.attention_width[:keep], shape.window[:keep], shape.head)

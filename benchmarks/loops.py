@@ -32,8 +32,8 @@ import torch
 
 from mtprune.translate.backends.hf import newline_token_ids
 from mtprune.data.specs import DataSpec
-from mtprune.eval.evaluate import load_pair, make_translator
-from mtprune.eval.metrics import segment_failures
+from mtprune.translate.translator import load_pair, make_translator
+from mtprune.eval.failures import segment_failures
 from mtprune.model.load import load_model
 from mtprune.recover.losses import IGNORE_INDEX
 from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair

@@ -47,7 +47,9 @@ def pruned(work: Path, drop: str, model: str = MODEL) -> Path:
 
 
 def main() -> None:
-    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.bench.config import BenchConfig, parse_batch_sizes
+    from mtprune.bench.engine import run_bench
+    from mtprune.bench.render import format_table
     from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

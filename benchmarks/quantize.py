@@ -32,7 +32,8 @@ UNPRUNED = "gemma-3-270m"
 def quickstart(run_dir: Path) -> dict[str, str]:
     """The quickstart's models (made or resumed in ``run_dir``): name -> MODEL."""
     from mtprune.pipeline.recipe import load_recipe
-    from mtprune.pipeline.run import RunContext, run_recipe
+    from mtprune.pipeline.run import run_recipe
+    from mtprune.pipeline.run_folder import RunContext
 
     recipe = load_recipe("quickstart", overrides=["quantize=null"])
     recipe.bench = None  # this script measures the models itself
@@ -43,19 +44,20 @@ def quickstart(run_dir: Path) -> dict[str, str]:
 def quantized(source: str, out: Path, scheme: str, method: str | None, calibration: int) -> tuple[str, float]:
     """``source`` quantized into ``out`` (made once; reused while its mtprune.json is there): (folder, seconds)."""
     from mtprune.data.specs import DataSpec
-    from mtprune.compress.quantize.pipeline import QuantizeConfig, quantize_checkpoint
+    from mtprune.compress.quantize.pipeline import QuantizeConfig, run_quantize
 
     record = out / "mtprune.json"
     if not record.is_file():
         data = DataSpec("sample:en-de", "en", "de", part="train", limit=calibration)
-        quantize_checkpoint(QuantizeConfig(model=source, out=out, scheme=scheme, method=method, data=data,
-                                           force=True), progress=False)
+        run_quantize(QuantizeConfig(model=source, out=out, scheme=scheme, method=method, data=data,
+                                    force=True, progress=False))
     return str(out), json.loads(record.read_text())["quantization"]["seconds"]
 
 
 def evaluate(spec: str, test: int, metrics: list[str], comet) -> dict:
     from mtprune.data.specs import DataSpec
-    from mtprune.eval.evaluate import load_pair, translate_and_score
+    from mtprune.translate.translator import load_pair
+    from mtprune.eval.evaluate import translate_and_score
     from mtprune.model.load import load_model
 
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="test", limit=test))
@@ -68,11 +70,13 @@ def evaluate(spec: str, test: int, metrics: list[str], comet) -> dict:
 def costs(spec: str, test: int, batch_size: int) -> dict:
     from dataclasses import asdict
 
-    from mtprune.bench.costs import CostRequest, measure_costs
+    from mtprune.bench.alone import CostRequest
+    from mtprune.bench.costs import measure_costs
     from mtprune.data.specs import DataSpec
 
     data = DataSpec("sample:en-de", "en", "de", part="test", limit=test)
-    return measure_costs(CostRequest(model=spec, data=asdict(data), batch_size=batch_size, shots_by="similar"))
+    return measure_costs(CostRequest(model=spec, data=asdict(data), batch_size=batch_size,
+                                     translation={"shots_by": "similar"}))
 
 
 def table(rows: list[dict], base_bytes: int) -> str:

@@ -50,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(args, workers: int, run_dir: Path) -> dict:
     from mtprune.data.specs import DataSpec
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.search.engine import run_search
 
     cfg = SearchConfig(model=args.model, pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev",
                                                                       limit=args.limit))],

@@ -42,7 +42,9 @@ def dev_spec(args):
 
 
 def run_ours(args, fast: bool) -> dict:
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.search.engine import run_search
+    from mtprune.translate.settings import TranslationSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.keep) / ("fast" if fast else "exact") if args.keep else Path(tmp) / "run"
@@ -50,7 +52,7 @@ def run_ours(args, fast: bool) -> dict:
         plan = run_search(SearchConfig(
             model=MODEL, pairs=[PairConfig(dev_spec(args))], run_dir=run_dir,
             stop=StopRule(remove=args.rounds), fast=fast, shortlist=args.shortlist, proxy=args.proxy,
-            batch_size=args.batch_size, dtype="float32", progress=False,
+            translation=TranslationSettings(batch_size=args.batch_size), dtype="float32", progress=False,
         ))
         seconds = time.perf_counter() - start
     return {"removed": plan["removed"], "seconds": seconds, "final": plan["rounds"][-1]["score_after"],
@@ -62,7 +64,7 @@ def run_reference(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.model.layers import prune_layers
     from mtprune.model.load import load_model
     from mtprune.translate.prompts import clean_output

@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     import torch
 
     from mtprune.data.specs import DataSpec
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.eval.metrics import corpus_score
     from mtprune.model.load import load_model
 

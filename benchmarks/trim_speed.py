@@ -30,18 +30,21 @@ MODEL = "gemma-3-270m"
 def trimmed(model: str, work: Path, keep: int | None) -> Path:
     """The trimmed model (made once; reused while its mtprune.json is there)."""
     from mtprune.data.specs import DataSpec
-    from mtprune.compress.trim_vocab import TrimConfig, trim_vocabulary
+    from mtprune.compress.trim_vocab import TrimConfig, run_trim_vocab
 
     out = work / f"trimmed-{keep or 'data'}"
     if not (out / "mtprune.json").exists():
-        trim_vocabulary(TrimConfig(model, [DataSpec("sample:en-de", "en", "de", part="train")], out, keep=keep,
+        run_trim_vocab(TrimConfig(model, [DataSpec("sample:en-de", "en", "de", part="train")], out, keep=keep,
                                    force=True))
     return out
 
 
 def main() -> None:
     from mtprune.translate.backends import BackendConfig
-    from mtprune.bench.engine import BenchConfig, format_table, parse_batch_sizes, run_bench
+    from mtprune.bench.config import BenchConfig, parse_batch_sizes
+    from mtprune.bench.engine import run_bench
+    from mtprune.bench.render import format_table
+    from mtprune.translate.settings import TranslationSettings
     from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,13 +66,14 @@ def main() -> None:
     entry = json.loads((out / "mtprune.json").read_text())["vocabulary"][-1]
     data = DataSpec("sample:en-de", "en", "de", part="test", limit=args.limit)
     sizes = parse_batch_sizes(args.batch_sizes)
-    common = dict(models=[args.model, str(out)], data=data, dtype=args.dtype, backend=BackendConfig(args.backend),
-                  shots_by=args.shots_by)
+    common = dict(models=[args.model, str(out)], data=data, dtype=args.dtype, backend=BackendConfig(args.backend))
     speed = run_bench(BenchConfig(**common, batch_sizes=sizes, warmup=1, runs=args.runs,
+                                  translation=TranslationSettings(shots_by=args.shots_by),
                                   fixed_new_tokens=args.fixed_new_tokens))
     print(format_table(speed))
     quality = run_bench(BenchConfig(**common, batch_sizes=(max(sizes),), warmup=0, runs=1,
-                                    max_new_tokens=args.max_new_tokens))
+                                    translation=TranslationSettings(shots_by=args.shots_by,
+                                                                    max_new_tokens=args.max_new_tokens)))
     print(format_table(quality))
     base_hyps, trim_hyps = (m["batches"][0]["hypotheses"] for m in quality["models"])
     same = sum(a == b for a, b in zip(base_hyps, trim_hyps))

@@ -17,7 +17,9 @@ import time
 
 
 def main() -> None:
-    from mtprune.bench.engine import BenchConfig, format_table, run_bench
+    from mtprune.bench.config import BenchConfig
+    from mtprune.bench.engine import run_bench
+    from mtprune.bench.render import format_table
     from mtprune.data.specs import DataSpec
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

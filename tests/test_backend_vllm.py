@@ -16,11 +16,12 @@ import types
 import pytest
 
 from clirun import run
-from mtprune.translate.backends import BackendConfig
+from mtprune.config import as_flags
+from mtprune.translate.backends import FLAGS, BackendConfig
 from mtprune.translate.backends import vllm as vllm_backend
 from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.eval.evaluate import load_pair, make_translator
+from mtprune.translate.translator import load_pair, make_translator
 from tiny import make_config, make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -72,17 +73,24 @@ def agreement(a: list[str], b: list[str]) -> float:
 
 
 def test_backend_options_are_checked_before_any_model_loads():
-    assert BackendConfig("vllm", tensor_parallel=2, max_model_len=1024).errors() == []
+    assert BackendConfig("vllm", tensor_parallel=2, max_model_len=1024).problems() == []
     assert BackendConfig("vllm", tensor_parallel=2).engine_options() == {"tensor_parallel": 2}
-    errs = BackendConfig("hf", tensor_parallel=2, max_model_len=64).errors()
-    assert len(errs) == 1 and "--tensor-parallel, --max-model-len only apply to --backend vllm" in errs[0]
-    errs = BackendConfig("vllm", tensor_parallel=0, gpu_memory_utilization=1.5, max_model_len=0).errors()
-    assert len(errs) == 3 and "at least 1" in errs[0] and "(0, 1]" in errs[1]
-    assert "Did you mean" in BackendConfig("vlm").errors()[0]
+    foreign = BackendConfig("hf", tensor_parallel=2, max_model_len=64).problems()
+    assert [p.field for p in foreign] == ["tensor_parallel", "max_model_len"]
+    assert all(p.also == ("name",) and "--" not in p.message for p in foreign)
+    assert as_flags(foreign, FLAGS) == ["--tensor-parallel: only applies to --backend vllm (not hf)",
+                                        "--max-model-len: only applies to --backend vllm (not hf)"]
+    bad = BackendConfig("vllm", tensor_parallel=0, gpu_memory_utilization=1.5, max_model_len=0).problems()
+    assert [p.field for p in bad] == ["tensor_parallel", "gpu_memory_utilization", "max_model_len"]
+    assert "at least 1" in bad[0].message and "(0, 1]" in bad[1].message
+    (unknown,) = BackendConfig("vlm").problems()
+    assert unknown.field == "name" and "Did you mean" in unknown.message
+    with pytest.raises(ConfigError, match="--backend: unknown backend 'vlm'"):
+        BackendConfig("vlm").validate()
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--tensor-parallel", "2"], "only apply to --backend vllm"),
+    (["--tensor-parallel", "2"], "--tensor-parallel: only applies to --backend vllm"),
     (["--backend", "vlm"], "Did you mean"),
     (["--backend", "vllm", "--gpu-memory-utilization", "2"], "(0, 1]"),
 ])

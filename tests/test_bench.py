@@ -5,12 +5,15 @@ import os
 import pytest
 
 from clirun import run
-from mtprune.translate.backends import BackendConfig
-from mtprune.bench.engine import (BenchConfig, ModelShape, PeakMemory, add_ratios, backend_label, format_table, model_shape,
-                           parse_batch_sizes, per_token_flops, render_markdown, run_bench, segment_flops, skeleton_model,
-                           table_rows)
+from mtprune.bench.config import BenchConfig, parse_batch_sizes
+from mtprune.bench.engine import PeakMemory, add_ratios, run_bench
+from mtprune.bench.render import backend_label, format_table, render_markdown, table_rows
 from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
+from mtprune.model.load import skeleton_model
+from mtprune.model.shape import ModelShape, model_shape, per_token_flops, segment_flops
+from mtprune.translate.backends import BackendConfig
+from mtprune.translate.settings import TranslationSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,9 +61,46 @@ def test_backend_label_names_the_engine_options():
     assert backend_label("hf") == "hf"  # a JSON of an older bench
     assert backend_label({"name": "hf", "tensor_parallel": None}) == "hf"
     assert backend_label({"name": "vllm", "tensor_parallel": 2, "max_model_len": None}) == "vllm (tensor_parallel 2)"
-    with pytest.raises(ConfigError, match="only apply to --backend vllm"):
+    with pytest.raises(ConfigError, match="--max-model-len: only applies to --backend vllm"):
         BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"),
                     backend=BackendConfig("hf", max_model_len=64)).validate()
+
+
+def test_bench_problems_name_their_fields():
+    """Each problem names the config's field (nested ones with their section), no flag; the command line
+    renders them as flags."""
+    cfg = BenchConfig(batch_sizes=(0,), runs=0, warmup=-1, latency_segments=0, fixed_new_tokens=5, order="paralel",
+                      interval="wide", backend=BackendConfig("hf", tensor_parallel=2),
+                      translation=TranslationSettings(shots_by="best", context=-1, max_new_tokens=3))
+    problems = {p.field: p for p in cfg.problems()}
+    assert set(problems) == {"batch_sizes", "runs", "warmup", "latency_segments", "fixed_new_tokens", "order",
+                             "interval", "backend.tensor_parallel", "translation.shots_by", "translation.context"}
+    assert not any("--" in p.message for p in problems.values())
+    assert problems["fixed_new_tokens"].also == ("translation.max_new_tokens",)
+    assert BenchConfig().problems() == []  # models and data are a run's: not checked where None
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    text = str(err.value)
+    for flag in ("MODEL: required", "--data: required", "--batch-sizes:", "--runs: must be at least 1",
+                 "--warmup: must be at least 0", "--fixed-new-tokens: give it or --max-new-tokens, not both",
+                 "--tensor-parallel: only applies to --backend vllm", "--shots-by: unknown few-shot selection",
+                 "--context: must be", "--interval: unknown interval 'wide'"):
+        assert flag in text
+    assert {p.field for p in err.value.problems} >= {"models", "data"}
+
+
+def test_bench_json_records_the_settings_as_before_they_were_grouped():
+    """Reports read bench JSONs of every age: the translation settings stay among the others, in order."""
+    cfg = BenchConfig(models=["a"], data=DataSpec("x", "en", "de"),
+                      translation=TranslationSettings(shots=1, context=2, max_new_tokens=9))
+    record = cfg.record()
+    assert list(record) == ["models", "data", "batch_sizes", "warmup", "runs", "backend", "dtype", "device", "prompt",
+                            "shots", "shots_from", "shots_by", "context", "context_target", "max_new_tokens",
+                            "fixed_new_tokens", "metric", "comet", "order", "interval", "seed", "costs",
+                            "latency_segments"]
+    assert (record["shots"], record["context"], record["max_new_tokens"]) == (1, 2, 9)
+    assert record["backend"] == {"name": "hf", "tensor_parallel": None, "gpu_memory_utilization": None,
+                                 "max_model_len": None} and record["data"]["spec"] == "x"
 
 
 def test_ideal_speedup_follows_flops_not_layer_count():
@@ -161,9 +201,9 @@ def test_parse_batch_sizes_errors():
     for bad in ("1,x", "0,4", ""):
         with pytest.raises(ConfigError, match="--batch-sizes"):
             parse_batch_sizes(bad)
-    with pytest.raises(ConfigError, match="--runs must be at least 1"):
+    with pytest.raises(ConfigError, match="--runs: must be at least 1"):
         BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"), runs=0).validate()
-    with pytest.raises(ConfigError, match="--latency-segments must be at least 1"):
+    with pytest.raises(ConfigError, match="--latency-segments: must be at least 1"):
         BenchConfig(models=["m"], data=DataSpec("sample:en-de", "en", "de"), latency_segments=0).validate()
 
 
@@ -174,8 +214,8 @@ def test_bench_two_models_end_to_end(tiny_checkpoints, tmp_path, tokenizer):
     make_model("llama", num_layers=4, tokenizer=tokenizer).save_pretrained(small)
     tokenizer.save_pretrained(small)
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"]), str(small)], batch_sizes=(1, 3), warmup=1, runs=2,
-                      data=DataSpec("sample:en-de", "en", "de", part="test", limit=5), max_new_tokens=6,
-                      latency_segments=2)
+                      data=DataSpec("sample:en-de", "en", "de", part="test", limit=5),
+                      translation=TranslationSettings(max_new_tokens=6), latency_segments=2)
     result = run_bench(cfg)
     first, second = result["models"]
     assert (first["layers"], second["layers"]) == (6, 4)
@@ -255,7 +295,7 @@ def test_bench_cli_writes_outputs_and_refuses_to_overwrite(tiny_checkpoints, tmp
 def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_path, tokenizer):
     """Equal work: every segment generates exactly N tokens although the model would stop first
     (its first token of segment 1 made its EOS), and no quality is scored."""
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.model.load import load_model
 
     spec = DataSpec("sample:en-de", "en", "de", part="test", limit=4)
@@ -280,7 +320,8 @@ def test_fixed_new_tokens_gives_every_model_the_same_work(tiny_checkpoints, tmp_
     assert flags[0] == "one_run" and flags[-1] == "sequential"
     assert "exactly 5 new tokens per segment" in format_table(result)
     with pytest.raises(ConfigError, match="not both"):
-        BenchConfig(models=["m"], data=spec, fixed_new_tokens=5, max_new_tokens=3).validate()
+        BenchConfig(models=["m"], data=spec, fixed_new_tokens=5,
+                    translation=TranslationSettings(max_new_tokens=3)).validate()
 
 
 def test_a_recipes_bench_order_is_checked_with_the_rest(tmp_path):
@@ -291,8 +332,8 @@ def test_a_recipes_bench_order_is_checked_with_the_rest(tmp_path):
                       "bench: {order: paralel, runs: 0}\n")
     with pytest.raises(ConfigError) as info:
         load_recipe(recipe)
-    assert "order 'paralel': valid: interleaved, sequential" in str(info.value)
-    assert "runs must be at least 1" in str(info.value) and ":4: bench:" in str(info.value)
+    assert "unknown timing order 'paralel'" in str(info.value) and "Valid: interleaved, sequential" in str(info.value)
+    assert "must be at least 1, got 0" in str(info.value) and ":4: bench" in str(info.value)
     recipe.write_text(recipe.read_text().replace("paralel, runs: 0", "sequential"))
     assert load_recipe(recipe).bench.order == "sequential"
     assert BenchConfig(models=["a"], data=DataSpec("x", "en", "de"), backend="vllm").timing_order == "sequential"

@@ -5,7 +5,7 @@ import pytest
 
 from clirun import run
 from mtprune.model import load as models
-from mtprune.bench.engine import ModelShape, per_token_flops
+from mtprune.model.shape import ModelShape, per_token_flops
 from mtprune.search.budget import SpeedModel, depth_for, parse_budget, predict, speed_model_from_bench, unmet
 from mtprune.errors import ConfigError
 
@@ -119,4 +119,4 @@ def test_budget_errors_come_before_loading(tiny_checkpoints, tmp_path, capsys, m
                        "-o", tmp_path / "r")
     assert code == 2 and "is not a condition" in err
     code, _, err = run(capsys, "prune", folder, "--drop", "1", "--depth-for", "params<=1M", "-o", tmp_path / "p")
-    assert code == 2 and "only apply with --plan" in err
+    assert code == 2 and "--depth-for: only applies with --plan" in err

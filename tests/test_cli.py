@@ -204,5 +204,5 @@ def test_search_resume_prune_and_report_from_the_command_line(tiny_checkpoints, 
 def test_search_bad_candidate_batch_fails_before_loading(tiny_checkpoints, tmp_path, capsys, no_loading):
     code, out, err = run(capsys, "search", tiny_checkpoints["llama"], "--data", "sample:en-de", "--src", "en",
                          "--tgt", "de", "--remove", "1", "--candidate-batch", "0", "-o", tmp_path / "run")
-    assert code == 2 and "--candidate-batch must be at least 1" in err
+    assert code == 2 and "--candidate-batch: must be at least 1" in err
     assert not (tmp_path / "run").exists()

@@ -18,7 +18,8 @@ from mtprune.eval.comet import CometSettings, check_comet, load_comet
 from mtprune.eval.comet.model import masked_standardize, sparsemax
 from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.eval.metrics import make_scorer, paired_bootstrap, score_all
+from mtprune.eval.bootstrap import paired_bootstrap
+from mtprune.eval.metrics import make_scorer, score_all
 from tiny_comet import make_comet, make_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -195,7 +196,8 @@ def no_loading(monkeypatch):
 
 def test_evaluate_and_search_refuse_a_missing_checkpoint_before_loading(tiny_checkpoints, tmp_path, capsys,
                                                                         no_loading):
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.search.engine import run_search
 
     code, _, err = run(capsys, "evaluate", tiny_checkpoints["llama"], "--data", "sample:en-de", "--limit", "4",
                        "--metrics", "chrf,comet", "--comet-model", tmp_path / "missing")
@@ -223,11 +225,14 @@ def test_evaluate_writes_a_comet_score_with_its_signature(tiny_checkpoints, come
 
 
 def test_search_ranks_candidates_by_comet(tiny_checkpoints, comet_dirs, tmp_path):
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.search.engine import run_search
+    from mtprune.translate.settings import TranslationSettings
 
     cfg = SearchConfig(model=str(tiny_checkpoints["llama"]), run_dir=tmp_path / "run", stop=StopRule(remove=1),
                        pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev", limit=4))],
-                       metric="comet", comet=settings(comet_dirs["da"]), dtype="float32", max_new_tokens=6,
+                       metric="comet", comet=settings(comet_dirs["da"]), dtype="float32",
+                       translation=TranslationSettings(max_new_tokens=6),
                        progress=False)
     plan = run_search(cfg)
     assert plan["metric"] == "comet" and "|sha256:" in plan["metric_signature"]
@@ -267,4 +272,4 @@ comet: {comet}
         load_recipe(recipe("{model: nowhere/../x, batch_size: 0, devise: cpu}"))
     text = str(err.value)
     assert "r.yaml:6: comet.model: COMET model nowhere/../x: no such file" in text
-    assert "batch_size must be a positive integer" in text and "devise" in text
+    assert "comet.batch_size: must be a positive integer" in text and "devise" in text

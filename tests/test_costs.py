@@ -1,10 +1,11 @@
-"""Per-model costs, each model alone in its own process (mtprune.bench.costs): memory, disk, load time,
+"""Per-model costs, each model alone in its own process (bench.costs, bench.alone): memory, disk, load time,
 chars/s, batch-1 latency; and the batch-1 speed-ups against the FLOP ideal."""
 from dataclasses import asdict
 
 import pytest
 
-from mtprune.bench.costs import CostRequest, add_cost_ratios, cost_rows, measure_costs, peak_rss
+from mtprune.bench.alone import CostRequest, peak_rss
+from mtprune.bench.costs import add_cost_ratios, cost_rows, measure_costs
 from mtprune.data.specs import DataSpec
 from mtprune.files import folder_size
 from mtprune.model.shape import ModelShape
@@ -21,7 +22,7 @@ def request(model, **kw) -> CostRequest:
     import torch
 
     return CostRequest(model=str(model), data=asdict(DATA), batch_size=2, dtype="float32", device="cpu",
-                       max_new_tokens=4, threads=torch.get_num_threads(), **{"latency_segments": 3, **kw})
+                       translation={"shots_by": "random", "max_new_tokens": 4}, threads=torch.get_num_threads(), **{"latency_segments": 3, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from mtprune.cli.options import add_data_arguments, data_spec_from_args
+from mtprune.data.sample import sample_pairs, sample_spec_for
 from mtprune.data.specs import (
     DataSpec,
     Segment,
-    add_data_arguments,
     data_hash,
-    data_spec_from_args,
+    data_spec,
     draw_examples,
     fewshot_pool,
-    sample_spec_for,
     load_segments,
-    sample_pairs,
     segment_part,
 )
 from mtprune.errors import DataError
@@ -180,7 +179,7 @@ def test_plain_text_keeps_unicode_line_separators_in_a_line(tmp_path: Path) -> N
 
 def test_ref_for_non_plain_format_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "d.tsv", "source\ttarget\na\tb\n")
-    with pytest.raises(DataError, match="--ref .* only for plain-text"):
+    with pytest.raises(DataError, match="--ref: .* only for plain-text"):
         load(path, ref=str(path))
 
 
@@ -270,7 +269,7 @@ def test_limit_is_reproducible_nested_and_seeded(numbered_tsv: Path) -> None:
     assert a != load(numbered_tsv, limit=50, seed=4)
     assert set(load(numbered_tsv, limit=20, seed=3)) <= set(a)
     assert [s.id for s in a] == sorted((s.id for s in a), key=lambda i: int(i.split(":")[1]))  # file order kept
-    with pytest.raises(DataError, match="--limit must be a positive"):
+    with pytest.raises(DataError, match="--limit: must be a positive"):
         load(numbered_tsv, limit=0)
 
 
@@ -360,13 +359,46 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_spec_problems_name_their_fields(tmp_path: Path) -> None:
+    """DataSpec.problems(): each problem names the DataSpec field, its message no flag."""
+    tsv = str(write(tmp_path / "d.tsv", "source\ttarget\na\tb\n"))
+    assert DataSpec(tsv, "en", "de").problems() == []
+    spec = DataSpec(tsv, "en", "de", limit=0, part="val", part_by="page", ref="r.txt", split="train")
+    problems = spec.problems()
+    assert [p.field for p in problems] == ["part", "limit", "ref", "split", "part_by"]
+    assert problems[1].message == "must be a positive number of segments, got 0"
+    assert problems[2].also == ("tgt_col",) and "{tgt_col}" in problems[2].message
+    assert not any("--" in p.message for p in problems)
+    assert [p.field for p in DataSpec("sample:en-de", "en", "de", doc_col="doc").problems()] == ["doc_col"]
+    with pytest.raises(DataError, match="--limit: must be a positive number of segments, got 0") as error:
+        load(tsv, limit=0)
+    assert [p.field for p in error.value.problems] == ["limit"]
+
+
+def test_data_spec_builder_fills_the_languages_of_the_sample() -> None:
+    """data_spec(...): sample:SRC-TGT fills src/tgt; None fields keep their defaults; problems raise."""
+    assert data_spec("sample:en-de", part="dev", limit=None, seed=None) == DataSpec(
+        "sample:en-de", "en", "de", part="dev")
+    assert data_spec("sample:en-de", tgt="fr").tgt == "fr"
+    with pytest.raises(DataError, match="unknown sample pair 'en-xx'"):
+        data_spec("sample:en-xx")
+    with pytest.raises(DataError, match="--data: no data given") as error:
+        data_spec(None)
+    assert error.value.problems[0].field == "spec"
+    with pytest.raises(DataError, match="--limit: must be a positive"):
+        data_spec("sample:en-de", limit=-1)
+
+
 def test_arguments_to_spec() -> None:
     spec = data_spec_from_args(parse(["--data", "sample:en-de", "--part", "dev", "--limit", "7", "--seed", "2"]))
     assert spec == DataSpec(spec="sample:en-de", src="en", tgt="de", part="dev", limit=7, seed=2)
     spec = data_spec_from_args(parse(["--data", "x.tsv", "--src", "cs", "--tgt", "de", "--src-col", "a", "--tgt-col", "b"]))
     assert (spec.src, spec.tgt, spec.src_col, spec.tgt_col, spec.part) == ("cs", "de", "a", "b", "all")
-    with pytest.raises(DataError, match="--src and --tgt are required"):
+    with pytest.raises(DataError, match="--src: the source language is required for x.tsv") as error:
         data_spec_from_args(parse(["--data", "x.tsv"]))
+    assert [(p.field, p.message) for p in error.value.problems] == [
+        ("src", "the source language is required for x.tsv (e.g. en)"),
+        ("tgt", "the target language is required for x.tsv (e.g. de)")]
     with pytest.raises(SystemExit):
         parse(["--data", "x.tsv", "--part", "validation"])
 
@@ -394,7 +426,7 @@ def test_saved_dataset_folder(tmp_path: Path, caplog) -> None:
     })
     folder = tmp_path / "news"
     dd.save_to_disk(str(folder))
-    with caplog.at_level(logging.INFO, logger="mtprune.data.specs"):
+    with caplog.at_level(logging.INFO, logger="mtprune.data.readers"):
         segs = load(folder, src="cs", tgt="de")
     assert "using split 'test'" in caplog.text
     assert segs[0] == Segment("news:test:0", "věta 0", "Satz 0", "cs", "de")
@@ -415,7 +447,7 @@ def test_importing_never_imports_torch_or_datasets() -> None:
 
 def test_repeated_data_options_give_one_spec_per_pair(tmp_path) -> None:
     """--pairs YAML groups first, then one per --data; --src/--tgt/--weight once for all or once per --data."""
-    from mtprune.data.specs import weighted_data_specs_from_args
+    from mtprune.cli.options import weighted_data_specs_from_args
     from mtprune.errors import ConfigError
 
     pairs = tmp_path / "pairs.yaml"

@@ -36,7 +36,7 @@ def test_committed_reference_is_generated(gen_docs, page):
 
 
 def test_every_recipe_key_is_in_the_reference(gen_docs):
-    import mtprune.pipeline.recipe as r
+    import mtprune.pipeline.recipe_sections as r
 
     text = gen_docs.recipe_page()
     keys = (set(r.TOP_LEVEL) | set(r.PAIR_KEYS) | set(r.DATA_KEYS) | set(r.search_keys()) | set(r.prune_keys())
@@ -54,9 +54,9 @@ def test_a_key_without_help_is_an_error(gen_docs, monkeypatch):
 
 def test_recipe_help_metadata_keeps_defaults():
     """The help metadata leaves the recipe dataclasses' defaults as they are."""
-    import mtprune.pipeline.recipe as r
+    import mtprune.pipeline.recipe_sections as r
 
-    assert r.Translation().shots == 3 and r.Translation().shots_by == "similar"
+    assert r.TranslationSettings().shots == 3 and r.TranslationSettings().shots_by == "similar"
     assert r.Bench().batch_sizes == [1, 16] and r.Bench().runs == 5 and r.Bench().limit == 64
     assert r.Quantize().scheme == "w8a8-int8" and r.Prune().model == "base" and r.TrimVocab().data == ["train"]
     assert r.Evaluate().metrics == ["chrf++", "bleu"] and r.Pair("en", "de").weight == 1.0

@@ -13,11 +13,12 @@ import pytest
 import sacrebleu
 
 from clirun import run
-from mtprune.data.specs import DataSpec, Segment, load_segments, sample_chapter, segment_part
+from mtprune.data.sample import sample_chapter
+from mtprune.data.specs import DataSpec, Segment, load_segments, segment_part
 from mtprune.translate.documents import (ContextSettings, ContextTranslator, DocumentScorer, document_scores, documents,
                                in_order_steps, previous_in_document)
 from mtprune.errors import ConfigError, DataError
-from mtprune.eval.evaluate import load_pair, make_translator
+from mtprune.translate.translator import load_pair, make_translator
 from mtprune.translate.prompts import CONTEXT_NOTE, build_prompter
 from mtprune.pipeline.recipe import load_recipe
 from tiny import make_model, make_tokenizer
@@ -76,7 +77,7 @@ def test_document_column_errors_name_the_file_and_line(tmp_path):
         load_segments(DataSpec(str(tsv), "en", "de", part="test", part_by="document"))
     text = tmp_path / "d.txt"
     text.write_text("Hello.\n")
-    with pytest.raises(DataError, match="--doc-col is for TSV/CSV/JSONL/TMX files"):
+    with pytest.raises(DataError, match="--doc-col: is for TSV/CSV/JSONL/TMX files"):
         load_segments(DataSpec(str(text), "en", "de", doc_col="doc"))
 
 
@@ -251,7 +252,7 @@ def test_evaluate_with_context_records_settings_and_document_scores(tiny_checkpo
         run(capsys, "evaluate", folder, *data, "--context-target", "reference")
     assert "--context-target: invalid choice: 'reference' (choose from 'none', 'model')" in capsys.readouterr().err
     code, _, err = run(capsys, "evaluate", folder, *data, "--context", "-1")
-    assert code != 0 and "--context must be a number of previous sentences >= 0, got -1" in err
+    assert code != 0 and "--context: must be at least 0, got -1" in err
     code, stdout, _ = run(capsys, "evaluate", folder, *data, "--context", "2", "--json", out)
     assert code == 0
     record = json.loads(out.read_text(encoding="utf-8"))
@@ -278,11 +279,14 @@ def test_search_scores_by_document_with_model_context(tiny_checkpoints, tmp_path
 
 
 def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_checkpoints):
-    from mtprune.bench.engine import BenchConfig, run_bench
+    from mtprune.bench.config import BenchConfig
+    from mtprune.bench.engine import run_bench
+    from mtprune.translate.settings import TranslationSettings
 
     data = DataSpec("sample:en-de", "en", "de", part="test", part_by="document", limit=6)
+    translation = TranslationSettings(max_new_tokens=3, prompt="fewshot", shots=1, context=1, context_target="model")
     cfg = BenchConfig(models=[str(tiny_checkpoints["llama"])], batch_sizes=(2,), warmup=1, runs=1, data=data,
-                      max_new_tokens=3, prompt="fewshot", shots=1, context=1, context_target="model")
+                      translation=translation)
     result = run_bench(cfg)
     entry = result["models"][0]
     assert entry["translator"]["context"]["target"] == "model" and result["config"]["context"] == 1
@@ -296,20 +300,23 @@ def test_bench_with_model_context_gives_the_hypotheses_of_one_whole_run(tiny_che
 
 
 def test_search_and_bench_settings_are_checked():
-    from mtprune.bench.engine import BenchConfig
-    from mtprune.search.engine import PairConfig, SearchConfig, StopRule
+    from mtprune.bench.config import BenchConfig
+    from mtprune.config import as_flags
+    from mtprune.search.config import PairConfig, SearchConfig, StopRule
+    from mtprune.translate.settings import TranslationSettings
 
     pairs = [PairConfig(DataSpec("sample:en-de", "en", "de"))]
     cfg = SearchConfig(model="m", pairs=pairs, run_dir=".", stop=StopRule(remove=1), fast=True, race=True,
-                       score_by="document", context=-2, context_target="both")
-    errors = "\n".join(cfg.errors())
-    assert "--race bootstraps segments; with --score-by document drop --race" in errors
-    assert "--context must be a number of previous sentences >= 0, got -2" in errors
+                       score_by="document", translation=TranslationSettings(context=-2, context_target="both"))
+    errors = "\n".join(as_flags(cfg.problems()))
+    assert "--race: bootstraps segments; with --score-by document turn it off" in errors
+    assert "--context: must be at least 0, got -2" in errors
     assert "--context-target: unknown context target 'both'" in errors
     bad = SearchConfig(model="m", pairs=pairs, run_dir=".", stop=StopRule(remove=1), score_by="page", metric="comet")
-    assert "--score-by: unknown scoring unit 'page'" in "\n".join(bad.errors())
+    assert "--score-by: unknown scoring unit 'page'" in "\n".join(as_flags(bad.problems()))
     with pytest.raises(ConfigError, match="context target 'x'"):
-        BenchConfig(models=["m"], data=pairs[0].spec, context=1, context_target="x").validate()
+        BenchConfig(models=["m"], data=pairs[0].spec,
+                    translation=TranslationSettings(context=1, context_target="x")).validate()
 
 
 RECIPE = """\
@@ -334,7 +341,7 @@ def test_recipe_keys_and_their_errors(tmp_path):
     recipe = load_recipe(path)
     assert recipe.translation.context == 2 and recipe.pairs[0].test.part_by == "document"
     cfg = recipe.search_config(tmp_path / "run")
-    assert (cfg.context, cfg.context_target, cfg.score_by) == (2, "model", "document")
+    assert (cfg.translation.context, cfg.translation.context_target, cfg.score_by) == (2, "model", "document")
     path.write_text(RECIPE.format(context=-1, target="both", score_by="page"))
     with pytest.raises(ConfigError) as info:
         load_recipe(path)
@@ -357,3 +364,18 @@ def test_run_inputs_without_context_stay_as_before(tmp_path):
     assert "context" not in inputs["evaluate"]["translation"]
     assert "part_by" not in data_identity(DataSpec("sample:en-de", "en", "de"))
     assert data_identity(DataSpec("sample:en-de", "en", "de", part_by="document"))["part_by"] == "document"
+
+
+def test_context_settings_problems_name_the_translation_fields():
+    from mtprune.translate.documents import score_by_problems
+
+    bad = ContextSettings(-1, "both").problems()
+    assert [p.field for p in bad] == ["context", "context_target"] and not any("--" in p.message for p in bad)
+    assert "previous sentences >= 0, got -1" in bad[0].message and "'both'" in bad[1].message
+    assert ContextSettings(2, "model").problems() == []
+    with pytest.raises(ConfigError, match="--context-target: unknown context target 'both'"):
+        ContextSettings(0, "both").validate()
+    (page,) = score_by_problems("page")
+    assert page.field == "score_by" and page.message.startswith("unknown scoring unit 'page'")
+    assert score_by_problems("document") == []
+    assert score_by_problems("x", "search.score_by")[0].field == "search.score_by"

@@ -13,7 +13,8 @@ from mtprune.model import load as models
 from clirun import run
 from mtprune.data.specs import DataSpec, load_segments, segment_part
 from mtprune.errors import ConfigError, DataError
-from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
+from mtprune.translate.translator import load_pair, make_translator
+from mtprune.eval.evaluate import score_hypotheses
 from tiny import make_model, make_tokenizer
 
 SAMPLE = DataSpec("sample:en-de", "en", "de", limit=8)
@@ -111,7 +112,7 @@ def _user_file(tmp_path, n: int, name: str = "mine.tsv", start: int = 0):
 
 def test_user_file_with_no_examples_left_takes_them_from_the_sample(tmp_path, caplog):
     pair = load_pair(DataSpec(str(_user_file(tmp_path, 16)), "en", "de"))
-    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.translate.translator"):
         tr = make_translator(_base_model(), pair, shots_by="random", prompt="auto", shots=3, progress=False)
     assert tr.prompter.mode == "fewshot" and tr.prompter.examples_from == "sample:en-de"
     assert len(tr.prompter.example_ids) == 3 and "from the bundled sample:en-de" in caplog.text
@@ -130,7 +131,7 @@ def test_plain_source_file_without_references_gets_sample_examples(tmp_path):
 def test_pair_missing_from_the_sample_translates_zero_shot_with_a_warning(tmp_path, caplog):
     path = _user_file(tmp_path, 16)
     pair = load_pair(DataSpec(str(path), "en", "cs"))
-    with caplog.at_level("WARNING", logger="mtprune.eval.evaluate"):
+    with caplog.at_level("WARNING", logger="mtprune.translate.translator"):
         tr = make_translator(_base_model(), pair, shots_by="random", shots=3, progress=False)
     assert tr.prompter.example_ids == () and tr.prompter.examples_from is None
     assert "zero-shot" in caplog.text and "bundled sample has no en-cs" in caplog.text and "--shots-from" in caplog.text
@@ -312,16 +313,60 @@ def test_evaluate_errors(case, message, tmp_path, capsys, no_loading):
 
 @pytest.mark.parametrize("mode", ["zeroshot", "fewshot", "chat"])
 def test_auto_prompt_is_the_format_the_model_was_fine_tuned_with(mode, tiny_checkpoints, tmp_path, caplog):
-    from mtprune.eval.evaluate import default_prompt
+    from mtprune.translate.translator import default_prompt
     from tiny import copy_without
 
     folder = copy_without(tiny_checkpoints["llama"], tmp_path / "m")
     record = {"recovery": [{"method": "heal"}, {"method": "sft", "prompt": {"mode": mode, "template_file": None}}]}
     (folder / "mtprune.json").write_text(json.dumps(record))
     loaded = SimpleNamespace(checkpoint=str(folder), source=SimpleNamespace(spec="m"), tokenizer=make_tokenizer())
-    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.translate.translator"):
         assert default_prompt(loaded, "auto") == mode
     assert "trained with" in caplog.text
     assert default_prompt(loaded, "fewshot" if mode != "fewshot" else "chat") != mode  # --prompt overrides
     plain = SimpleNamespace(checkpoint=str(tiny_checkpoints["llama"]), source=None, tokenizer=make_tokenizer())
     assert default_prompt(plain, "auto") == "auto"  # never fine-tuned: the usual choice
+
+
+def test_the_command_and_the_runs_evaluate_stage_both_call_run_evaluate(tiny_checkpoints, tmp_path, capsys,
+                                                                       monkeypatch):
+    """One evaluate stage: `mtprune evaluate` and `mtprune run`'s evaluate stage build an EvaluateConfig
+    and hand it to run_evaluate (the recipe's settings whole, each model's summaries in the stage folder)."""
+    from mtprune.eval import evaluate as evaluate_module
+    from mtprune.pipeline.recipe import load_recipe
+    from mtprune.pipeline.run_folder import RunContext, Stage
+    from mtprune.pipeline.stages import RUNNERS
+
+    seen = []
+
+    def spy(cfg):
+        seen.append(cfg)
+        return [{"scores": {}, "data": spec.spec} for spec in cfg.data]
+
+    monkeypatch.setattr(evaluate_module, "run_evaluate", spy)
+    hyp = _hyp_file(tmp_path, 8)
+    monkeypatch.setattr("mtprune.cli.commands.evaluate.format_scores", lambda record: "scored")
+    code, stdout, _ = run(capsys, "evaluate", "--hyp", hyp, *CLI_DATA, "--metrics", "chrf", "--batch-size", "2")
+    assert code == 0 and stdout.strip() == "scored"
+    [cfg] = seen
+    assert cfg.hypotheses == str(hyp) and cfg.model is None and cfg.metrics == ["chrf"]
+    assert cfg.translation.batch_size == 2 and cfg.data[0].spec == "sample:en-de" and cfg.data[0].limit == 8
+
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(f"""\
+model: {tiny_checkpoints["llama"]}
+pairs:
+  - {{src: en, tgt: de, data: sample:en-de, test: {{limit: 4}}}}
+translation: {{shots: 1, batch_size: 4}}
+prune: {{drop: [1]}}
+evaluate: {{metrics: [chrf]}}
+""")
+    recipe = load_recipe(recipe_path)
+    ctx, folder = RunContext(recipe, tmp_path / "run", progress=False), tmp_path / "run" / "evaluate"
+    folder.mkdir(parents=True)
+    seen.clear()
+    result = RUNNERS["evaluate"](ctx, folder, Stage("evaluate", {}, "digest"))
+    assert [(c.name, c.model) for c in seen] == ctx.models() and list(result["results"]) == ["unpruned", "pruned"]
+    for cfg in seen:
+        assert cfg.records == folder and cfg.data == [recipe.pairs[0].test] and cfg.metrics == ["chrf"]
+        assert cfg.translation == recipe.translation and cfg.backend == recipe.backend and not cfg.progress

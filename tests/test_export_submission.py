@@ -56,3 +56,27 @@ def test_unknown_language_and_hub_model_are_errors(tiny_checkpoints, tmp_path, c
     assert done.returncode == 2 and "unknown language 'xq'" in done.stderr
     code, _, err = run(capsys, "export-submission", "CohereLabs/aya-expanse-8b", "-o", tmp_path / "hub")
     assert code == 2 and "must run offline" in err and not (tmp_path / "hub").exists()
+
+
+def test_submission_and_check_problems_name_their_fields(tmp_path):
+    """Problems name the config's fields (no flag); the command line renders them as flags."""
+    from mtprune.config import as_flags
+    from mtprune.errors import ConfigError
+    from mtprune.pipeline.submission import FLAGS, SubmissionConfig
+    from mtprune.pipeline.wmt26 import CheckConfig
+    from mtprune.translate.backends import BackendConfig
+
+    cfg = SubmissionConfig(backend=BackendConfig("hf", max_model_len=8), shots_by="closest", max_batch_size=0)
+    problems = cfg.problems()
+    assert [p.field for p in problems] == ["backend.max_model_len", "max_batch_size", "max_batch_size", "shots_by"]
+    assert not any("--" in p.message for p in problems)
+    assert as_flags(problems, FLAGS)[:2] == ["--max-model-len: only applies to --backend vllm (not hf)",
+                                             "--max-batch-size: applies to --format wmt26 only (not wmt25)"]
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert "MODEL: required" in str(err.value) and "--output: required" in str(err.value)
+    assert SubmissionConfig(format="wmt26", max_batch_size=4).problems() == []
+    check = CheckConfig(timeout=0, max_batch_size=0, speed_input=tmp_path / "none.txt")
+    assert [p.field for p in check.problems()] == ["timeout", "max_batch_size", "speed_input"]
+    with pytest.raises(ConfigError, match="--speed-input: .*none.txt: no such file"):
+        CheckConfig(folder=tmp_path, speed_input=tmp_path / "none.txt").validate()

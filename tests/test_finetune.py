@@ -200,7 +200,7 @@ def _kl_to_teacher(student: Path, teacher: Path, data_tsv: Path) -> float:
     """Mean KL(teacher || student) over the dev references' target tokens, in the zero-shot format."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mtprune.eval.evaluate import load_pair
+    from mtprune.translate.translator import load_pair
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 
@@ -268,7 +268,7 @@ def test_zeroshot_prompt_is_recorded_and_kept_by_the_next_finetune(pruned, data_
 
 
 def test_template_file_prompt_is_trained_recorded_and_used_to_translate(pruned, data_tsv, tmp_path, caplog):
-    from mtprune.eval.evaluate import default_prompt
+    from mtprune.translate.translator import default_prompt
     from mtprune.model.load import load_model
 
     template = tmp_path / "prompt.txt"
@@ -278,7 +278,7 @@ def test_template_file_prompt_is_trained_recorded_and_used_to_translate(pruned, 
     prompt = read_record(out)["recovery"][-1]["prompt"]
     assert prompt["mode"] == "template" and prompt["template_file"] == str(template)
     loaded = load_model(str(out), dtype="float32", device="cpu")
-    with caplog.at_level("INFO", logger="mtprune.eval.evaluate"):
+    with caplog.at_level("INFO", logger="mtprune.translate.translator"):
         assert default_prompt(loaded, "auto") == str(template)  # translate/evaluate default to it
     assert "trained with" in caplog.text
     template.unlink()  # gone: 'auto' falls back with a warning instead of failing
@@ -337,7 +337,7 @@ def test_dev_part_none_and_own_dev_sets(pruned, data_tsv, tmp_path):
         config(pruned, data_tsv, tmp_path / "o", dev_data=[]).validate()
     with pytest.raises(ConfigError, match="--dtype: unknown dtype 'bf17'"):
         config(pruned, data_tsv, tmp_path / "o", dtype="bf17").validate()
-    with pytest.raises(ConfigError, match="--optimizer 'adam': choose one of adamw_torch"):
+    with pytest.raises(ConfigError, match="--optimizer: unknown optimizer 'adam'.*Valid: adafactor, adamw_8bit"):
         config(pruned, data_tsv, tmp_path / "o", optimizer="adam").validate()
     assert "optimizer" not in own.settings()  # the default: run files of earlier versions still --resume
 
@@ -358,7 +358,7 @@ def test_early_stopping_keeps_the_best_checkpoint(pruned, data_tsv, tmp_path):
 # ----------------------------------------------------------------------------------------
 
 def test_training_example_is_inference_prompt_then_answer(tokenizer, data_tsv):
-    from mtprune.eval.evaluate import few_shot_examples, load_pair
+    from mtprune.translate.translator import few_shot_examples, load_pair
     from mtprune.translate.prompts import build_prompter
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
@@ -389,7 +389,7 @@ def test_every_training_example_ends_with_a_labelled_stop_token(tokenizer, data_
     """The token at which translation stops (end-of-turn for chat, the line break for completion
     prompts) is the last label of every example, never masked: a model that never learns it loops."""
     from mtprune.translate.backends.hf import newline_token_ids, stop_token_ids
-    from mtprune.eval.evaluate import load_pair
+    from mtprune.translate.translator import load_pair
     from mtprune.recover.losses import IGNORE_INDEX
     from mtprune.recover.sft_data import build_pair_prompt, tokenize_pair
 
@@ -434,10 +434,10 @@ def _bad_inputs(tmp_path: Path, data_tsv: Path, tiny_checkpoints) -> dict[str, t
         "no references": (["--data", str(sources), "--src", "en", "--tgt", "de", "--part", "all",
                            "--dev-part", "none"], "no reference translation"),
         "empty data": (["--data", str(header_only), "--src", "en", "--tgt", "de"], "no segments selected"),
-        "lr zero": ([*data, "--lr", "0"], "--lr must be > 0"),
+        "lr zero": ([*data, "--lr", "0"], "--lr: must be > 0, got 0"),
         "unknown layer": ([*data, "--train-layers", "2"], "removed by pruning: [2]"),
-        "dev part unknown": ([*data, "--dev-part", "devv"], "--dev-part devv: expected dev, test, train or none"),
-        "dev overlaps train": ([*data, "--part", "all"], "overlap"),
+        "dev part unknown": ([*data, "--dev-part", "devv"], "--dev-part: expected dev, test, train or none, got devv"),
+        "dev overlaps train": ([*data, "--part", "all"], "--dev-part: dev overlaps the part trained on"),
         "teacher vocabulary": ([*data, "--teacher", str(tmp_path / "other-vocab")], "mtprune synthesize"),
     }
 
@@ -471,14 +471,19 @@ def test_existing_output_needs_force(pruned, data_tsv, tmp_path, capsys):
 
 
 def test_all_option_problems_reported_at_once(pruned, data_tsv, tmp_path):
+    from mtprune.cli.commands.finetune import FLAGS
+
     bad = config(pruned, data_tsv, tmp_path / "o", learning_rate=-1, batch_size=0, kd_weight=2.0)
+    assert {p.field for p in bad.problems()} == {"learning_rate", "batch_size", "kd_weight"}
     with pytest.raises(ConfigError) as err:
-        bad.validate()
-    assert all(s in str(err.value) for s in ("--lr", "--batch-size", "--kd-weight"))
+        bad.validate(FLAGS)
+    assert all(s in str(err.value) for s in ("--lr: must be > 0", "--batch-size: must be at least 1",
+                                             "--kd-weight: must be in [0, 1]"))
+    assert [p.field for p in err.value.problems] == ["learning_rate", "batch_size", "kd_weight"]
 
 
 def test_references_required(tmp_path):
-    from mtprune.eval.evaluate import load_pair
+    from mtprune.translate.translator import load_pair
     from mtprune.recover.sft_data import check_references
 
     path = tmp_path / "s.txt"
@@ -607,3 +612,15 @@ def test_reloading_the_best_checkpoint_warns_only_of_really_missing_weights(tmp_
         trainer._issue_warnings_after_load(_IncompatibleKeys(["lm_head.weight", "model.norm.weight"], []))
     assert "missing keys" in caplog.text and "model.norm.weight" in caplog.text
     assert "lm_head" not in caplog.text
+
+
+def test_config_problems_name_fields_and_skip_what_a_run_fills_in():
+    assert FinetuneConfig().problems() == []  # student, out and data: filled in by a run
+    bad = FinetuneConfig(data=[], dev_part="devv", lora=True, freeze_embeddings=True, optimizer="adam")
+    assert [p.field for p in bad.problems()] == ["dev_part", "data", "freeze_embeddings", "optimizer"]
+    assert all("--" not in p.message for p in bad.problems())  # messages name no flag
+    with pytest.raises(ConfigError, match="--freeze-embeddings: is implied by --lora: drop one"):
+        bad.validate()
+    with pytest.raises(ConfigError) as info:
+        FinetuneConfig().validate()
+    assert [p.field for p in info.value.problems] == ["student", "out", "data"]

@@ -13,14 +13,8 @@ from mtprune.errors import ConfigError
 from mtprune.model.export import RECORD_NAME, export_pruned
 from mtprune.model.layers import prune_layers
 from mtprune.model.load import LoadedModel, ModelSource
-from mtprune.recover.heal import (
-    HealUnit,
-    find_gaps,
-    hidden_state_loss,
-    match_layers,
-    plan_units,
-    split_heldout,
-)
+from mtprune.recover.heal import HealUnit, find_gaps, match_layers, plan_units
+from mtprune.recover.hidden_states import hidden_state_loss, split_heldout
 from tiny import make_model
 
 KEPT, REMOVED = [0, 2, 4, 5], [1, 3]  # of a 6-layer tiny model: two gaps, layers 2 and 4 after them
@@ -182,10 +176,23 @@ def test_existing_output_and_bad_options_are_refused_before_loading(tiny_checkpo
     (out / "keep.txt").write_text("mine")
     code, _, err = run(capsys, "heal", pruned, "-o", out)
     assert code == 2 and "not empty; pass --force" in err and (out / "keep.txt").read_text() == "mine"
-    for option, message in ((["--lr", "0"], "--lr must be > 0"), (["--steps", "0"], "--steps must be at least 1"),
-                            (["--max-length", "2"], "--max-length")):
+    for option, message in ((["--lr", "0"], "--lr: must be > 0, got 0.0"),
+                            (["--steps", "0"], "--steps: must be at least 1, got 0"),
+                            (["--max-length", "2"], "--max-length: must be at least 8, got 2")):
         code, _, err = run(capsys, "heal", pruned, "-o", tmp_path / "other", *option)
         assert code == 2 and message in err
+
+
+def test_config_problems_name_fields_and_skip_what_a_run_fills_in():
+    from mtprune.recover.heal import HealConfig
+
+    assert HealConfig(student=None, out=None, data=None).problems() == []  # as the recipe checks it
+    bad = HealConfig(data=[], loss="l2", lr=0, layers_per_gap=3, shots=-1)
+    assert [p.field for p in bad.problems()] == ["data", "loss", "lr", "layers_per_gap", "shots"]
+    assert all("--" not in p.message for p in bad.problems())  # messages name no flag
+    with pytest.raises(ConfigError) as info:
+        HealConfig(data=None).validate()
+    assert [p.field for p in info.value.problems] == ["student", "out", "data"]
 
 
 def test_empty_data_is_an_error(tiny_checkpoints, tokenizer, tmp_path, capsys):
@@ -222,14 +229,14 @@ def test_teacher_of_another_depth_is_refused(tiny_checkpoints, tokenizer, tmp_pa
 def test_heal_on_several_data_sets_trains_on_all_of_them(tiny_checkpoints, tokenizer, tmp_path):
     """A recipe with two pairs heals on both pairs' texts (HealConfig takes several data sets)."""
     from mtprune.data.specs import DataSpec
-    from mtprune.recover.heal import HealConfig, heal
+    from mtprune.recover.heal import HealConfig, run_heal
 
     pruned = pruned_tiny("llama", tiny_checkpoints["llama"], tmp_path / "pruned", tokenizer)
     specs = [DataSpec(f"sample:en-{tgt}", "en", tgt, part="train", limit=12) for tgt in ("de", "fr")]
-    one = heal(HealConfig(student=str(pruned), out=tmp_path / "one", data=specs[0], shots=1, max_length=48,
-                          batch_size=2, dtype="float32", progress=False, verify=False))
-    both = heal(HealConfig(student=str(pruned), out=tmp_path / "both", data=specs, shots=1, max_length=48,
-                           batch_size=2, dtype="float32", progress=False, verify=False))
+    one = run_heal(HealConfig(student=str(pruned), out=tmp_path / "one", data=specs[0], shots=1, max_length=48,
+                              batch_size=2, dtype="float32", progress=False, verify=False))
+    both = run_heal(HealConfig(student=str(pruned), out=tmp_path / "both", data=specs, shots=1, max_length=48,
+                               batch_size=2, dtype="float32", progress=False, verify=False))
     one_entry, entry = one.record["recovery"][-1], both.record["recovery"][-1]
     assert [d["name"] for d in entry["data"]] == ["en-de", "en-fr"]
     assert entry["data"][0]["data_hash"] == one_entry["data"][0]["data_hash"]

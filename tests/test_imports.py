@@ -196,3 +196,17 @@ def test_every_command_module_is_registered_and_its_help_loads_no_torch():
     env = {"PYTHONPATH": str(ROOT.parent), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == f"{len(COMMAND_MODULES)} []", out.stdout + out.stderr
+
+
+def test_nothing_below_the_cli_imports_argparse():
+    """The library takes typed configs: only cli/ reads command lines (the sources read with ast)."""
+    offenders = []
+    for name, path in package_modules().items():
+        if name.startswith(f"{PACKAGE}.cli.") or name == f"{PACKAGE}.cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(m == "argparse" or m.startswith("argparse.") for m in imported):
+                offenders.append(f"{name}:{node.lineno}")
+    assert not offenders, f"argparse imported outside cli/: {offenders}"

@@ -10,7 +10,7 @@ import pytest
 
 from mtprune.eval import langcheck
 from mtprune.data.specs import DataSpec, load_segments
-from mtprune.eval.metrics import failure_indicators, segment_failures
+from mtprune.eval.failures import failure_indicators, segment_failures
 
 # (pair, the third language's column): outputs in the source language, in a third one, and correct ones
 PAIRS = [("en-de", "fr"), ("en-fr", "de")]

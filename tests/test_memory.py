@@ -9,19 +9,19 @@ import pytest
 from mtprune.model.memory import (
     GiB,
     Estimate,
-    ModelShape,
     activation_values,
     format_estimates,
     inference_memory,
     kv_cache_bytes,
-    model_shape,
     recipe_estimates,
     training_memory,
 )
+from mtprune.model.load import skeleton_model
+from mtprune.model.shape import ModelShape, model_shape
 
 GB80 = 80 * 10 ** 9
-SMALL = ModelShape(params=1000, layer_params=100, num_layers=4, hidden=8, intermediate=32, vocab=50, kv_dim=4,
-                   lora_width=200)
+SMALL = ModelShape((0,) * 4, (0,) * 4, (None,) * 4, 0, params=1000, layer_params=100, hidden=8, intermediate=32,
+                   vocab=50, kv_dim=4, lora_width=200)
 
 
 def aya_expanse_8b_config():
@@ -35,7 +35,7 @@ def aya_expanse_8b_config():
 
 @pytest.fixture(scope="module")
 def aya():
-    return model_shape(aya_expanse_8b_config())
+    return model_shape(skeleton_model(aya_expanse_8b_config()))
 
 
 def test_full_training_counts_weights_gradients_and_adam_states():
@@ -68,12 +68,12 @@ def test_inference_kv_cache_and_the_pruned_shape():
     est = inference_memory(SMALL, dtype_bytes=2, batch_size=3, tokens=10)
     assert est.weights == 2000 and est.kv_cache == kv_cache_bytes(SMALL, 3, 10, 2)
     pruned = SMALL.pruned(1)
-    assert (pruned.params, pruned.num_layers) == (900, 3)
+    assert (pruned.params, pruned.layers) == (900, 3)
     assert "weights 0.0" in Estimate(weights=10).describe() and Estimate(weights=GiB).describe().startswith("~1.0 GiB")
 
 
 def test_the_shape_comes_from_a_skeleton_without_weights(aya):
-    assert aya.num_layers == 32 and aya.hidden == 4096 and aya.kv_dim == 8 * 128 and aya.vocab == 256000
+    assert aya.layers == 32 and aya.hidden == 4096 and aya.kv_dim == 8 * 128 and aya.vocab == 256000
     assert 8.0e9 < aya.params < 8.1e9  # Aya Expanse 8B: 8.03B parameters (tied embeddings counted once)
     assert aya.embedding_params == 256000 * 4096
     # q, o: 4096 -> 4096; k, v: 4096 -> 1024; gate, up: 4096 -> 14336; down: 14336 -> 4096
@@ -100,7 +100,7 @@ def test_the_aya_recipe_dry_run_estimates_every_stage(aya):
 
     recipe = load_recipe(Path(__file__).parent.parent / "examples" / "aya-expanse-8b-cs-de.yaml",
                          allow_missing_files=True)
-    teacher = model_shape(aya_expanse_8b_config())  # stands in for the 32B teacher's shape here
+    teacher = model_shape(skeleton_model(aya_expanse_8b_config()))  # stands in for the 32B teacher's shape here
     estimates = dict(recipe_estimates(recipe, {recipe.model: aya, "CohereLabs/aya-expanse-32b": teacher}))
     finetune = estimates["recover 2. finetune"]
     assert finetune.total < GB80, finetune.describe()
@@ -114,5 +114,16 @@ def test_a_local_model_and_a_missing_hub_model(tiny_checkpoints):
     from mtprune.model.memory import shape_of
 
     shape = shape_of(str(tiny_checkpoints["gemma3"]))
-    assert shape.num_layers == 6 and shape.hidden == 64 and shape.kv_dim == 32
+    assert shape.layers == 6 and shape.hidden == 64 and shape.kv_dim == 32
     assert shape_of("nobody/no-such-model-here") is None
+
+
+def test_one_shape_serves_the_memory_estimates_and_the_flop_model(aya):
+    """The skeleton's ModelShape carries the FLOP model's per-layer fields too; a bench JSON keeps only those."""
+    from mtprune.model.shape import per_token_flops
+
+    assert aya.layers == len(aya.linear_per_layer) == len(aya.attention_width) == 32 and aya.head == 256000 * 4096
+    assert per_token_flops(aya, 64)["total"] > per_token_flops(aya.pruned(8), 64)["total"]
+    record = aya.flop_record()
+    assert set(record) == {"linear_per_layer", "attention_width", "window", "head"}
+    assert ModelShape.from_dict(record).linear_per_layer == aya.linear_per_layer

@@ -1,4 +1,4 @@
-"""Tests for mtprune.eval.metrics: sacrebleu parity, bootstrap, failure flags."""
+"""Tests for mtprune.eval.metrics (sacrebleu parity), eval.bootstrap and eval.failures (failure flags)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,8 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 
+from mtprune.eval import bootstrap as B
+from mtprune.eval import failures as F
 from mtprune.eval import metrics as M
 from mtprune.errors import ConfigError, DataError
 
@@ -157,7 +159,7 @@ def test_length_mismatch_names_both_counts():
     with pytest.raises(DataError, match="2 hypotheses but 60 references"):
         M.make_scorer("bleu", REFS)(["a", "b"])
     with pytest.raises(DataError, match="59 hyps_b but 60 references"):
-        M.paired_bootstrap("chrf", WEAK, STRONG[:-1], REFS)
+        B.paired_bootstrap("chrf", WEAK, STRONG[:-1], REFS)
 
 
 def test_missing_or_empty_input():
@@ -174,7 +176,7 @@ def test_missing_or_empty_input():
 # ----------------------------------------------------------------------------- bootstrap
 
 def test_bootstrap_identical_systems():
-    result = M.paired_bootstrap("chrf++", WEAK, WEAK, REFS, n_samples=200)
+    result = B.paired_bootstrap("chrf++", WEAK, WEAK, REFS, n_samples=200)
     assert result.delta == 0.0 and result.delta_ci == (0.0, 0.0)
     assert result.p_value == 1.0
     assert result.ci_a == result.ci_b
@@ -183,27 +185,27 @@ def test_bootstrap_identical_systems():
 
 
 def test_bootstrap_ratio_interval_holds_the_share():
-    result = M.paired_bootstrap("chrf++", STRONG, WEAK, REFS, n_samples=300)
+    result = B.paired_bootstrap("chrf++", STRONG, WEAK, REFS, n_samples=300)
     low, high = result.ratio_ci
     assert low < result.score_b / result.score_a < high < 1.0  # the weak system keeps less than all
 
 
 @pytest.mark.parametrize("metric", M.METRICS)
 def test_bootstrap_detects_better_system(metric):
-    better = M.paired_bootstrap(metric, WEAK, STRONG, REFS, n_samples=300)
+    better = B.paired_bootstrap(metric, WEAK, STRONG, REFS, n_samples=300)
     assert better.p_value < 0.05 and better.is_significant()
     assert better.score_a == M.corpus_score(metric, WEAK, REFS).value
     assert better.score_b == M.corpus_score(metric, STRONG, REFS).value
     low, high = better.delta_ci
     assert (low > 0) if M.higher_is_better(metric) else (high < 0)
-    worse = M.paired_bootstrap(metric, STRONG, WEAK, REFS, n_samples=300)
+    worse = B.paired_bootstrap(metric, STRONG, WEAK, REFS, n_samples=300)
     assert worse.p_value > 0.95
 
 
 def test_bootstrap_seeded():
-    first = M.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=7)
-    again = M.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=7)
-    other = M.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=8)
+    first = B.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=7)
+    again = B.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=7)
+    other = B.paired_bootstrap("bleu", WEAK, STRONG, REFS, n_samples=100, seed=8)
     assert first == again
     assert first.ci_a != other.ci_a
     data = json.loads(json.dumps(first.to_dict()))
@@ -214,8 +216,8 @@ def test_bootstrap_seeded():
 def test_resampled_statistics_equal_direct_recomputation(metric):
     scorer = M.make_scorer(metric, REFS)
     stats = scorer.statistics(WEAK)
-    indices = M._bootstrap_indices(len(REFS), 5, seed=1)
-    sums = M._resampled_sums(stats, indices, chunk=2)  # several chunks
+    indices = B._bootstrap_indices(len(REFS), 5, seed=1)
+    sums = B._resampled_sums(stats, indices, chunk=2)  # several chunks
     for row, idx in zip(sums, indices):
         hyps = [WEAK[i] for i in idx]
         refs = [REFS[i] for i in idx]
@@ -237,14 +239,14 @@ def test_bootstrap_reads_the_texts_once(monkeypatch):
 
     monkeypatch.setattr(M.Scorer, "statistics", counted)
     monkeypatch.setattr(sacrebleu.metrics.CHRF, "corpus_score", lambda *a, **k: pytest.fail("scored from text"))
-    result = M.paired_bootstrap("chrf++", weak, strong, refs, n_samples=1000)
+    result = B.paired_bootstrap("chrf++", weak, strong, refs, n_samples=1000)
     assert calls == [200, 200] and result.n_samples == 1000
 
 
 @pytest.mark.parametrize("kwargs", [{"n_samples": 0}, {"confidence": 1.0}, {"n_samples": 1.5}])
 def test_bootstrap_rejects_bad_options(kwargs):
     with pytest.raises(ConfigError):
-        M.paired_bootstrap("chrf", WEAK, STRONG, REFS, **kwargs)
+        B.paired_bootstrap("chrf", WEAK, STRONG, REFS, **kwargs)
 
 
 # ----------------------------------------------------------------------------- failures
@@ -270,7 +272,7 @@ GOOD = "Der Ausschuss wird nächste Woche erneut tagen, um den Haushalt zu bespr
     ("Wow", "!!!!!!!!!!!!!", "repetition"),
 ])
 def test_failure_flag_triggered(source, hypothesis, flag):
-    assert flag in M.segment_failures(source, hypothesis)
+    assert flag in F.segment_failures(source, hypothesis)
 
 
 @pytest.mark.parametrize("source, hypothesis, flag", [
@@ -288,25 +290,25 @@ def test_failure_flag_triggered(source, hypothesis, flag):
     ("one billion", "1000000000", "repetition"),  # 9 zeros: below the 12-char run
 ])
 def test_failure_flag_not_triggered(source, hypothesis, flag):
-    assert flag not in M.segment_failures(source, hypothesis)
+    assert flag not in F.segment_failures(source, hypothesis)
 
 
 def test_empty_output_is_only_empty():
-    assert M.segment_failures(SRC, "") == {"empty"}
-    assert M.segment_failures(SRC, GOOD) == set()
+    assert F.segment_failures(SRC, "") == {"empty"}
+    assert F.segment_failures(SRC, GOOD) == set()
 
 
 def test_failure_options_change_thresholds():
-    assert "too_long" in M.segment_failures(SRC, GOOD, max_length_ratio=1.1)
-    assert "repetition" not in M.segment_failures("x", "the the the the", repetition_count=5)
+    assert "too_long" in F.segment_failures(SRC, GOOD, max_length_ratio=1.1)
+    assert "repetition" not in F.segment_failures("x", "the the the the", repetition_count=5)
     with pytest.raises(ConfigError, match="min_length_ratio"):
-        M.segment_failures(SRC, GOOD, min_length_ratio=3.0, max_length_ratio=2.0)
+        F.segment_failures(SRC, GOOD, min_length_ratio=3.0, max_length_ratio=2.0)
 
 
 def test_failure_indicators_counts_and_rates():
     sources = [SRC, SRC, SRC, SRC, "Hello there friend."]
     hyps = [GOOD, "", SRC, "Der Ausschuss.", "the the the the"]
-    report = M.failure_indicators(sources, hyps)
+    report = F.failure_indicators(sources, hyps)
     assert (report.n, report.empty, report.copies, report.too_short, report.repetitions,
             report.too_long, report.failed) == (5, 1, 1, 1, 1, 0, 4)
     assert report.rates()["empty"] == pytest.approx(0.2)
@@ -314,5 +316,5 @@ def test_failure_indicators_counts_and_rates():
     data = json.loads(json.dumps(report.to_dict()))
     assert data["copies"] == 1 and data["rates"]["repetitions"] == pytest.approx(0.2)
     with pytest.raises(DataError, match="5 sources but 4 hypotheses"):
-        M.failure_indicators(sources, hyps[:4])
-    assert M.failure_indicators([], []).rates()["empty"] == 0.0
+        F.failure_indicators(sources, hyps[:4])
+    assert F.failure_indicators([], []).rates()["empty"] == 0.0

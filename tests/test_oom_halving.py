@@ -10,7 +10,7 @@ import pytest
 
 from mtprune.translate.backends.hf import OUT_OF_MEMORY, GenerationBudget, HFTranslator, TranslationOutOfMemory
 from mtprune.errors import MtpruneError
-from mtprune.eval.evaluate import oom_record
+from mtprune.translate.translator import oom_record
 from mtprune.translate.prompts import build_prompter
 from tiny import TINY_SOURCES as SOURCES
 from tiny import make_model, make_tokenizer

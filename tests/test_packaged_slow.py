@@ -8,7 +8,7 @@ import torch
 
 from mtprune.cli.main import main
 from mtprune.model.export import RECORD_NAME
-from mtprune.model.load import packaged_checkpoint
+from mtprune.model.packaged import packaged_checkpoint
 
 pytestmark = pytest.mark.slow
 

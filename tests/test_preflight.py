@@ -10,12 +10,13 @@ import pytest
 
 from mtprune.model import preflight
 from mtprune.cli.main import main
-from mtprune.model.memory import GiB, Estimate, ModelShape, format_estimates
+from mtprune.model.memory import GiB, Estimate, format_estimates
+from mtprune.model.shape import ModelShape
 from mtprune.model.preflight import (FitCheck, MemoryFitError, Option, Room, TrainingSettings, enforce, fit_auto,
                                inference_options, training_options)
 
-SHAPE = ModelShape(params=1000, layer_params=100, num_layers=4, hidden=16, intermediate=32, vocab=50, kv_dim=8,
-                   lora_width=10, embedding_params=400)
+SHAPE = ModelShape((0,) * 4, (0,) * 4, (None,) * 4, 0, params=1000, layer_params=100, hidden=16, intermediate=32,
+                   vocab=50, kv_dim=8, lora_width=10, embedding_params=400)
 SETTINGS = TrainingSettings(batch_size=8, grad_accum=1, tokens=64, target_fraction=0.5, compute_bytes=2)
 
 
@@ -212,7 +213,8 @@ def test_inference_and_weight_commands_are_refused_before_loading(command, tiny_
 
 def test_a_recipe_stage_is_refused_before_it_loads_a_model(tiny_checkpoints, tmp_path, tight, monkeypatch):
     from mtprune.pipeline.recipe import load_recipe
-    from mtprune.pipeline.run import RunContext, check_stage_memory
+    from mtprune.pipeline.run import check_stage_memory
+    from mtprune.pipeline.run_folder import RunContext
 
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(f"model: {tiny_checkpoints['llama']}\npairs:\n  - src: en\n    tgt: de\n"
@@ -227,7 +229,7 @@ def test_a_recipe_stage_is_refused_before_it_loads_a_model(tiny_checkpoints, tmp
 
 
 def test_the_report_says_what_fit_auto_chose_and_which_batches_were_halved():
-    from mtprune.pipeline.run_report import memory_texts
+    from mtprune.pipeline.report_tables import memory_texts
 
     options = (Option({"batch_size": 2, "grad_accum": 4}, Estimate(weights=GiB), "the same model"),)
     chosen = fit_auto(FitCheck("finetune", Estimate(weights=9 * GiB), room(4), options)).to_dict()

@@ -228,10 +228,10 @@ def test_pruned_and_trimmed_model_quantizes_and_keeps_its_record(capsys, tiny_ch
 
 @pytest.mark.parametrize("argv,message", [
     (["--scheme", "int3"], "unknown quantization scheme 'int3'"),
-    ([], "--method gptq calibrates on translation data"),
+    ([], "--method: gptq calibrates on translation data: give --data (e.g. sample:en-de), or rtn (data-free)"),
     (["--scheme", "fp8-dynamic", "--method", "gptq"], "fp8-dynamic is written with rtn only"),
     (["--scheme", "w4a16", "--method", "rtn"], "--group-size 128 does not divide"),
-    (["--method", "rtn", "--damp", "2"], "--damp must be in (0, 1)"),
+    (["--method", "rtn", "--damp", "2"], "--damp: must be in (0, 1), got 2.0"),
 ])
 def test_bad_input_is_one_clear_line_and_nothing_is_written(capsys, tiny_checkpoints, tmp_path, argv, message):
     out = tmp_path / "out"
@@ -313,7 +313,7 @@ def _recipe(tmp_path, model, quantize="{limit: 4}"):
 
 
 @pytest.mark.parametrize("quantize,message", [
-    ("{scheme: int3}", "recipe.yaml:16: quantize: scheme: unknown quantization scheme 'int3'"),
+    ("{scheme: int3}", "recipe.yaml:16: quantize.scheme: unknown quantization scheme 'int3'"),
     ("{limits: 4}", "Did you mean 'limit'?"),
     ("{scheme: fp8-dynamic, method: gptq}", "fp8-dynamic is written with rtn only"),
 ])
@@ -339,7 +339,8 @@ def test_recipe_refuses_to_prune_or_recover_a_quantized_model(tiny_checkpoints, 
 
 def test_recipe_plan_quantizes_the_final_model_and_the_reference(tiny_checkpoints, tmp_path):
     from mtprune.pipeline.recipe import load_recipe
-    from mtprune.pipeline.run import RunContext, bench_models, model_names, plan_stages
+    from mtprune.pipeline.run import plan_stages
+    from mtprune.pipeline.run_folder import RunContext, bench_models, model_names
 
     recipe = load_recipe(_recipe(tmp_path, tiny_checkpoints["llama"]))
     names = [s.name for s in plan_stages(recipe, tmp_path / "run")]
@@ -372,3 +373,19 @@ def test_run_quantizes_the_final_model_and_the_reference_and_reports_them(tiny_c
     written = (run_dir / "quantize" / "model" / "model.safetensors").stat().st_mtime_ns
     assert execute(str(recipe), run_dir, progress=False) == 0
     assert (run_dir / "quantize" / "model" / "model.safetensors").stat().st_mtime_ns == written
+
+
+def test_config_problems_name_fields_and_skip_what_a_run_fills_in():
+    from mtprune.compress.quantize.pipeline import QuantizeConfig
+    from mtprune.errors import ConfigError
+
+    assert QuantizeConfig(method="rtn").problems() == []  # model and out: filled in by a run
+    bad = QuantizeConfig(scheme="fp8-dynamic", method="gptq", group_size=32, max_length=4, damp=0.0)
+    assert [p.field for p in bad.problems()] == ["method", "group_size", "max_length", "damp"]
+    assert [p.field for p in QuantizeConfig(scheme="int3").problems()] == ["scheme"]
+    gptq = QuantizeConfig().problems()  # gptq, the default, without calibration data
+    assert [(p.field, p.also) for p in gptq] == [("method", ("data",))]
+    assert all("--" not in p.message for p in bad.problems() + gptq)  # messages name no flag
+    with pytest.raises(ConfigError) as info:
+        QuantizeConfig(method="rtn").validate()
+    assert [p.field for p in info.value.problems] == ["model", "out"]

@@ -7,7 +7,8 @@ import pytest
 
 from clirun import run
 from mtprune.errors import ConfigError
-from mtprune.pipeline.recipe import PACKAGED_RECIPES_DIR, apply_overrides, load_recipe, parse_overrides, read_yaml
+from mtprune.pipeline.recipe import PACKAGED_RECIPES_DIR, load_recipe
+from mtprune.pipeline.recipe_yaml import apply_overrides, parse_overrides, read_yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest

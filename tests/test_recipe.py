@@ -65,7 +65,7 @@ def test_validation_imports_no_torch(tmp_path):
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nsearch: {remove: 2, protect: [0, 18]}\n",
      ":3: search.protect: layer ids [18] out of range: this model has 18 layers"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nsearch: {remove: 2, criterion: chrff}\n",
-     ":3: search: unknown criterion 'chrff'. Did you mean 'chrf'?"),
+     ":3: search.criterion: unknown criterion 'chrff'. Did you mean 'chrf'?"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: nowhere.tsv}]\nprune: {drop: [3]}\n",
      ":2: pairs[0].data.data: data nowhere.tsv: no such file or folder"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
@@ -79,15 +79,15 @@ def test_validation_imports_no_torch(tmp_path):
      "recover:\n  - finetune: {data: synthesized}\n", ":5: recover[0].finetune.data: 'synthesized' is the output"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\n", ":1: prune: nothing to prune"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
-     "recover:\n  - finetune: {dev_part: devv}\n", ":5: recover[0].finetune: dev_part devv: expected dev, test, "
-     "train or none"),
+     "recover:\n  - finetune: {dev_part: devv}\n", ":5: recover[0].finetune.dev_part: expected dev, test, "
+     "train or none, got devv"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
-     "recover:\n  - heal: {dtype: bf17}\n", ":5: recover[0].heal: dtype: unknown dtype 'bf17'"),
+     "recover:\n  - heal: {dtype: bf17}\n", ":5: recover[0].heal.dtype: unknown dtype 'bf17'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
      "recover:\n  - finetune: {data: {data: sample:en-de, part: dev}}\n",
-     ":5: recover[0].finetune: training part and dev part overlap"),
+     ":5: recover[0].finetune.dev_part: dev overlaps the part trained on"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\n"
-     "recover:\n  - synthesize: {device: gpu}\n", ":5: recover[0].synthesize: device: unknown device 'gpu'"),
+     "recover:\n  - synthesize: {device: gpu}\n", ":5: recover[0].synthesize.device: unknown device 'gpu'"),
     ("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nprune: {drop: [3]}\nprune: {}\n",
      ":4: prune"),  # a key given twice
 ])
@@ -97,6 +97,82 @@ def test_each_mistake_is_reported_with_its_line(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_recipe(recipe)
     assert f"{recipe}{expected}" in str(info.value)
+
+
+LIBRARY_PROBLEMS = """\
+model: gemma-3-270m
+pairs:
+  - src: en
+    tgt: de
+    data: sample:en-de
+    dev: {limit: 0}
+search:
+  fast: false
+  race: true
+  remove: 0
+recover:
+  - finetune:
+      max_steps: 4
+      lr: 0
+  - synthesize:
+      batch_size: 2
+      min_length_ratio: 5.0
+trim_vocab:
+  min_count: 0
+"""
+
+
+def test_library_problems_are_shown_at_their_keys_own_lines(tmp_path):
+    """The library configs' problems() at section.key with the key's line: a step's learning rate
+    (written as its alias lr), a search stop rule, a combination naming another key, a data spec's
+    limit, a synthesize step's translation setting; the translation's own problems only once."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(LIBRARY_PROBLEMS)
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    message = str(info.value)
+    assert f"{recipe}:6: pairs[0].dev.limit: must be a positive number of segments, got 0" in message
+    assert f"{recipe}:9: search.race: races the search.fast shortlist: turn on search.fast" in message
+    assert f"{recipe}:10: search.remove: must be at least 1, got 0" in message
+    assert f"{recipe}:14: recover[0].finetune.lr: must be > 0, got 0" in message
+    assert f"{recipe}:17: recover[1].synthesize.min_length_ratio: must be >= 0 and below " \
+           "recover[1].synthesize.max_length_ratio" in message
+    assert f"{recipe}:19: trim_vocab.min_count: must be at least 1, got 0" in message
+    assert "6 problems" in message and "--" not in message  # no command-line flag, nothing dropped or doubled
+
+
+def test_a_refused_value_is_not_reported_again_by_the_library(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: gemma-3-270m\npairs: [{src: en, tgt: de, data: sample:en-de}]\nsearch:\n  remove: two\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    assert "1 problem " in str(info.value) and f"{recipe}:4: search.remove: expected an integer" in str(info.value)
+
+
+def test_a_pairs_ref_is_its_datas_references(tmp_path):
+    """A pair's keys are a --pairs file's (data, src, tgt, ref, weight) and the roles' data."""
+    (tmp_path / "en.txt").write_text("a\nb\n")
+    (tmp_path / "de.txt").write_text("x\ny\n")
+    (tmp_path / "d.tsv").write_text("source\ttarget\na\tb\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: gemma-3-270m\npairs:\n  - {src: en, tgt: de, data: en.txt, ref: de.txt}\n"
+                      "  - src: en\n    tgt: fr\n    data: d.tsv\n    ref: de.txt\nprune: {drop: [3]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(recipe)
+    assert "1 problem " in str(info.value)
+    assert f"{recipe}:7: pairs[1].ref: {tmp_path / 'de.txt'} is only for plain-text source files" in str(info.value)
+    recipe.write_text(recipe.read_text().replace("    ref: de.txt\n", ""))
+    pair = load_recipe(recipe).pairs[0]
+    assert pair.test.ref == pair.train.ref == str(tmp_path / "de.txt") and pair.test.part == "test"
+
+
+def test_the_checker_has_no_stand_ins():
+    """The recipe builds the library configs with what it knows and None for what only a run knows:
+    no stand-in outputs, data, students or teachers, and nothing below cli/ parses arguments."""
+    folder = Path(__file__).resolve().parent.parent / "src" / "mtprune" / "pipeline"
+    source = "\n".join(p.read_text() for p in sorted(folder.glob("recipe*.py")))
+    for stand_in in ("_NO_OUTPUT", 'DataSpec("x"', 'student="?"', '"?"', "_flags_to_keys", "argparse", "re.split"):
+        assert stand_in not in source, stand_in
 
 
 @pytest.mark.parametrize("name", ["quickstart.yaml", "aya-expanse-8b-cs-de.yaml", "two-pairs.yaml"])
@@ -161,14 +237,14 @@ def scores(summary: dict) -> dict:
 
 
 def actions(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "mtprune.pipeline.run"]
+    return [r.getMessage() for r in caplog.records if r.name in ("mtprune.pipeline.run", "mtprune.pipeline.stages")]
 
 
 def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypatch, caplog):
     from mtprune.recover import heal as heal_module
     from mtprune.pipeline.run import run_recipe
 
-    caplog.set_level(logging.INFO, logger="mtprune.pipeline.run")
+    caplog.set_level(logging.INFO, logger="mtprune.pipeline")
     recipe = load_recipe(tiny_recipe(tmp_path, tiny_checkpoints["llama"]))
     whole = run_recipe(recipe, tmp_path / "whole", progress=False)
     assert [s["name"] for s in whole["stages"]] == ["search", "prune", "recover", "evaluate"]
@@ -183,17 +259,17 @@ def test_run_skips_resumes_and_redoes_from(tiny_checkpoints, tmp_path, monkeypat
     assert "## Translation failures" in md and "wrong language" in md
     assert "data:image/png;base64," in (tmp_path / "whole" / "report" / "report.html").read_text()
 
-    real_heal, calls = heal_module.heal, []
+    real_heal, calls = heal_module.run_heal, []
 
     def killed_once(cfg):
         calls.append(cfg)
         raise KeyboardInterrupt  # as a Ctrl-C during recovery
 
-    monkeypatch.setattr(heal_module, "heal", killed_once)
+    monkeypatch.setattr(heal_module, "run_heal", killed_once)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(recipe, tmp_path / "run", progress=False)
     assert calls and not (tmp_path / "run" / "recover" / "stamp.json").exists()
-    monkeypatch.setattr(heal_module, "heal", real_heal)
+    monkeypatch.setattr(heal_module, "run_heal", real_heal)
     caplog.clear()
     resumed = run_recipe(recipe, tmp_path / "run", progress=False)
     log = actions(caplog)
@@ -258,25 +334,39 @@ def test_dry_run_of_a_finished_run_says_skip(tiny_checkpoints, tmp_path, capsys,
     assert "  search    resume " in out and "  prune     run " in out and "--from" in out
 
 
-def test_training_steps_keep_their_own_batch_size(tmp_path):
+def test_training_steps_keep_their_own_batch_size(tmp_path, monkeypatch):
     """The translation batch size (16 in the quickstart) is not a training batch size: heal and
-    finetune take the prompt settings from `translation`, not its batch size."""
+    finetune take the prompt settings from `translation`, not its batch size; synthesize translates
+    with it."""
+    from mtprune.recover import synthesize as synthesize_module
     from mtprune.recover.finetune import FinetuneConfig
     from mtprune.recover.heal import HealConfig
-    from mtprune.recover.synthesize import SynthesizeConfig
-    from mtprune.pipeline.run import _defaults
+    from mtprune.pipeline.recipe_sections import RecoverStep
+    from mtprune.pipeline.run_folder import RunContext
+    from mtprune.pipeline.stages import _defaults, _synthesize_step
 
     recipe = load_recipe(EXAMPLES / "quickstart.yaml")
     assert recipe.translation.batch_size == 16
     for cls in (HealConfig, FinetuneConfig):
         options = _defaults(cls, recipe)
         assert "batch_size" not in options and options["shots"] == recipe.translation.shots
-    assert _defaults(SynthesizeConfig, recipe, training=False)["batch_size"] == 16
+    seen = []
+
+    def capture(cfg):
+        seen.append(cfg)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthesize_module, "run_synthesize", capture)
+    with pytest.raises(KeyboardInterrupt):
+        _synthesize_step(RunContext(recipe, tmp_path / "run"), RecoverStep("synthesize", "synthesize", {}, ["train"]),
+                         tmp_path / "step", "student", [])
+    assert seen[0].translation.batch_size == 16 and seen[0].translation.shots == recipe.translation.shots
 
 
 def test_heal_in_a_two_pair_recipe_heals_on_both_pairs_data(tiny_checkpoints, tmp_path, monkeypatch):
     from mtprune.recover import heal as heal_module
-    from mtprune.pipeline.run import RunContext, _heal_step
+    from mtprune.pipeline.run_folder import RunContext
+    from mtprune.pipeline.stages import _heal_step
 
     recipe_path = tmp_path / "two.yaml"
     recipe_path.write_text(f"""\
@@ -295,7 +385,7 @@ recover:
         seen.append(cfg)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(heal_module, "heal", fake_heal)
+    monkeypatch.setattr(heal_module, "run_heal", fake_heal)
     with pytest.raises(KeyboardInterrupt):
         _heal_step(RunContext(recipe, tmp_path / "run"), recipe.recover[0], tmp_path / "step", "student", [])
     specs = seen[0].data_specs
@@ -305,7 +395,7 @@ recover:
 
 
 def test_synthesized_data_is_trained_on_whole_with_the_pairs_dev_data_held_out(tmp_path):
-    from mtprune.pipeline.recipe import finetune_data
+    from mtprune.pipeline.recipe_steps import finetune_data
 
     recipe_path = tmp_path / "synth.yaml"
     recipe_path.write_text("""\
@@ -337,10 +427,12 @@ def test_run_synthesize_finetune_and_bench_end_to_end(tiny_checkpoints, tmp_path
     """`mtprune run` through every kind of stage but the search: prune, synthesize (the unpruned
     model as teacher), finetune on its translations, evaluate, bench and the report."""
     import mtprune.pipeline.run as run_module
+    import mtprune.pipeline.stages as stages_module
 
     released = []
     real_release = run_module.release_engines
-    monkeypatch.setattr(run_module, "release_engines", lambda: (released.append(1), real_release()))
+    for module in (run_module, stages_module):  # after each stage (run), after each recover step (stages)
+        monkeypatch.setattr(module, "release_engines", lambda: (released.append(1), real_release()))
     recipe = tmp_path / "all.yaml"
     recipe.write_text(f"""\
 model: {tiny_checkpoints["llama"]}

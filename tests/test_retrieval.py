@@ -11,7 +11,7 @@ import pytest
 from clirun import run
 from mtprune.data.specs import DataSpec, Segment, load_segments, segment_part
 from mtprune.errors import ConfigError
-from mtprune.eval.evaluate import few_shot_examples, load_pair, make_translator
+from mtprune.translate.translator import few_shot_examples, load_pair, make_translator
 from mtprune.pipeline.recipe import load_recipe
 from mtprune.translate.retrieval import ExampleIndex, example_index, words
 from tiny import make_model, make_tokenizer
@@ -218,9 +218,9 @@ def test_recipe_key(tmp_path):
     path.write_text(RECIPE.format(value="random"))
     recipe = load_recipe(path)
     assert recipe.translation.shots_by == "random"
-    assert recipe.search_config(tmp_path / "run").shots_by == "random"
+    assert recipe.search_config(tmp_path / "run").translation.shots_by == "random"
     path.write_text(RECIPE.format(value="similar"))
-    assert load_recipe(path).search_config(tmp_path / "run").shots_by == "similar"
+    assert load_recipe(path).search_config(tmp_path / "run").translation.shots_by == "similar"
     path.write_text(RECIPE.format(value="bm25"))
     with pytest.raises(ConfigError) as info:
         load_recipe(path)
@@ -229,17 +229,19 @@ def test_recipe_key(tmp_path):
 
 
 def test_library_configs_refuse_an_unknown_selection(tmp_path):
-    from mtprune.bench.engine import BenchConfig
+    from mtprune.bench.config import BenchConfig
     from mtprune.recover.finetune import FinetuneConfig
     from mtprune.recover.synthesize import SynthesizeConfig
+    from mtprune.translate.settings import TranslationSettings
 
     bad = "lexical"
     with pytest.raises(ConfigError, match="--shots-by: unknown few-shot selection 'lexical'"):
-        BenchConfig(models=["m"], data=TEST_PART, shots_by=bad).validate()
+        BenchConfig(models=["m"], data=TEST_PART, translation=TranslationSettings(shots_by=bad)).validate()
     with pytest.raises(ConfigError, match="--shots-by: unknown few-shot selection 'lexical'"):
         FinetuneConfig(student="m", out=tmp_path / "o", data=[TEST_PART], shots_by=bad).validate()
     with pytest.raises(ConfigError, match="--shots-by: unknown few-shot selection 'lexical'"):
-        SynthesizeConfig(teacher="m", data=TEST_PART, out=tmp_path / "o.tsv", shots_by=bad).validate()
+        SynthesizeConfig(teacher="m", data=TEST_PART, out=tmp_path / "o.tsv",
+                         translation=TranslationSettings(shots_by=bad)).validate()
 
 
 def test_submission_records_the_selection_and_packs_its_pool(tiny_checkpoints, tmp_path, capsys):
@@ -253,3 +255,13 @@ def test_submission_records_the_selection_and_packs_its_pool(tiny_checkpoints, t
     assert settings["shots_by"] == "similar" and settings["shots_from"] == "memory.tsv"
     assert (out / "memory.tsv").read_text(encoding="utf-8") == shots.read_text(encoding="utf-8")
     assert "shots 1, similar, from memory.tsv" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_shots_by_problems_name_the_field():
+    from mtprune.translate.retrieval import check_shots_by, shots_by_problems
+
+    (bad,) = shots_by_problems("simliar")
+    assert bad.field == "shots_by" and "--" not in bad.message and "Did you mean 'similar'" in bad.message
+    assert shots_by_problems("random") == []
+    with pytest.raises(ConfigError, match="--shots-by: unknown few-shot selection 'simliar'"):
+        check_shots_by("simliar")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from mtprune.pipeline import run_report
+from mtprune.pipeline import report_tables, run_report
 from mtprune.errors import ConfigError
 from test_report import SIGNATURE, make_plan
 
@@ -60,8 +60,8 @@ def models_of(md: str) -> list[dict[str, str]]:
 
 def test_models_table_has_every_figure_per_model_and_pair():
     summary = make_summary(two_pairs=True)
-    sections = run_report.build_sections(summary, plots=[])
-    md = run_report.render_markdown(summary, sections, {})
+    sections = report_tables.build_sections(summary, plots=[])
+    md = report_tables.render_markdown(summary, sections, {})
     rows = models_of(md)
     assert [r["model"] for r in rows] == ["unpruned", "pruned", "pruned + finetune"]
     unpruned, pruned, tuned = rows
@@ -99,7 +99,7 @@ def interleaved_bench() -> dict:
 def test_a_speedup_above_its_ideal_or_within_noise_is_flagged_with_its_range_and_runs():
     summary = make_summary()
     summary["bench"] = interleaved_bench()
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     unpruned, pruned, tuned = (r["tokens/s"] for r in models_of(md))
     assert unpruned == "100.0 [99.0-102.0] (1.00x [1.00-1.00] / ideal 1.00x)"
     assert pruned == "140.0 [139.0-142.0] (1.19x [1.12-1.25] / ideal 1.04x; far above ideal)"
@@ -113,7 +113,7 @@ def test_an_older_bench_json_above_its_ideal_is_flagged_too():
     summary = make_summary()
     summary["bench"]["config"]["runs"] = 1
     summary["bench"]["models"][1]["batches"][1]["speedup"] = 1.6  # ideal 1.5
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     cell = models_of(md)[1]["tokens/s"]
     assert cell == "140.0 (1.60x / ideal 1.50x; 1 run, far above ideal, sequential)"
     assert "the median of 1 run, one model after the other" in md
@@ -128,7 +128,7 @@ def test_the_models_table_shows_each_models_own_memory_disk_and_batch1_latency()
                           "gpu_peak_bytes": None, "size_on_disk_bytes": (80 - 20 * i) * 10**6,
                           "b1_latency_median_s": 0.5 - 0.1 * i, "latency_segments": 16, "b1_tokens_per_s": 20.0 + 5 * i,
                           "b1_speedup": 1.0 + 0.2 * i, "ideal_b1_speedup": 1.0 + 0.25 * i}
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     unpruned, pruned, tuned = models_of(md)
     assert [r["peak memory (alone)"] for r in (unpruned, pruned, tuned)] == ["700.00 MiB", "600.00 MiB", "500.00 MiB"]
     assert pruned["size on disk"] == "57.22 MiB" and unpruned["size on disk"] == "76.29 MiB"
@@ -136,23 +136,23 @@ def test_the_models_table_shows_each_models_own_memory_disk_and_batch1_latency()
     assert "each model alone in a fresh process" in md and "300.00 MiB before the model loaded" in md
     assert "3.00 GiB" not in md
     summary["bench"]["models"][0]["costs"]["gpu_peak_bytes"] = 2**30
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     assert models_of(md)[0]["peak memory (alone)"] == "700.00 MiB (GPU 1.00 GiB)"
 
 
 def test_models_without_bench_or_plan_still_report():
     summary = make_summary()
     del summary["bench"], summary["plan"]
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     assert "## Search" not in md
     assert models_of(md)[1]["tokens/s"] == "–" and models_of(md)[1]["segments/s"] == "–"
 
 
 def test_summary_missing_keys_is_a_clear_error():
     with pytest.raises(ConfigError, match="lacks metrics"):
-        run_report.build_sections({"models": [], "test_data": {}}, [])
+        report_tables.build_sections({"models": [], "test_data": {}}, [])
     with pytest.raises(ConfigError, match="model 1 lacks parameters"):
-        run_report.check_summary({"models": [{"name": "a", "layers": 1}], "test_data": {}, "metrics": []})
+        report_tables.check_summary({"models": [{"name": "a", "layers": 1}], "test_data": {}, "metrics": []})
 
 
 def test_html_escapes_text_and_embeds_the_plots(tmp_path):
@@ -191,7 +191,7 @@ def test_failures_table_shows_wrong_languages_found_and_the_pairs_not_checked():
     unpruned, pruned, tuned = summary["models"]
     unpruned["failures"] = {"en-de": failures(48, 0, {}), "cs-de": failures(48, None, {}, status="skipped")}
     pruned["failures"] = {"en-de": failures(48, 12, {"en": 10, "fr": 2})}  # tuned: evaluated before the check
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     rows = rows_of(md, "## Translation failures")
     assert [r[:3] for r in rows] == [["unpruned", "en-de", "48"], ["unpruned", "cs-de", "48"], ["pruned", "en-de", "48"]]
     assert [r[3] for r in rows] == ["0 (0.0%)", "–", "12 (25.0%; en 10, fr 2)"]
@@ -203,5 +203,5 @@ def test_failures_table_shows_wrong_languages_found_and_the_pairs_not_checked():
 
 def test_a_run_without_failure_counts_has_no_failures_section():
     summary = make_summary()
-    md = run_report.render_markdown(summary, run_report.build_sections(summary, []), {})
+    md = report_tables.render_markdown(summary, report_tables.build_sections(summary, []), {})
     assert "## Translation failures" not in md

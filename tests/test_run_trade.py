@@ -83,7 +83,7 @@ def test_the_recipe_check_refuses_a_reference_it_cannot_make(tiny_checkpoints, t
     message = str(err.value)
     assert "trade.yaml:11: reference: heal repairs the layers after a gap" in message
     assert "trade.yaml:7: trim_vocab.limit: must be at least 1, got 0" in message
-    assert "trade.yaml:7: trim_vocab: min_count must be at least 1, got 0" in message  # the library check, as keys
+    assert "trade.yaml:7: trim_vocab.min_count: must be at least 1, got 0" in message  # the library check, as keys
 
 
 def test_teacher_reference_distils_the_pruned_model_from_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
@@ -139,7 +139,7 @@ def test_for_reference_trains_the_reference_its_own_way_and_the_student_its_own(
     ("for_reference: {learning_rate: 0.002}", "trade.yaml:10: recover[0].finetune.for_reference: for_reference "
      "sets how the reference stage runs a step that distils from the reference"),
     ("teacher: reference, for_reference: {prompt: fewshot}", "for_reference.prompt: unknown key 'prompt'"),
-    ("teacher: reference, for_reference: {max_steps: 0}", "recover[0].finetune.for_reference: max_steps must be"),
+    ("teacher: reference, for_reference: {max_steps: 0}", "recover[0].finetune.for_reference.max_steps: must be at least 1"),
 ])
 def test_the_recipe_refuses_for_reference_options_it_cannot_apply(options, expected, tiny_checkpoints, tmp_path):
     recipe = trade_recipe(tmp_path, tiny_checkpoints["llama"])
@@ -155,7 +155,7 @@ def test_a_step_problem_is_reported_once_not_again_for_its_reference_run(tiny_ch
         "max_length: 512}", "max_length: 512, teacher: reference, for_reference: {learning_rate: 0.002}}"))
     with pytest.raises(ConfigError) as err:
         load_recipe(recipe)
-    assert str(err.value).count("max_steps must be") == 1 and "recover[0].finetune: max_steps" in str(err.value)
+    assert str(err.value).count("max_steps: must be") == 1 and "recover[0].finetune.max_steps: must be" in str(err.value)
 
 
 def test_prune_model_reference_searches_and_prunes_the_fine_tuned_reference(tiny_checkpoints, tmp_path):
@@ -211,7 +211,7 @@ def test_a_prompt_choice_trains_each_format_and_keeps_the_best_on_dev(tiny_check
     """prompt: [zeroshot, fewshot] on a finetune step: one model per format, each scored on the dev data
     in the format it was trained in; the best is the step's model, the choice is in its record and
     the report; the other format's weights are gone; an interrupted step does not train again."""
-    from mtprune.pipeline import run as run_module
+    from mtprune.pipeline import stages as stages_module
     from mtprune.cli.commands.run import execute
     from mtprune.model.export import read_record
 
@@ -246,7 +246,7 @@ def test_a_prompt_choice_trains_each_format_and_keeps_the_best_on_dev(tiny_check
             path.unlink()
 
     interrupt()
-    monkeypatch.setattr(run_module, "_finetune", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(stages_module, "_finetune", lambda *a, **k: pytest.fail("trained again"))
     assert execute(str(recipe), run_dir, progress=False) == 0
     assert (step / "result.json").is_file()
     # interrupted after the choice was written, before the move: the chosen model is moved, not lost

@@ -1,5 +1,6 @@
 """The iterative search on tiny random models: brute-force agreement, resume, stop rules, pairs."""
 import copy
+import dataclasses
 import logging
 import json
 from pathlib import Path
@@ -9,26 +10,32 @@ import sacrebleu
 import torch
 from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 
-from mtprune.search import engine as search_mod
 from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError, DataError
-from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+from mtprune.search import evaluator as evaluator_mod, rounds as rounds_mod
+from mtprune.search.config import PairConfig, SearchConfig, StopRule
+from mtprune.search.engine import run_search
+from mtprune.search.trace import Trace, trace_key
+from mtprune.translate.settings import TranslationSettings
 
 DEV = dict(part="all", limit=6)
 MAX_NEW = 8
+TRANSLATION_FIELDS = {f.name for f in dataclasses.fields(TranslationSettings)}
 
 
 def _cfg(folder, run_dir, **kw):
+    """A search config; the keywords that are TranslationSettings fields go to its ``translation``."""
     pairs = kw.pop("pairs", None) or [PairConfig(DataSpec("sample:en-de", "en", "de", **DEV))]
     stop = kw.pop("stop", None) or StopRule(remove=2)
     kw.setdefault("dtype", "float32")  # exact agreement (side by side == each alone) holds in fp32
+    translation = {"max_new_tokens": MAX_NEW, **{k: kw.pop(k) for k in list(kw) if k in TRANSLATION_FIELDS}}
     return SearchConfig(model=str(folder), pairs=pairs, run_dir=Path(run_dir), stop=stop,
-                        max_new_tokens=MAX_NEW, progress=False, **kw)
+                        translation=TranslationSettings(**translation), progress=False, **kw)
 
 
 def _brute_force_order(folder, n_remove):
     """The paper's method written plainly: deep-copy the model, delete layers, translate, score."""
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.model.layers import prune_layers
     from mtprune.model.load import load_model
 
@@ -87,7 +94,7 @@ def test_resume_after_crash_gives_same_plan_without_recomputing(candidate_batch,
     folder = tiny_checkpoints["qwen2"]
     full = run_search(_cfg(folder, tmp_path / "full", stop=StopRule(remove=3), candidate_batch=candidate_batch))
     calls = _count_translations(monkeypatch)
-    original_put = search_mod.Trace.put
+    original_put = Trace.put
     state = {"recorded": 0}
 
     def crashing(self, key, value):
@@ -96,10 +103,10 @@ def test_resume_after_crash_gives_same_plan_without_recomputing(candidate_batch,
             raise KeyboardInterrupt("simulated crash")
         return original_put(self, key, value)
 
-    monkeypatch.setattr(search_mod.Trace, "put", crashing)
+    monkeypatch.setattr(Trace, "put", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_search(_cfg(folder, tmp_path / "crash", stop=StopRule(remove=3), candidate_batch=candidate_batch))
-    monkeypatch.setattr(search_mod.Trace, "put", original_put)
+    monkeypatch.setattr(Trace, "put", original_put)
     assert not (tmp_path / "crash" / "plan.json").exists()
     trace_lines = (tmp_path / "crash" / "trace.jsonl").read_text().splitlines()
     assert len(trace_lines) == 1 + 5  # the header and the 5 evaluations recorded before the crash
@@ -232,16 +239,16 @@ def toy(monkeypatch):
             measured[kind].append(list(kept))
             quality = toy_quality(kept)  # a log-likelihood per token: negative, higher is better
             score = round(quality if kind == "quality" else (quality - 100) / 20, digits)
-            yield search_mod.trace_key(kind, kept), {"score": score, "per_pair": {"en-de": score}, "seconds": 0.5}
+            yield trace_key(kind, kept), {"score": score, "per_pair": {"en-de": score}, "seconds": 0.5}
 
     def similarities(self, kept):
         bi = {str(i): TOY_BLOCK_INFLUENCE[i] for i in kept}
-        return self.trace.cached(search_mod.trace_key("similarity", kept),
+        return self.trace.cached(trace_key("similarity", kept),
                                  lambda: {"block-influence": bi, "angular": bi, "seconds": 0.5})
 
-    monkeypatch.setattr(search_mod.SubsetEvaluator, "translate_groups", lambda self, s: values("quality", 4, s))
-    monkeypatch.setattr(search_mod.SubsetEvaluator, "_logprob_groups", lambda self, s: values("logprob", 6, s))
-    monkeypatch.setattr(search_mod.SubsetEvaluator, "similarities", similarities)
+    monkeypatch.setattr(evaluator_mod.SubsetEvaluator, "translate_groups", lambda self, s: values("quality", 4, s))
+    monkeypatch.setattr(evaluator_mod.SubsetEvaluator, "_logprob_groups", lambda self, s: values("logprob", 6, s))
+    monkeypatch.setattr(evaluator_mod.SubsetEvaluator, "similarities", similarities)
     return measured
 
 
@@ -314,6 +321,33 @@ def test_fast_mode_translates_only_the_shortlist(tiny_checkpoints, tmp_path, mon
         assert {c["layer"] for c in translated} == {c["layer"] for c in top}
 
 
+def test_problems_carry_their_field_and_render_as_flags():
+    from mtprune.search.config import check_depth
+
+    pairs = [PairConfig(DataSpec("sample:en-de", "en", "de"))]
+    cfg = SearchConfig(model=None, pairs=pairs, run_dir=None, stop=StopRule(remove=0), race=True,
+                       translation=TranslationSettings(batch_size=0))
+    problems = cfg.problems()  # model and run_dir None: a config built to be checked, not a problem
+    by_field = {p.field: p for p in problems}
+    assert set(by_field) == {"stop.remove", "race", "translation.batch_size"}
+    assert by_field["stop.remove"].message == "must be at least 1, got 0"
+    assert by_field["race"].also == ("fast",)
+    assert not any("--" in p.message for p in problems)  # the messages name no flag
+    with pytest.raises(ConfigError) as caught:
+        cfg.validate()
+    text = str(caught.value)
+    assert "--remove: must be at least 1, got 0" in text and "--batch-size: must be at least 1, got 0" in text
+    assert "--race: races the --fast shortlist: turn on --fast" in text
+    assert "MODEL: is required" in text and "--output: is required" in text
+    assert [p.field for p in caught.value.problems][-2:] == ["model", "run_dir"]
+    nothing = SearchConfig(model="m", pairs=pairs, run_dir=Path("r"), stop=StopRule()).problems()
+    assert [p.field for p in nothing] == [""]  # no stop rule: the search's problem as a whole
+    assert nothing[0].text(lambda f: f"--{f}").startswith("no stop rule: give --stop.remove K")
+    with pytest.raises(ConfigError, match="--target-layers: 6 is not below the model's 6 layers") as caught:
+        check_depth(SearchConfig(model="m", pairs=pairs, run_dir=None, stop=StopRule(target_layers=6)), 6, [0, 5])
+    assert [p.field for p in caught.value.problems] == ["stop.target_layers"]
+
+
 def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch):
     import mtprune.model.load
 
@@ -330,7 +364,7 @@ def test_bad_inputs_fail_before_loading(tiny_checkpoints, tmp_path, monkeypatch)
         (dict(criterion="chrff"), "Did you mean 'chrf'"),
         (dict(fast=True, criterion="logprob"), "--fast"),
         (dict(stop=StopRule(target_params=1.5)), "--target-params"),
-        (dict(candidate_batch=0), "--candidate-batch must be at least 1"),
+        (dict(candidate_batch=0), "--candidate-batch: must be at least 1"),
         (dict(pairs=[PairConfig(DataSpec("sample:en-de", "en", "de", part="dev", limit=3)),
                      PairConfig(DataSpec("sample:en-de", "en", "de", part="test", limit=3))]), "given twice"),
     ]
@@ -412,18 +446,18 @@ def test_importance_similarities_equal_hidden_states(tiny_checkpoints, tokenizer
 
 
 def test_race_drops_candidates_the_leader_beats(tiny_checkpoints, tmp_path, monkeypatch):
-    from mtprune.search.engine import race_stages
+    from mtprune.search.rounds import race_stages
 
     assert race_stages(64) == [16, 32] and race_stages(20) == [8, 10] and race_stages(8) == []
     # make the bootstrap decisive so that the race must eliminate everyone but the leader
     import dataclasses
 
-    from mtprune.eval import metrics
+    from mtprune.eval import bootstrap
 
     def decisive(*a, **k):
-        return dataclasses.replace(metrics.paired_bootstrap(*a, **k), p_value=0.0)
+        return dataclasses.replace(bootstrap.paired_bootstrap(*a, **k), p_value=0.0)
 
-    monkeypatch.setattr(search_mod, "paired_bootstrap", decisive)
+    monkeypatch.setattr(rounds_mod, "paired_bootstrap", decisive)
     pairs = [PairConfig(DataSpec("sample:en-de", "en", "de", limit=16))]
     plan = run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "race", pairs=pairs, fast=True, shortlist=3,
                            race=True, stop=StopRule(remove=1)))
@@ -479,7 +513,7 @@ def test_logprobs_of_subsets_side_by_side_equal_each_alone(arch, share_prefix, t
 
 
 def test_even_groups_and_default_candidate_batch(tiny_checkpoints, tmp_path):
-    from mtprune.search.engine import even_groups
+    from mtprune.search.evaluator import even_groups
 
     assert even_groups(list(range(17)), 16) == [list(range(9)), list(range(9, 17))]
     assert even_groups(list(range(15)), 16) == [list(range(15))]
@@ -506,7 +540,7 @@ def test_out_of_memory_halves_the_candidate_group(tiny_checkpoints, tmp_path, mo
         return original(self, sources, router)
 
     monkeypatch.setattr(hf.HFTranslator, "translate_variants", small_memory)
-    with caplog.at_level("WARNING", logger="mtprune.search.engine"):
+    with caplog.at_level("WARNING", logger="mtprune.search.evaluator"):
         plan = run_search(_cfg(folder, tmp_path / "oom"))
     assert plan["removed"] == expected["removed"]
     assert [r["candidates"][0]["score"] for r in plan["rounds"]] == [r["candidates"][0]["score"] for r in expected["rounds"]]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from mtprune.data.specs import DataSpec
-from mtprune.search.engine import PairConfig, SearchConfig, StopRule, run_search
+from mtprune.search.config import PairConfig, SearchConfig, StopRule
+from mtprune.search.engine import run_search
+from mtprune.translate.settings import TranslationSettings
 from mtprune.search.workers import WorkerPool, chunks
 
 ray = pytest.importorskip("ray", reason="Ray is part of the dev extra: pip install -e '.[dev]'")
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow  # a local Ray cluster and a model per worker: ~1 
 def _cfg(folder, run_dir, **kw) -> SearchConfig:
     pairs = [PairConfig(DataSpec("sample:en-de", "en", "de", part="all", limit=6))]
     return SearchConfig(model=str(folder), pairs=pairs, run_dir=Path(run_dir), stop=StopRule(remove=2),
-                        max_new_tokens=8, progress=False, dtype="float32", device="cpu", candidate_batch=2, **kw)
+                        translation=TranslationSettings(max_new_tokens=8), progress=False, dtype="float32", device="cpu", candidate_batch=2, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +85,5 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_recorded_twice(seri
 def test_workers_below_one_are_refused(tiny_checkpoints, tmp_path):
     from mtprune.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+    with pytest.raises(ConfigError, match="--workers: must be at least 1"):
         run_search(_cfg(tiny_checkpoints["llama"], tmp_path / "run", workers=0))

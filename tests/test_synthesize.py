@@ -1,6 +1,7 @@
 """mtprune synthesize: teacher translations as distillation data (resumable, filtered, deduplicated)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,14 +12,16 @@ from clirun import run
 from torn import Crash, crash_while_writing, stop_crashing, whole_lines
 from mtprune.data.specs import DataSpec, load_segments
 from mtprune.errors import ConfigError
+from mtprune.translate.settings import TranslationSettings
 from mtprune.recover.synthesize import (
     SynthesizeConfig,
     filter_translations,
-    synthesize,
+    run_synthesize,
     tsv_text,
     unique_sources,
 )
 
+TRANSLATION_FIELDS = {f.name for f in dataclasses.fields(TranslationSettings)}
 SOURCES = [
     "In the beginning God created the heaven and the earth.",
     "And the earth was without form, and void.",
@@ -63,11 +66,12 @@ def calls(monkeypatch):
 
 
 def config(teacher, data_path, out, **kw) -> SynthesizeConfig:
+    """The test's settings; translation settings (max_new_tokens, batch_size, prompt, ...) go by field name."""
     # lenient length bounds: a random tiny model writes random lengths; empty outputs still fail
-    defaults = dict(dtype="float32", max_new_tokens=8, chunk_size=3, progress=False, max_length_ratio=100.0,
-                    min_length_ratio=0.0)
+    defaults = dict(dtype="float32", chunk_size=3, progress=False, max_length_ratio=100.0, min_length_ratio=0.0)
+    translation = {"max_new_tokens": 8, **{k: kw.pop(k) for k in list(kw) if k in TRANSLATION_FIELDS}}
     return SynthesizeConfig(teacher=str(teacher), data=DataSpec(str(data_path), "en", "de"), out=out,
-                            **{**defaults, **kw})
+                            translation=TranslationSettings(**translation), **{**defaults, **kw})
 
 
 
@@ -112,26 +116,26 @@ def test_interrupted_run_resumes_without_translating_anything_twice(tiny_checkpo
     out = tmp_path / "synth.tsv"
     calls["fail_on"] = 3  # Ctrl-C during the third chunk
     with pytest.raises(KeyboardInterrupt):
-        synthesize(config(teacher, sources_file, out))
+        run_synthesize(config(teacher, sources_file, out))
     assert not out.exists()
     done_before = [s for chunk in calls["sources"][:2] for s in chunk]
     assert len(done_before) == 6
 
     calls["sources"], calls["fail_on"] = [], None
-    result = synthesize(config(teacher, sources_file, out))
+    result = run_synthesize(config(teacher, sources_file, out))
     resumed = [s for chunk in calls["sources"] for s in chunk]
     assert sorted(resumed + done_before) == sorted(SOURCES)  # each unique source exactly once, in all
     assert result.counts["translated_now"] == 4 and result.counts["reused_from_log"] == 6
     assert (result.counts["input"], result.counts["duplicates"], result.counts["translated"]) == (12, 2, 10)
 
     calls["sources"] = []
-    fresh = synthesize(config(teacher, sources_file, tmp_path / "fresh.tsv"))
+    fresh = run_synthesize(config(teacher, sources_file, tmp_path / "fresh.tsv"))
     assert sum(map(len, calls["sources"])) == 10
     assert out.read_text() == fresh.out.read_text()  # resuming changes nothing in the result
     assert fresh.counts["kept"] == result.counts["kept"] > 0
 
     calls["sources"] = []  # a rerun with --force translates nothing
-    synthesize(config(teacher, sources_file, out, force=True))
+    run_synthesize(config(teacher, sources_file, out, force=True))
     assert calls["sources"] == []
 
 
@@ -141,16 +145,16 @@ def test_progress_log_of_other_settings_is_refused_but_batch_size_may_change(tin
     out = tmp_path / "synth.tsv"
     calls["fail_on"] = 2
     with pytest.raises(KeyboardInterrupt):
-        synthesize(config(teacher, sources_file, out))
+        run_synthesize(config(teacher, sources_file, out))
     with pytest.raises(ConfigError, match="translation.budget.cap: 8 in the log, 5 now") as caught:
-        synthesize(config(teacher, sources_file, out, max_new_tokens=5))
+        run_synthesize(config(teacher, sources_file, out, max_new_tokens=5))
     assert "other settings" in str(caught.value) and "--force" in str(caught.value)
     calls["sources"], calls["fail_on"] = [], None  # another batch size (say, after running out of memory) continues
-    result = synthesize(config(teacher, sources_file, out, batch_size=2))
+    result = run_synthesize(config(teacher, sources_file, out, batch_size=2))
     assert result.counts["reused_from_log"] == 3 and sum(map(len, calls["sources"])) == 7
 
     calls["sources"] = []  # --force with other settings: the log is started over
-    forced = synthesize(config(teacher, sources_file, out, max_new_tokens=5, force=True))
+    forced = run_synthesize(config(teacher, sources_file, out, max_new_tokens=5, force=True))
     assert forced.counts["reused_from_log"] == 0 and sum(map(len, calls["sources"])) == 10
     assert whole_lines(out.with_name("synth.tsv.progress.jsonl"))[0]["identity"]["translation"]["budget"]["cap"] == 5
 
@@ -158,16 +162,16 @@ def test_progress_log_of_other_settings_is_refused_but_batch_size_may_change(tin
 def test_torn_progress_line_resumes_twice_to_the_uninterrupted_output(tiny_checkpoints, sources_file, tmp_path,
                                                                       calls, monkeypatch):
     teacher, out = tiny_checkpoints["llama"], tmp_path / "synth.tsv"
-    fresh = synthesize(config(teacher, sources_file, tmp_path / "fresh.tsv"))
+    fresh = run_synthesize(config(teacher, sources_file, tmp_path / "fresh.tsv"))
     crash_while_writing(monkeypatch, after=1)  # dies writing the second chunk of 3
     with pytest.raises(Crash):
-        synthesize(config(teacher, sources_file, out))
+        run_synthesize(config(teacher, sources_file, out))
     crash_while_writing(monkeypatch, after=1)  # the first rerun dies writing its second chunk too
     with pytest.raises(Crash):
-        synthesize(config(teacher, sources_file, out))
+        run_synthesize(config(teacher, sources_file, out))
     stop_crashing(monkeypatch)
     calls["sources"] = []
-    result = synthesize(config(teacher, sources_file, out))
+    result = run_synthesize(config(teacher, sources_file, out))
     assert sum(map(len, calls["sources"])) == 10 - 3 - 3  # the chunks written whole are not translated again
     assert result.counts["reused_from_log"] == 6 and out.read_text() == fresh.out.read_text()
     assert len(whole_lines(result.record["progress_log"])) == 1 + 4  # header, then 4 chunks
@@ -221,13 +225,30 @@ def test_existing_output_is_refused_before_loading(tmp_path, sources_file, capsy
     assert out.read_text() == "keep me\n"
 
 
-@pytest.mark.parametrize("option, message", [(["--batch-size", "0"], "--batch-size must be at least 1"),
-                                             (["--chunk-size", "0"], "--chunk-size must be at least 1"),
-                                             (["--min-length-ratio", "4"], "--min-length-ratio")])
+@pytest.mark.parametrize("option, message", [
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--chunk-size", "0"], "--chunk-size: must be at least 1, got 0"),
+    (["--min-length-ratio", "4"], "--min-length-ratio: must be >= 0 and below --max-length-ratio, got 4.0 and 3.0"),
+    (["--tensor-parallel", "2"], "--tensor-parallel: only applies to --backend vllm (not hf)"),
+])
 def test_bad_options_are_refused_before_loading(option, message, tmp_path, sources_file, capsys, no_loading):
     code, _, err = run(capsys, "synthesize", "any-model", "--data", sources_file, "--src", "en", "--tgt", "de",
                        "-o", tmp_path / "s.tsv", *option)
-    assert code == 2 and message in err
+    assert code == 2 and message in err, err
+
+
+def test_config_problems_name_fields_and_skip_what_a_run_fills_in(tmp_path):
+    assert SynthesizeConfig().problems() == []  # teacher, data and out: filled in by a run
+    bad = SynthesizeConfig(translation=TranslationSettings(batch_size=0), chunk_size=0, min_length_ratio=-1.0)
+    assert [p.field for p in bad.problems()] == ["translation.batch_size", "chunk_size", "min_length_ratio"]
+    assert all("--" not in p.message for p in bad.problems())  # messages name no flag
+    with pytest.raises(ConfigError) as info:
+        SynthesizeConfig().validate()
+    assert [p.field for p in info.value.problems] == ["teacher", "data", "out"]
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="is a folder; give a .tsv file name"):  # the output: checked by the run
+        run_synthesize(SynthesizeConfig(teacher="any-model", data=DataSpec("sample:en-de", "en", "de"), out=folder))
 
 
 def test_empty_data_is_an_error(tmp_path, capsys, tiny_checkpoints):

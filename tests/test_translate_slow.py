@@ -10,7 +10,8 @@ import sacrebleu
 from mtprune.model.load import cpu_has_fast_bf16
 
 from mtprune.data.specs import DataSpec
-from mtprune.eval.evaluate import load_pair, make_translator, score_hypotheses
+from mtprune.translate.translator import load_pair, make_translator
+from mtprune.eval.evaluate import score_hypotheses
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from clirun import run
 from mtprune.compress import vocab
 from mtprune.data.specs import DataSpec
 from mtprune.errors import ConfigError
-from mtprune.compress.trim_vocab import TrimConfig, trim_vocabulary
+from mtprune.compress.trim_vocab import TrimConfig, run_trim_vocab
 from tiny import _CORPUS, make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -220,7 +220,7 @@ def tiny_folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trimmed(tiny_folders, tmp_path_factory):
     root = tmp_path_factory.mktemp("trimmed")
-    return {arch: trim_vocabulary(TrimConfig(str(folder), [TRAIN], root / arch, dtype="float32"))
+    return {arch: run_trim_vocab(TrimConfig(str(folder), [TRAIN], root / arch, dtype="float32"))
             for arch, folder in tiny_folders.items()}
 
 
@@ -284,7 +284,7 @@ def test_special_ids_and_provenance_are_renumbered_and_recorded(tiny_folders, tr
 def test_vocabulary_report_and_bench_shape_count_the_smaller_head(tiny_folders, trimmed):
     from transformers import AutoModelForCausalLM
 
-    from mtprune.bench.engine import model_shape, per_token_flops
+    from mtprune.model.shape import model_shape, per_token_flops
 
     old = AutoModelForCausalLM.from_pretrained(tiny_folders["llama"])
     new = AutoModelForCausalLM.from_pretrained(trimmed["llama"].out)
@@ -336,7 +336,8 @@ def test_pruned_and_recovered_checkpoints_trim_through_the_command(capsys, tiny_
 @pytest.mark.parametrize("argv,message", [
     (["--keep", "100000"], "--keep 100000 is larger than the vocabulary"),
     (["--keep", "5"], "--keep 5 is smaller than what the data alone needs"),
-    (["--min-count", "0"], "--min-count must be at least 1"),
+    (["--min-count", "0"], "--min-count: must be at least 1, got 0"),
+    (["--keep-from", "sample:en-de"], "--keep-from: needs --keep: the number of tokens to keep in all"),
     (["--data", "sample:en-ru", "--src", "en", "--tgt", "ru"], "single-byte pieces"),
 ])
 def test_bad_input_is_a_clear_error_and_nothing_is_written(capsys, tiny_folders, tmp_path, argv, message):
@@ -395,7 +396,7 @@ def test_search_runs_on_a_trimmed_copy_and_resumes_with_it(capsys, tiny_folders,
 
 def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path, needs_vllm):
     from mtprune.translate.backends import vllm as vllm_backend
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.model.load import load_model
 
     folder = tmp_path / "gemma3"
@@ -404,7 +405,7 @@ def test_vllm_translates_the_trimmed_checkpoint_as_hf(tmp_path, needs_vllm):
     model.config.max_position_embeddings = 2048
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    out = trim_vocabulary(TrimConfig(str(folder), [TRAIN], tmp_path / "trimmed", dtype="float32")).out
+    out = run_trim_vocab(TrimConfig(str(folder), [TRAIN], tmp_path / "trimmed", dtype="float32")).out
     pair = load_pair(DataSpec("sample:en-de", "en", "de", part="train", limit=8))
     before = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", *vllm_backend.CPU_ENV_DEFAULTS)}
     try:
@@ -427,10 +428,10 @@ def test_packaged_gemma_trimmed_on_the_train_part_generates_as_before(tmp_path):
     tokens equal the untrimmed model's up to the first token the untrimmed model picks outside it."""
     import torch
 
-    from mtprune.eval.evaluate import load_pair, make_translator
+    from mtprune.translate.translator import load_pair, make_translator
     from mtprune.model.load import load_model
 
-    out = trim_vocabulary(TrimConfig("gemma-3-270m", [DataSpec("sample:en-de", "en", "de", part="train")],
+    out = run_trim_vocab(TrimConfig("gemma-3-270m", [DataSpec("sample:en-de", "en", "de", part="train")],
                                      tmp_path / "g", dtype="float32")).out
     entry = json.loads((out / "mtprune.json").read_text())["vocabulary"][-1]
     assert 8000 < entry["kept"] < 40000 and entry["head_flops_share_before"] > 0.55
@@ -460,3 +461,14 @@ def test_packaged_gemma_trimmed_on_the_train_part_generates_as_before(tmp_path):
         assert [kept[t] for t in greedy(new, new_ids)[:n]] == expected[:n], source
         compared += n
     assert inside >= 3 and compared >= 24
+
+
+def test_config_problems_name_fields_and_skip_what_a_run_fills_in():
+    assert TrimConfig().problems() == []  # model, data and out: filled in by a run
+    bad = TrimConfig(data=[], keep=0, min_count=0, shots=-1)
+    assert [p.field for p in bad.problems()] == ["data", "keep", "min_count", "shots"]
+    assert [p.field for p in TrimConfig(keep_from=[DataSpec("x.tsv", "en", "de")]).problems()] == ["keep_from"]
+    assert all("--" not in p.message for p in bad.problems())  # messages name no flag
+    with pytest.raises(ConfigError) as info:
+        TrimConfig().validate()
+    assert [p.field for p in info.value.problems] == ["model", "data", "out"]

@@ -12,9 +12,8 @@ import pytest
 
 from clirun import run
 
-from mtprune.pipeline import submission
-
-from mtprune.pipeline import wmt26
+from mtprune.cli import submission_runner
+from mtprune.pipeline import submission, wmt26
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 LINES = ["Dobrý den, jak se máte?", "", "Vláda dnes schválila nový zákon.", "Bude pršet."]
@@ -52,7 +51,7 @@ def test_export_writes_the_package(package):
             "mtprune-src"} <= {p.name for p in package.iterdir()}
     assert (package / "model" / "config.json").is_file()
     assert (package / "mtprune-src" / "pyproject.toml").is_file()
-    assert (package / "mtprune-src" / "src" / "mtprune" / "submission.py").is_file()
+    assert (package / "mtprune-src" / "src" / "mtprune" / "cli" / "submission_runner.py").is_file()
     assert not list((package / "mtprune-src").rglob("__pycache__"))
     settings = json.loads((package / "submission.json").read_text())
     assert settings["task"] == "wmt26" and settings["max_batch_size"] == 4
@@ -79,7 +78,7 @@ def test_wmt25_stays_the_default(tiny_checkpoints, tmp_path, capsys):
     assert "task" not in json.loads((out / "submission.json").read_text())
     code, _, err = run(capsys, "export-submission", tiny_checkpoints["llama"], "-o", tmp_path / "b",
                        "--max-batch-size", "8")
-    assert code == 2 and "--max-batch-size applies to --format wmt26 only" in err
+    assert code == 2 and "--max-batch-size: applies to --format wmt26 only" in err
 
 
 def test_readme_and_requirements_follow_the_provenance(tiny_checkpoints, tmp_path, capsys):
@@ -169,7 +168,7 @@ def test_an_empty_translation_of_a_real_line_becomes_its_source(package, tmp_pat
     monkeypatch.setattr(submission, "translate_lines", lambda folder, pair, batch, lines, model_dir=None:
                         ["" if i != 2 else "Guten Tag." for i in range(len(lines))])
     out = tmp_path / "out.txt"
-    assert submission.main([str(package), "ces-deu", "1", "--input", str(source), "--output", str(out)]) == 0
+    assert submission_runner.main([str(package), "ces-deu", "1", "--input", str(source), "--output", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == "Ahoj světe.\n\nGuten Tag.\n"
     assert "1 empty translation(s) replaced by their source (lines 1)" in capsys.readouterr().err
 

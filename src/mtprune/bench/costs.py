@@ -3,8 +3,9 @@ the model alone in a fresh process, nothing else loaded.
 
 The interleaved bench (``bench``) holds every model in one process: that is what makes its
 speed-ups trustworthy, and what makes its peak memory the shared process's, not a model's.  Here
-each model runs in its own child process (``python -m mtprune.bench.costs REQUEST RESULT``: a new
-interpreter, never a fork, so it inherits no loaded model), one model after the other:
+each model runs in its own child process (``python -m mtprune.cli.costs_child REQUEST RESULT``, which
+measures with ``alone.measure_here``: a new interpreter, never a fork, so it inherits no loaded model),
+one model after the other:
 
 - peak memory: the child's peak resident set size (Linux: VmHWM of /proc/self/status): Python,
   torch and the model together (``runtime_rss_bytes``: the same before the model loaded); on a CUDA
@@ -30,27 +31,22 @@ what they time: the interleaved figures are the ones to trust for speed-ups.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import MtpruneError
-from ..files import folder_size, read_json, write_json_atomic
-from ..model.shape import ModelShape, ideal_speedup, lengths, mean_prompt_tokens, per_token_flops
+from ..files import read_json, write_json_atomic
+from ..model.shape import ModelShape, ideal_speedup, per_token_flops
+from .alone import CostRequest
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LATENCY_SEGMENTS = 16
 TITLE = "cost per model (each in its own process)"
 HEADER = ["model", "disk", "peak memory", "load s", "chars/s (largest batch)", "chars/s incl. load",
           "b1 latency", "b1 tokens/s", "ideal b1 speed-up", "measured b1 speed-up"]
@@ -58,40 +54,6 @@ HEADER = ["model", "disk", "peak memory", "load s", "chars/s (largest batch)", "
 
 class CostError(MtpruneError):
     """A model's cost measurement failed in its own process."""
-
-
-@dataclass
-class CostRequest:
-    """What the child process measures: one model, the data, the translation settings of the bench."""
-
-    model: str
-    data: dict[str, Any]  # asdict(DataSpec)
-    batch_size: int  # the largest of the bench
-    latency_segments: int = DEFAULT_LATENCY_SEGMENTS
-    backend: dict[str, Any] | None = None  # asdict(BackendConfig); None: hf
-    dtype: str = "auto"
-    device: str = "auto"
-    prompt: str = "auto"
-    shots: int = 3
-    shots_from: str | None = None
-    shots_by: str = "random"
-    context: int = 0
-    context_target: str = "none"
-    max_new_tokens: int | None = None
-    fixed_new_tokens: int | None = None
-    threads: int | None = None  # torch threads, as the parent's (None: torch's default)
-    log_level: int = logging.WARNING
-
-    @classmethod
-    def from_bench(cls, cfg: Any, model: str) -> CostRequest:
-        """The request for ``model`` with the settings of ``cfg`` (a ``bench.BenchConfig``)."""
-        threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-        return cls(model=model, data=asdict(cfg.data), batch_size=max(cfg.batch_sizes),
-                   latency_segments=cfg.latency_segments, backend=asdict(cfg.backend_config), dtype=cfg.dtype,
-                   device=cfg.device, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                   shots_by=cfg.shots_by, context=cfg.context, context_target=cfg.context_target,
-                   max_new_tokens=cfg.max_new_tokens, fixed_new_tokens=cfg.fixed_new_tokens, threads=threads,
-                   log_level=logging.getLogger("mtprune").getEffectiveLevel())
 
 
 # ----------------------------------------------------------------------------------------
@@ -104,7 +66,7 @@ def measure_costs(request: CostRequest) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mtprune-costs-") as tmp:
         request_file, result_file = Path(tmp) / "request.json", Path(tmp) / "result.json"
         write_json_atomic(request_file, asdict(request))
-        command = [sys.executable, "-m", "mtprune.bench.costs", str(request_file), str(result_file)]
+        command = [sys.executable, "-m", "mtprune.cli.costs_child", str(request_file), str(result_file)]
         code = subprocess.run(command, env=_child_env(), stdin=subprocess.DEVNULL, check=False).returncode
         costs = read_json(result_file)
     if code != 0 or costs is None:
@@ -119,122 +81,6 @@ def _child_env() -> dict[str, str]:
     imports the same code as its parent, installed or not); the child's log goes to our stderr."""
     source = str(Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)}
-
-
-def peak_rss() -> tuple[int, str]:
-    """This process's peak resident set size in bytes, and where it comes from."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024, "VmHWM of the child"
-    except (OSError, AttributeError):
-        import resource
-
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # Linux reports KiB, macOS bytes; ru_maxrss carries over fork and exec: the parent's may be in it
-        return (maxrss if sys.platform == "darwin" else maxrss * 1024), "ru_maxrss of the child (parent's included?)"
-
-
-# ----------------------------------------------------------------------------------------
-# The child: load, translate the test set at the largest batch, then segments one at a time
-# ----------------------------------------------------------------------------------------
-
-def measure_here(request: CostRequest) -> dict[str, Any]:
-    """The figures of ``request``'s model in this process (meant to be a fresh one: its peak RSS
-    is the process's)."""
-    started = time.perf_counter()
-    from ..translate.backends import BackendConfig
-    from ..data.specs import DataSpec
-    from ..eval.evaluate import load_pair, make_translator
-    from ..model.load import load_model
-
-    if request.threads:
-        import torch
-
-        torch.set_num_threads(request.threads)
-    pair = load_pair(DataSpec(**request.data))
-    backend = BackendConfig(**(request.backend or {}))
-    if backend.needs_weights():
-        import torch  # noqa: F401  (start-up: what any deliverable imports before its model)
-        import transformers  # noqa: F401
-    runtime_rss, _ = peak_rss()
-    loading = time.perf_counter()
-    loaded = load_model(request.model, dtype=request.dtype, device=request.device, weights=backend.needs_weights())
-    translators = {b: make_translator(loaded, pair, prompt=request.prompt, shots=request.shots,
-                                      shots_from=request.shots_from, shots_by=request.shots_by, backend=backend,
-                                      batch_size=b, max_new_tokens=request.max_new_tokens,
-                                      fixed_new_tokens=request.fixed_new_tokens, progress=False,
-                                      context=request.context, context_target=request.context_target)
-                   for b in dict.fromkeys((request.batch_size, *((1,) if request.latency_segments else ())))}
-    loaded_at = time.perf_counter()
-    sources = pair.sources
-    whole = _translate(translators[request.batch_size], sources, request.batch_size)
-    b1 = _batch1(loaded, translators.get(1), sources[: request.latency_segments])
-    chars = sum(len(s) for s in sources)
-    startup_s, load_s = loading - started, loaded_at - loading
-    peak, source = peak_rss()
-    if not backend.needs_weights() and loaded.device.startswith("cuda"):
-        source += " (vLLM's engine process, which holds the model on the GPU, not included)"
-    return {
-        "model": request.model, "device": loaded.device, "dtype": loaded.dtype,
-        "size_on_disk_bytes": folder_size(loaded.checkpoint),
-        "peak_rss_bytes": peak, "peak_rss_source": source,
-        "runtime_rss_bytes": runtime_rss, "gpu_peak_bytes": _gpu_peak(loaded.device, backend),
-        "startup_s": round(startup_s, 3), "load_s": round(load_s, 3),
-        "batch_size": request.batch_size, "segments": len(sources), "source_chars": chars,
-        "translate_s": round(whole["seconds"], 4),
-        "chars_per_s": round(chars / whole["seconds"], 2),
-        "chars_per_s_with_load": round(chars / (startup_s + load_s + whole["seconds"]), 2),
-        **b1,
-    }
-
-
-def _batch1(loaded, translator, firsts: list[str]) -> dict[str, Any]:
-    """The b1 figures of ``firsts`` translated one at a time ({} for none: the bench timed batch 1
-    interleaved)."""
-    if not firsts:
-        return {}
-    one_by_one = [_translate(translator, [s], 1) for s in firsts]
-    seconds, tokens = sum(t["seconds"] for t in one_by_one), sum(t["tokens"] for t in one_by_one)
-    return {"b1_source": "alone", "latency_segments": len(firsts),
-            "b1_latency_median_s": round(statistics.median(t["seconds"] for t in one_by_one), 4),
-            "b1_latency_s": [round(t["seconds"], 4) for t in one_by_one],
-            "b1_tokens_per_s": round(tokens / seconds, 3),
-            "b1": lengths(mean_prompt_tokens(loaded, translator, firsts), tokens / len(firsts))}
-
-
-def _translate(translator, sources: list[str], batch_size: int) -> dict[str, float]:
-    """Seconds and generated tokens of translating ``sources`` in consecutive batches."""
-    seconds = tokens = 0.0
-    for i in range(0, len(sources), batch_size):
-        start = time.perf_counter()
-        result = translator.translate(sources[i : i + batch_size])
-        seconds += time.perf_counter() - start
-        tokens += result.generated_tokens
-    return {"seconds": seconds, "tokens": tokens}
-
-
-def _gpu_peak(device: str, backend) -> int | None:
-    """torch's peak allocation on a CUDA device (None on CPU, or where vLLM's engine process holds
-    the model: this process cannot see it)."""
-    if not device.startswith("cuda") or not backend.needs_weights():
-        return None
-    import torch
-
-    return int(torch.cuda.max_memory_allocated(device))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mtprune.bench.costs REQUEST.json RESULT.json``: the child's entry point."""
-    parser = argparse.ArgumentParser(prog="python -m mtprune.bench.costs", description=main.__doc__)
-    parser.add_argument("request", type=Path, help="a CostRequest as JSON (written by measure_costs)")
-    parser.add_argument("result", type=Path, help="where the figures go (JSON)")
-    args = parser.parse_args(argv)
-    request = CostRequest(**json.loads(args.request.read_text(encoding="utf-8")))
-    logging.basicConfig(level=request.log_level, format=f"[costs {os.getpid()}] %(levelname)s %(name)s: %(message)s")
-    logger.info("measuring %s alone (batch %d, then %d segments at batch 1)", request.model, request.batch_size,
-                request.latency_segments)
-    write_json_atomic(args.result, measure_here(request))
-    return 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -327,7 +173,3 @@ def human_bytes(n: int | None, missing: str = "-") -> str:
 
 def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}x"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,10 +21,13 @@ that lies above its ideal is flagged (``bench_stats.speedup_flags``).
 
 Ideal speed-up: generated tokens per matmul FLOP against the first model's (``ideal_speedup``:
 each segment's prompt prefill and its decoding steps; every linear layer including the LM head,
-attention at the measured lengths), not the ratio of layer counts: on gemma-3-270m the 262k-token LM head is most of a token's compute, so removing 2
-of 18 layers can at best make decoding ~4% faster; on an 8B model with a 256k vocabulary
-the head is a small part and the gain approaches L / L'.  Long prompts (few-shot examples) move
-the ideal towards L / L' too: their prefill runs through every layer and the head only once.
+attention at the measured lengths), not the ratio of layer counts: on gemma-3-270m the 262k-token
+LM head is most of a token's compute, so removing 2 of 18 layers can at best make decoding ~4%
+faster; on an 8B model with a 256k vocabulary the head is a small part and the gain approaches
+L / L'.  Long prompts (few-shot examples) move the ideal towards L / L' too: their prefill runs
+through every layer and the head only once.
+
+The settings are ``config.BenchConfig``; the tables, Markdown and plot of a result ``render``.
 """
 from __future__ import annotations
 
@@ -35,110 +38,19 @@ import platform
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..translate.backends import BackendConfig
-from .stats import (FLAG_SHORT, FLAG_TEXT, INTERVALS, median, minmax_coverage, per_round_ratios, percentile,
-                          schedule, speedup_flags, summarize)
-from .costs import HEADER as COST_HEADER
-from .costs import TITLE as COST_TITLE
-from .costs import (DEFAULT_LATENCY_SEGMENTS, CostRequest, add_cost_ratios, cost_notes, cost_rows, has_costs,
-                    measure_costs)
-from ..data.specs import DataSpec
-from ..errors import ConfigError
-from ..model.shape import (ModelShape, ideal_speedup, lengths, mean_prompt_tokens, model_shape,  # noqa: F401  (re-exported)
-                    per_token_flops, segment_flops)
-from ..model.load import countable_model, skeleton_model  # noqa: F401  (tests, benchmarks import skeleton_model here)
-from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_errors
+from ..model.load import countable_model
+from ..model.shape import ModelShape, ideal_speedup, lengths, mean_prompt_tokens, model_shape, per_token_flops
+from .config import BenchConfig
+from .alone import CostRequest
+from .costs import add_cost_ratios, measure_costs
+from .render import number_text
+from .stats import FLAG_TEXT, median, minmax_coverage, per_round_ratios, percentile, schedule, speedup_flags, summarize
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZES = (1, 16, 64)
-ORDERS = ("interleaved", "sequential")
-
-
-@dataclass
-class BenchConfig:
-    """Everything ``mtprune bench`` needs; ``validate`` checks it before any model loads."""
-
-    models: list[str]
-    data: DataSpec
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
-    warmup: int = 1
-    runs: int = 5  # rounds: min-max over 5 holds the median ratio with 94% probability (bench_stats)
-    backend: BackendConfig | str = "hf"  # a name, or with vLLM's engine options
-    dtype: str = "auto"
-    device: str = "auto"
-    prompt: str = "auto"
-    shots: int = 3
-    shots_from: str | None = None
-    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples)
-    context: int = 0  # previous sentences of the document shown with each segment (documents.py)
-    context_target: str = "none"  # none | model (the model's own translations of them too)
-    max_new_tokens: int | None = None
-    fixed_new_tokens: int | None = None  # equal work: exactly N tokens per segment, stop rules off
-    metric: str = "chrf++"
-    comet: Any = None  # CometSettings of a COMET --metric (default: its default model)
-    order: str = "interleaved"  # or sequential: one model loaded at a time (for models that do not fit together)
-    interval: str = "minmax"  # or bootstrap (of the median, seeded)
-    seed: int = 0
-    costs: bool = True  # also each model alone in its own process (costs.py): memory, disk, load, chars/s, batch 1
-    latency_segments: int = DEFAULT_LATENCY_SEGMENTS  # segments translated one at a time for the batch-1 latency
-
-    def validate(self) -> None:
-        errors = []
-        if not self.models:
-            errors.append("give at least one MODEL")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            errors.append(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
-        if self.runs < 1:
-            errors.append(f"--runs must be at least 1, got {self.runs}")
-        if self.latency_segments < 1:
-            errors.append(f"--latency-segments must be at least 1, got {self.latency_segments}")
-        if self.warmup < 0:
-            errors.append(f"--warmup must be >= 0, got {self.warmup}")
-        if self.fixed_new_tokens is not None and self.fixed_new_tokens < 1:
-            errors.append(f"--fixed-new-tokens must be at least 1, got {self.fixed_new_tokens}")
-        if self.fixed_new_tokens is not None and self.max_new_tokens is not None:
-            errors.append("give --fixed-new-tokens or --max-new-tokens, not both")
-        errors += shots_by_errors(self.shots_by)
-        errors += self.context_settings.errors()
-        if self.order not in ORDERS:
-            errors.append(f"order {self.order!r}: valid: {', '.join(ORDERS)}")
-        if self.interval not in INTERVALS:
-            errors.append(f"--interval {self.interval!r}: valid: {', '.join(INTERVALS)}")
-        errors += self.backend_config.errors()
-        if errors:
-            raise ConfigError("; ".join(errors))
-
-    @property
-    def timing_order(self) -> str:
-        """interleaved, or sequential where asked or where the backend holds one model per
-        process (vLLM: interleaving would restart its engine at every pass)."""
-        return "sequential" if self.order == "sequential" or self.backend_config.name == "vllm" else "interleaved"
-
-    @property
-    def context_settings(self):
-        from ..translate.documents import ContextSettings
-
-        return ContextSettings(self.context, self.context_target)
-
-    @property
-    def backend_config(self) -> BackendConfig:
-        return BackendConfig(self.backend) if isinstance(self.backend, str) else self.backend
-
-
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """'1,16,64' -> (1, 16, 64); a clear error for anything else."""
-    try:
-        sizes = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--batch-sizes {text!r}: give comma-separated integers, e.g. 1,16,64") from None
-    if not sizes or any(b < 1 for b in sizes):
-        raise ConfigError(f"--batch-sizes {text!r}: give comma-separated positive integers, e.g. 1,16,64")
-    return sizes
 
 
 # ----------------------------------------------------------------------------------------
@@ -295,7 +207,7 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
         "model": spec, "checkpoint": loaded.checkpoint, "fingerprint": loaded.fingerprint,
         "dtype": loaded.dtype, "device": loaded.device, "layers": shape.layers,
         "parameters": count_parameters(model)["total"], "size_on_disk_bytes": folder_size(loaded.checkpoint),
-        "shape": asdict(shape), "memory_kind": memory.kind, "batches": [],
+        "shape": shape.flop_record(), "memory_kind": memory.kind, "batches": [],
         "translator": translators[cfg.batch_sizes[0]].describe(),
     }
     held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) if weights else 0
@@ -303,12 +215,10 @@ def open_model(spec: str, pair, cfg: BenchConfig) -> OpenModel:
 
 
 def _translator(loaded, pair, cfg: BenchConfig, batch_size: int):
-    from ..eval.evaluate import make_translator
+    from ..translate.translator import make_translator
 
-    return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                           shots_by=cfg.shots_by, backend=cfg.backend_config, batch_size=batch_size,
-                           max_new_tokens=cfg.max_new_tokens, fixed_new_tokens=cfg.fixed_new_tokens, progress=False,
-                           context=cfg.context, context_target=cfg.context_target)
+    return make_translator(loaded, pair, cfg.translation, backend=cfg.backend_config, progress=False,
+                           fixed_new_tokens=cfg.fixed_new_tokens, batch_size=batch_size)
 
 
 def warm_up(m: OpenModel, pair, cfg: BenchConfig) -> None:
@@ -369,7 +279,8 @@ def time_batch1(models: list[OpenModel], pair, cfg: BenchConfig) -> None:
 
 def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
     """The model's entry of the result: its figures per batch size with their spread."""
-    from ..eval.evaluate import oom_record, score_hypotheses
+    from ..translate.translator import oom_record
+    from ..eval.evaluate import score_hypotheses
 
     # outputs of a fixed length are not translations: not scored
     scored = all(s.reference for s in pair.segments) and cfg.fixed_new_tokens is None
@@ -395,7 +306,7 @@ def finish(m: OpenModel, pair, cfg: BenchConfig) -> dict[str, Any]:
         m.entry["batches"].append(row)
         logger.info("%s batch %d: %.1f [%.1f, %.1f] tokens/s over %d runs, %.2f segments/s, latency median %.2f s, "
                     "%s %s", m.spec, b, rate.median, rate.lo, rate.hi, rate.runs, row["segments_per_s"],
-                    row["latency_median_s"], cfg.metric, _fmt(row["quality"]))
+                    row["latency_median_s"], cfg.metric, number_text(row["quality"]))
     return m.entry
 
 
@@ -496,8 +407,8 @@ def timing_note(cfg: BenchConfig) -> dict[str, Any]:
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Measure every model of ``cfg``; the result is what ``--json`` writes."""
-    from ..eval.evaluate import load_pair
-    from ..model.export import software_versions
+    from ..translate.translator import load_pair
+    from ..versions import software_versions
     from ..eval.metrics import check_metrics
 
     cfg.validate()
@@ -510,178 +421,5 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     add_ratios(models, cfg.interval, cfg.seed, interleaved=cfg.timing_order == "interleaved" or len(models) == 1)
     if cfg.costs:
         add_costs(models, cfg)
-    config = {**asdict(cfg), "data": asdict(cfg.data), "backend": asdict(cfg.backend_config)}
-    return {"config": config, "data": pair.describe(), "versions": software_versions(), "timing": timing_note(cfg),
-            "machine": machine_info(models[0]["device"]), "metric": cfg.metric, "models": models}
-
-
-# ----------------------------------------------------------------------------------------
-# Output: table, Markdown, plot
-# ----------------------------------------------------------------------------------------
-
-def backend_label(backend: dict[str, Any] | str) -> str:
-    """'hf', or 'vllm (max_model_len 512)': the backend of a result's config and its engine options."""
-    if isinstance(backend, str):
-        return backend
-    options = ", ".join(f"{key} {value}" for key, value in backend.items() if key != "name" and value is not None)
-    return f"{backend['name']} ({options})" if options else backend["name"]
-
-
-def _fmt(x: Any, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:.0f}"
-
-
-def interval_text(value: float, interval: Sequence[float] | None, spec: str = ".1f", unit: str = "") -> str:
-    """'30.3 [29.8-31.0]', or the value alone where no interval was measured (an older bench JSON)."""
-    text = f"{format(value, spec)}{unit}"
-    return f"{text} [{format(interval[0], spec)}-{format(interval[1], spec)}]" if interval else text
-
-
-def flags_text(row: dict[str, Any]) -> str:
-    return ",".join(FLAG_SHORT.get(f, f) for f in row.get("flags") or []) or "-"
-
-
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for entry in result["models"]:
-        for row in entry["batches"]:
-            rows.append([
-                Path(entry["model"]).name or entry["model"], str(entry["layers"]), f"{entry['parameters'] / 1e6:.1f}M",
-                _mib(entry["size_on_disk_bytes"]), str(row["batch_size"]),
-                interval_text(row["tokens_per_s"], row.get("tokens_per_s_interval")), str(row.get("runs", "?")),
-                f"{row['segments_per_s']:.2f}", f"{row['latency_median_s']:.2f}", f"{row['latency_p95_s']:.2f}",
-                _mib(row["peak_memory_bytes"]), _fmt(row["quality"]),
-                interval_text(row["speedup"], row.get("speedup_interval"), ".3f", "x"),
-                f"{row['ideal_speedup']:.3f}x", _fmt(row["gain_over_ideal"]), flags_text(row),
-            ])
-    return rows
-
-
-HEADER = ["model", "layers", "params", "disk MiB", "batch", "tok/s [range]", "runs", "seg/s", "lat med s",
-          "lat p95 s", "shared peak MiB", "QUALITY", "speed-up [range]", "ideal", "gain/ideal", "flags"]
-
-
-def _header(result: dict[str, Any]) -> list[str]:
-    return [result["metric"] if h == "QUALITY" else h for h in HEADER]
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """Plain-text tables for the terminal: speed (interleaved) and, where measured, the cost of
-    each model alone; and where the figures come from."""
-    lines = text_table(_header(result), table_rows(result)) + _footer(result)
-    if has_costs(result):
-        lines += ["", COST_TITLE, *text_table(COST_HEADER, cost_rows(result)), *cost_notes(result)]
-    return "\n".join(lines)
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    return lines + ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-
-
-def _footer(result: dict[str, Any]) -> list[str]:
-    m, data, cfg = result["machine"], result["data"], result["config"]
-    first = result["models"][0]
-    return [
-        f"data: {data['n_segments']} segments of {data['data']} (hash {data['data_hash']}); backend "
-        f"{backend_label(cfg['backend'])}; tok/s = generated tokens/s",
-        timing_line(result),
-        f"machine: {m.get('cpu', '?')} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']}, flags "
-        f"{','.join(m.get('cpu_flags', [])) or '-'}{', ' + m['huge_pages'] if m.get('huge_pages') else ''})"
-        f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; "
-        f"dtype {first['dtype']} on {first['device']}; shared peak = {first['memory_kind']}, in the bench's one "
-        "process" + (" (each model alone: the cost table)" if has_costs(result) else ""),
-        "speed-up and ideal are relative to the first model; speed-up = median of the per-round ratios; ideal = ratio "
-        "of generated tokens per matmul FLOP (prompt prefill and decoding: linear layers, LM head, attention at the "
-        "measured lengths); gain/ideal = "
-        "(speed-up - 1) / (ideal - 1)",
-        *flag_lines(result),
-        _work_line(cfg),
-    ]
-
-
-def timing_line(result: dict[str, Any]) -> str:
-    """How the figures were timed and what their range is (a JSON before rounds: its runs)."""
-    cfg, t = result["config"], result.get("timing")
-    if not t:
-        return (f"timing: {cfg['warmup']} warm-up + {cfg['runs']} timed runs per model, one model after the other; "
-                "median of runs")
-    turns = "taking turns batch by batch" if t.get("turns") == "batch" else "one pass per model per round"
-    order = (f"interleaved ({turns}, the order rotating: drift hits every model alike)"
-             if t["order"] == "interleaved" else
-             f"sequential ({t.get('why', '')}: each model's runs one after the other, drift between models not "
-             "cancelled)")
-    if t["interval"] == "minmax":
-        spread = f"[range] = min-max over the rounds (holds the median with {t['coverage']:.0%} probability)"
-    else:
-        spread = "[range] = 95% bootstrap interval of the median over the rounds (seeded)"
-    return f"timing: {t['warmup']} warm-up + {t['runs']} timed rounds, {order}; figures = median, {spread}"
-
-
-def flag_lines(result: dict[str, Any]) -> list[str]:
-    """One line per flag the table shows: what it means."""
-    used = dict.fromkeys(f for e in result["models"] for r in e["batches"] for f in r.get("flags") or [])
-    return [f"flag {FLAG_SHORT.get(f, f)}: {FLAG_TEXT.get(f, f)}" for f in used]
-
-
-def _work_line(cfg: dict[str, Any]) -> str:
-    """What each model generated: its own translations, or a fixed number of tokens (equal work)."""
-    fixed = cfg.get("fixed_new_tokens")
-    if fixed:
-        return (f"work: exactly {fixed} new tokens per segment, stop rules off, the same for every model "
-                "(outputs are not translations: no quality)")
-    return ("work: each model's own translations (stop at EOS/end of turn; a model that writes shorter or longer "
-            "outputs does other work: compare speeds with --fixed-new-tokens N)")
-
-
-def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
-    from ..pipeline.report import _table
-
-    parts = ["# mtprune bench", "", _table(_header(result), table_rows(result), "l" + "r" * (len(HEADER) - 1)), ""]
-    parts += [f"- {line}" for line in _footer(result)]
-    parts.append(f"- versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}")
-    if has_costs(result):
-        parts += ["", f"## {COST_TITLE[0].upper()}{COST_TITLE[1:]}", "",
-                  _table(COST_HEADER, cost_rows(result), "l" + "r" * (len(COST_HEADER) - 1)), ""]
-        parts += [f"- {line}" for line in cost_notes(result)]
-    if plot_name:
-        parts += ["", f"![tokens/s by batch size]({plot_name})"]
-    return "\n".join(parts) + "\n"
-
-
-def error_bars(rows: Sequence[dict[str, Any]], key: str) -> list[list[float]]:
-    """matplotlib's yerr/xerr of ``rows[key]``: distances down and up to ``rows[key + '_interval']``
-    (0 where a bench JSON before rounds has none)."""
-    spans = [r.get(f"{key}_interval") or [r[key], r[key]] for r in rows]
-    return [[r[key] - lo for r, (lo, _) in zip(rows, spans)], [hi - r[key] for r, (_, hi) in zip(rows, spans)]]
-
-
-def plot_speed(result: dict[str, Any], path: Path) -> None:
-    """Generated tokens/s against batch size, one line per model (log-log), each point with its
-    range over the rounds."""
-    from ..pipeline.report import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for entry in result["models"]:
-        xs = [r["batch_size"] for r in entry["batches"]]
-        ys = [r["tokens_per_s"] for r in entry["batches"]]
-        ax.errorbar(xs, ys, yerr=error_bars(entry["batches"], "tokens_per_s"), marker="o", capsize=3,
-                    label=f"{Path(entry['model']).name or entry['model']} ({entry['layers']} layers)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens / s")
-    first = result["models"][0]
-    ax.set_title(f"{backend_label(result['config']['backend'])} backend, {first['dtype']} on {first['device']}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
+    return {"config": cfg.record(), "data": pair.describe(), "versions": software_versions(),
+            "timing": timing_note(cfg), "machine": machine_info(models[0]["device"]), "metric": cfg.metric, "models": models}

@@ -1,13 +1,20 @@
-"""Options shared by several commands (MODEL with --dtype/--device; the translation options; the backend;
-the deployment budget) and the note on layer ids."""
+"""Options shared by several commands (MODEL with --dtype/--device; the data; the translation options; the
+backend; the deployment budget), the library settings built from them, and the note on layer ids."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..data.segments import DataSpec
+    from ..translate.settings import TranslationSettings
 
 LAYER_IDS_NOTE = (
     "Layer ids are always the ORIGINAL 0-based ids of the model you pass (layer 0 is the first "
     "decoder layer), in options, files and messages."
 )
+DATA_OPTIONS = ("ref", "split", "src_col", "tgt_col", "part", "limit", "seed", "doc_col", "part_by")
+"""The DataSpec fields that ``add_data_arguments`` sets from flags of the same name (beside --data, --src, --tgt)."""
 MODEL_HELP = (
     "model: a packaged default (gemma-3-270m, smollm2-135m), a local checkpoint folder, "
     "a .gguf file, or a Hugging Face hub id (org/name[@revision])"
@@ -78,13 +85,83 @@ def add_context_arguments(p) -> None:
                    "order, batched across documents) (default: none)")
 
 
-def context_settings(args: argparse.Namespace):
-    """The ContextSettings of ``add_context_arguments``'s options, checked."""
-    from ..translate.documents import ContextSettings
+def translation_from_args(args: argparse.Namespace) -> TranslationSettings:
+    """The TranslationSettings of a command's translation flags (``add_translation_arguments``,
+    ``add_context_arguments``); a flag the command does not have keeps the settings' default."""
+    from dataclasses import fields
 
-    settings = ContextSettings(getattr(args, "context", 0) or 0, getattr(args, "context_target", None) or "none")
-    settings.validate()
-    return settings
+    from ..translate.settings import TranslationSettings
+
+    given = {f.name: getattr(args, f.name) for f in fields(TranslationSettings) if hasattr(args, f.name)}
+    return TranslationSettings(**given)
+
+
+def add_data_arguments(parser_or_group: Any, *, required: bool = True) -> None:
+    """Add --data, --ref, --src, --tgt, --split, --src-col, --tgt-col, --part, --limit, --seed
+    to an argparse parser or argument group."""
+    from ..data.segments import PARTS
+
+    add = parser_or_group.add_argument
+    add("--data", required=required, metavar="SPEC",
+        help="parallel data: a .tsv/.csv file (header with source/target columns), .jsonl, .tmx, "
+        "plain text (one segment a line; .gz allowed), a folder saved with datasets.save_to_disk, "
+        "hf:NAME[:CONFIG], or sample:SRC-TGT for the bundled Bible verses (e.g. sample:en-de)")
+    add("--ref", metavar="FILE", help="reference translations for a plain-text --data file, line by line")
+    add("--src", metavar="LANG", help="source language, e.g. en, ces, pt-BR (default: from sample:SRC-TGT)")
+    add("--tgt", metavar="LANG", help="target language, e.g. de, arz (default: from sample:SRC-TGT)")
+    add("--split", help="split of an hf: dataset or dataset folder (default: validation, else test, else train)")
+    add("--src-col", metavar="NAME", help="source column or field (default: 'source', or one named after --src)")
+    add("--tgt-col", metavar="NAME", help="reference column or field (default: 'target', or one named after --tgt)")
+    add("--part", choices=PARTS, default="all",
+        help="partition by a hash of each segment id: test 10%%, dev 10%%, train 80%% (default: all)")
+    add("--limit", type=int, metavar="N", help="use N segments drawn with a seeded shuffle (default: all)")
+    add("--seed", type=int, default=0, help="seed for --limit and for few-shot examples (default: 0)")
+    add_document_arguments(parser_or_group)
+
+
+def add_document_arguments(parser_or_group: Any) -> None:
+    """--doc-col and --part-by (documents of the data)."""
+    from ..data.segments import DOC_NAMES, PART_BY
+
+    add = parser_or_group.add_argument
+    add("--doc-col", metavar="NAME",
+        help="document id: a TSV/CSV column, JSONL field, dataset column or TMX <prop type=NAME> (default: "
+        f"{', '.join(DOC_NAMES)} where present; the bundled sample: the chapter, e.g. GEN.1)")
+    add("--part-by", choices=PART_BY, default="segment",
+        help="what --part hashes: segment (its id; a document's sentences land in several parts) or document "
+        "(its document id: whole documents per part, and --limit draws whole documents) (default: segment)")
+
+
+def data_spec_from_args(args: argparse.Namespace, **values: Any) -> DataSpec:
+    """The checked DataSpec of ``add_data_arguments``'s options (``values`` replace some of them);
+    sample:SRC-TGT supplies missing --src/--tgt."""
+    from ..data.specs import data_spec
+
+    given = {name: getattr(args, name, None) for name in ("data", "src", "tgt", *DATA_OPTIONS)}
+    return data_spec(**{**given, **values})
+
+
+def weighted_data_specs_from_args(args: argparse.Namespace) -> list[tuple[DataSpec, float]]:
+    """(DataSpec, weight) per language pair of repeatable options: the groups of ``--pairs`` YAML
+    (search), then one per ``--data``.  ``--src``/``--tgt``/``--weight`` given once apply to every
+    ``--data``, else they are given once per ``--data``, in its order; the weight defaults to 1."""
+    from ..data.specs import read_pairs_file
+    from ..errors import ConfigError
+
+    groups = read_pairs_file(args.pairs) if getattr(args, "pairs", None) else []
+    datas = args.data or []
+    per_data = {name: getattr(args, name, None) or [] for name in ("src", "tgt", "weight")}
+    for name, values in per_data.items():
+        if len(values) not in (0, 1, len(datas)) or (len(values) > 1 and not datas):
+            raise ConfigError(f"--{name} is given {len(values)} times for {len(datas)} --data: give it once, "
+                              "or once per --data")
+    for i, data in enumerate(datas):
+        def pick(values):
+            return (values[i] if len(values) == len(datas) else values[0]) if values else None
+        groups.append({"data": data, "src": pick(per_data["src"]), "tgt": pick(per_data["tgt"]),
+                       "ref": getattr(args, "ref", None), "weight": pick(per_data["weight"]) or 1.0})
+    return [(data_spec_from_args(args, data=group["data"], src=group.get("src"), tgt=group.get("tgt"),
+                                 ref=group.get("ref")), float(group.get("weight", 1.0))) for group in groups]
 
 
 def add_budget_arguments(p) -> None:

@@ -16,12 +16,13 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import vocab
+from ..config import Problem, at_least, raise_problems
 from ..data.specs import DataSpec
 from ..errors import ConfigError, DataError, ExportError
 
@@ -31,15 +32,16 @@ MAX_BYTE_SHARE = 0.5  # more of a text's tokens as byte pieces: the model cannot
 SLOW_TOKENIZER_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 LOGIT_CHECK_TEXTS = 3
 LOGIT_CHECK_TOKENS = 64
+REQUIRED = ("model", "data", "out")  # filled in by a run; None only in a config built to be checked
 
 
 @dataclass
 class TrimConfig:
-    """Everything ``trim-vocab`` needs; ``validate`` checks it before any model loads."""
+    """Everything ``run_trim_vocab`` needs; ``problems`` checks it before any model loads."""
 
-    model: str
-    data: list[DataSpec]
-    out: Path
+    model: str | None = None
+    data: list[DataSpec] | None = None
+    out: Path | None = None
     keep: int | None = None  # total kept tokens, filled from keep_from, then the tokenizer's order
     keep_from: list[DataSpec] = field(default_factory=list)
     min_count: int = 1
@@ -49,20 +51,22 @@ class TrimConfig:
     force: bool = False
     verify: bool = True
 
-    def validate(self) -> None:
-        errors = []
-        if not self.data:
-            errors.append("give at least one --data SPEC")
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are given (model, data and out may be None)."""
+        out = []
+        if self.data is not None and not self.data:
+            out.append(Problem("data", "give at least one data set"))
         if self.keep is not None and self.keep < 1:
-            errors.append(f"--keep must be a positive number of tokens, got {self.keep}")
-        if self.min_count < 1:
-            errors.append(f"--min-count must be at least 1, got {self.min_count}")
-        if self.shots < 0:
-            errors.append(f"--shots must be >= 0, got {self.shots}")
+            out.append(Problem("keep", f"must be a positive number of tokens, got {self.keep}"))
+        out += at_least("min_count", self.min_count, 1) + at_least("shots", self.shots, 0)
         if self.keep_from and self.keep is None:
-            errors.append("--keep-from needs --keep N (the number of tokens to keep in all)")
-        if errors:
-            raise ConfigError("; ".join(errors))
+            out.append(Problem("keep_from", "needs {keep}: the number of tokens to keep in all", also=("keep",)))
+        return out
+
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Raise one ConfigError listing every problem and every missing required setting."""
+        missing = [Problem(name, "is required") for name in REQUIRED if getattr(self, name) is None]
+        raise_problems(self.problems() + missing, "trim-vocab settings", flags)
 
 
 @dataclass
@@ -82,7 +86,7 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
 def prompt_modes(loaded) -> list[str]:
     """Every prompt format the model is used with: fewshot and zeroshot, chat where the tokenizer
     has a chat template, and the template file it was fine-tuned with, if any."""
-    from ..eval.evaluate import trained_prompt
+    from ..translate.translator import trained_prompt
 
     modes = ["fewshot", "zeroshot"]
     if getattr(loaded.tokenizer, "chat_template", None):
@@ -292,7 +296,7 @@ def _logit_samples(old_ids: Sequence[Sequence[int]], mapping: dict[int, int]) ->
 # ----------------------------------------------------------------------------------------
 
 def _load_pairs(specs: Sequence[DataSpec]):
-    from ..eval.evaluate import load_pair
+    from ..translate.translator import load_pair
 
     return [load_pair(spec) for spec in specs]
 
@@ -381,14 +385,14 @@ def trimmed_for_search(search) -> Path:
         data.append(pair.spec)
         if pair.spec.part in ("dev", "test"):  # the same data's train part: the pair's vocabulary
             data.append(dataclasses.replace(pair.spec, part="train", limit=None))
-    result = trim_vocabulary(TrimConfig(model=search.model, data=data, out=out, shots=search.shots,
+    result = run_trim_vocab(TrimConfig(model=search.model, data=data, out=out, shots=search.translation.shots,
                                         device=search.device, force=True))
     logger.info("search on the trimmed copy %s: %d of %d tokens", out, result.entry["kept"],
                 result.entry["vocab_size_before"])
     return out
 
 
-def trim_vocabulary(cfg: TrimConfig) -> TrimResult:
+def run_trim_vocab(cfg: TrimConfig) -> TrimResult:
     """Trim ``cfg.model``'s vocabulary to what ``cfg.data`` uses and save it to ``cfg.out``."""
     from ..model.load import load_model
 
@@ -440,7 +444,8 @@ def _remap_configs(model, mapping: dict[int, int]) -> list[tuple[Any, dict[str, 
 
 
 def _save(loaded, tokenizer, out: Path, entry: dict[str, Any], cfg: TrimConfig) -> None:
-    from ..model.export import RECORD_NAME, read_record, software_versions, write_checkpoint
+    from ..model.export import RECORD_NAME, read_record, write_checkpoint
+    from ..versions import software_versions
 
     local = Path(loaded.checkpoint)
     record = json.loads(json.dumps(read_record(local))) if local.is_dir() and read_record(local) else {}

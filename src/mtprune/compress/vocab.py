@@ -387,7 +387,7 @@ def trim_model_vocabulary(model, kept: Sequence[int]) -> None:
 def vocabulary_report(model, context: float = 256.0) -> dict[str, Any]:
     """Vocabulary size (LM head rows) and the LM head's share of a decoded token's matmul FLOPs
     at ``context`` tokens attended (see ``bench.per_token_flops``)."""
-    from ..bench.engine import model_shape, per_token_flops
+    from ..model.shape import model_shape, per_token_flops
 
     head = model.get_output_embeddings()
     rows = head.weight.shape[0] if head is not None else model.get_input_embeddings().weight.shape[0]

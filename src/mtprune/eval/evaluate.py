@@ -1,262 +1,206 @@
-"""Translate a data set and score it: the pieces shared by translate, evaluate, search and quickstart."""
+"""The evaluate stage: translate each data set with a model (or read a file of its outputs) and
+score the translations (``EvaluateConfig``, ``run_evaluate``); ``score_hypotheses`` and
+``translate_and_score``, the scoring the other stages share."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..translate.backends import BackendConfig
-from ..data.specs import DataSpec, Segment, data_hash, draw_examples, fewshot_pool, load_segments, sample_spec_for
+from ..config import Problem, raise_problems
+from ..data.specs import DataSpec
 from ..errors import ConfigError, DataError
-from .metrics import failure_indicators, needs_references, score_all
-from ..translate.retrieval import DEFAULT_SHOTS_BY, Retriever, check_shots_by, example_index
+from ..translate.backends import FLAGS as BACKEND_FLAGS, BackendConfig
 from ..translate.settings import TranslationSettings
+from ..translate.translator import (PairTask, few_shot_record, load_pair, make_translator, one_per_line, oom_record,
+                                    translation_record, translation_settings)
+from .comet import FLAGS as COMET_FLAGS, CometSettings
+from .failures import failure_indicators
+from .metrics import canonical_metric, check_metrics, needs_references, score_all
 
-logger = logging.getLogger(__name__)
+DEFAULT_METRICS = ("chrf++", "bleu", "chrf", "ter")
+# the command-line names of the fields whose flag is not their own name (``config.flag``)
+FLAGS = {"model": "MODEL", "hypotheses": "--hyp", "out": "--json",
+         **{f"backend.{name}": flag for name, flag in BACKEND_FLAGS.items()},
+         **{f"comet.{name}": flag for name, flag in COMET_FLAGS.items()}}
 
 
 @dataclass
-class PairTask:
-    """One language pair's segments, with what identifies them."""
+class EvaluateConfig:
+    """What ``run_evaluate`` scores: the translations ``model`` makes of each data set, or
+    ``hypotheses``, one data set's existing outputs (one line per segment)."""
 
-    spec: DataSpec
-    segments: list[Segment]
-    data_hash: str
-    weight: float = 1.0
+    model: str | None = None
+    hypotheses: str | None = None
+    data: list[DataSpec] = field(default_factory=list)  # the data sets (language pairs) to score
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    translation: TranslationSettings = field(default_factory=TranslationSettings)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    comet: CometSettings | None = None  # the COMET metrics' checkpoints (None: their defaults)
+    dtype: str = "auto"
+    device: str = "auto"
+    out: Path | None = None  # the record of the evaluation (one data set) as JSON
+    force: bool = False  # overwrite ``out``
+    # a folder: each data set's summary as NAME.PAIR.json and its hypotheses as NAME.PAIR.hyp.txt,
+    # written as each is done; one made by the same model (its fingerprint) is read, not redone
+    records: Path | None = None
+    name: str | None = None  # NAME of the files in ``records`` (None: PAIR.json)
+    progress: bool = True
 
-    @property
-    def name(self) -> str:
-        return f"{self.segments[0].src_lang}-{self.segments[0].tgt_lang}"
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are set; the backend and translation settings
+        only where a model translates."""
+        out: list[Problem] = []
+        if self.model is not None and self.hypotheses is not None:
+            out.append(Problem("", "give {model} (translate, then score) or {hypotheses} FILE (score existing "
+                               "outputs), not both", also=("model", "hypotheses")))
+        for name in ("hypotheses", "out"):
+            if getattr(self, name) is not None and len(self.data) > 1:
+                out.append(Problem(name, f"holds one data set's, not {len(self.data)}"))
+        if not self.metrics:
+            out.append(Problem("metrics", "no metric: give at least one"))
+        for metric in self.metrics:
+            try:
+                canonical_metric(metric)
+            except ConfigError as exc:
+                out.append(Problem("metrics", str(exc)))
+        if self.hypotheses is None:
+            out += [p.within("translation") for p in self.translation.problems()]
+            out += [p.within("backend") for p in self.backend.problems()]
+        if self.comet is not None:
+            out += [p.within("comet") for p in self.comet.problems()]
+        return out
 
-    @property
-    def sources(self) -> list[str]:
-        return [s.source for s in self.segments]
-
-    @property
-    def has_references(self) -> bool:
-        return all(s.reference is not None for s in self.segments)
-
-    @property
-    def references(self) -> list[str]:
-        refs = [s.reference for s in self.segments]
-        if any(r is None for r in refs):
-            raise DataError(f"{self.spec.spec}: references are required for scoring (pass --ref FILE or a file with a target column)")
-        return refs  # type: ignore[return-value]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "src": self.segments[0].src_lang,
-            "tgt": self.segments[0].tgt_lang,
-            "data": self.spec.spec,
-            "part": self.spec.part,
-            "limit": self.spec.limit,
-            "seed": self.spec.seed,
-            "data_hash": self.data_hash,
-            "n_segments": len(self.segments),
-            "weight": self.weight,
-            **self._documents(),
-        }
-
-    def _documents(self) -> dict[str, Any]:
-        """How documents split the data (nothing where the data have no document ids)."""
-        from ..translate.documents import documents_summary, has_documents
-
-        out: dict[str, Any] = {"part_by": self.spec.part_by} if self.spec.part_by != "segment" else {}
-        if self.spec.doc_col is not None:
-            out["doc_col"] = self.spec.doc_col
-        return {**out, **documents_summary(self.segments)} if has_documents(self.segments) else out
-
-
-def load_pair(spec: DataSpec, weight: float = 1.0) -> PairTask:
-    """Load a pair's segments; an empty selection is an error."""
-    segments = load_segments(spec)
-    if not segments:
-        raise DataError(f"{spec.spec}: no segments selected (part={spec.part}, limit={spec.limit})")
-    return PairTask(spec=spec, segments=segments, data_hash=data_hash(segments), weight=weight)
+    def validate(self) -> None:
+        """A ConfigError listing every problem, and what a run needs that is not set."""
+        missing = [] if self.data else [Problem("data", "is required")]
+        if self.model is None and self.hypotheses is None:
+            missing.append(Problem("", "nothing to score: give {model} to translate and score, or {hypotheses} "
+                                   "FILE with existing outputs", also=("model", "hypotheses")))
+        raise_problems(self.problems() + missing, "evaluate settings", FLAGS)
 
 
-@dataclass(frozen=True)
-class Examples:
-    """Few-shot examples and the data they were drawn from (None: zero-shot): fixed ``segments``
-    (``by`` random), or a ``retriever`` of each segment's own (``by`` similar)."""
-
-    segments: tuple[Segment, ...]
-    origin: str | None
-    by: str | None = None
-    pool: dict[str, Any] | None = None  # the example pool: spec, part, hash, size
-    retriever: Any = None  # retrieval.Retriever
-
-    def prompter_options(self) -> dict[str, Any]:
-        """``prompts.build_prompter``'s keyword arguments for these examples."""
-        return {"examples_from": self.origin, "retriever": self.retriever, "examples_by": self.by,
-                "examples_pool": self.pool}
-
-
-def few_shot_examples(pair: PairTask, n: int, shots_from: str | None = None, by: str = DEFAULT_SHOTS_BY) -> Examples:
-    """`n` examples with references, never among `pair`'s scored segments (same id or same source).
-
-    From `shots_from` (a data spec) when given; else the train part of the scored data; where
-    that leaves fewer than `n`, the bundled sample's train part for the pair (if the sample has
-    both languages); where neither has any, zero-shot with a warning.  ``by`` random: `n` of
-    them drawn with the data's seed, the same for every segment; similar: for each segment the
-    `n` of that pool whose sources are most like its own (``retrieval``).
-    """
-    check_shots_by(by)
-    found, spec = _example_pool(pair, n, shots_from)
-    if not found:
-        return Examples((), None)
-    where = {"data": spec.spec, "part": spec.part}
-    if by == "random":
-        pool = {**where, "method": "random", "seed": pair.spec.seed, "pool_hash": data_hash(found),
-                "pool_size": len(found)}
-        return Examples(tuple(draw_examples(found, n, pair.spec.seed)), spec.spec, "random", pool)
-    retriever = Retriever(example_index(found), n)
-    return Examples((), spec.spec, "similar", {**where, **retriever.describe()}, retriever)
+def run_evaluate(cfg: EvaluateConfig) -> list[dict[str, Any]]:
+    """Score every data set of ``cfg``; returns their records: the evaluation's record (``out``),
+    or with ``records`` the summaries written there.  Everything is checked (the settings, the
+    output, the COMET checkpoints, the data and its references) before a model loads."""
+    cfg.validate()
+    if cfg.out is not None and Path(cfg.out).exists() and not cfg.force:
+        raise ConfigError(f"{FLAGS['out']} {cfg.out} exists; pass --force to overwrite it")
+    metrics = check_metrics(cfg.metrics, cfg.comet)
+    pairs = [load_pair(spec) for spec in cfg.data]
+    if needs_references(metrics):
+        for pair in pairs:
+            pair.references  # noqa: B018  (refuse data without references before translating)
+    if cfg.hypotheses is not None:
+        return [_score_file(cfg, pairs[0], metrics)]
+    if cfg.records is not None:
+        return _evaluate_into(cfg, pairs, metrics)
+    loaded = _load(cfg, cfg.model)
+    records = []
+    for pair in pairs:
+        translator, result, scored = _translate_and_score(loaded, pair, metrics, cfg)
+        records.append({**translation_record("evaluate", pair, loaded, translator, result), **scored})
+    _write_out(cfg, records[0])
+    return records
 
 
-def _example_pool(pair: PairTask, n: int, shots_from: str | None) -> tuple[list[Segment], DataSpec | None]:
-    """The candidate examples few_shot_examples chooses from, and their data (([], None): zero-shot)."""
-    if n < 0:
-        raise ConfigError(f"--shots must be >= 0, got {n}")
-    if n == 0:
-        return [], None
-    scored_ids, scored_sources = {s.id for s in pair.segments}, [s.source for s in pair.segments]
-
-    def pool(spec: DataSpec) -> list[Segment]:
-        ids = scored_ids if spec.spec == pair.spec.spec else ()
-        return fewshot_pool(spec, ids, scored_sources)
-
-    if shots_from:
-        spec = _shots_spec(shots_from, pair.spec)
-        found = pool(spec)
-        if len(found) < n:
-            raise ConfigError(
-                f"--shots-from {shots_from}: need {n} few-shot examples but it has only {len(found)} segments with "
-                f"references outside the scored ones ({spec.part} part); pass --shots {len(found)}, or --shots-from "
-                "a larger file"
-            )
-        return found, spec
-    sample = sample_spec_for(pair.spec.src, pair.spec.tgt, seed=pair.spec.seed)
-    sources = [replace(pair.spec, part="train")] + ([sample] if sample and sample.spec != pair.spec.spec else [])
-    found = []  # each source's pool, read only when the ones before it have too few
-    for spec in sources:
-        candidates = pool(spec)
-        found.append(candidates)
-        if len(candidates) >= n:
-            if spec is sample:
-                logger.info("few-shot examples: %d from the bundled %s (train part): %s has only %d outside the "
-                            "scored segments (--shots-from chooses others)", n, sample.spec, pair.spec.spec, len(found[0]))
-            return candidates, spec
-    where = " or ".join(spec.spec for spec in sources)
-    most = max(len(candidates) for candidates in found)
-    if most == 0:
-        logger.warning("no few-shot examples: %s has none outside the scored segments%s; translating zero-shot "
-                       "(a base model translates poorly so: give examples with --shots-from FILE)", where,
-                       "" if sample else f", and the bundled sample has no {pair.spec.src}-{pair.spec.tgt}")
-        return [], None
-    raise ConfigError(f"need {n} few-shot examples but {where} has only {most} with references outside the scored "
-                      f"segments; pass --shots {most}, or give examples with --shots-from FILE")
+def _score_file(cfg: EvaluateConfig, pair: PairTask, metrics: list[str]) -> dict[str, Any]:
+    """The record of ``cfg.hypotheses`` scored on ``pair``."""
+    hypotheses = read_hypotheses(Path(cfg.hypotheses))
+    record = {**translation_record("evaluate", pair), "hypotheses": str(cfg.hypotheses),
+              **score_hypotheses(pair, hypotheses, metrics, cfg.comet)}
+    _write_out(cfg, record)
+    return record
 
 
-def _shots_spec(shots_from: str, scored: DataSpec) -> DataSpec:
-    """The DataSpec of --shots-from: a sample's train part, another file whole, the scored data's train part."""
-    is_sample = shots_from == "sample" or shots_from.startswith("sample:")
-    part = "train" if is_sample or shots_from == scored.spec else "all"
-    spec = DataSpec(shots_from, scored.src, scored.tgt, part=part, seed=scored.seed)
-    if is_sample and shots_from != "sample":
-        sample = sample_spec_for(scored.src, scored.tgt)
-        if sample is None or sample.spec != shots_from:
-            raise ConfigError(f"--shots-from {shots_from} does not match the data's languages {scored.src}-{scored.tgt}"
-                              + (f"; use --shots-from {sample.spec}" if sample else ""))
-    return spec
+def _write_out(cfg: EvaluateConfig, record: dict[str, Any]) -> None:
+    from ..files import write_json_atomic
+
+    if cfg.out is not None:
+        write_json_atomic(Path(cfg.out), record)
 
 
-def wants_examples(tokenizer, prompt: str) -> bool:
-    """Few-shot prompts: 'fewshot', or 'auto' for a tokenizer without a chat template."""
-    return prompt == "fewshot" or (prompt == "auto" and not getattr(tokenizer, "chat_template", None))
+def _evaluate_into(cfg: EvaluateConfig, pairs: list[PairTask], metrics: list[str]) -> list[dict[str, Any]]:
+    """Each pair's summary in ``cfg.records`` (the model loads only where one is to be made)."""
+    from ..files import read_json, write_json_atomic, write_text_atomic
+    from ..model.load import fingerprint_checkpoint
+
+    current = fingerprint_checkpoint(Path(cfg.model)) if Path(cfg.model).is_dir() else None
+    loaded, summaries = None, []
+    for pair in pairs:
+        path = Path(cfg.records) / (f"{cfg.name}.{pair.name}.json" if cfg.name else f"{pair.name}.json")
+        done = read_json(path)
+        if done is None or (current is not None and done.get("fingerprint") != current):
+            loaded = loaded or _load(cfg, cfg.model)
+            translator, result, scored = _translate_and_score(loaded, pair, metrics, cfg)
+            write_text_atomic(path.with_suffix(".hyp.txt"), one_per_line(result.hypotheses))
+            write_json_atomic(path, summary(loaded, pair, translator, result, scored, cfg.translation))
+        summaries.append(read_json(path))
+    return summaries
 
 
-def trained_prompt(checkpoint: str | None) -> dict[str, Any] | None:
-    """The prompt (Prompter.describe()) the checkpoint was last fine-tuned with, from its mtprune.json."""
-    from ..model.export import read_record
+def _load(cfg: EvaluateConfig, model: str):
+    from ..model.load import load_model
 
-    record = read_record(Path(checkpoint)) if checkpoint and Path(checkpoint).is_dir() else None
-    for entry in reversed((record or {}).get("recovery") or []):
-        if entry.get("prompt"):
-            return entry["prompt"]
-    return None
+    return load_model(model, dtype=cfg.dtype, device=cfg.device, weights=cfg.backend.needs_weights())
 
 
-def default_prompt(loaded, prompt: str) -> str:
-    """``auto`` becomes the prompt format the model was fine-tuned with, where it was."""
-    trained = trained_prompt(getattr(loaded, "checkpoint", None)) if prompt == "auto" else None
-    if not trained:
-        return prompt
-    mode = trained["mode"] if trained["mode"] != "template" else trained.get("template_file")
-    if not mode or (trained["mode"] == "template" and not Path(mode).is_file()):
-        logger.warning("%s was trained with the template file %s, which is gone: prompt 'auto'",
-                       loaded.source.spec, mode)
-        return prompt
-    logger.info("prompt: %s, the format %s was trained with (--prompt overrides)", mode, loaded.source.spec)
-    return mode
+def _translate_and_score(loaded, pair: PairTask, metrics: list[str], cfg: EvaluateConfig):
+    """(translator, its result, ``score_hypotheses``'s scores) of ``pair``."""
+    translator = make_translator(loaded, pair, cfg.translation, backend=cfg.backend, progress=cfg.progress)
+    result = translator.translate(pair.sources)
+    return translator, result, score_hypotheses(pair, result.hypotheses, metrics, cfg.comet)
 
 
-def make_translator(loaded, pair: PairTask, settings: TranslationSettings | None = None, *,
-                    backend: BackendConfig | str = "hf", progress: bool = True, fixed_new_tokens: int | None = None,
-                    **overrides: Any):
-    """A translator for ``pair`` as ``settings`` say (``TranslationSettings``; ``overrides``: any of its
-    fields, e.g. ``prompt="fewshot", shots=1``); few-shot examples never come from the scored segments.
+def summary(loaded, pair: PairTask, translator, result, scored: dict[str, Any],
+            settings: TranslationSettings) -> dict[str, Any]:
+    """A run folder's record of one model on one pair: layers, parameters, the prompt, scores with
+    signatures (and over documents), failure counts, the document context, timing, and the
+    checkpoint with its fingerprint and size."""
+    from ..files import folder_size
 
-    ``prompt`` auto: the format the model was fine-tuned with (``mtprune finetune`` records it),
-    else the chat template if the tokenizer has one, else few-shot.  ``shots_by``: random (the
-    same examples for every segment) or similar (each segment's most similar ones, retrieved).  ``backend``: a name, or a
-    ``BackendConfig`` with engine options (vLLM's).  ``fixed_new_tokens``: every segment
-    generates exactly that many tokens, stop rules off (equal work for speed comparisons).
-    ``context``: previous sentences of the document (0: each segment alone).
-    """
-    from ..translate.backends import backend_class
-    from ..translate.documents import with_context
-    from ..translate.prompts import build_prompter
-
-    s = translation_settings(settings, overrides)
-    prompt, shots, shots_from, shots_by = s.prompt, s.shots, s.shots_from, s.shots_by
-    batch_size, max_new_tokens, context = s.batch_size, s.max_new_tokens, s.context_settings
-    backend = BackendConfig(backend) if isinstance(backend, str) else backend
-    backend.validate()
-    prompt = default_prompt(loaded, prompt)
-    examples = Examples((), None)
-    if wants_examples(loaded.tokenizer, prompt):
-        examples = few_shot_examples(pair, shots, shots_from, shots_by)
-    prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
-                              **examples.prompter_options())
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress, **backend.engine_options()}
-    if max_new_tokens is not None or fixed_new_tokens is not None:
-        from ..translate.backends.hf import GenerationBudget
-
-        kwargs["budget"] = (GenerationBudget(cap=max_new_tokens) if fixed_new_tokens is None else
-                            GenerationBudget(factor=0.0, extra=fixed_new_tokens, cap=fixed_new_tokens))
-    if fixed_new_tokens is not None:
-        kwargs["ignore_stops"] = True
-    return with_context(backend_class(backend.name).from_loaded(loaded, prompter, **kwargs), pair.segments, context)
+    return {**_model_scores(loaded, pair, translator, result, scored, settings), "checkpoint": loaded.checkpoint,
+            "fingerprint": loaded.fingerprint, "size_on_disk_bytes": folder_size(loaded.checkpoint)}
 
 
-def few_shot_record(prompter) -> dict[str, Any]:
-    """``{"few_shot": how many examples, chosen how, from which pool}``; empty without examples."""
-    described = prompter.describe()
-    if not described.get("examples_by"):
-        return {}
-    keys = ("n_examples", "examples_by", "examples_from", "examples_pool")
-    return {"few_shot": {key: described[key] for key in keys}}
+def _model_scores(loaded, pair: PairTask, translator, result, scored: dict[str, Any],
+                  settings: TranslationSettings) -> dict[str, Any]:
+    """What ``summary`` and ``translate_and_score`` share: the model, the prompt, the scores, timing."""
+    from ..model.export import count_parameters
+    from ..model.layers import num_layers
+    from ..model.load import countable_model
+
+    model = countable_model(loaded)
+    return {
+        "layers": num_layers(model),
+        "parameters": count_parameters(model)["total"],
+        "vocab_size": model.config.get_text_config().vocab_size,
+        "prompt": translator.prompter.mode,
+        **few_shot_record(translator.prompter),
+        "context": settings.context_settings.describe(pair.segments),
+        "scores": scored["scores"],
+        **({"documents": scored["documents"]} if "documents" in scored else {}),
+        "failures": scored["failures"],
+        "timing": result.timing(),
+        **oom_record(translator),
+    }
 
 
-def oom_record(translator) -> dict[str, Any]:
-    """``{"oom_halvings": [{"from": 16, "to": 8}, ...]}`` where the translator halved its batch size
-    on running out of memory (hf backend); empty where it never did."""
-    halvings = getattr(translator, "oom_halvings", None)  # a ContextTranslator passes it on
-    return {"oom_halvings": list(halvings)} if halvings else {}
+def read_hypotheses(path: Path) -> list[str]:
+    """One hypothesis per line, as written (a final newline ends the last one)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{FLAGS['hypotheses']} {path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{FLAGS['hypotheses']} {path}: cannot read it ({exc.strerror})") from None
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    return [line.removesuffix("\r") for line in lines]
 
 
 def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequence[str],
@@ -283,43 +227,14 @@ def score_hypotheses(pair: PairTask, hypotheses: Sequence[str], metrics: Sequenc
     return out
 
 
-def translation_settings(settings: TranslationSettings | None, overrides: dict[str, Any]) -> TranslationSettings:
-    """``settings`` (default: the defaults) with ``overrides`` of its fields, checked."""
-    from ..config import raise_problems
-
-    unknown = sorted(set(overrides) - {f.name for f in fields(TranslationSettings)})
-    if unknown:
-        raise TypeError(f"not a translation setting: {', '.join(unknown)}")
-    s = replace(settings or TranslationSettings(), **overrides)
-    raise_problems(s.problems(), "translation settings")
-    return s
-
-
 def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=None,
                         settings: TranslationSettings | None = None, **options: Any) -> dict[str, Any]:
     """Translate ``pair`` with ``loaded`` (``settings``, ``options``: make_translator's) and score it
     (``comet``: CometSettings): layers, parameters, scores with signatures (and over documents),
     failure counts, the document context, timing and the hypotheses."""
-    from ..model.export import count_parameters
-    from ..model.layers import num_layers
-    from ..model.load import countable_model
-
     translator = make_translator(loaded, pair, settings, **options)
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, metrics, comet)
-    model = countable_model(loaded)
-    return {
-        "layers": num_layers(model),
-        "parameters": count_parameters(model)["total"],
-        "vocab_size": model.config.get_text_config().vocab_size,
-        "prompt": translator.prompter.mode,
-        **few_shot_record(translator.prompter),
-        "context": translation_settings(settings, {k: v for k, v in options.items() if k.startswith("context")})
-        .context_settings.describe(pair.segments),
-        "scores": scored["scores"],
-        **({"documents": scored["documents"]} if "documents" in scored else {}),
-        "failures": scored["failures"],
-        "timing": result.timing(),
-        **oom_record(translator),
-        "hypotheses": result.hypotheses,
-    }
+    context = {k: v for k, v in options.items() if k.startswith("context")}
+    return {**_model_scores(loaded, pair, translator, result, scored, translation_settings(settings, context)),
+            "hypotheses": result.hypotheses}

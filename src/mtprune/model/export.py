@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..versions import software_versions
 from ..errors import ConfigError, ExportError
 from .layers import LayerSurgeon, find_layer_stack, keep_from_drop, num_layers
 from ..compress.plan import check_plan_model, plan_summary, removed_prefix
@@ -39,18 +38,6 @@ def check_output_dir(out: Path, force: bool) -> None:
         raise ConfigError(f"-o {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"-o {out}: folder exists and is not empty; pass --force to replace it")
-
-
-def software_versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "mtprune": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # ----------------------------------------------------------------------------------------

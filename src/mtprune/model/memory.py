@@ -1,8 +1,9 @@
 """Memory a stage will need on its device, estimated from the model's config before anything loads.
 
-``model_shape`` builds the model on the meta device (a skeleton: exact parameter counts, no weights
-read or allocated); ``training_memory`` and ``inference_memory`` are pure arithmetic on that shape,
-so ``mtprune run --dry-run`` can say that a stage will not fit before it runs.
+``shape_of`` builds the model on the meta device (a skeleton: exact parameter counts, no weights
+read or allocated) and reads its ``ModelShape`` (``shape.py``); ``training_memory`` and
+``inference_memory`` are pure arithmetic on that shape, so ``mtprune run --dry-run`` can say that a
+stage will not fit before it runs.
 
 What is counted, in bytes (an estimate: allocator overhead, CUDA context (~0.5-1 GiB) and
 fragmentation come on top; activations are within a factor ~1.5 for decoder layers of the usual
@@ -19,34 +20,14 @@ shape):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from .shape import ModelShape, model_shape
 
 GiB = 1024 ** 3
 # optimizer state bytes per trainable parameter (TrainingArguments.optim names)
 OPTIMIZER_STATE_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_bnb_8bit": 2, "adamw_8bit": 2,
                          "paged_adamw_8bit": 2, "paged_adamw_32bit": 8, "adafactor": 4, "sgd": 0}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimates read from a model's config (counts from its meta-device skeleton)."""
-
-    params: int
-    layer_params: int  # parameters of one decoder layer (the mean)
-    num_layers: int
-    hidden: int
-    intermediate: int
-    vocab: int
-    kv_dim: int  # key/value heads x head size
-    lora_width: int  # sum of (in + out) of one layer's linear modules: LoRA adds rank x this per layer
-    embedding_params: int = 0  # input embeddings and (untied) LM head
-
-    def pruned(self, removed: int) -> ModelShape:
-        """The shape after removing ``removed`` decoder layers."""
-        return ModelShape(self.params - removed * self.layer_params, self.layer_params, self.num_layers - removed,
-                          self.hidden, self.intermediate, self.vocab, self.kv_dim, self.lora_width,
-                          self.embedding_params)
 
 
 @dataclass(frozen=True)
@@ -90,7 +71,7 @@ def training_memory(shape: ModelShape, *, batch_size: int, max_length: int, lora
     target tokens, whose fp32 logits are kept).  ``trained_layers``: only that many layers train;
     ``freeze_embeddings``: the embeddings and LM head do not."""
     if lora:
-        trainable = shape.num_layers * lora_rank * shape.lora_width
+        trainable = shape.layers * lora_rank * shape.lora_width
         weights = shape.params * 4 + trainable * 4
     else:
         trainable = shape.params if trained_layers is None else trained_layers * shape.layer_params
@@ -105,9 +86,9 @@ def training_memory(shape: ModelShape, *, batch_size: int, max_length: int, lora
     tokens = batch_size * max_length
     per_layer = tokens * activation_values(shape) * compute_bytes
     if gradient_checkpointing:
-        layers = shape.num_layers * tokens * shape.hidden * compute_bytes + per_layer  # inputs + one recomputed
+        layers = shape.layers * tokens * shape.hidden * compute_bytes + per_layer  # inputs + one recomputed
     else:
-        layers = shape.num_layers * per_layer
+        layers = shape.layers * per_layer
     # the target positions' logits in the compute dtype, their fp32 copy, log-softmax and its gradient
     logits = int(tokens * target_fraction) * shape.vocab * (compute_bytes + 12)
     paged = " (paged: the states move to CPU memory when the GPU is short)" if optimizer.startswith("paged") else ""
@@ -116,7 +97,7 @@ def training_memory(shape: ModelShape, *, batch_size: int, max_length: int, lora
 
 
 def kv_cache_bytes(shape: ModelShape, sequences: int, tokens: int, dtype_bytes: int) -> int:
-    return 2 * shape.num_layers * shape.kv_dim * sequences * tokens * dtype_bytes
+    return 2 * shape.layers * shape.kv_dim * sequences * tokens * dtype_bytes
 
 
 def inference_memory(shape: ModelShape, *, dtype_bytes: int, batch_size: int, tokens: int) -> Estimate:
@@ -139,41 +120,13 @@ def vllm_memory(shape: ModelShape, *, dtype_bytes: int, gpu_memory_utilization: 
 # The shape of a model, from its config
 # ----------------------------------------------------------------------------------------
 
-def model_shape(config: Any) -> ModelShape:
-    """Counts from a meta-device skeleton of ``config`` (a transformers config): no weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .layers import find_layer_stack
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    layers = find_layer_stack(model).layers
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    linear = [m for m in layers[0].modules() if isinstance(m, torch.nn.Linear)]
-    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head")
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    hidden = text.hidden_size
-    embeddings = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                  if m is not None}  # a tied head is the same tensor: counted once
-    return ModelShape(
-        params=sum(p.numel() for p in model.parameters()),
-        layer_params=sum(p.numel() for p in layers.parameters()) // len(layers),
-        num_layers=len(layers), hidden=hidden,
-        intermediate=getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden,
-        vocab=text.vocab_size, kv_dim=kv_heads * head_dim,
-        lora_width=sum(m.in_features + m.out_features for m in linear), embedding_params=sum(embeddings.values()),
-    )
-
-
 def shape_of(spec: str) -> ModelShape | None:
     """The shape of a local model, packaged model or hub model in the local cache; None where its
     config cannot be read without downloading."""
     from transformers import AutoConfig
 
     from ..errors import MtpruneError
-    from .load import read_config, resolve_source
+    from .load import read_config, resolve_source, skeleton_model
 
     try:
         values = read_config(resolve_source(spec))  # a folder's or the packaged model's: nothing converted
@@ -183,7 +136,7 @@ def shape_of(spec: str) -> ModelShape | None:
             config = AutoConfig.from_pretrained(spec, local_files_only=True)
     except (MtpruneError, OSError, ValueError, KeyError):
         return None
-    return model_shape(config)
+    return model_shape(skeleton_model(config))
 
 
 # ----------------------------------------------------------------------------------------
@@ -210,7 +163,7 @@ def recipe_estimates(recipe, shapes: dict[str, ModelShape | None] | None = None)
     if full is None:
         return [("all", f"{recipe.model}: its config is not on this machine (a hub model not downloaded yet): no "
                  f"estimate; `huggingface-cli download {recipe.model} config.json` fetches the config alone")]
-    removed = _removed_layers(recipe, full.num_layers)
+    removed = _removed_layers(recipe, full.layers)
     pruned = full.pruned(removed or 0)
     dtype = DTYPE_BYTES.get(recipe.dtype, 2)
     t = recipe.translation
@@ -218,7 +171,7 @@ def recipe_estimates(recipe, shapes: dict[str, ModelShape | None] | None = None)
     translate = _translation(recipe, full, dtype, t.batch_size, tokens)
     out: list[tuple[str, Estimate | str]] = []
     if recipe.search is not None:  # candidates side by side: candidate_batch x batch_size rows
-        from ..search.engine import default_candidate_batch
+        from ..search.config import default_candidate_batch
 
         candidates = recipe.search.get("candidate_batch") or default_candidate_batch(t.batch_size)
         out.append(("search", inference_memory(full, dtype_bytes=dtype, batch_size=t.batch_size * candidates,

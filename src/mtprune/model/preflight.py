@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .memory import GiB, Estimate, ModelShape, inference_memory, training_memory
+from .memory import GiB, Estimate, inference_memory, training_memory
+from .shape import ModelShape
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,80 +23,17 @@ from ..translate.backends import release_engines
 from ..errors import ConfigError
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..data.specs import DataSpec
-from .recipe import TRAIN, Recipe, RecoverStep, finetune_data, quantize_calibration, train_specs
-from .run_folder import INPUTS, RESULT, RUN_FILE, STAGES, STAMP, stage_reads
+from .recipe_sections import TRAIN, Recipe, RecoverStep
+from .recipe_steps import quantize_calibration
+from .run_folder import (INPUTS, RESULT, RUN_FILE, STAGES, STAMP, RunContext, Stage, base_model, bench_models,
+                         last_recovered, model_names, quantized_names, stage_reads)
+from .stages import RUNNERS
 
 logger = logging.getLogger(__name__)
 
-TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
 # what a stage redone for changed inputs keeps (not with --from): the search's trace, whose
 # identity says when it cannot be reused
 KEPT_ON_REDO = {"search": ("trace.jsonl",)}
-
-
-@dataclass
-class Stage:
-    name: str
-    inputs: dict[str, Any]
-    digest: str
-    action: str = "run"  # run | skip | resume | redo
-    reason: str = ""
-    what: str = ""  # what the stage does, for --dry-run
-
-    @property
-    def forced(self) -> bool:
-        return self.reason.startswith("--from")
-
-
-@dataclass
-class RunContext:
-    recipe: Recipe
-    run_dir: Path
-    stages: dict[str, Stage] = field(default_factory=dict)
-    progress: bool = True
-    memory_check: bool = True  # False: --skip-memory-check
-    estimates: list | None = None  # memory.recipe_estimates, once the model's config can be read
-
-    def dir(self, stage: str) -> Path:
-        return self.run_dir / stage
-
-    def step_dir(self, index: int, step: RecoverStep, stage: str = "recover") -> Path:
-        return self.dir(stage) / f"{index:02d}-{step.name}"
-
-    @property
-    def pruned(self) -> Path:
-        return self.dir("prune") / "model"
-
-    @property
-    def base(self) -> str:
-        return base_model(self.recipe, self.run_dir)
-
-    @property
-    def searched(self) -> str:
-        """The model the search scores and pruning cuts: the fine-tuned reference (prune.model:
-        reference), else the base model."""
-        return self.final("reference") if self.recipe.prunes_reference else self.base
-
-    def final(self, stage: str) -> str | None:
-        """The last model the recovery steps make in ``stage`` (recover or reference)."""
-        made = [str(self.step_dir(i, s, stage) / "model") for i, s in enumerate(self.recipe.recover, 1)
-                if s.makes_model]
-        return made[-1] if made else None
-
-    def models(self) -> list[tuple[str, str]]:
-        """(name, MODEL) of every model the run makes (``model_names``), the unpruned one first."""
-        paths = {"unpruned": self.recipe.model, "trimmed": self.base, "pruned": str(self.pruned),
-                 "reference": self.final("reference"), "quantized": str(self.dir("quantize") / "model"),
-                 "reference-quantized": str(self.dir("quantize") / "reference")}
-        paths.update({step.name: str(self.step_dir(i, step) / "model")
-                      for i, step in enumerate(self.recipe.recover, 1) if step.makes_model})
-        return [(name, paths[name]) for name in model_names(self.recipe)]
-
-
-def base_model(recipe: Recipe, run_dir: Path) -> str:
-    """The model the search, pruning and the reference start from: the trimmed copy where the
-    recipe trims the vocabulary, else the recipe's model."""
-    return str(Path(run_dir) / "trim_vocab" / "model") if recipe.trim_vocab else recipe.model
 
 
 # ----------------------------------------------------------------------------------------
@@ -220,33 +156,6 @@ def _comet_inputs(recipe: Recipe, metrics: list) -> dict[str, Any]:
     settings = recipe.comet or CometSettings()
     used = sorted({m for m in metrics if m and is_comet(m)})
     return {"comet": {m: settings.model_for(m) for m in used}} if used else {}
-
-
-def last_recovered(recipe: Recipe) -> str:
-    """The name of the last model the recovery makes ("pruned" without recovery)."""
-    return next((s.name for s in reversed(recipe.recover) if s.makes_model), "pruned")
-
-
-def model_names(recipe: Recipe) -> list[str]:
-    """Every model a run of ``recipe`` makes, the unpruned one first (RunContext.models's names)."""
-    names = ["unpruned"] + (["trimmed"] if recipe.trim_vocab else []) + ["pruned"]
-    names += [s.name for s in recipe.recover if s.makes_model] + (["reference"] if recipe.reference else [])
-    return names + quantized_names(recipe)
-
-
-def quantized_names(recipe: Recipe) -> list[str]:
-    """The quantize stage's models: the final recovered (or pruned) one quantized, and the reference's."""
-    if recipe.quantize is None:
-        return []
-    return ["quantized"] + (["reference-quantized"] if recipe.reference and recipe.quantize.reference else [])
-
-
-def bench_models(recipe: Recipe) -> list[str]:
-    """The models the bench measures: the unpruned one first (the reference for the speed-ups), then
-    the trimmed one, the final recovered (or pruned) model, the reference and their quantized copies,
-    where the run makes them."""
-    wanted = ("unpruned", "trimmed", last_recovered(recipe), "reference", "quantized", "reference-quantized")
-    return [name for name in model_names(recipe) if name in wanted]
 
 
 def step_inputs(recipe: Recipe, step: RecoverStep, upstream: str, common: dict[str, Any],
@@ -467,20 +376,6 @@ def _clear(folder: Path, keep: tuple[str, ...]) -> None:
             path.unlink()
 
 
-def _trim_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """The recipe's model with the vocabulary its pairs use (``mtprune trim-vocab``)."""
-    from ..compress.trim_vocab import TrimConfig, trim_vocabulary
-
-    recipe, trim = ctx.recipe, ctx.recipe.trim_vocab
-    result = trim_vocabulary(TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs), out=folder / "model",
-                                        keep=trim.keep, min_count=trim.min_count, shots=recipe.translation.shots,
-                                        device=recipe.device, force=True, verify=trim.verify))
-    entry = result.entry
-    return {"model_dir": str(result.out), "kept": entry["kept"], "vocab_size_before": entry["vocab_size_before"],
-            "head_flops_share_before": entry["head_flops_share_before"],
-            "head_flops_share_after": entry["head_flops_share_after"], "seconds": entry["seconds"]}
-
-
 def _check_comet(recipe: Recipe) -> None:
     """The COMET checkpoints the run scores with are there and load their tokenizers: a missing
     one (or the ``comet`` extra) is an error before anything runs."""
@@ -490,327 +385,13 @@ def _check_comet(recipe: Recipe) -> None:
         check_comet(metric, recipe.comet)
 
 
-def _search_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """A changed stop rule or batch size resumes the trace (the rounds done are not computed again);
-    a trace of another model, data or criterion is started over."""
-    from ..search.engine import run_search
-
-    resume = (folder / "trace.jsonl").is_file()
-    cfg = ctx.recipe.search_config(folder, resume=resume, progress=ctx.progress, model=ctx.searched)
-    plan = run_search(dataclasses.replace(cfg, restart_if_changed=True))
-    return {"plan": str(folder / "plan.json"), "removed": plan["removed"], "kept": plan["kept"],
-            "metric": plan["metric"], "baseline": plan["baseline"], "stop_reason": plan["stop_reason"],
-            "rounds": [{"removed": r["removed"], "score_after": r["score_after"]} for r in plan["rounds"]],
-            "resumed": resume, "evaluations": plan["evaluations"]}
-
-
-def _prune_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    from ..model.export import export_plan, export_pruned
-    from ..model.layers import keep_from_drop, num_layers
-    from ..model.load import load_model
-    from ..compress.plan import load_plan
-
-    recipe, drop = ctx.recipe, ctx.recipe.prune.drop
-    loaded = load_model(ctx.searched, dtype="source", device=recipe.device)
-    if drop is None:
-        path = ctx.dir("search") / "plan.json"
-        result = export_plan(loaded, load_plan(path), ctx.pruned, path=str(path), layers=recipe.prune.layers,
-                             force=True, verify=recipe.prune.verify)
-    else:
-        result = export_pruned(loaded, keep_from_drop(drop, num_layers(loaded.model)), ctx.pruned,
-                               removed_order=drop, force=True, verify=recipe.prune.verify)
-    rec = result.record
-    return {"model_dir": str(ctx.pruned), "removed": rec.removed, "kept": rec.kept,
-            "params_before": rec.params_before, "params_after": rec.params_after, "verification": rec.verification}
-
-
 # ----------------------------------------------------------------------------------------
 # Recovery: each step in RUN_DIR/recover/NN-NAME with its own stamp
 # ----------------------------------------------------------------------------------------
-
-def _recover_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    return _recovery(ctx, stage, str(ctx.pruned))
-
-
-def _reference_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """The same recovery steps on the unpruned (trimmed) model: what the recovery alone gives."""
-    return _recovery(ctx, stage, ctx.base)
-
-
-def _recovery(ctx: RunContext, stage: Stage, student: str) -> dict[str, Any]:
-    """The recipe's recovery steps in order from ``student``, each in RUN_DIR/STAGE/NN-NAME."""
-    synthesized, results = [], []
-    for i, (step, step_digest) in enumerate(zip(ctx.recipe.recover, stage.inputs["steps"]), 1):
-        if stage.name == "reference":
-            step = step.on_reference()
-        result = _recover_step(ctx, i, step, step_digest, student, synthesized, stage.name)
-        results.append({"step": step.name, "method": step.method, **result})
-        if step.makes_model:
-            student = result["model_dir"]
-        else:
-            synthesized = result["files"]
-    return {"steps": results, "model_dir": student}
-
-
-def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: str, student: str,
-                  synthesized: list[dict[str, Any]], stage: str = "recover") -> dict[str, Any]:
-    folder = ctx.step_dir(index, step, stage)
-    label = f"{stage} step {index} ({step.name})"
-    stamp, started = read_json(folder / STAMP), read_json(folder / INPUTS)
-    if stamp and stamp.get("digest") == step_digest and (folder / RESULT).is_file():
-        logger.info("skip %s: done, inputs unchanged", label)
-        return read_json(folder / RESULT) or {}
-    if started and started.get("digest") == step_digest and not stamp:
-        logger.info("resume %s: interrupted run with the same inputs", label)
-    elif folder.exists():
-        logger.info("redo %s: inputs changed", label)
-        shutil.rmtree(folder)
-    else:
-        logger.info("run %s", label)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / INPUTS, {"digest": step_digest, "step": step.name})
-    start = time.perf_counter()
-    try:
-        result = STEP_RUNNERS[step.method](ctx, step, folder, student, synthesized)
-    finally:
-        release_engines()  # a synthesize step's teacher engine is gone before the next step trains
-    write_json_atomic(folder / RESULT, result)
-    write_json_atomic(folder / STAMP, {"step": step.name, "digest": step_digest,
-                                       "seconds": round(time.perf_counter() - start, 1)})
-    return result
-
-
-def _defaults(cls, recipe: Recipe, *, training: bool = True) -> dict[str, Any]:
-    """The recipe's translation settings and device, for the config fields ``cls`` has.  A training
-    step takes the prompt settings (it trains on the inference format) but keeps its own batch
-    size: the translation batch size is not a training batch size. A dtype the recipe names (not
-    auto) is every step's dtype, training included; a step's own ``dtype`` wins."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
-    if recipe.dtype != "auto":
-        shared["dtype"] = recipe.dtype
-    if training:
-        for key in TRANSLATION_ONLY:
-            shared.pop(key)
-    return {k: v for k, v in shared.items() if k in names}
-
-
-def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from ..recover.heal import HealConfig, heal
-
-    data = [spec for _, spec in train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
-    options = {**_defaults(HealConfig, ctx.recipe), **step.options}
-    result = heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
-                             progress=ctx.progress, **options))
-    entry = result.record["recovery"][-1]
-    return {"model_dir": str(result.out), "units": result.units, "seconds": entry["seconds"]}
-
-
-def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from ..recover.synthesize import SynthesizeConfig, synthesize
-
-    recipe, files = ctx.recipe, []
-    options = {**_defaults(SynthesizeConfig, recipe, training=False), "dtype": recipe.dtype, **step.options}
-    teacher = options.pop("teacher", None) or recipe.model
-    for pair, spec in train_specs(recipe, step.data, synthesized):
-        out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
-        result = synthesize(SynthesizeConfig(teacher=teacher, data=spec, out=out, backend=recipe.backend,
-                                             force=True, progress=ctx.progress, **options))
-        files.append({"pair": pair.name, "tsv": str(out), "counts": result.counts})
-    return {"teacher": teacher, "files": files}
-
-
-def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from ..recover.finetune import FinetuneConfig
-
-    options = {"fit": "auto", "memory_check": ctx.memory_check, **_defaults(FinetuneConfig, ctx.recipe),
-               **step.options}
-    if step.distils_reference:  # teacher-corrected: the reference stage ran first
-        options["teacher"] = ctx.final("reference")
-    if isinstance(options.get("prompt"), list):
-        return _finetune_choice(ctx, step, folder, student, synthesized, options)
-    return _finetune(ctx, step, folder / "model", student, synthesized, options)
-
-
-def _finetune(ctx: RunContext, step: RecoverStep, out: Path, student: str, synthesized,
-              options: dict[str, Any]) -> dict[str, Any]:
-    from ..recover.finetune import FinetuneConfig
-    from ..recover.trainer import run_finetune
-
-    checkpoints = out.parent / f"{out.name}.checkpoints"
-    resume = any(checkpoints.glob("checkpoint-*"))
-    config = FinetuneConfig(student=student, out=out, data=[], resume=resume, force=True, progress=ctx.progress,
-                            **options)
-    config.data, config.dev_data, config.dev_part = finetune_data(ctx.recipe, step.data, synthesized,
-                                                                  config.dev_part)
-    result = run_finetune(config)
-    rec = result.recovery
-    fitted = (rec.get("memory") or {}).get("chosen")
-    return {"model_dir": str(result.out), "resumed": resume, "steps": rec.get("steps"),
-            "best_dev_loss": rec.get("best_dev_loss"), "seconds": rec.get("seconds"),
-            **({"memory_fit": rec["memory"]} if fitted else {})}
-
-
-def _finetune_choice(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized,
-                     options: dict[str, Any]) -> dict[str, Any]:
-    """``prompt: [zeroshot, fewshot]``: one model trained per format (each resumable in
-    STEP/prompt-choice/FORMAT), each scored on the pairs' dev data in the format it was trained
-    in; the best is moved to STEP/model, the others are deleted, the scores kept in its record.
-    The choice is written before the move, so an interruption anywhere loses no trained model."""
-    from ..recover.choice import choice_record, choice_text, record_choice
-
-    out, candidates = folder / "model", folder / "prompt-choice"
-    result = read_json(candidates / "choice.json")
-    if result is None:
-        trained, scores = {}, {}
-        for mode in options["prompt"]:
-            done = read_json(candidates / mode / RESULT)  # trained before an interruption
-            if done is None:
-                done = _finetune(ctx, step, candidates / mode / "model", student, synthesized,
-                                 {**options, "prompt": mode})
-                write_json_atomic(candidates / mode / RESULT, done)
-            trained[mode] = done
-            scores[mode] = _dev_scores(ctx, Path(done["model_dir"]), candidates / mode / "dev")
-        choice = choice_record(scores, [p.name for p in ctx.recipe.pairs])
-        result = {**trained[choice["chosen"]], "model_dir": str(out), "prompt_choice": choice,
-                  "seconds": round(sum(r.get("seconds") or 0.0 for r in trained.values()), 1)}
-        write_json_atomic(candidates / "choice.json", result)
-    choice = result["prompt_choice"]
-    if (candidates / choice["chosen"] / "model").is_dir():  # not moved yet
-        shutil.rmtree(out, ignore_errors=True)
-        (candidates / choice["chosen"] / "model").rename(out)
-    record_choice(out, choice)
-    for mode in choice["scores"]:
-        if mode != choice["chosen"]:
-            shutil.rmtree(candidates / mode / "model", ignore_errors=True)
-        shutil.rmtree(candidates / mode / "model.checkpoints", ignore_errors=True)
-    logger.info("%s: %s", step.name, choice_text(choice))
-    return result
-
-
-def _dev_scores(ctx: RunContext, model: Path, folder: Path) -> list[float]:
-    """chrF++ of ``model`` on each pair's dev data (as the search scores it), kept per pair."""
-    from ..eval.evaluate import load_pair
-    from ..recover.choice import CHOICE_METRIC
-
-    recipe, loaded, scores = ctx.recipe, None, []
-    for pair in recipe.pairs:
-        path = folder / f"{pair.name}.json"
-        if read_json(path) is None:
-            loaded = loaded or _load_for_translation(recipe, str(model))
-            _evaluate_one(recipe, loaded, load_pair(pair.dev), path, ctx.progress, metrics=[CHOICE_METRIC],
-                          prompt="auto")  # each candidate in the format it was trained in
-        scores.append(read_json(path)["scores"][CHOICE_METRIC]["value"])
-    return scores
-
-
-STEP_RUNNERS = {"heal": _heal_step, "synthesize": _synthesize_step, "finetune": _finetune_step}
 
 
 # ----------------------------------------------------------------------------------------
 # Evaluate, bench, report
 # ----------------------------------------------------------------------------------------
 
-def _evaluate_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """Every model on every pair's test data; each (model, pair) result is kept as it is done
-    and reused on resume while the model folder's fingerprint is the same."""
-    from ..eval.evaluate import load_pair
 
-    recipe = ctx.recipe
-    pairs = [load_pair(p.test) for p in recipe.pairs]
-    for pair in (p for p in pairs if p.has_references):  # beside the hypotheses (the report's intervals)
-        write_text_atomic(folder / f"{pair.name}.ref.txt", _one_per_line(pair.references))
-    results: dict[str, dict[str, Any]] = {}
-    for name, spec in ctx.models():
-        results[name] = {}
-        loaded = None
-        current = model_identity(spec)["fingerprint"]  # a folder's: a model made again is evaluated again
-        for pair in pairs:
-            path = folder / f"{name}.{pair.name}.json"
-            done = read_json(path)
-            if done is None or (current is not None and done.get("fingerprint") != current):
-                loaded = loaded or _load_for_translation(recipe, spec)
-                _evaluate_one(recipe, loaded, pair, path, ctx.progress)
-            results[name][pair.name] = read_json(path)
-        del loaded
-    return {"data": {p.name: p.describe() for p in pairs}, "models": dict(ctx.models()), "results": results}
-
-
-def _load_for_translation(recipe: Recipe, spec: str):
-    from ..model.load import load_model
-
-    return load_model(spec, dtype=recipe.dtype, device=recipe.device, weights=recipe.backend.needs_weights())
-
-
-def _evaluate_one(recipe: Recipe, loaded, pair, path: Path, progress: bool, metrics: list[str] | None = None,
-                  prompt: str | None = None) -> None:
-    from ..eval.evaluate import translate_and_score
-    from ..files import folder_size
-
-    t = recipe.translation
-    result = translate_and_score(loaded, pair, metrics or recipe.evaluate.metrics, recipe.comet,
-                                 prompt=prompt or t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by, backend=recipe.backend,
-                                 batch_size=t.batch_size, context=t.context, context_target=t.context_target,
-                                 max_new_tokens=t.max_new_tokens, progress=progress)
-    hypotheses = result.pop("hypotheses")
-    result.update(checkpoint=loaded.checkpoint, fingerprint=loaded.fingerprint,
-                  size_on_disk_bytes=folder_size(loaded.checkpoint))
-    write_text_atomic(path.with_suffix(".hyp.txt"), _one_per_line(hypotheses))
-    write_json_atomic(path, result)
-
-
-def _one_per_line(texts) -> str:
-    """One text per line (line breaks inside a text become spaces): hypotheses and references align."""
-    return "".join(t.replace("\n", " ") + "\n" for t in texts)
-
-
-def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    from ..bench.engine import BenchConfig, run_bench
-
-    recipe, b = ctx.recipe, ctx.recipe.bench
-    pair = recipe.pairs[0]
-    data = dataclasses.replace(pair.test, limit=b.limit)
-    paths = dict(ctx.models())
-    t = recipe.translation
-    result = run_bench(BenchConfig(models=[paths[name] for name in bench_models(recipe)], data=data, batch_sizes=tuple(b.batch_sizes),
-                                   warmup=b.warmup, runs=b.runs, backend=recipe.backend, dtype=recipe.dtype,
-                                   device=recipe.device, prompt=t.prompt, shots=t.shots, shots_from=t.shots_from,
-                                   shots_by=t.shots_by, context=t.context, context_target=t.context_target,
-                                   max_new_tokens=None if b.fixed_new_tokens else t.max_new_tokens,
-                                   fixed_new_tokens=b.fixed_new_tokens, metric=b.metric, order=b.order,
-                                   comet=recipe.comet, costs=b.costs, latency_segments=b.latency_segments))
-    write_json_atomic(folder / "bench.json", result)
-    return result
-
-
-def _quantize_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    """The final recovered (or pruned) model, and the reference, quantized (``mtprune quantize``)."""
-    from ..compress.quantize.pipeline import QuantizeConfig, quantize_checkpoint
-
-    recipe, q = ctx.recipe, ctx.recipe.quantize
-    paths = dict(ctx.models())
-    sources = {"quantized": paths[last_recovered(recipe)], "reference-quantized": paths.get("reference")}
-    t = recipe.translation
-    results = {}
-    for name in quantized_names(recipe):
-        out = Path(paths[name])
-        cfg = QuantizeConfig(model=sources[name], out=out, scheme=q.scheme, method=q.method,
-                             data=quantize_calibration(recipe), group_size=q.group_size, include_head=q.include_head,
-                             prompt=t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by,
-                             max_length=q.max_length, damp=q.damp, device=recipe.device, force=True, verify=q.verify)
-        entry = quantize_checkpoint(cfg, progress=ctx.progress).entry
-        results[name] = {"model_dir": str(out), "source": sources[name], "scheme": entry["scheme"],
-                         "method": entry["method"], "check": entry.get("check"),
-                         "size_on_disk_bytes": entry["size_on_disk_bytes"], "seconds": entry["seconds"],
-                         "calibration": entry["calibration"]}
-    return {"models": results}
-
-
-def _report_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
-    from .run_report import write_run_folder_report
-
-    return write_run_folder_report(ctx.run_dir)
-
-
-RUNNERS = {"trim_vocab": _trim_stage, "search": _search_stage, "prune": _prune_stage, "recover": _recover_stage,
-           "reference": _reference_stage, "quantize": _quantize_stage, "evaluate": _evaluate_stage, "bench": _bench_stage, "report": _report_stage}

@@ -1,8 +1,8 @@
 """The WMT compression task's deliverable: a folder with the model and ``run.sh``.
 
-``export_submission`` copies (hard-links where it can) the checkpoint into ``DIR/model`` and writes
+``run_submission`` copies (hard-links where it can) the checkpoint into ``DIR/model`` and writes
 ``DIR/run.sh LANG_PAIR BATCH_SIZE < input > output``, ``DIR/submission.json`` (prompt, backend and
-the model's provenance) and ``DIR/README.md``.  ``run.sh`` calls ``python -m mtprune.pipeline.submission``:
+the model's provenance) and ``DIR/README.md``.  ``run.sh`` calls ``python -m mtprune.cli.submission_runner``:
 ``translate_lines`` writes one line per input line (an empty line stays empty), offline.
 ``format`` wmt26 writes the WMT 2026 package instead (``mtprune.pipeline.wmt26``: setup.sh, its own venv).
 """
@@ -17,12 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Problem, at_least, one_of, raise_problems
+from ..errors import ConfigError
 from ..translate.backends import BackendConfig
-from ..errors import ConfigError, DataError, unknown_choice
-from ..translate.retrieval import DEFAULT_SHOTS_BY, check_shots_by
+from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_problems
 
 SETTINGS = "submission.json"
 FORMATS = ("wmt25", "wmt26")
+FLAGS = {"model": "MODEL", "out": "--output", "backend.name": "--backend"}  # fields that are not --field-name
 RUN_SH = """#!/usr/bin/env bash
 # {name}: translate stdin to stdout, one line per input line, offline.
 #   bash run.sh LANG_PAIR BATCH_SIZE < input > output      e.g. bash run.sh en-de 16 < src.txt > hyp.txt
@@ -35,14 +37,17 @@ HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PYTHON="${{MTPRUNE_PYTHON:-{python}}}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
-exec "$PYTHON" -m mtprune.pipeline.submission "$HERE" "$1" "$2"
+exec "$PYTHON" -m mtprune.cli.submission_runner "$HERE" "$1" "$2"
 """
 
 
 @dataclass
 class SubmissionConfig:
-    model: str
-    out: Path
+    """What ``mtprune export-submission`` packs; ``model`` and ``out`` may be None where the config is
+    built only to be checked."""
+
+    model: str | None = None
+    out: Path | None = None
     backend: BackendConfig = field(default_factory=BackendConfig)
     prompt: str = "auto"  # auto: the format the model was trained with, else its chat template, else few-shot
     shots: int = 3
@@ -55,21 +60,18 @@ class SubmissionConfig:
     format: str = "wmt25"  # wmt25: run.sh with the exporting interpreter; wmt26: setup.sh + its own venv
     max_batch_size: int | None = None  # wmt26: the largest batch run.sh declares (default 64)
 
-    def errors(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Everything wrong with the settings, checked before any file is written."""
-        errs = self.backend.errors()
-        if self.format not in FORMATS:
-            errs.append(unknown_choice("submission format", self.format, FORMATS))
+        out = [p.within("backend") for p in self.backend.problems()]
+        out += one_of("format", self.format, FORMATS, "submission format")
         if self.max_batch_size is not None and self.format != "wmt26":
-            errs.append(f"--max-batch-size applies to --format wmt26 only (not {self.format})")
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            errs.append(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
-        return errs
+            out.append(Problem("max_batch_size", f"applies to {{format}} wmt26 only (not {self.format})",
+                               also=("format",)))
+        return out + at_least("max_batch_size", self.max_batch_size, 1) + shots_by_problems(self.shots_by)
 
     def validate(self) -> None:
-        errs = self.errors()
-        if errs:
-            raise ConfigError("; ".join(errs))
+        missing = [Problem(name, "required") for name in ("model", "out") if getattr(self, name) is None]
+        raise_problems(missing + self.problems(), "submission settings", FLAGS)
 
 
 def checkpoint_folder(spec: str) -> Path:
@@ -94,11 +96,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link, ignore=shutil.ignore_patterns("*.checkpoints", ".*"))
 
 
-def export_submission(cfg: SubmissionConfig) -> Path:
+def run_submission(cfg: SubmissionConfig) -> Path:
+    """Write the deliverable folder ``cfg.out`` (``format`` wmt25: run.sh; wmt26: the WMT 2026 package)."""
     from ..model.export import check_output_dir, read_record
 
     cfg.validate()
-    check_shots_by(cfg.shots_by)
     out = Path(cfg.out)
     check_output_dir(out, cfg.force)
     folder = checkpoint_folder(cfg.model)
@@ -159,7 +161,7 @@ def translate_lines(folder: Path, lang_pair: str, batch_size: int, lines: list[s
     """One translation per line of ``lines``, with the folder's recorded settings (the checkpoint:
     ``model_dir``, default ``folder/model``)."""
     from ..data.specs import DataSpec
-    from ..eval.evaluate import load_pair, make_translator
+    from ..translate.translator import load_pair, make_translator
     from ..model.load import load_model
 
     settings = json.loads((folder / SETTINGS).read_text())
@@ -194,91 +196,3 @@ def source_for_empty(sources: list[str], outputs: list[str]) -> tuple[list[str],
     empty = [i for i, (src, out) in enumerate(zip(sources, outputs)) if src.strip() and not out.strip()]
     replaced = set(empty)
     return [" ".join(sources[i].split()) if i in replaced else out for i, out in enumerate(outputs)], empty
-
-
-def _read_lines(path: str) -> list[str]:
-    """The lines of a file (``-``: stdin), without their line ends; a last line without one counts."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    lines = text.split("\n")[:-1] if text.endswith("\n") else (text.split("\n") if text else [])
-    return [line.removesuffix("\r") for line in lines]
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _arguments(argv: list[str] | None):
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m mtprune.pipeline.submission",
-                                description="What run.sh calls: translate INPUT (default stdin) to OUTPUT "
-                                "(default stdout), one line per line, with DIR's submission.json.")
-    p.add_argument("folder", metavar="DIR", type=Path)
-    p.add_argument("lang_pair", metavar="LANG_PAIR")
-    p.add_argument("batch_size", metavar="BATCH_SIZE", type=_positive_int)
-    p.add_argument("--input", default="-", help="a UTF-8 text file, or - for stdin")
-    p.add_argument("--output", default="-", help="a file, or - for stdout")
-    p.add_argument("--model-dir", type=Path, help="the checkpoint (default: DIR/model)")
-    return p.parse_args(argv)
-
-
-def _translations(args) -> list[str]:
-    """The output lines for ``args.input`` with the folder's settings; a WMT 2026 package caps the batch at
-    its declared maximum and never leaves a non-empty line's translation empty."""
-    path = args.folder / SETTINGS
-    settings = json.loads(path.read_text()) if path.is_file() else {}
-    lines = _read_lines(args.input)
-    batch_size, cap = args.batch_size, settings.get("max_batch_size")
-    if cap and batch_size > cap:
-        print(f"run.sh: batch size {batch_size} capped at the declared maximum {cap}", file=sys.stderr)
-        batch_size = cap
-    out = translate_lines(args.folder, args.lang_pair, batch_size, lines, model_dir=args.model_dir)
-    if settings.get("task") != "wmt26":
-        return out
-    out, empty = source_for_empty(lines, out)
-    if empty:
-        shown = ", ".join(str(i + 1) for i in empty[:10]) + (" ..." if len(empty) > 10 else "")
-        print(f"run.sh: warning: {len(empty)} empty translation(s) replaced by their source (lines {shown})",
-              file=sys.stderr)
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mtprune.pipeline.submission DIR LANG_PAIR BATCH_SIZE < input > output`` (what run.sh calls).
-
-    Until the translations are written, stdout is redirected to stderr: nothing a library prints
-    can end up among them."""
-    import logging
-
-    from ..errors import MtpruneError
-
-    args = _arguments(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    stdout = _stdout_to_stderr() if args.output == "-" else None
-    try:
-        text = "".join(line + "\n" for line in _translations(args))
-    except (MtpruneError, DataError, OSError) as exc:
-        print(f"run.sh: error: {exc}", file=sys.stderr)
-        return 2
-    if stdout is not None:
-        with os.fdopen(stdout, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
-    return 0
-
-
-def _stdout_to_stderr() -> int:
-    """Point file descriptor 1 at stderr; returns a descriptor of the original stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    return saved
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import Problem, at_least, raise_problems
 from ..errors import ConfigError
 from ..files import folder_size
 
@@ -86,7 +87,7 @@ else
   pip_install -r requirements.txt
   pip_install --no-deps "./{source}"  # its dependencies are pinned in requirements.txt
 fi
-"$VENV/bin/python" -c "import mtprune.pipeline.submission, torch, transformers
+"$VENV/bin/python" -c "import mtprune.cli.submission_runner, torch, transformers
 print('setup.sh: ready: mtprune', mtprune.__version__, 'torch', torch.__version__)"
 """
 
@@ -129,7 +130,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 MODEL_DIR="${{MODEL_DIR:-$HERE/model}}"
 PYTHON="${{MTPRUNE_PYTHON:-$HERE/.venv/bin/python}}"
 [[ -x "$PYTHON" ]] || {{ echo "run.sh: error: $PYTHON not found: run bash setup.sh first" >&2; exit 1; }}
-exec "$PYTHON" -m mtprune.pipeline.submission "$HERE" "$PAIR" "$BATCH" --input "$INPUT" --output "$OUTPUT" \\
+exec "$PYTHON" -m mtprune.cli.submission_runner "$HERE" "$PAIR" "$BATCH" --input "$INPUT" --output "$OUTPUT" \\
   --model-dir "$MODEL_DIR"
 """
 
@@ -310,23 +311,26 @@ interpreter's packages, only mtprune is installed, nothing is downloaded).
 
 @dataclass
 class CheckConfig:
-    folder: Path
+    """What ``mtprune check-submission`` runs; ``folder`` may be None where the config is built only to be checked."""
+
+    folder: Path | None = None
     timeout: float = 900.0  # seconds, each step
     speed: bool = False
     lang_pair: str = "ces-deu"
     speed_input: Path | None = None  # source lines of the speed grid (default: built-in Czech lines)
     max_batch_size: int | None = None  # the grid's cap (default: submission.json's, else the whole grid)
 
-    def validate(self) -> None:
-        errs = []
-        if self.timeout <= 0:
-            errs.append(f"--timeout must be positive, got {self.timeout}")
-        if self.max_batch_size is not None and self.max_batch_size < 1:
-            errs.append(f"--max-batch-size must be at least 1, got {self.max_batch_size}")
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings, checked before anything runs."""
+        out = [Problem("timeout", f"must be positive, got {self.timeout}")] if self.timeout <= 0 else []
+        out += at_least("max_batch_size", self.max_batch_size, 1)
         if self.speed_input is not None and not Path(self.speed_input).is_file():
-            errs.append(f"--speed-input {self.speed_input}: no such file")
-        if errs:
-            raise ConfigError("; ".join(errs))
+            out.append(Problem("speed_input", f"{self.speed_input}: no such file"))
+        return out
+
+    def validate(self) -> None:
+        missing = [Problem("folder", "required")] if self.folder is None else []
+        raise_problems(missing + self.problems(), "submission check settings", {"folder": "DIR"})
 
 
 @dataclass

@@ -13,33 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..model.export import RECORD_NAME, check_output_dir, software_versions, write_checkpoint
+from ..model.export import RECORD_NAME, check_output_dir, write_checkpoint
+from ..versions import software_versions
 
 logger = logging.getLogger(__name__)
 
 TRAINING_PACKAGES = ("accelerate", "peft", "trl")
 
 
-def recovery_versions() -> dict[str, str]:
-    """mtprune, torch, transformers, python, and the training packages that are installed."""
-    versions = software_versions()
-    for name in TRAINING_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def extend_record(base_record: dict[str, Any] | None, recovery: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``base_record`` with ``recovery`` appended to its ``recovery`` list."""
     record = json.loads(json.dumps(base_record)) if base_record else {}
     entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **recovery}
-    entry.setdefault("versions", recovery_versions())
+    entry.setdefault("versions", software_versions(*TRAINING_PACKAGES))
     record["recovery"] = [*(record.get("recovery") or []), entry]
     return record
 

@@ -24,17 +24,19 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Problem, at_least, one_of, raise_problems
 from ..data.specs import DataSpec
 from ..errors import ConfigError
 from ..model.export import check_output_dir, read_record
 from ..jsonlog import IdentityMismatch, JsonLog, identity_differences
 from ..model.memory import OPTIMIZER_STATE_BYTES
 from ..model.preflight import FIT_MODES
-from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_errors
+from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_problems
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +44,20 @@ logger = logging.getLogger(__name__)
 # then one line per start and resume; earlier versions wrote the settings alone to LEGACY_RUN_FILE
 RUN_FILE, RUN_FILE_KIND, LEGACY_RUN_FILE = "finetune-run.jsonl", "mtprune finetune run file", "finetune-run.json"
 RESUME_ADVICE = "use the same options with --resume, or --force without --resume to start over"
-# settings that may differ between an interrupted run and its --resume
 DEV_PARTS = ("dev", "test", "train")  # or None ("none" in a recipe or on the command line): no dev loss
+REQUIRED = ("student", "out", "data")  # filled in by a run; None only in a config built to be checked
+# settings that may differ between an interrupted run and its --resume
 RESUME_FREE = ("resume", "force", "progress", "keep_checkpoints", "verify", "out", "checkpoint_dir", "teacher_cache",
                "fit", "memory_check")
 
 
 @dataclass
 class FinetuneConfig:
-    """Everything ``trainer.run_finetune`` needs; the CLI fills it from its options."""
+    """Everything ``trainer.run_finetune`` needs; ``problems`` checks it before any weights load."""
 
-    student: str
-    out: Path
-    data: list[DataSpec]  # training pairs (their ``part`` is the training part)
+    student: str | None = None
+    out: Path | None = None
+    data: list[DataSpec] | None = None  # training pairs (their ``part`` is the training part)
     # dev sets of their own, one per ``data`` entry (e.g. held-out human references for synthesized
     # data that is trained on whole); default: the ``dev_part`` of each ``data``
     dev_data: list[DataSpec] | None = None
@@ -102,48 +105,56 @@ class FinetuneConfig:
         if isinstance(self.dev_part, str) and self.dev_part.strip().lower() in ("none", ""):
             self.dev_part = None  # as --dev-part none
 
-    def validate(self) -> None:
-        """Raise one ConfigError that lists every invalid option."""
-        problems = [msg for bad, msg in self._checks() if bad]
-        if problems:
-            raise ConfigError("invalid options:\n  " + "\n  ".join(problems))
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are given (student, out and data may be None)."""
+        from ..model.load import name_problems
 
-    def _checks(self) -> list[tuple[bool, str]]:
-        from ..model.load import name_errors
+        out = name_problems(self.dtype, self.device) + self._data_problems()
+        if not self.learning_rate > 0:
+            out.append(Problem("learning_rate", f"must be > 0, got {self.learning_rate:g}"))
+        if not self.epochs > 0:
+            out.append(Problem("epochs", f"must be > 0, got {self.epochs:g}"))
+        for name, low in (("max_steps", 1), ("batch_size", 1), ("grad_accum", 1), ("max_length", 8), ("warmup", 0),
+                          ("eval_every", 1), ("patience", 1), ("save_every", 1), ("shots", 0), ("dev_limit", 1),
+                          ("top_k", 1)):
+            out += at_least(name, getattr(self, name), low)
+        out += shots_by_problems(self.shots_by)
+        if not 0.0 <= self.kd_weight <= 1.0:
+            out.append(Problem("kd_weight", f"must be in [0, 1], got {self.kd_weight:g}"))
+        if not self.temperature > 0:
+            out.append(Problem("temperature", f"must be > 0, got {self.temperature:g}"))
+        return out + self._trainable_problems()
 
-        own_dev = self.dev_data is not None
-        return [(True, msg) for msg in name_errors(self.dtype, self.device)] + [
-            (self.dev_part is not None and self.dev_part not in DEV_PARTS,
-             f"--dev-part {self.dev_part}: expected {', '.join(DEV_PARTS)} or none"),
-            (own_dev and len(self.dev_data) != len(self.data),
-             f"give one dev set per training data set ({len(self.data or [])}), got {len(self.dev_data or [])}"),
-            (not self.data, "no training data: give --data SPEC (with --src/--tgt)"),
-            (not self.learning_rate > 0, f"--lr must be > 0, got {self.learning_rate:g}"),
-            (not self.epochs > 0, f"--epochs must be > 0, got {self.epochs:g}"),
-            (self.max_steps is not None and self.max_steps < 1, f"--max-steps must be >= 1, got {self.max_steps}"),
-            (self.batch_size < 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum < 1, f"--grad-accum must be >= 1, got {self.grad_accum}"),
-            (self.max_length < 8, f"--max-length must be >= 8 tokens, got {self.max_length}"),
-            (self.warmup < 0, f"--warmup must be >= 0, got {self.warmup:g}"),
-            (self.eval_every < 1, f"--eval-every must be >= 1, got {self.eval_every}"),
-            (self.patience is not None and self.patience < 1, f"--patience must be >= 1, got {self.patience}"),
-            (self.save_every is not None and self.save_every < 1, f"--save-every must be >= 1, got {self.save_every}"),
-            (self.shots < 0, f"--shots must be >= 0, got {self.shots}"),
-            *((True, message) for message in shots_by_errors(self.shots_by)),
-            (self.dev_limit is not None and self.dev_limit < 1, f"--dev-limit must be >= 1, got {self.dev_limit}"),
-            (not 0.0 <= self.kd_weight <= 1.0, f"--kd-weight must be in [0, 1], got {self.kd_weight:g}"),
-            (not self.temperature > 0, f"--temperature must be > 0, got {self.temperature:g}"),
-            (self.top_k < 1, f"--top-k must be >= 1, got {self.top_k}"),
-            (self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0), "--lora-rank and --lora-alpha must be > 0"),
-            (self.lora and self.freeze_embeddings, "--freeze-embeddings is implied by --lora: drop one"),
-            (self.fit not in FIT_MODES, f"--fit {self.fit!r}: choose one of {', '.join(FIT_MODES)}"),
-            (self.optimizer not in OPTIMIZER_STATE_BYTES,
-             f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZER_STATE_BYTES)}"),
-            (not own_dev and (any(d.part == self.dev_part for d in self.data) or
-                              (self.dev_part is not None and any(d.part == "all" for d in self.data))),
-             f"training part and dev part overlap (--part and --dev-part {self.dev_part}): choose different "
-             "parts, or --dev-part none"),
-        ]
+    def _data_problems(self) -> list[Problem]:
+        out = []
+        if self.dev_part is not None and self.dev_part not in DEV_PARTS:
+            out.append(Problem("dev_part", f"expected {', '.join(DEV_PARTS)} or none, got {self.dev_part}"))
+        if self.data is None:
+            return out
+        if not self.data:
+            out.append(Problem("data", "no training data: give a data set with its languages"))
+        if self.dev_data is not None and len(self.dev_data) != len(self.data):
+            out.append(Problem("dev_data", f"give one dev set per training data set ({len(self.data)}), "
+                               f"got {len(self.dev_data)}"))
+        if self.dev_data is None and (any(d.part == self.dev_part for d in self.data) or
+                                      (self.dev_part is not None and any(d.part == "all" for d in self.data))):
+            out.append(Problem("dev_part", f"{self.dev_part} overlaps the part trained on: choose different parts, "
+                               "or none"))
+        return out
+
+    def _trainable_problems(self) -> list[Problem]:
+        out = []
+        if self.lora and (self.lora_rank < 1 or self.lora_alpha <= 0):
+            out.append(Problem("lora_rank", "and {lora_alpha} must be > 0", also=("lora_alpha",)))
+        if self.lora and self.freeze_embeddings:
+            out.append(Problem("freeze_embeddings", "is implied by {lora}: drop one", also=("lora",)))
+        out += one_of("fit", self.fit, FIT_MODES, "memory fit mode")
+        return out + one_of("optimizer", self.optimizer, OPTIMIZER_STATE_BYTES, "optimizer")
+
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Raise one ConfigError listing every problem and every missing required setting."""
+        missing = [Problem(name, "is required") for name in REQUIRED if getattr(self, name) is None]
+        raise_problems(self.problems() + missing, "finetune settings", flags)
 
     def resolved_device(self) -> str:
         """The device training runs on (``device: auto`` resolved)."""
@@ -193,7 +204,7 @@ class Prepared:
     train_layers: list[int] | None  # current (0-based) indices of the layers to train
     train_layers_original: list[int] | None
     tokenizer: Any
-    pairs: list[Any]  # evaluate.PairTask, training segments
+    pairs: list[Any]  # translator.PairTask, training segments
     dev_pairs: list[Any]
     prompts: list[Any]  # sft_data.PairPrompt per pair
     train_examples: list[dict[str, Any]]
@@ -410,7 +421,7 @@ def _load_pairs(config: FinetuneConfig):
     """Training and dev PairTasks; every segment must have a reference."""
     from dataclasses import replace
 
-    from ..eval.evaluate import load_pair
+    from ..translate.translator import load_pair
     from .sft_data import check_references
 
     pairs = [load_pair(spec) for spec in config.data]
@@ -426,10 +437,10 @@ def _load_pairs(config: FinetuneConfig):
 
 def _inference_prompt(prompt: str, source) -> str:
     """The prompt mode translate/evaluate would use for the student: ``auto`` becomes the format
-    an already fine-tuned student was trained with (``evaluate.default_prompt``)."""
+    an already fine-tuned student was trained with (``translator.default_prompt``)."""
     from types import SimpleNamespace
 
-    from ..eval.evaluate import default_prompt
+    from ..translate.translator import default_prompt
     from ..model.load import checkpoint_for
 
     return default_prompt(SimpleNamespace(checkpoint=checkpoint_for(source), source=source), prompt)

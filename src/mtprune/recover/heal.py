@@ -25,30 +25,32 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Problem, at_least, one_of, raise_problems
 from ..data.specs import DataSpec, Segment
 from ..errors import ConfigError, DataError
+from .hidden_states import (LOSSES, Examples, collate_fn, freeze_all_but, mean_loss, regression_module, split_heldout,
+                            subset, teacher_states, tokenize_texts)
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("relmse", "mse", "cosine")
 TEXT_MODES = ("auto", "prompt", "source")
 DEFAULT_DATA = "sample:en-de"
-HELDOUT_EVERY = 8  # one text in 8 measures the loss before and after, unseen in training
+REQUIRED = ("student", "out", "data")  # filled in by a run; None only in a config built to be checked
 
 
 @dataclass
 class HealConfig:
-    """Everything ``mtprune heal`` needs; ``validate`` checks it before any model loads."""
+    """Everything ``run_heal`` needs; ``problems`` checks it before any model loads."""
 
-    student: str
-    out: Path
+    student: str | None = None
+    out: Path | None = None
     # one data set, or several (each pair's of a recipe): the texts of all of them are healed on together
-    data: DataSpec | list[DataSpec] = field(
+    data: DataSpec | list[DataSpec] | None = field(
         default_factory=lambda: DataSpec(DEFAULT_DATA, "en", "de", part="train", limit=256))
     teacher: str | None = None  # default: the source named in the student's mtprune.json
     loss: str = "relmse"
@@ -68,37 +70,34 @@ class HealConfig:
     verify: bool = True
     progress: bool = True
 
-    def validate(self) -> None:
-        from ..model.export import check_output_dir
-        from ..model.load import name_errors
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are given (student, out and data may be None)."""
+        from ..model.load import name_problems
 
-        errors = name_errors(self.dtype, self.device)
-        if not self.data_specs:
-            errors.append("no data to heal on: give --data SPEC")
-        if self.loss not in LOSSES:
-            errors.append(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
-        if self.text not in TEXT_MODES:
-            errors.append(f"--text {self.text!r}: choose one of {', '.join(TEXT_MODES)}")
+        out = name_problems(self.dtype, self.device)
+        if self.data is not None and not self.data_specs:
+            out.append(Problem("data", "no data to heal on: give a data set"))
+        out += one_of("loss", self.loss, LOSSES, "loss")
+        out += one_of("text", self.text, TEXT_MODES, "text mode")
         if not self.lr > 0:
-            errors.append(f"--lr must be > 0, got {self.lr}")
-        if self.steps is not None and self.steps < 1:
-            errors.append(f"--steps must be at least 1, got {self.steps}")
+            out.append(Problem("lr", f"must be > 0, got {self.lr}"))
+        out += at_least("steps", self.steps, 1)
         if self.steps is None and not self.epochs > 0:
-            errors.append(f"--epochs must be > 0, got {self.epochs}")
-        if self.batch_size < 1:
-            errors.append(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_length < 8:
-            errors.append(f"--max-length must be at least 8 tokens, got {self.max_length}")
+            out.append(Problem("epochs", f"must be > 0, got {self.epochs}"))
+        out += at_least("batch_size", self.batch_size, 1) + at_least("max_length", self.max_length, 8)
         if self.layers_per_gap not in (1, 2):
-            errors.append(f"--layers-per-gap must be 1 or 2, got {self.layers_per_gap}")
-        if self.shots < 0:
-            errors.append(f"--shots must be >= 0, got {self.shots}")
-        if errors:
-            raise ConfigError("; ".join(errors))
-        check_output_dir(Path(self.out), self.force)
+            out.append(Problem("layers_per_gap", f"must be 1 or 2, got {self.layers_per_gap}"))
+        return out + at_least("shots", self.shots, 0)
+
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Raise one ConfigError listing every problem and every missing required setting."""
+        missing = [Problem(name, "is required") for name in REQUIRED if getattr(self, name) is None]
+        raise_problems(self.problems() + missing, "heal settings", flags)
 
     @property
     def data_specs(self) -> list[DataSpec]:
+        if self.data is None:
+            return []
         return list(self.data) if isinstance(self.data, (list, tuple)) else [self.data]
 
 
@@ -174,33 +173,6 @@ def plan_units(kept: Sequence[int], removed: Sequence[int],
 
 
 # ----------------------------------------------------------------------------------------
-# Losses on hidden states (pure)
-# ----------------------------------------------------------------------------------------
-
-def hidden_state_loss(kind: str, pred, target, mask):
-    """Mean over real tokens of a per-token distance between hidden states -> scalar.
-
-    pred, target: (batch, seq, hidden); mask: (batch, seq), 1 on real tokens.
-    relmse: ||pred - target||^2 / ||target||^2 per token (scale-free: a few positions, such as
-    the first token, carry hidden states orders of magnitude larger than the rest);
-    mse: mean squared error per hidden unit; cosine: 1 - cos(pred, target).
-    """
-    import torch.nn.functional as F
-
-    pred, target = pred.float(), target.float()
-    if kind == "relmse":
-        per_token = (pred - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-6)
-    elif kind == "mse":
-        per_token = (pred - target).pow(2).mean(-1)
-    elif kind == "cosine":
-        per_token = 1.0 - F.cosine_similarity(pred, target, dim=-1)
-    else:
-        raise ConfigError(f"unknown loss {kind!r}; valid: {', '.join(LOSSES)}")
-    m = mask.to(per_token.dtype)  # (batch, seq)
-    return (per_token * m).sum() / m.sum().clamp_min(1.0)
-
-
-# ----------------------------------------------------------------------------------------
 # Texts
 # ----------------------------------------------------------------------------------------
 
@@ -238,204 +210,11 @@ def healing_texts(segments: Sequence[Segment], tokenizer, cfg: HealConfig,
     return texts, prompter.add_special_tokens, {"text": "prompt", "shots": cfg.shots, "prompt": description}
 
 
-def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int,
-                   add_special_tokens: bool = True) -> list[list[int]]:
-    """Token ids of each text, cut at ``max_length``; texts of fewer than 2 tokens are dropped."""
-    ids = tokenizer(list(texts), add_special_tokens=add_special_tokens, truncation=True,
-                    max_length=max_length)["input_ids"]
-    return [row for row in ids if len(row) >= 2]
-
-
-def length_batches(token_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Indices grouped by similar length (little padding), longest first."""
-    order = sorted(range(len(token_ids)), key=lambda i: (-len(token_ids[i]), i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_right(rows: Sequence[Any], pad_value, width: int | None = None):
-    """Stack 1-D or 2-D tensors padded on the right of dim 0 -> (batch, width, ...)."""
-    width = width or max(r.shape[0] for r in rows)
-    out = rows[0].new_full((len(rows), width, *rows[0].shape[1:]), pad_value)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# Hidden states of the teacher, and the student's block on them
-# ----------------------------------------------------------------------------------------
-
-def _hidden_in(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _hidden_out(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def teacher_states(teacher, units: Sequence[HealUnit], token_ids: Sequence[Sequence[int]], batch_size: int,
-                   pad_id: int, progress: bool = True) -> list[list[tuple[Any, Any]]]:
-    """Per unit, per text: (teacher hidden state entering ``unit.start``, teacher output of
-    ``unit.end``), each (len, hidden), computed once without grad by hooks on the teacher's
-    layers (ORIGINAL ids), running only the layers up to the last one needed and no LM head."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..model.layers import LayerSurgeon
-
-    surgeon = LayerSurgeon(teacher)
-    layers = surgeon.original_layers
-    seen: dict[tuple[str, int], Any] = {}
-
-    def pre(layer_id):
-        return lambda module, args, kwargs: seen.__setitem__(("in", layer_id), _hidden_in(args, kwargs))
-
-    def post(layer_id):
-        return lambda module, args, kwargs, output: seen.__setitem__(("out", layer_id), _hidden_out(output))
-
-    handles = [layers[u.start].register_forward_pre_hook(pre(u.start), with_kwargs=True) for u in units]
-    handles += [layers[u.end].register_forward_hook(post(u.end), with_kwargs=True) for u in units]
-    states: list[list[Any]] = [[None] * len(token_ids) for _ in units]
-    device = next(teacher.parameters()).device
-    try:
-        # no_grad, not inference_mode: these tensors are used later in autograd (as inputs and targets)
-        with surgeon.subset(range(max(u.end for u in units) + 1)), torch.no_grad():
-            for batch in tqdm(length_batches(token_ids, batch_size), desc="teacher", disable=not progress, leave=False):
-                rows = [torch.tensor(token_ids[i]) for i in batch]
-                ids = pad_right(rows, pad_id).to(device)
-                mask = pad_right([torch.ones_like(r) for r in rows], 0).to(device)
-                teacher.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-                for u_index, unit in enumerate(units):
-                    h_in, h_out = seen[("in", unit.start)], seen[("out", unit.end)]
-                    for row, i in enumerate(batch):
-                        n = len(token_ids[i])
-                        # kept in CPU memory (a copy, not a view that holds the whole batch)
-                        states[u_index][i] = (h_in[row, :n].to("cpu", copy=True), h_out[row, :n].to("cpu", copy=True))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return states
-
-
-def run_block(student, surgeon, positions: Sequence[int], input_ids, attention_mask, h_in):
-    """The student's layers at ``positions`` (its own 0-based positions) applied to ``h_in``.
-
-    The model's own forward builds the attention masks and rotary position embeddings each
-    layer needs (sliding or full attention); a pre-hook swaps the first layer's input for
-    ``h_in``, a hook takes the last layer's output (the final norm after it is ignored).
-    """
-    layers = [surgeon.original_layers[p] for p in positions]
-    captured = {}
-
-    def inject(module, args, kwargs):
-        if args:
-            return (h_in, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": h_in}
-
-    def take(module, args, kwargs, output):
-        captured["out"] = _hidden_out(output)
-
-    handles = [layers[0].register_forward_pre_hook(inject, with_kwargs=True),
-               layers[-1].register_forward_hook(take, with_kwargs=True)]
-    try:
-        with surgeon.subset(positions):
-            student.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured["out"]
-
-
-def _regression_module(student, surgeon, positions: Sequence[int], loss: str):
-    """An nn.Module whose forward returns {"loss": ...}: what transformers' Trainer trains."""
-    import torch.nn as nn
-
-    class BlockRegression(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.student = student  # all parameters frozen except the trained layers'
-
-        def forward(self, input_ids, attention_mask, h_in, target):
-            pred = run_block(self.student, surgeon, positions, input_ids, attention_mask, h_in)
-            return {"loss": hidden_state_loss(loss, pred, target, attention_mask)}
-
-    return BlockRegression()
-
-
 # ----------------------------------------------------------------------------------------
 # Training one unit
 # ----------------------------------------------------------------------------------------
 
-class _Examples:
-    """Per-text training examples of one unit (a map-style dataset)."""
-
-    def __init__(self, token_ids, states):
-        self.token_ids, self.states = token_ids, states
-
-    def __len__(self) -> int:
-        return len(self.token_ids)
-
-    def __getitem__(self, i):
-        import torch
-
-        h_in, target = self.states[i]
-        return {"input_ids": torch.tensor(self.token_ids[i]), "h_in": h_in, "target": target}
-
-
-def _subset(token_ids, states, indices: Sequence[int]) -> _Examples:
-    return _Examples([token_ids[i] for i in indices], [states[i] for i in indices])
-
-
-def _collate(pad_id: int):
-    import torch
-
-    def collate(items):
-        rows = [it["input_ids"] for it in items]
-        return {
-            "input_ids": pad_right(rows, pad_id),
-            "attention_mask": pad_right([torch.ones_like(r) for r in rows], 0),
-            "h_in": pad_right([it["h_in"] for it in items], 0.0),
-            "target": pad_right([it["target"] for it in items], 0.0),
-        }
-    return collate
-
-
-def mean_loss(module, examples: _Examples, collate, batch_size: int, device) -> float:
-    """Token-weighted mean loss over ``examples`` (no grad), in length-sorted batches."""
-    import torch
-
-    total = tokens = 0.0
-    module.eval()
-    with torch.no_grad():
-        for batch in length_batches(examples.token_ids, batch_size):
-            inputs = {k: v.to(device) for k, v in collate([examples[i] for i in batch]).items()}
-            n = float(inputs["attention_mask"].sum())
-            total += float(module(**inputs)["loss"]) * n
-            tokens += n
-    return total / max(tokens, 1.0)
-
-
-def _freeze_all_but(model, layers) -> int:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    n = 0
-    for layer in layers:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-            n += p.numel()
-    return n
-
-
-def split_heldout(n: int, every: int = HELDOUT_EVERY) -> tuple[list[int], list[int]]:
-    """(train, held-out) text indices: every ``every``-th text is held out to measure the loss;
-    with fewer than ``every`` texts, all train and the loss is measured on them."""
-    if n < every:
-        return list(range(n)), list(range(n))
-    heldout = list(range(every - 1, n, every))
-    return [i for i in range(n) if (i + 1) % every], heldout
-
-
-def train_unit(student, surgeon, positions: Sequence[int], examples: _Examples, heldout: _Examples, cfg: HealConfig,
+def train_unit(student, surgeon, positions: Sequence[int], examples: Examples, heldout: Examples, cfg: HealConfig,
                pad_id: int, device: str) -> dict[str, Any]:
     """Train the student's layers at ``positions`` on one unit's (h_in, target) pairs; the loss
     before and after is measured on ``heldout``.
@@ -446,9 +225,9 @@ def train_unit(student, surgeon, positions: Sequence[int], examples: _Examples, 
     """
     from transformers import Trainer, TrainingArguments
 
-    module = _regression_module(student, surgeon, positions, cfg.loss)
-    trainable = _freeze_all_but(student, [surgeon.original_layers[p] for p in positions])
-    collate = _collate(pad_id)
+    module = regression_module(student, surgeon, positions, cfg.loss)
+    trainable = freeze_all_but(student, [surgeon.original_layers[p] for p in positions])
+    collate = collate_fn(pad_id)
     before = mean_loss(module, heldout, collate, cfg.batch_size, device)
     steps_per_epoch = -(-len(examples) // cfg.batch_size)
     steps = cfg.steps or max(1, round(cfg.epochs * steps_per_epoch))
@@ -464,7 +243,7 @@ def train_unit(student, surgeon, positions: Sequence[int], examples: _Examples, 
         trainer = Trainer(model=module, args=args, train_dataset=examples, data_collator=collate)
         trainer.train()
     after = mean_loss(module, heldout, collate, cfg.batch_size, device)
-    _freeze_all_but(student, [])
+    freeze_all_but(student, [])
     return {"steps": steps, "trainable_parameters": trainable, "loss_before": round(before, 6),
             "loss_after": round(after, 6), "seconds": round(time.perf_counter() - start, 1)}
 
@@ -536,7 +315,7 @@ def _check_pair(student, teacher, n_original: int) -> None:
 
 def _load_texts(cfg: HealConfig, tokenizer) -> tuple[list[list[int]], dict[str, Any]]:
     """The token ids of every data set's texts, in order, and a description for the record."""
-    from ..eval.evaluate import load_pair
+    from ..translate.translator import load_pair
 
     token_ids, described, description = [], [], {}
     for spec in cfg.data_specs:
@@ -590,20 +369,22 @@ def _train_units(cfg: HealConfig, student, kept: Sequence[int], units: Sequence[
     for unit, unit_states in zip(units, states):
         logger.info("healing %s", unit.name)
         positions = [kept.index(i) for i in unit.trained]
-        result = train_unit(student.model, surgeon, positions, _subset(token_ids, unit_states, train_ids),
-                            _subset(token_ids, unit_states, heldout_ids), cfg, pad_id, student.device)
+        result = train_unit(student.model, surgeon, positions, subset(token_ids, unit_states, train_ids),
+                            subset(token_ids, unit_states, heldout_ids), cfg, pad_id, student.device)
         logger.info("%s: loss %.5f -> %.5f (%d steps, %.0f s)", unit.name, result["loss_before"],
                     result["loss_after"], result["steps"], result["seconds"])
         results.append({"removed": list(unit.gap), "trained": list(unit.trained), **result})
     return results, measured_on
 
 
-def heal(cfg: HealConfig) -> HealResult:
+def run_heal(cfg: HealConfig) -> HealResult:
     """Heal the gaps of ``cfg.student`` towards its unpruned teacher and save the result."""
-    from ..model.load import checkpoint_dtype, load_model
+    from ..model.export import check_output_dir
+    from ..model.load import load_model, saved_dtype
     from .checkpoint import save_recovered
 
     cfg.validate()
+    check_output_dir(Path(cfg.out), cfg.force)
     start = time.perf_counter()
     record, teacher_spec = student_layers(cfg.student, cfg.teacher)
     student = load_model(cfg.student, dtype=cfg.dtype, device=cfg.device)
@@ -611,7 +392,8 @@ def heal(cfg: HealConfig) -> HealResult:
     teacher = load_model(teacher_spec, dtype=cfg.dtype, device=student.device)
     kept, units, skipped = _gaps(cfg, record, student, teacher)
     pad_id = student.tokenizer.pad_token_id if student.tokenizer.pad_token_id is not None else 0
-    states = teacher_states(teacher.model, units, token_ids, cfg.batch_size, pad_id, cfg.progress)
+    spans = [(u.start, u.end) for u in units]
+    states = teacher_states(teacher.model, spans, token_ids, cfg.batch_size, pad_id, cfg.progress)
     teacher_info = {**teacher.source.to_dict(), "fingerprint": teacher.fingerprint}
     del teacher  # its hidden states are all that is needed from here on
     results, data_record["loss_measured_on"] = _train_units(cfg, student, kept, units, token_ids, states, pad_id)
@@ -619,7 +401,7 @@ def heal(cfg: HealConfig) -> HealResult:
     # saved in the student's own dtype; only the weights are cast (rotary buffers stay fp32)
     written = save_recovered(student.model, student.tokenizer, Path(cfg.out), recovery=recovery,
                              base_record=record, force=cfg.force, verify=cfg.verify,
-                             dtype=checkpoint_dtype(student.checkpoint))
+                             dtype=saved_dtype(student.checkpoint, default=None))
     return HealResult(out=Path(cfg.out), units=results, skipped_gaps=skipped, record=written)
 
 

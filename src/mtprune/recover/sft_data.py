@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from ..eval.evaluate import Examples, PairTask, few_shot_examples, wants_examples
+from ..translate.translator import Examples, PairTask, few_shot_examples, wants_examples
 from ..translate.retrieval import DEFAULT_SHOTS_BY
 from ..translate.prompts import END_OF_TURN_MARKERS, Prompter, build_prompter, read_template_file
 from .losses import IGNORE_INDEX
@@ -44,7 +44,7 @@ def build_pair_prompt(tokenizer: Any, pair: PairTask, held_out: PairTask | None,
                       shots_from: str | None = None, shots_by: str = DEFAULT_SHOTS_BY) -> PairPrompt:
     """The Prompter translation would use on ``held_out`` (the dev part), built by evaluate's own rules.
 
-    Few-shot examples are the ones ``evaluate.few_shot_examples`` draws when translating the
+    Few-shot examples are the ones ``translator.few_shot_examples`` draws when translating the
     held-out segments (the data's train part, else the bundled sample, or --shots-from), so
     the trained prompt is the one evaluation builds; those examples are then left out of the
     training examples. Without a held-out part, ``pair`` itself is the excluded set.

@@ -14,68 +14,63 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Problem, at_least, raise_problems
 from ..translate.backends import BackendConfig
 from ..data.specs import DataSpec
 from ..errors import ConfigError, DataError
 from ..files import write_json_atomic, write_text_atomic
 from ..jsonlog import JsonLog
 from ..eval.langcheck import language_check
-from ..eval.metrics import FAILURE_FLAGS, segment_failures
-from ..translate.retrieval import DEFAULT_SHOTS_BY, shots_by_errors
+from ..eval.failures import FAILURE_FLAGS, segment_failures
+from ..translate.settings import TranslationSettings
 
 logger = logging.getLogger(__name__)
 
 LOG_SUFFIX = ".progress.jsonl"
 SIDECAR_SUFFIX = ".json"
 TSV_HEADER = "source\ttarget"
+REQUIRED = ("teacher", "data", "out")  # filled in by a run; None only in a config built to be checked
 
 
 @dataclass
 class SynthesizeConfig:
-    """Everything ``mtprune synthesize`` needs; ``validate`` checks it before any model loads."""
+    """Everything ``run_synthesize`` needs; ``problems`` checks it before any model loads."""
 
-    teacher: str
-    data: DataSpec
-    out: Path
-    prompt: str = "auto"
-    shots: int = 3
-    shots_from: str | None = None  # few-shot examples from this data (default: the data's train part)
-    shots_by: str = DEFAULT_SHOTS_BY  # random | similar (each segment's most similar examples)
+    teacher: str | None = None
+    data: DataSpec | None = None
+    out: Path | None = None
+    # how the teacher translates (few-shot examples default to the data's train part)
+    translation: TranslationSettings = field(default_factory=TranslationSettings)
     backend: BackendConfig | str = "hf"  # a name, or with engine options (vLLM's)
-    batch_size: int = 16
-    max_new_tokens: int | None = None
     chunk_size: int = 128  # sources translated (and logged) per chunk
-    max_length_ratio: float = 3.0  # failure rules of metrics.segment_failures
+    max_length_ratio: float = 3.0  # failure rules of failures.segment_failures
     min_length_ratio: float = 0.25
     dtype: str = "auto"
     device: str = "auto"
     force: bool = False
     progress: bool = True
 
-    def validate(self) -> None:
-        from ..model.load import name_errors
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are given (teacher, data and out may be None)."""
+        from ..model.load import name_problems
 
-        errors = self.backend_config.errors() + name_errors(self.dtype, self.device)
-        errors += shots_by_errors(self.shots_by)
-        if Path(self.out).exists() and not self.force:
-            errors.append(f"-o {self.out} exists; pass --force to overwrite it")
-        if Path(self.out).is_dir():
-            errors.append(f"-o {self.out} is a folder; give a .tsv file name")
-        for name in ("batch_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                errors.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            errors.append(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        out = [p.within("backend") for p in self.backend_config.problems()]
+        out += [p.within("translation") for p in self.translation.problems()]
+        out += name_problems(self.dtype, self.device) + at_least("chunk_size", self.chunk_size, 1)
         if not 0 <= self.min_length_ratio < self.max_length_ratio:
-            errors.append(f"need 0 <= --min-length-ratio < --max-length-ratio, got {self.min_length_ratio} "
-                          f"and {self.max_length_ratio}")
-        if errors:
-            raise ConfigError("; ".join(errors))
+            out.append(Problem("min_length_ratio", f"must be >= 0 and below {{max_length_ratio}}, got "
+                               f"{self.min_length_ratio} and {self.max_length_ratio}", also=("max_length_ratio",)))
+        return out
+
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Raise one ConfigError listing every problem and every missing required setting."""
+        missing = [Problem(name, "is required") for name in REQUIRED if getattr(self, name) is None]
+        raise_problems(self.problems() + missing, "synthesize settings", flags)
 
     @property
     def backend_config(self) -> BackendConfig:
@@ -128,7 +123,7 @@ def unique_sources(sources: Sequence[str]) -> tuple[list[str], int]:
 def filter_translations(sources: Sequence[str], hypotheses: Sequence[str], *, tgt_lang: str | None = None,
                         max_length_ratio: float = 3.0,
                         min_length_ratio: float = 0.25) -> tuple[list[tuple[str, str]], dict[str, int]]:
-    """Pairs that trip none of metrics.segment_failures' flags (empty, too long, too short,
+    """Pairs that trip none of failures.segment_failures' flags (empty, too long, too short,
     source copy, repetition, and given ``tgt_lang`` an output in another language), and the
     count of each flag (a pair may trip several)."""
     kept: list[tuple[str, str]] = []
@@ -211,11 +206,9 @@ def _translator(loaded, pair, cfg: SynthesizeConfig):
     """The evaluation translator.  Few-shot examples (base teachers) are never among the
     translated segments: the teacher would copy their references, which are not its own
     translations.  Synthesizing a whole data set?  Take examples from elsewhere with ``shots_from``."""
-    from ..eval.evaluate import make_translator
+    from ..translate.translator import make_translator
 
-    return make_translator(loaded, pair, prompt=cfg.prompt, shots=cfg.shots, shots_from=cfg.shots_from,
-                           shots_by=cfg.shots_by, backend=cfg.backend, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                           progress=False)
+    return make_translator(loaded, pair, cfg.translation, backend=cfg.backend, progress=False)
 
 
 def _identity(loaded, translator, pair) -> dict[str, Any]:
@@ -232,13 +225,22 @@ def _identity(loaded, translator, pair) -> dict[str, Any]:
     }
 
 
-def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
+def check_output(out: Path, force: bool) -> None:
+    """The output TSV may exist only with ``force``, and is never a folder."""
+    if Path(out).is_dir():
+        raise ConfigError(f"-o {out} is a folder; give a .tsv file name")
+    if Path(out).exists() and not force:
+        raise ConfigError(f"-o {out} exists; pass --force to overwrite it")
+
+
+def run_synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
     """Translate ``cfg.data``'s sources with the teacher (resumable), filter, dedupe, write TSV + JSON."""
-    from ..eval.evaluate import load_pair
-    from ..model.export import software_versions
+    from ..translate.translator import load_pair
+    from ..versions import software_versions
     from ..model.load import load_model
 
     cfg.validate()
+    check_output(cfg.out, cfg.force)
     start = time.perf_counter()
     pair = load_pair(cfg.data)
     sources, duplicates = unique_sources(pair.sources)
@@ -262,7 +264,7 @@ def synthesize(cfg: SynthesizeConfig) -> SynthesisResult:
                     "device": loaded.device},
         "data": pair.describe(),
         "translation": translator.describe(),
-        "filter": {"rules": "mtprune.eval.metrics.segment_failures", "flags": list(FAILURE_FLAGS),
+        "filter": {"rules": "mtprune.eval.failures.segment_failures", "flags": list(FAILURE_FLAGS),
                    "max_length_ratio": cfg.max_length_ratio, "min_length_ratio": cfg.min_length_ratio,
                    "language": language_check(pair.spec.tgt).describe(),
                    "duplicates": "sources compared after whitespace normalization, first kept"},

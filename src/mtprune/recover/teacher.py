@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..model.load import cache_dir
+from ..model.packaged import cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ a transformers Trainer whose loss projects only target positions, and the export
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -376,6 +375,7 @@ def train(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepare
 # ----------------------------------------------------------------------------------------
 
 def finish(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepared, loaded, started: float):
+    from ..model.load import checkpoint_for, saved_dtype
     from .checkpoint import save_recovered
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -387,23 +387,11 @@ def finish(trainer: TargetTokenTrainer, config: FinetuneConfig, prepared: Prepar
     if trainer.is_world_process_zero():
         record = save_recovered(model, prepared.tokenizer, config.out, recovery=recovery,
                                 base_record=prepared.base_record, force=config.force, verify=config.verify,
-                                dtype=_save_dtype(prepared))
+                                dtype=saved_dtype(checkpoint_for(prepared.source)))
         if not config.keep_checkpoints:
             remove_checkpoints(config)
     trainer.accelerator.wait_for_everyone()
     return FinetuneResult(out=config.out, record=record, recovery=recovery)
-
-
-def _save_dtype(prepared: Prepared):
-    """The dtype the student was saved in (what ``prune`` writes by default); fp32 if unknown."""
-    from ..model.load import checkpoint_for
-
-    config_path = Path(checkpoint_for(prepared.source)) / "config.json"
-    name = None
-    if config_path.is_file():
-        cfg = json.loads(config_path.read_text())
-        name = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype")
-    return getattr(torch, name) if name in ("float32", "bfloat16", "float16") else torch.float32
 
 
 def recovery_record(trainer, config: FinetuneConfig, prepared: Prepared, loaded, seconds: float) -> dict[str, Any]:

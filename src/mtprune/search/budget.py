@@ -47,6 +47,20 @@ class Budget:
 
 def parse_budget(text: str, option: str = "--depth-for") -> Budget:
     """'tokens/s>=120,params<=200M,size<=0.5GB' -> Budget; every bad condition named at once."""
+    values, errors = _conditions(text)
+    if errors:
+        raise ConfigError(f"{option} {text!r}: " + "; ".join(errors))
+    return Budget(min_tokens_per_s=values.get("tokens/s"), max_params=values.get("params"),
+                  max_size_bytes=values.get("size"), text=text)
+
+
+def budget_errors(text: str) -> list[str]:
+    """What is wrong with each condition of a budget (nothing for a valid one)."""
+    return _conditions(text)[1]
+
+
+def _conditions(text: str) -> tuple[dict[str, float], list[str]]:
+    """The budget's limits by name (``tokens/s``, ``params``, ``size``) and its bad conditions."""
     values: dict[str, float] = {}
     errors = []
     for part in [p for p in text.split(",") if p.strip()] or [text]:
@@ -66,10 +80,7 @@ def parse_budget(text: str, option: str = "--depth-for") -> Budget:
         if key in values:
             errors.append(f"{key} is given twice")
         values[key] = number * units[unit]
-    if errors:
-        raise ConfigError(f"{option} {text!r}: " + "; ".join(errors))
-    return Budget(min_tokens_per_s=values.get("tokens/s"), max_params=values.get("params"),
-                  max_size_bytes=values.get("size"), text=text)
+    return values, errors
 
 
 @dataclass(frozen=True)
@@ -86,7 +97,7 @@ class SpeedModel:
 
     def tokens_per_s(self, removed: Sequence[int]) -> tuple[float, str]:
         """(tokens/s, 'measured' or 'ideal') with the ORIGINAL ids ``removed``."""
-        from ..bench.engine import ModelShape, per_token_flops
+        from ..model.shape import ModelShape, per_token_flops
 
         layers = self.base_layers - len(removed)
         if layers in self.measured:
@@ -104,7 +115,7 @@ def speed_model_from_bench(path: str | Path, batch_size: int | None = None) -> S
     ``batch_size`` None takes the largest batch size measured.  Pruned models' measured speeds
     are used only from a ``--fixed-new-tokens`` bench (the same work for every model): tokens/s
     of their own translations also measure how long those are."""
-    from ..bench.engine import ModelShape
+    from ..model.shape import ModelShape
 
     path = Path(path)
     try:

@@ -1,7 +1,7 @@
 """The search trace, ``RUN_DIR/trace.jsonl``: every evaluation of a layer subset, as it is done.
 
 A ``jsonlog.JsonLog`` whose identity is what the values depend on (model, data, criterion,
-metric, prompt, protected layers: ``search._identity``) and whose records are
+metric, prompt, protected layers: ``engine._identity``) and whose records are
 ``{"key": "quality:0,1,3", "value": {...}}``.  Neither the stop rules nor the batch sizes are
 part of it: a resumed search replays the recorded decisions, so a changed target extends (or
 cuts short) the same rounds, and the outputs do not depend on the batch size.

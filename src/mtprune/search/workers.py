@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError, MtpruneError
+from .config import SearchConfig
+from .evaluator import SubsetEvaluator
 
 logger = logging.getLogger(__name__)
 MAX_RESTARTS = 3
@@ -29,11 +31,10 @@ MAX_RESTARTS = 3
 class SearchWorker:
     """One model replica (the body of a Ray actor): quality records of the subsets it is sent."""
 
-    def __init__(self, cfg, evaluator_class, threads: int | None = None):
-        """``evaluator_class``: ``search.SubsetEvaluator`` (passed in: search imports this module)."""
+    def __init__(self, cfg: SearchConfig, threads: int | None = None):
         import torch
 
-        from ..eval.evaluate import load_pair
+        from ..translate.translator import load_pair
         from ..model.layers import LayerSurgeon
         from ..model.load import load_model
 
@@ -42,7 +43,7 @@ class SearchWorker:
         pairs = [load_pair(p.spec, p.weight) for p in cfg.pairs]
         loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
         self.fingerprint = loaded.fingerprint
-        self.evaluator = evaluator_class(loaded, LayerSurgeon(loaded.model), pairs, cfg, trace=None)
+        self.evaluator = SubsetEvaluator(loaded, LayerSurgeon(loaded.model), pairs, cfg, trace=None)
 
     def model_fingerprint(self) -> str:
         return self.fingerprint
@@ -60,16 +61,15 @@ def chunks(subsets: list[list[int]], workers: int, largest: int) -> list[list[li
 
 
 class WorkerPool:
-    """``workers`` replicas of the model of ``cfg`` on Ray (a local cluster, or ``address``), each
-    scoring with an ``evaluator_class`` (``search.SubsetEvaluator``)."""
+    """``workers`` replicas of the model of ``cfg`` on Ray (a local cluster, or ``address``)."""
 
-    def __init__(self, cfg, workers: int, address: str | None, fingerprint: str, evaluator_class):
+    def __init__(self, cfg: SearchConfig, workers: int, address: str | None, fingerprint: str):
         ray = _ray()
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-        self.cfg, self.fingerprint, self.evaluator_class, self.restarts = cfg, fingerprint, evaluator_class, 0
+        self.cfg, self.fingerprint, self.restarts = cfg, fingerprint, 0
         gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and _has_cuda())
         cores = os.cpu_count() or 1
         self.threads = None if gpu else max(1, cores // workers)
@@ -82,7 +82,7 @@ class WorkerPool:
                     "one GPU" if gpu else f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}")
 
     def _start(self):
-        return self.actor_class.remote(self.cfg, self.evaluator_class, self.threads)
+        return self.actor_class.remote(self.cfg, self.threads)
 
     def _check_replicas(self) -> None:
         ray = _ray()

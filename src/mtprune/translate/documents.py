@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.specs import Segment
-from ..errors import ConfigError, DataError, unknown_choice
+from ..config import Problem, one_of, raise_problems
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +58,15 @@ class ContextSettings:
     def enabled(self) -> bool:
         return self.sentences > 0
 
-    def errors(self, names: tuple[str, str] = ("--context", "--context-target")) -> list[str]:
-        """Everything wrong, for the option (or recipe key) ``names``."""
-        errs = []
+    def problems(self) -> list[Problem]:
+        """Everything wrong, as the settings ``context`` and ``context_target`` of a translation."""
+        out = []
         if isinstance(self.sentences, bool) or not isinstance(self.sentences, int) or self.sentences < 0:
-            errs.append(f"{names[0]} must be a number of previous sentences >= 0, got {self.sentences!r}")
-        if self.target not in CONTEXT_TARGETS:
-            errs.append(f"{names[1]}: " + unknown_choice("context target", str(self.target), CONTEXT_TARGETS))
-        return errs
+            out.append(Problem("context", f"must be a number of previous sentences >= 0, got {self.sentences!r}"))
+        return out + one_of("context_target", self.target, CONTEXT_TARGETS, "context target")
 
     def validate(self) -> None:
-        errs = self.errors()
-        if errs:
-            raise ConfigError("; ".join(errs))
+        raise_problems(self.problems(), "document context")
 
     def describe(self, segments: Sequence[Segment] | None = None) -> dict[str, Any]:
         """The settings, how the context is shown, and (with ``segments``) their documents."""
@@ -81,8 +78,9 @@ class ContextSettings:
         return out
 
 
-def score_by_errors(value: str, option: str = "--score-by") -> list[str]:
-    return [] if value in SCORE_BY else [f"{option}: " + unknown_choice("scoring unit", str(value), SCORE_BY)]
+def score_by_problems(value: str, field: str = "score_by") -> list[Problem]:
+    """What is wrong with a scoring unit as the setting ``field`` (nothing for a valid one)."""
+    return one_of(field, value, SCORE_BY, "scoring unit")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.specs import Segment, data_hash
-from ..errors import ConfigError, unknown_choice
+from ..config import Problem, as_flags, one_of
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,15 @@ _WORD = re.compile(rf"[{_UNSPACED}]|[^\W{_UNSPACED}]+")
 _INDEXES: dict[str, ExampleIndex] = {}  # pool hash -> index, for the process
 
 
-def shots_by_errors(value: str, option: str = "--shots-by") -> list[str]:
-    """The message for a way of choosing examples that does not exist (none for a valid one)."""
-    return [] if value in SHOTS_BY else [f"{option}: " + unknown_choice("few-shot selection", str(value), SHOTS_BY)]
+def shots_by_problems(value: str, field: str = "shots_by") -> list[Problem]:
+    """What is wrong with a way of choosing examples as the setting ``field`` (nothing for a valid one)."""
+    return one_of(field, value, SHOTS_BY, "few-shot selection")
 
 
-def check_shots_by(value: str, option: str = "--shots-by") -> None:
-    for message in shots_by_errors(value, option):
-        raise ConfigError(message)
+def check_shots_by(value: str) -> None:
+    """Raise a ConfigError (``--shots-by: ...``) for a way of choosing examples that does not exist."""
+    for line in as_flags(shots_by_problems(value)):
+        raise ConfigError(line)
 
 
 def words(text: str) -> list[str]:

@@ -39,11 +39,7 @@ class TranslationSettings:
             out += [Problem("prompt", one_of("prompt", self.prompt, MODES, "prompt mode")[0].message +
                             " Or give the path of an existing template file.")]
         out += one_of("shots_by", self.shots_by, SHOTS_BY, "few-shot selection")
-        out += one_of("context_target", self.context_target, CONTEXT_TARGETS, "context target")
-        if isinstance(self.context, bool) or not isinstance(self.context, int):
-            out.append(Problem("context", f"must be a number of previous sentences >= 0, got {self.context!r}"))
-        else:
-            out += at_least("context", self.context, 0)
+        out += self.context_settings.problems()
         for name, low in (("shots", 0), ("batch_size", 1), ("max_new_tokens", 1)):
             out += at_least(name, getattr(self, name), low)
         return out

@@ -50,10 +50,9 @@ and each batch is given to vLLM whole, so the batch size is the number of sequen
 
 
 def add_parser(subparsers) -> None:
-    from ...bench.costs import DEFAULT_LATENCY_SEGMENTS
-    from ...data.specs import add_data_arguments
-    from ..options import (add_backend_arguments, add_comet_arguments, add_context_arguments, add_model_arguments,
-                          add_translation_arguments)
+    from ...bench.alone import DEFAULT_LATENCY_SEGMENTS
+    from ..options import (add_backend_arguments, add_comet_arguments, add_context_arguments, add_data_arguments,
+                           add_model_arguments, add_translation_arguments)
 
     p = subparsers.add_parser("bench", help="speed, memory and quality of models side by side (WMT protocol)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -94,14 +93,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...translate.backends import BackendConfig
-    from ...bench.engine import BenchConfig, format_table, parse_batch_sizes, plot_speed, render_markdown, run_bench
-    from ...data.specs import data_spec_from_args
+    from ...bench.config import BenchConfig, parse_batch_sizes
+    from ...bench.engine import run_bench
+    from ...bench.render import format_table, plot_speed, render_markdown
     from ...errors import ConfigError
-    from ...files import write_text_atomic
     from ...eval.metrics import canonical_metric
+    from ...files import write_text_atomic
     from ...pipeline.report import _have_matplotlib, _save_atomic
-    from ..options import comet_settings
+    from ...translate.backends import BackendConfig
+    from ..options import comet_settings, data_spec_from_args, translation_from_args
 
     if args.plot and not _have_matplotlib():
         raise ConfigError("--plot needs matplotlib: pip install 'mtprune[report]' (or leave out --plot)")
@@ -112,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
         warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
-        prompt=args.prompt, shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by,
-        context=args.context, context_target=args.context_target,
-        max_new_tokens=args.max_new_tokens, fixed_new_tokens=args.fixed_new_tokens,
+        translation=translation_from_args(args), fixed_new_tokens=args.fixed_new_tokens,
         metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,
         costs=args.costs, latency_segments=args.latency_segments,

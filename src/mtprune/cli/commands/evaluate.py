@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-from ...errors import ConfigError
 
 DESCRIPTION = (
     "Score translations with sacrebleu metrics and COMET (each with its signature) and count translation failures "
@@ -24,7 +21,7 @@ EPILOG = """examples:
 
 
 def add_parser(subparsers) -> None:
-    from ...data.specs import add_data_arguments
+    from ..options import add_data_arguments
     from .memory_check import add_skip_argument
     from ..options import (MODEL_HELP, add_backend_arguments, add_comet_arguments, add_context_arguments,
                           add_translation_arguments)
@@ -50,58 +47,26 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...data.specs import data_spec_from_args
-    from ...eval.evaluate import load_pair, score_hypotheses
-    from ...eval.metrics import check_metrics, needs_references
-    from ..options import comet_settings, context_settings
-    from .translate import backend, run_record, translate_pair, write_text
+    from ...eval.evaluate import run_evaluate
 
-    if args.model and args.hyp:
-        raise ConfigError("give MODEL (translate, then score) or --hyp FILE (score existing outputs), not both")
-    if not (args.model or args.hyp):
-        raise ConfigError("nothing to score: give MODEL to translate and score, or --hyp FILE with existing outputs")
-    comet = comet_settings(args)
-    context_settings(args)  # checked before anything loads
-    metrics = check_metrics(args.metrics.split(","), comet)  # COMET checkpoints found before translating
-    if args.json and Path(args.json).exists() and not args.force:
-        raise ConfigError(f"--json {args.json} exists; pass --force to overwrite it")
-    if args.model:
-        backend(args)
-    pair = load_pair(data_spec_from_args(args))
-    if needs_references(metrics):
-        pair.references  # noqa: B018  (refuse data without references before translating)
-    loaded = translator = result = None
-    if args.hyp:
-        hyps = read_hypotheses(Path(args.hyp))
-    else:
-        loaded, translator, result = translate_pair(args, pair)
-        hyps = result.hypotheses
-    record = run_record(args, pair, loaded, translator, result)
-    if args.hyp:
-        record["hypotheses"] = str(args.hyp)
-    record.update(score_hypotheses(pair, hyps, metrics, comet))
+    [record] = run_evaluate(evaluate_config(args))
     print(format_scores(record))
     if args.json:
-        write_text(Path(args.json), json.dumps(record, indent=2) + "\n", args.force)
         print(f"wrote {args.json}")
     return 0
 
 
-def read_hypotheses(path: Path) -> list[str]:
-    """One hypothesis per line, as written (a final newline ends the last one)."""
-    from ...errors import DataError
+def evaluate_config(args: argparse.Namespace):
+    """The EvaluateConfig of the command's flags."""
+    from ...eval.evaluate import EvaluateConfig
+    from ...translate.backends import BackendConfig
+    from ..options import comet_settings, data_spec_from_args, translation_from_args
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"--hyp {path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"--hyp {path}: cannot read it ({exc.strerror})") from None
-    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
-    return [line.removesuffix("\r") for line in lines]
+    return EvaluateConfig(model=args.model, hypotheses=args.hyp, data=[data_spec_from_args(args)],
+                          metrics=args.metrics.split(","), translation=translation_from_args(args),
+                          backend=BackendConfig.from_args(args), comet=comet_settings(args), dtype=args.dtype,
+                          device=args.device, out=Path(args.json) if args.json else None, force=args.force,
+                          progress=not args.quiet)
 
 
 def wrong_language_text(failures: dict) -> str:

@@ -46,6 +46,8 @@ examples:
   accelerate launch --multi_gpu --num_processes 2 -m mtprune finetune ... --device cpu   # 2 CPU processes
   (accelerate's --cpu flag starts one process only: multi-CPU without mpirun goes through --multi_gpu)
 """
+# FinetuneConfig fields named otherwise on the command line
+FLAGS = {"student": "STUDENT", "out": "--output", "learning_rate": "--lr"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -174,7 +176,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ...data.specs import weighted_data_specs_from_args
+    from ..options import weighted_data_specs_from_args
     from ...recover.finetune import FinetuneConfig
 
     data = [spec for spec, _ in weighted_data_specs_from_args(args)]  # no --weight: each 1
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from ...recover.trainer import run_finetune
 
     config = config_from_args(args)
+    config.validate(FLAGS)
     result = run_finetune(config)
     if not result.record:  # not the main process of a multi-process launch
         return 0

@@ -29,6 +29,7 @@ and backward passes of 1-2 layers only (teacher hidden states are kept in memory
 per gap). Measured: gemma-3-270m without layers 7 and 9, defaults (256 segments, 1 epoch, fp32), 2 CPU cores
 shared with other jobs: 3.9 min (teacher pass 2.1 min, training 2 x 40 s; 5.3 min with start-up and the reload
 check); held-out chrF++ (sample:en-de test, 48 segments) 13.54 -> 16.50, repetition loops 27 -> 8 of 48."""
+FLAGS = {"student": "STUDENT", "out": "--output"}  # HealConfig fields named otherwise on the command line
 
 
 def add_parser(subparsers) -> None:
@@ -79,8 +80,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...data.specs import data_spec_from_args
-    from ...recover.heal import HealConfig, heal
+    from ..options import data_spec_from_args
+    from ...recover.heal import HealConfig, run_heal
 
     cfg = HealConfig(
         student=args.student, out=Path(args.output), data=data_spec_from_args(args), teacher=args.teacher,
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         shots=args.shots, seed=args.seed, dtype=args.dtype, device=args.device, force=args.force,
         verify=not args.no_verify, progress=not args.quiet,
     )
-    result = heal(cfg)
+    cfg.validate(FLAGS)
+    result = run_heal(cfg)
     for unit in result.units:
         print(f"removed {unit['removed']} -> trained {unit['trained']}: loss {unit['loss_before']:.5f} -> "
               f"{unit['loss_after']:.5f} ({unit['steps']} steps, {unit['seconds']:.0f} s)")

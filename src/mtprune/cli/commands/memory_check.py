@@ -7,7 +7,8 @@ import argparse
 import logging
 
 from ...errors import MtpruneError
-from ...model.memory import PROMPT_TOKENS, Estimate, ModelShape, inference_memory
+from ...model.memory import PROMPT_TOKENS, Estimate, inference_memory
+from ...model.shape import ModelShape
 from ...model.preflight import SKIP_FLAG, FitCheck, Option, enforce, inference_options, room_for
 
 logger = logging.getLogger(__name__)
@@ -91,14 +92,14 @@ def _fast_search(args: argparse.Namespace, shape: ModelShape, dtype: int, batch:
 
 def _batch_size(args: argparse.Namespace) -> int:
     if getattr(args, "batch_sizes", None):
-        from ...bench.engine import parse_batch_sizes
+        from ...bench.config import parse_batch_sizes
 
         return max(parse_batch_sizes(args.batch_sizes))
     return getattr(args, "batch_size", None) or 16
 
 
 def _candidates(args: argparse.Namespace, batch: int) -> int:
-    from ...search.engine import default_candidate_batch
+    from ...search.config import default_candidate_batch
 
     return getattr(args, "candidate_batch", None) or default_candidate_batch(batch)
 

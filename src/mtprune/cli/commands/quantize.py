@@ -28,7 +28,7 @@ kernels at run time are vLLM's (w8a8-int8 and w4a16 on x86 CPUs and GPUs; fp8 on
 
 
 def add_parser(subparsers) -> None:
-    from ...data.specs import add_data_arguments
+    from ..options import add_data_arguments
     from ...compress.quantize.schemes import METHODS, SCHEMES
     from .memory_check import add_skip_argument
     from ..options import add_shots_by_argument
@@ -65,15 +65,16 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ...data.specs import data_spec_from_args
-    from ...compress.quantize.pipeline import QuantizeConfig, quantize_checkpoint
+    from ..options import data_spec_from_args
+    from ...compress.quantize.pipeline import QuantizeConfig, run_quantize
 
     cfg = QuantizeConfig(model=args.model, out=Path(args.output), scheme=args.scheme, method=args.method,
                          data=data_spec_from_args(args) if args.data else None, group_size=args.group_size,
                          include_head=args.include_head, prompt=args.prompt, shots=args.shots,
                          shots_from=args.shots_from, shots_by=args.shots_by, max_length=args.max_length,
                          damp=args.damp, device=args.device, force=args.force, verify=not args.no_verify)
-    entry = quantize_checkpoint(cfg).entry
+    cfg.validate({"model": "MODEL", "out": "--output"})
+    entry = run_quantize(cfg).entry
     cal = entry["calibration"]
     how = (f"{entry['method']} on {cal['examples']} examples ({cal['tokens']} tokens, {cal['prompt']} prompts)"
            if cal else f"{entry['method']} (data-free)")

@@ -29,7 +29,7 @@ examples:
 
 
 def add_parser(subparsers) -> None:
-    from ...pipeline.run import STAGES
+    from ...pipeline.run_folder import STAGES
     from .memory_check import add_skip_argument
     from .run import RUN_SKIP_HELP, add_set_argument
 

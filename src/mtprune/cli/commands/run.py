@@ -144,7 +144,7 @@ def execute(recipe_spec: str, run_dir: Path, *, start_from: str | None = None, d
 def _format_scores(summary: dict) -> str:
     """The models side by side: layers, vocabulary, parameters, size on disk (MiB), prompt, each metric per pair, and
     segments/s as translated with the speed-up over the first model (where the run has a bench)."""
-    from ...pipeline.run_report import bench_rows
+    from ...pipeline.report_tables import bench_rows
 
     pairs, metrics = list(summary["test_data"]), summary["metrics"]
     speed = bench_rows(summary)

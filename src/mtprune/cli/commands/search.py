@@ -70,7 +70,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    from ...data.specs import add_document_arguments
+    from ..options import add_document_arguments
 
     g = p.add_argument_group("data (repeat --data/--src/--tgt/--weight for several language pairs)")
     g.add_argument("--data", action="append", metavar="SPEC", help="dev data (see `mtprune translate --help`)")
@@ -127,10 +127,11 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ...data.specs import weighted_data_specs_from_args
+    """The SearchConfig of the command's flags."""
+    from ..options import weighted_data_specs_from_args
     from ...model.layers import parse_layer_ids
-    from ...search.engine import PairConfig, SearchConfig, StopRule
-    from ..options import comet_settings
+    from ...search.config import PairConfig, SearchConfig, StopRule
+    from ..options import comet_settings, translation_from_args
 
     protect = None
     if args.protect is not None:
@@ -141,12 +142,11 @@ def config_from_args(args: argparse.Namespace):
         stop=StopRule(remove=args.remove, target_layers=args.target_layers, target_params=args.target_params,
                       min_quality=args.min_quality, depth_for=args.depth_for, speed_from=args.speed_from,
                       speed_batch_size=args.speed_batch_size),
-        criterion=args.criterion, metric=args.metric, comet=comet_settings(args), fast=args.fast, proxy=args.proxy, shortlist=args.shortlist,
-        race=args.race, protect=protect, combine=args.combine, prompt=args.prompt, shots=args.shots,
-        shots_from=args.shots_from, shots_by=args.shots_by, context=args.context, context_target=args.context_target,
-        score_by=args.score_by, batch_size=args.batch_size, candidate_batch=args.candidate_batch,
-        max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device, seed=args.seed,
-        resume=args.resume, progress=not args.quiet, workers=args.workers, ray_address=args.ray_address,
+        translation=translation_from_args(args), criterion=args.criterion, metric=args.metric,
+        comet=comet_settings(args), fast=args.fast, proxy=args.proxy, shortlist=args.shortlist, race=args.race,
+        protect=protect, combine=args.combine, score_by=args.score_by, candidate_batch=args.candidate_batch,
+        dtype=args.dtype, device=args.device, seed=args.seed, resume=args.resume, progress=not args.quiet,
+        workers=args.workers, ray_address=args.ray_address,
     )
 
 

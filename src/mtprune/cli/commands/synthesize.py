@@ -28,7 +28,7 @@ about 5 s per 32 short sentences); the rest (filtering, writing) takes seconds."
 
 def add_parser(subparsers) -> None:
     from ..options import add_backend_arguments, add_model_arguments, add_translation_arguments
-    from ...data.specs import add_data_arguments
+    from ..options import add_data_arguments
 
     p = subparsers.add_parser("synthesize", help="teacher translations for distillation -> TSV (resumable)",
                               description=DESCRIPTION, epilog=EPILOG,
@@ -51,19 +51,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...translate.backends import FLAGS as BACKEND_FLAGS
     from ...translate.backends import BackendConfig
-    from ...data.specs import data_spec_from_args
-    from ...recover.synthesize import SynthesizeConfig, synthesize
+    from ..options import data_spec_from_args
+    from ...recover.synthesize import SynthesizeConfig, run_synthesize
+    from ..options import translation_from_args
 
     cfg = SynthesizeConfig(
-        teacher=args.model, data=data_spec_from_args(args), out=Path(args.output), prompt=args.prompt,
-        shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by, backend=BackendConfig.from_args(args), batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
+        teacher=args.model, data=data_spec_from_args(args), out=Path(args.output),
+        translation=translation_from_args(args), backend=BackendConfig.from_args(args),
         chunk_size=args.chunk_size, max_length_ratio=args.max_length_ratio, min_length_ratio=args.min_length_ratio,
         dtype=args.dtype, device=args.device, force=args.force, progress=not args.quiet,
     )
-    cfg.validate()  # before the data and the teacher load
-    result = synthesize(cfg)
+    cfg.validate({"teacher": "MODEL", "out": "--output", **{f"backend.{k}": v for k, v in BACKEND_FLAGS.items()}})
+    result = run_synthesize(cfg)
     c, f = result.counts, result.counts["failures"]
     print(f"{c['input']} sources: {c['duplicates']} duplicates dropped, {c['translated']} translated "
           f"({c['translated_now']} now, {c['reused_from_log']} from the progress log)")

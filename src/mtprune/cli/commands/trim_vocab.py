@@ -74,7 +74,7 @@ def _per_data(args: argparse.Namespace, name: str, n: int) -> list:
 
 def data_specs(args: argparse.Namespace) -> tuple[list, list]:
     """The --data specs (with --part/--limit) and the --keep-from specs (all of each file)."""
-    from ...data.specs import data_spec_from_args
+    from ..options import data_spec_from_args
 
     srcs, tgts = _per_data(args, "src", len(args.data)), _per_data(args, "tgt", len(args.data))
 
@@ -91,13 +91,14 @@ def data_specs(args: argparse.Namespace) -> tuple[list, list]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ...compress.trim_vocab import TrimConfig, trim_vocabulary
+    from ...compress.trim_vocab import TrimConfig, run_trim_vocab
 
     data, fill = data_specs(args)
     cfg = TrimConfig(model=args.model, data=data, out=Path(args.output), keep=args.keep, keep_from=fill,
                      min_count=args.min_count, shots=args.shots, dtype=args.dtype, device=args.device,
                      force=args.force, verify=not args.no_verify)
-    entry = trim_vocabulary(cfg).entry
+    cfg.validate({"model": "MODEL", "out": "--output"})
+    entry = run_trim_vocab(cfg).entry
     plan, tok, logits = entry["plan"], entry["tokenizer_check"], entry["logit_check"]
     print(f"trimmed {args.model}: kept {entry['kept']:,} of {entry['vocab_size_before']:,} tokens ({plan['required']} "
           f"required, {plan['from_data']} from the data, {plan['closure']} parents, {plan['filled']} by --keep); "

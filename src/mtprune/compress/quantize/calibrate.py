@@ -41,7 +41,7 @@ class Calibration:
 def calibration_examples(loaded, pair, *, prompt: str = "auto", shots: int = 3, shots_from: str | None = None,
                          shots_by: str = "similar", max_length: int = 512) -> Calibration:
     """The pair's segments as prompt + reference token ids, in the format ``loaded`` translates with."""
-    from ...eval.evaluate import default_prompt
+    from ...translate.translator import default_prompt
     from ...recover.sft_data import answer_format, build_pair_prompt
 
     mode = default_prompt(loaded, prompt)

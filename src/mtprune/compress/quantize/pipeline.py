@@ -1,7 +1,7 @@
 """``mtprune quantize``: a checkpoint's decoder layers to int8 / int4 / fp8, saved as compressed-tensors.
 
-Plan, then execute: ``QuantizeConfig.validate`` checks the scheme, method, output folder and the
-compressed-tensors install before any weights load.  Then:
+Plan, then execute: ``QuantizeConfig.validate`` checks the scheme, method, settings and the
+compressed-tensors install, ``run_quantize`` the output folder, before any weights load.  Then:
 
 1. load the model (float32 on CPU, bf16 on a GPU) and, for GPTQ, the calibration examples;
 2. per decoder layer, in order: its linear modules' input statistics on the calibration data
@@ -21,26 +21,29 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...config import Problem, at_least, raise_problems
 from ...data.specs import DataSpec
 from ...errors import ConfigError, ExportError
-from .schemes import Scheme, get_scheme, method_errors, require_compressed_tensors
+from .schemes import Scheme, get_scheme, install_problems, method_problems, scheme_problems
 
 logger = logging.getLogger(__name__)
 
 CHECK_EXAMPLES = 8  # held-out calibration-format examples for the reload check
 MAX_NLL_INCREASE = 1.0  # nats per token: more means the checkpoint is broken, not just coarser
+REQUIRED = ("model", "out")  # filled in by a run; None only in a config built to be checked
 
 
 @dataclass
 class QuantizeConfig:
-    """Everything ``mtprune quantize`` needs; ``validate`` checks it before any model loads."""
+    """Everything ``run_quantize`` needs; ``problems`` checks it before any model loads."""
 
-    model: str
-    out: Path
+    model: str | None = None
+    out: Path | None = None
     scheme: str = "w8a8-int8"
     method: str | None = None  # None: the scheme's default (gptq where it takes data)
     data: DataSpec | None = None  # calibration pair (its train part by default)
@@ -56,6 +59,7 @@ class QuantizeConfig:
     force: bool = False
     verify: bool = True
     check_data: DataSpec | None = None  # held-out examples for the check (default: the data's dev part)
+    progress: bool = True
 
     @property
     def resolved_scheme(self) -> Scheme:
@@ -69,26 +73,30 @@ class QuantizeConfig:
     def resolved_group_size(self) -> int | None:
         return self.group_size if self.group_size is not None else self.resolved_scheme.group_size
 
-    def validate(self) -> None:
-        from ...model.export import check_output_dir
-        from ...model.load import name_errors
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings that are given (model and out may be None), and a missing
+        compressed-tensors install."""
+        from ...model.load import name_problems
 
-        scheme = self.resolved_scheme
-        errors = method_errors(scheme, self.method)
-        if not errors and self.resolved_method == "gptq" and self.data is None:
-            errors.append("--method gptq calibrates on translation data: give --data SPEC (e.g. sample:en-de), "
-                          "or --method rtn (data-free)")
-        if self.group_size is not None and (self.group_size < 1 or scheme.weight_type == "float"):
-            errors.append(f"--group-size {self.group_size}: a positive number of input columns, for int schemes")
-        if self.max_length < 8:
-            errors.append(f"--max-length must be at least 8 tokens, got {self.max_length}")
+        out = scheme_problems(self.scheme)
+        if not out:
+            scheme = self.resolved_scheme
+            out += method_problems(scheme, self.method)
+            if not out and self.resolved_method == "gptq" and self.data is None:
+                out.append(Problem("method", "gptq calibrates on translation data: give {data} (e.g. sample:en-de), "
+                                   "or rtn (data-free)", also=("data",)))
+            if self.group_size is not None and (self.group_size < 1 or scheme.weight_type == "float"):
+                out.append(Problem("group_size", f"must be a positive number of input columns, for int schemes, got "
+                                   f"{self.group_size}"))
+        out += at_least("max_length", self.max_length, 8)
         if not 0 < self.damp < 1:
-            errors.append(f"--damp must be in (0, 1), got {self.damp}")
-        errors += [e for e in name_errors("auto", self.device)]
-        if errors:
-            raise ConfigError("; ".join(errors))
-        check_output_dir(Path(self.out), self.force)
-        require_compressed_tensors()
+            out.append(Problem("damp", f"must be in (0, 1), got {self.damp}"))
+        return out + name_problems("auto", self.device) + install_problems()
+
+    def validate(self, flags: Mapping[str, str] | None = None) -> None:
+        """Raise one ConfigError listing every problem and every missing required setting."""
+        missing = [Problem(name, "is required") for name in REQUIRED if getattr(self, name) is None]
+        raise_problems(self.problems() + missing, "quantize settings", flags)
 
 
 @dataclass
@@ -311,7 +319,7 @@ def _check_sequences(loaded, cfg: QuantizeConfig) -> list[list[int]]:
     """Held-out examples in the calibration format: the check data's, else the calibration data's dev part."""
     from dataclasses import replace
 
-    from ...eval.evaluate import load_pair
+    from ...translate.translator import load_pair
     from .calibrate import calibration_examples
 
     spec = cfg.check_data or (replace(cfg.data, part="dev", limit=CHECK_EXAMPLES) if cfg.data else None)
@@ -348,15 +356,16 @@ def reload_check(folder: Path, sequences: list[list[int]], nll_before: float, de
     return result
 
 
-def quantize_checkpoint(cfg: QuantizeConfig, progress: bool = True) -> QuantizeResult:
+def run_quantize(cfg: QuantizeConfig) -> QuantizeResult:
     """Quantize ``cfg.model`` and save it to ``cfg.out`` (see the module docstring)."""
-    from ...eval.evaluate import load_pair
-    from ...model.export import read_record, write_checkpoint
+    from ...translate.translator import load_pair
+    from ...model.export import check_output_dir, read_record, write_checkpoint
     from ...files import folder_size
-    from ...model.load import checkpoint_dtype, choose_device, load_model, saved_dtype
+    from ...model.load import choose_device, load_model, saved_dtype
     from .calibrate import calibration_examples
 
     cfg.validate()
+    check_output_dir(Path(cfg.out), cfg.force)
     scheme, method, group_size = cfg.resolved_scheme, cfg.resolved_method, cfg.resolved_group_size
     device = choose_device(cfg.device)
     _check_device(scheme, device)
@@ -365,7 +374,7 @@ def quantize_checkpoint(cfg: QuantizeConfig, progress: bool = True) -> QuantizeR
     started = time.perf_counter()
     loaded = load_model(cfg.model, dtype="float32" if device == "cpu" else "bfloat16", device=device)
     model = loaded.model
-    store_dtype = checkpoint_dtype(loaded.checkpoint) or saved_dtype(model.config)
+    store_dtype = saved_dtype(loaded.checkpoint, default=None) or saved_dtype(model.config)
     calibration = None
     if cfg.data is not None:
         calibration = calibration_examples(loaded, load_pair(cfg.data), prompt=cfg.prompt, shots=cfg.shots,
@@ -377,7 +386,8 @@ def quantize_checkpoint(cfg: QuantizeConfig, progress: bool = True) -> QuantizeR
     nll_before = mean_nll(model, check) if check else None
     if cfg.include_head and getattr(model.config.get_text_config(), "tie_word_embeddings", False):
         untie_head(model)
-    done = quantize_weights(model, scheme, method, group_size, calibration, cfg.damp, cfg.include_head, progress)
+    done = quantize_weights(model, scheme, method, group_size, calibration, cfg.damp, cfg.include_head,
+                            cfg.progress)
     _, ignore = target_linears(model, cfg.include_head)
     compressor = pack(model, scheme, group_size, done["scales"], ignore, store_dtype)
     model.config.dtype = store_dtype
@@ -425,15 +435,9 @@ def _check_device(scheme: Scheme, device: str) -> None:
         raise ConfigError(f"{scheme.name} needs torch >= 2.1 (float8_e4m3fn); found torch {torch.__version__}")
 
 
-def _quant_versions() -> dict[str, str]:
-    import compressed_tensors
-
-    return {"compressed-tensors": compressed_tensors.__version__}
-
-
 def _entry(cfg: QuantizeConfig, loaded, scheme: Scheme, method: str, group_size: int | None, calibration,
            done: dict[str, Any], ignore: list[str], seconds: float) -> dict[str, Any]:
-    from ...model.export import software_versions
+    from ...versions import software_versions
 
     return {
         "scheme": scheme.name, "summary": scheme.summary, "method": method, "weight_bits": scheme.bits,
@@ -444,7 +448,7 @@ def _entry(cfg: QuantizeConfig, loaded, scheme: Scheme, method: str, group_size:
         "calibration_error": done["calibration_error"],
         "source": {**loaded.source.to_dict(), "fingerprint": loaded.fingerprint},
         "seconds": round(seconds, 1), "device": loaded.device,
-        "versions": {**software_versions(), **_quant_versions()},
+        "versions": software_versions("compressed-tensors"),
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...config import Problem
 from ...errors import ConfigError, unknown_choice
 
 EXTRA_HINT = "pip install 'mtprune[quantize]'  (compressed-tensors)"
@@ -49,22 +50,46 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
 METHODS = ("gptq", "rtn")
 
 
-def get_scheme(name: str) -> Scheme:
+ALIASES = {"int8": "w8a8-int8", "w8a8": "w8a8-int8", "int4": "w4a16", "fp8": "fp8-dynamic"}
+
+
+def find_scheme(name: str) -> Scheme | None:
+    """The scheme a name or alias stands for (None: no such scheme)."""
     key = name.strip().lower().replace("_", "-")
-    aliases = {"int8": "w8a8-int8", "w8a8": "w8a8-int8", "int4": "w4a16", "fp8": "fp8-dynamic"}
-    key = aliases.get(key, key)
-    if key not in SCHEMES:
-        raise ConfigError("--scheme: " + unknown_choice("quantization scheme", name, SCHEMES))
-    return SCHEMES[key]
+    return SCHEMES.get(ALIASES.get(key, key))
 
 
-def method_errors(scheme: Scheme, method: str | None) -> list[str]:
+def get_scheme(name: str) -> Scheme:
+    scheme = find_scheme(name)
+    if scheme is None:
+        raise ConfigError(scheme_problems(name)[0].message)
+    return scheme
+
+
+def scheme_problems(name: str) -> list[Problem]:
+    """What is wrong with a scheme name (nothing for a scheme or an alias)."""
+    if find_scheme(name) is None:
+        return [Problem("scheme", unknown_choice("quantization scheme", name, SCHEMES))]
+    return []
+
+
+def method_problems(scheme: Scheme, method: str | None) -> list[Problem]:
+    """What is wrong with a method for ``scheme`` (None: the scheme's default, always fine)."""
     if method is None:
         return []
     if method not in METHODS:
-        return ["--method: " + unknown_choice("method", method, METHODS)]
+        return [Problem("method", unknown_choice("method", method, METHODS))]
     if method not in scheme.methods:
-        return [f"--method {method}: {scheme.name} is written with {' or '.join(scheme.methods)} only"]
+        return [Problem("method", f"{scheme.name} is written with {' or '.join(scheme.methods)} only, not {method}")]
+    return []
+
+
+def install_problems() -> list[Problem]:
+    """The compressed-tensors install quantization needs, as a problem of the whole config when missing."""
+    try:
+        require_compressed_tensors()
+    except ConfigError as exc:
+        return [Problem("", str(exc))]
     return []
 
 

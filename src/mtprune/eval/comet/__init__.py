@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...config import Problem, raise_problems
 from ...errors import ConfigError
 from .checkpoint import CometCheckpoint, locate
 
@@ -30,9 +31,11 @@ logger = logging.getLogger(__name__)
 COMET_METRICS: tuple[str, ...] = ("comet", "comet-qe")
 DEFAULT_MODELS = {"comet": "Unbabel/wmt22-comet-da", "comet-qe": "Unbabel/wmt22-cometkiwi-da"}
 OPTIONS = {"comet": "--comet-model", "comet-qe": "--comet-qe-model"}
+FLAGS = {"model": "--comet-model", "qe_model": "--comet-qe-model", "batch_size": "--comet-batch-size",
+         "device": "--comet-device"}  # every CometSettings field's flag
 SCALE = 100.0
 
-__all__ = ["COMET_METRICS", "DEFAULT_MODELS", "OPTIONS", "CometSettings", "CometSegments", "is_comet", "check_comet",
+__all__ = ["COMET_METRICS", "DEFAULT_MODELS", "OPTIONS", "FLAGS", "CometSettings", "CometSegments", "is_comet", "check_comet",
            "load_comet"]
 
 
@@ -53,20 +56,19 @@ class CometSettings:
         given = self.model if metric == "comet" else self.qe_model
         return given or DEFAULT_MODELS[metric]
 
-    def errors(self) -> list[str]:
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the settings (the checkpoints are checked by ``check_comet``)."""
         from ...model.load import DEVICES
 
-        errs = []
+        out = []
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            errs.append(f"--comet-batch-size must be a positive integer, got {self.batch_size!r}")
+            out.append(Problem("batch_size", f"must be a positive integer, got {self.batch_size!r}"))
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            errs.append(f"--comet-device: unknown device {self.device!r}; valid: {', '.join(DEVICES)}, cuda:N")
-        return errs
+            out.append(Problem("device", f"unknown device {self.device!r}; valid: {', '.join(DEVICES)}, cuda:N"))
+        return out
 
     def validate(self) -> None:
-        errs = self.errors()
-        if errs:
-            raise ConfigError("; ".join(errs))
+        raise_problems(self.problems(), "COMET settings", FLAGS)
 
 
 # ----------------------------------------------------------------------------------------

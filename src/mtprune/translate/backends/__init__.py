@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ...config import Problem, at_least, one_of, raise_problems
 from ...errors import ConfigError, unknown_choice
 
 BACKENDS = {
@@ -23,6 +24,7 @@ ENGINE_FLAGS = {
     "gpu_memory_utilization": "--gpu-memory-utilization",
     "max_model_len": "--max-model-len",
 }
+FLAGS = {"name": "--backend", **ENGINE_FLAGS}  # every BackendConfig field's flag
 ENGINE_OPTIONS = {"hf": (), "vllm": tuple(ENGINE_FLAGS)}
 
 
@@ -64,28 +66,22 @@ class BackendConfig:
     def from_args(cls, args) -> BackendConfig:
         return cls(args.backend, **{key: getattr(args, key, None) for key in ENGINE_FLAGS})
 
-    def errors(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Everything wrong with the settings, checked before any model loads."""
         if self.name not in BACKENDS:
-            return [unknown_choice("backend", self.name, BACKENDS)]
-        errs = []
-        foreign = [flag for key, flag in ENGINE_FLAGS.items()
-                   if getattr(self, key) is not None and key not in ENGINE_OPTIONS[self.name]]
-        if foreign:
-            takers = [name for name, keys in ENGINE_OPTIONS.items() if keys]
-            errs.append(f"{', '.join(foreign)} only apply to --backend {' or '.join(takers)} (not {self.name})")
-        if self.tensor_parallel is not None and self.tensor_parallel < 1:
-            errs.append(f"--tensor-parallel must be at least 1, got {self.tensor_parallel}")
+            return one_of("name", self.name, BACKENDS, "backend")
+        out = []
+        takers = " or ".join(name for name, keys in ENGINE_OPTIONS.items() if keys)
+        for key in ENGINE_FLAGS:
+            if getattr(self, key) is not None and key not in ENGINE_OPTIONS[self.name]:
+                out.append(Problem(key, f"only applies to {{name}} {takers} (not {self.name})", also=("name",)))
+        out += at_least("tensor_parallel", self.tensor_parallel, 1)
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            errs.append(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            errs.append(f"--max-model-len must be at least 1, got {self.max_model_len}")
-        return errs
+            out.append(Problem("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}"))
+        return out + at_least("max_model_len", self.max_model_len, 1)
 
     def validate(self) -> None:
-        errs = self.errors()
-        if errs:
-            raise ConfigError("; ".join(errs))
+        raise_problems(self.problems(), "backend settings", FLAGS)
 
     def engine_options(self) -> dict[str, Any]:
         """The engine options that were given, as keyword arguments of the backend class."""

@@ -1,0 +1,89 @@
+"""A recovery step's data as ``run.py`` gives it to the library (and the recipe check checks it), and the
+quantize stage's calibration data."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from ..data.specs import DataSpec
+from .recipe_sections import STEP_FIXED, STEP_PARTS, SYNTHESIZED, TRAIN, Quantize, Recipe, RecoverStep
+
+logger = logging.getLogger(__name__)
+
+
+def train_specs(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], *, part_all_as: str = "all"):
+    """(pair, DataSpec) of a step's data: 'train' (every pair's), 'synthesized' (the last synthesis), its own."""
+    specs = []
+    for item in data:
+        if item == TRAIN:
+            refs = [(p, p.train) for p in recipe.pairs]
+        elif item == SYNTHESIZED:
+            refs = [(p, DataSpec(f["tsv"], p.src, p.tgt, part="all")) for p in recipe.pairs for f in synthesized
+                    if f["pair"] == p.name]
+        else:
+            refs = [(recipe.pairs[0], item)]
+        for pair, spec in refs:
+            specs.append((pair, dataclasses.replace(spec, part=part_all_as) if spec.part == "all" else spec))
+    return specs
+
+
+def finetune_data(recipe: Recipe, data: list, synthesized: list[dict[str, Any]], dev_part: str | None):
+    """(training data, dev sets, dev part) of a finetune step; dev sets None: each training set's ``dev_part``.
+
+    A data set of its own (part all) gives its train part, so that its dev part measures the dev
+    loss.  A synthesized TSV is trained on whole: its sources are already the pair's train part
+    (what synthesize translated), so none of it is held out; its dev loss is measured on the
+    pair's dev data, human references that neither synthesize nor training saw."""
+    part_all_as = "train" if dev_part else "all"
+    if SYNTHESIZED not in data:
+        return [spec for _, spec in train_specs(recipe, data, synthesized, part_all_as=part_all_as)], None, dev_part
+    train, dev, no_dev = [], [], []
+    for item in data:
+        for pair, spec in train_specs(recipe, [item], synthesized, part_all_as=part_all_as):
+            if item == SYNTHESIZED:
+                train.append(dataclasses.replace(spec, part="all"))
+                held_out = pair.dev or (dataclasses.replace(pair.train, part="dev")
+                                        if pair.train is not None and pair.train.part == "train" else None)
+            else:
+                train.append(spec)
+                held_out = dataclasses.replace(spec, part=dev_part) if dev_part else None
+            dev.append(held_out)
+            if held_out is None:
+                no_dev.append(pair.name)
+    if dev_part and no_dev:
+        logger.warning("finetune: no dev data for %s (give the pair 'dev' data): no dev loss, no early stopping, "
+                       "the last step is kept", ", ".join(dict.fromkeys(no_dev)))
+    if not dev_part or no_dev:
+        return train, None, None
+    return train, dev, dev_part
+
+
+def with_parts(recipe: Recipe, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A step's options as its config's fields: the keys of a part (``STEP_PARTS``: a synthesize step's
+    prompt, shots, ...) set over the recipe's own settings of it (its ``translation``) and those the
+    step fixes (``STEP_FIXED``)."""
+    out = dict(options)
+    for name, part in STEP_PARTS.get(method, {}).items():
+        own = {f.name: out.pop(f.name) for f in dataclasses.fields(part) if f.name in out}
+        out[name] = dataclasses.replace(getattr(recipe, name), **{**STEP_FIXED.get(method, {}), **own})
+    return out
+
+
+def known_specs(recipe: Recipe, step: RecoverStep) -> list[DataSpec] | None:
+    """The step's data specs where the recipe knows every one before the run (None where one is the
+    output of a synthesize step, or a pair has no train data: reported at its own line)."""
+    if SYNTHESIZED in step.data or not recipe.pairs:
+        return None
+    if any(item == TRAIN and p.train is None for item in step.data for p in recipe.pairs):
+        return None
+    return [spec for _, spec in train_specs(recipe, step.data, [])]
+
+
+def quantize_calibration(recipe: Recipe, quantize: Quantize | None = None) -> DataSpec | None:
+    """The calibration data of the quantize stage: the first pair's train part (its limit the stage's)."""
+    quantize = quantize or recipe.quantize
+    train = recipe.pairs[0].train if recipe.pairs else None
+    if train is None or quantize is None:
+        return None
+    return dataclasses.replace(train, limit=quantize.limit)
