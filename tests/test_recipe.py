@@ -343,12 +343,13 @@ def test_training_steps_keep_their_own_batch_size(tmp_path, monkeypatch):
     from mtprune.recover.heal import HealConfig
     from mtprune.pipeline.recipe_sections import RecoverStep
     from mtprune.pipeline.run_folder import RunContext
-    from mtprune.pipeline.stages import _defaults, _synthesize_step
+    from mtprune.pipeline.recipe_steps import step_options
+    from mtprune.pipeline.stages import _synthesize_step
 
     recipe = load_recipe(EXAMPLES / "quickstart.yaml")
     assert recipe.translation.batch_size == 16
-    for cls in (HealConfig, FinetuneConfig):
-        options = _defaults(cls, recipe)
+    for method, cls in (("heal", HealConfig), ("finetune", FinetuneConfig)):
+        options = step_options(recipe, RecoverStep(method, method, {}))
         assert "batch_size" not in options and options["shots"] == recipe.translation.shots
     seen = []
 

@@ -16,7 +16,7 @@ from .recipe_sections import (FOR_REFERENCE, PROMPT_CHOICES, PRUNE_MODELS, RECOV
                               SEARCH_FROM_RECIPE, STEP_ALIASES, STEP_FROM_RECIPE, STEP_PARTS, SYNTHESIZED, TRAIN,
                               Pair, Prune, Quantize, Recipe, RecoverStep, TrimVocab, config_keys, prune_keys,
                               search_keys, step_keys, trim_vocab_keys)
-from .recipe_steps import finetune_data, known_specs, quantize_calibration, with_parts
+from .recipe_steps import finetune_data, known_specs, quantize_calibration, recipe_defaults, step_options
 from .recipe_yaml import KeyPath, dotted
 
 # a gptq quantization without data, as a recipe gives its calibration data
@@ -190,13 +190,15 @@ def _library_check(ck: RecipeChecker, path: KeyPath, step: RecoverStep, recipe: 
     the step's options and the data the recipe knows (a synthesis's output only the run knows).  A part's
     problem about a setting the step takes from the recipe is the recipe's, at its own section."""
     own, parts = step_keys(step.method), tuple(STEP_PARTS.get(step.method, ()))
+    from_recipe = set(recipe_defaults(recipe, step.method)) - set(step.options)  # checked in their own section
     problems = [p for p in _step_problems(step, recipe)
-                if p.field.partition(".")[0] not in parts or p.field.partition(".")[2] in step.options]
+                if (p.field.partition(".")[0] not in parts or p.field.partition(".")[2] in step.options)
+                and not (p.field in from_recipe and not set(p.also) & set(step.options))]
     ck.library(path, problems, skip=[k for k in STEP_FROM_RECIPE[step.method] if k not in own], flatten=parts)
 
 
 def _step_problems(step: RecoverStep, recipe: Recipe) -> list[Problem]:
-    opts = with_parts(recipe, step.method, step.options)
+    opts = step_options(recipe, step)
     if isinstance(opts.get("prompt"), list):
         opts["prompt"] = "auto"  # each format was checked by _prompt_choice
     specs = known_specs(recipe, step)

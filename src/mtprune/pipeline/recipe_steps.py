@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 from ..data.specs import DataSpec
-from .recipe_sections import STEP_FIXED, STEP_PARTS, SYNTHESIZED, TRAIN, Quantize, Recipe, RecoverStep
+from .recipe_sections import (STEP_CONFIGS, STEP_FIXED, STEP_PARTS, SYNTHESIZED, TRAIN, Quantize, Recipe,
+                              RecoverStep)
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,31 @@ def finetune_data(recipe: Recipe, data: list, synthesized: list[dict[str, Any]],
     return train, dev, dev_part
 
 
-def with_parts(recipe: Recipe, method: str, options: dict[str, Any]) -> dict[str, Any]:
-    """A step's options as its config's fields: the keys of a part (``STEP_PARTS``: a synthesize step's
-    prompt, shots, ...) set over the recipe's own settings of it (its ``translation``) and those the
-    step fixes (``STEP_FIXED``)."""
-    out = dict(options)
-    for name, part in STEP_PARTS.get(method, {}).items():
+TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
+
+
+def recipe_defaults(recipe: Recipe, method: str) -> dict[str, Any]:
+    """The fields of a step's library config that the recipe sets for every step: its device (and its
+    dtype where not auto) and, for a training step, the prompt settings of ``translation`` (it trains on
+    the inference format) but not its batch size (not a training batch size)."""
+    names = {f.name for f in dataclasses.fields(STEP_CONFIGS[method])}
+    shared: dict[str, Any] = {"device": recipe.device}
+    if recipe.dtype != "auto":
+        shared["dtype"] = recipe.dtype
+    if "translation" not in names:
+        shared.update({k: v for k, v in dataclasses.asdict(recipe.translation).items() if k not in TRANSLATION_ONLY})
+    return {k: v for k, v in shared.items() if k in names}
+
+
+def step_options(recipe: Recipe, step: RecoverStep) -> dict[str, Any]:
+    """A step's library config fields as the run builds them and the recipe check checks them: the
+    recipe's defaults, the step's own options over them, and each part (``STEP_PARTS``: a synthesize
+    step's translation settings) as the recipe's settings with those the step fixes (``STEP_FIXED``) and
+    its own keys of it on top."""
+    out = {**recipe_defaults(recipe, step.method), **step.options}
+    for name, part in STEP_PARTS.get(step.method, {}).items():
         own = {f.name: out.pop(f.name) for f in dataclasses.fields(part) if f.name in out}
-        out[name] = dataclasses.replace(getattr(recipe, name), **{**STEP_FIXED.get(method, {}), **own})
+        out[name] = dataclasses.replace(getattr(recipe, name), **{**STEP_FIXED.get(step.method, {}), **own})
     return out
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..translate.backends import release_engines
-from .recipe_sections import Recipe, RecoverStep
-from .recipe_steps import finetune_data, quantize_calibration, train_specs
+from .recipe_sections import RecoverStep
+from .recipe_steps import finetune_data, quantize_calibration, step_options, train_specs
 from .run_folder import (INPUTS, RESULT, STAMP, RunContext, Stage, bench_models, last_recovered,
                          quantized_names)
 
@@ -114,28 +114,11 @@ def _recover_step(ctx: RunContext, index: int, step: RecoverStep, step_digest: s
     return result
 
 
-TRANSLATION_ONLY = ("batch_size", "max_new_tokens")  # translation settings that training steps do not take
-
-
-def _defaults(cls, recipe: Recipe) -> dict[str, Any]:
-    """The recipe's translation settings and device, for the fields a training step's config ``cls``
-    has: it takes the prompt settings (it trains on the inference format) but keeps its own batch
-    size (the translation batch size is not a training batch size). A dtype the recipe names (not
-    auto) is every step's dtype; a step's own ``dtype`` wins."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    shared = {**dataclasses.asdict(recipe.translation), "device": recipe.device}
-    if recipe.dtype != "auto":
-        shared["dtype"] = recipe.dtype
-    for key in TRANSLATION_ONLY:
-        shared.pop(key)
-    return {k: v for k, v in shared.items() if k in names}
-
-
 def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from ..recover.heal import HealConfig, run_heal
 
     data = [spec for _, spec in train_specs(ctx.recipe, step.data, synthesized)]  # every pair's
-    options = {**_defaults(HealConfig, ctx.recipe), **step.options}
+    options = step_options(ctx.recipe, step)
     result = run_heal(HealConfig(student=student, out=folder / "model", data=data, force=True,
                                  progress=ctx.progress, **options))
     entry = result.record["recovery"][-1]
@@ -144,14 +127,10 @@ def _heal_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, s
 
 def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
     from ..recover.synthesize import SynthesizeConfig, run_synthesize
-    from ..translate.settings import TranslationSettings
 
     recipe, files = ctx.recipe, []
-    options = {"device": recipe.device, "dtype": recipe.dtype, **step.options}
+    options = step_options(recipe, step)  # the translation settings: each segment alone (no document context)
     teacher = options.pop("teacher", None) or recipe.model
-    # the recipe's translation settings, the step's own on top; each segment alone (no document context)
-    own = {f.name: options.pop(f.name) for f in dataclasses.fields(TranslationSettings) if f.name in options}
-    options["translation"] = dataclasses.replace(recipe.translation, context=0, context_target="none", **own)
     for pair, spec in train_specs(recipe, step.data, synthesized):
         out = folder / f"{pair.name}.tsv"  # its progress log beside it: an interrupted run continues
         result = run_synthesize(SynthesizeConfig(teacher=teacher, data=spec, out=out, backend=recipe.backend,
@@ -161,10 +140,7 @@ def _synthesize_step(ctx: RunContext, step: RecoverStep, folder: Path, student: 
 
 
 def _finetune_step(ctx: RunContext, step: RecoverStep, folder: Path, student: str, synthesized) -> dict[str, Any]:
-    from ..recover.finetune import FinetuneConfig
-
-    options = {"fit": "auto", "memory_check": ctx.memory_check, **_defaults(FinetuneConfig, ctx.recipe),
-               **step.options}
+    options = {"fit": "auto", "memory_check": ctx.memory_check, **step_options(ctx.recipe, step)}
     if step.distils_reference:  # teacher-corrected: the reference stage ran first
         options["teacher"] = ctx.final("reference")
     if isinstance(options.get("prompt"), list):
