@@ -252,7 +252,7 @@ def test_evaluate_with_context_records_settings_and_document_scores(tiny_checkpo
         run(capsys, "evaluate", folder, *data, "--context-target", "reference")
     assert "--context-target: invalid choice: 'reference' (choose from 'none', 'model')" in capsys.readouterr().err
     code, _, err = run(capsys, "evaluate", folder, *data, "--context", "-1")
-    assert code != 0 and "--context: must be at least 0, got -1" in err
+    assert code != 0 and "--context: must be a number of previous sentences >= 0, got -1" in err
     code, stdout, _ = run(capsys, "evaluate", folder, *data, "--context", "2", "--json", out)
     assert code == 0
     record = json.loads(out.read_text(encoding="utf-8"))
@@ -310,7 +310,7 @@ def test_search_and_bench_settings_are_checked():
                        score_by="document", translation=TranslationSettings(context=-2, context_target="both"))
     errors = "\n".join(as_flags(cfg.problems()))
     assert "--race: bootstraps segments; with --score-by document turn it off" in errors
-    assert "--context: must be at least 0, got -2" in errors
+    assert "--context: must be a number of previous sentences >= 0, got -2" in errors
     assert "--context-target: unknown context target 'both'" in errors
     bad = SearchConfig(model="m", pairs=pairs, run_dir=".", stop=StopRule(remove=1), score_by="page", metric="comet")
     assert "--score-by: unknown scoring unit 'page'" in "\n".join(as_flags(bad.problems()))
@@ -346,7 +346,7 @@ def test_recipe_keys_and_their_errors(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_recipe(path)
     message = str(info.value)
-    assert f"{path}:8: translation.context: must be at least 0, got -1" in message
+    assert f"{path}:8: translation.context: must be a number of previous sentences >= 0, got -1" in message
     assert f"{path}:9: translation.context_target: unknown context target 'both'" in message
     assert "Valid: model, none." in message and "search: context" not in message  # reported once, at its key
     assert f"{path}:12: search.score_by: unknown scoring unit 'page'. Valid: document, segment." in message

@@ -1,4 +1,4 @@
-"""Exceptions raised by the library; only cli.py turns them into exit codes."""
+"""Exceptions raised by the library; only cli/main.py turns them into exit codes."""
 from __future__ import annotations
 
 import difflib

@@ -5,7 +5,7 @@ loading a model (unknown keys with a did-you-mean, types, language codes, layer 
 can be read from a config.json, data files, metrics, backends, and the ``problems()`` of every stage's
 library config: ``recipe_check``, ``recipe_stages``) and raises one ``ConfigError`` that lists every
 problem as ``RECIPE.yaml:LINE: section.key: message``.  Torch is not imported.  The result is the typed
-``Recipe`` (``recipe_sections``) that ``run.py`` builds the stages' configs from.
+``Recipe`` (``recipe_sections``) that ``stages.py`` builds the stages' configs from.
 """
 from __future__ import annotations
 

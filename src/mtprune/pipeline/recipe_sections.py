@@ -3,7 +3,7 @@
 The sections map onto the library's configs: ``translation`` is ``TranslationSettings``, ``search`` holds
 ``SearchConfig`` and ``StopRule`` fields, each ``recover`` step the fields of ``HealConfig``,
 ``SynthesizeConfig`` or ``FinetuneConfig``, ``backend`` those of ``BackendConfig``, ``comet``
-``CometSettings``; ``run.py`` builds those configs from a checked recipe (``recipe_check`` checks them).
+``CometSettings``; ``stages.py`` builds those configs from a checked recipe (``recipe_check`` checks them).
 """
 from __future__ import annotations
 

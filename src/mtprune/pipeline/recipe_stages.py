@@ -186,9 +186,10 @@ def _only_pair(ck: RecipeChecker, path: KeyPath, recipe: Recipe) -> Pair | None:
 
 
 def _library_check(ck: RecipeChecker, path: KeyPath, step: RecoverStep, recipe: Recipe) -> None:
-    """The problems of the library config run.py will build for the step, at the step's keys: built with
-    the step's options and the data the recipe knows (a synthesis's output only the run knows).  A part's
-    problem about a setting the step takes from the recipe is the recipe's, at its own section."""
+    """The problems of the library config the run's stage builds for the step (``step_options``), at the
+    step's keys: built with the step's options and the data the recipe knows (a synthesis's output only
+    the run knows).  A problem about a setting the step takes from the recipe is the recipe's, at its own
+    section."""
     own, parts = step_keys(step.method), tuple(STEP_PARTS.get(step.method, ()))
     from_recipe = set(recipe_defaults(recipe, step.method)) - set(step.options)  # checked in their own section
     problems = [p for p in _step_problems(step, recipe)

@@ -1,4 +1,4 @@
-"""A recovery step's data as ``run.py`` gives it to the library (and the recipe check checks it), and the
+"""A recovery step's data as the run's stages give it to the library (and the recipe check checks it), and the
 quantize stage's calibration data."""
 from __future__ import annotations
 

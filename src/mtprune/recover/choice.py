@@ -6,7 +6,7 @@ format it was trained in, and keeps the model with the best mean chrF++.  Zero-s
 the prompts short (fast); few-shot training with retrieved examples keeps what the examples give
 on text unlike the training data.  Which one wins is measured, per run.
 
-The pure part is here (which format wins, the record of the choice); run.py trains and scores.
+The pure part is here (which format wins, the record of the choice); pipeline/stages.py trains and scores.
 """
 
 from __future__ import annotations

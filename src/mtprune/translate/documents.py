@@ -1,7 +1,7 @@
 """Documents: translation with the previous sentences of a segment's document as context, and
 scores over whole documents.
 
-A segment's document is its ``doc_id`` (``data.py``); its context is the previous ``sentences``
+A segment's document is its ``doc_id`` (``data/segments.py``); its context is the previous ``sentences``
 segments of the same document AMONG THE SEGMENTS TRANSLATED (data order, after ``--part`` and
 ``--limit``): nothing crosses a document boundary, and a test segment never sees a sentence of
 another part (with the default split by segment id a part holds only pieces of documents;

@@ -1,4 +1,4 @@
 """The subcommands, one module each: ``add_parser(subparsers)`` and ``run(args) -> int``.
 
-``cli.py`` registers them (``COMMAND_MODULES``); they import torch only when they run.
+``cli/main.py`` registers them (``COMMAND_MODULES``); they import torch only when they run.
 """
