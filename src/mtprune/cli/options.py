@@ -85,6 +85,13 @@ def add_context_arguments(p) -> None:
                    "order, batched across documents) (default: none)")
 
 
+def backend_from_args(args: argparse.Namespace):
+    """The BackendConfig of ``--backend`` and the engine options (an option the command lacks: None)."""
+    from ..translate.backends import ENGINE_FLAGS, BackendConfig
+
+    return BackendConfig(args.backend, **{key: getattr(args, key, None) for key in ENGINE_FLAGS})
+
+
 def translation_from_args(args: argparse.Namespace) -> TranslationSettings:
     """The TranslationSettings of a command's translation flags (``add_translation_arguments``,
     ``add_context_arguments``); a flag the command does not have keeps the settings' default."""

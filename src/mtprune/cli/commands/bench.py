@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ...eval.metrics import canonical_metric
     from ...files import write_text_atomic
     from ...pipeline.report import _have_matplotlib, _save_atomic
-    from ...translate.backends import BackendConfig
+    from ..options import backend_from_args
     from ..options import comet_settings, data_spec_from_args, translation_from_args
 
     if args.plot and not _have_matplotlib():
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(existing)} exists; pass --force to overwrite")
     cfg = BenchConfig(
         models=args.models, data=data_spec_from_args(args), batch_sizes=parse_batch_sizes(args.batch_sizes),
-        warmup=args.warmup, runs=args.runs, backend=BackendConfig.from_args(args), dtype=args.dtype, device=args.device,
+        warmup=args.warmup, runs=args.runs, backend=backend_from_args(args), dtype=args.dtype, device=args.device,
         translation=translation_from_args(args), fixed_new_tokens=args.fixed_new_tokens,
         metric=canonical_metric(args.metric), comet=comet_settings(args),
         order="sequential" if args.sequential else "interleaved", interval=args.interval, seed=args.seed,

@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_config(args: argparse.Namespace):
     """The EvaluateConfig of the command's flags."""
     from ...eval.evaluate import EvaluateConfig
-    from ...translate.backends import BackendConfig
+    from ..options import backend_from_args
     from ..options import comet_settings, data_spec_from_args, translation_from_args
 
     return EvaluateConfig(model=args.model, hypotheses=args.hyp, data=[data_spec_from_args(args)],
                           metrics=args.metrics.split(","), translation=translation_from_args(args),
-                          backend=BackendConfig.from_args(args), comet=comet_settings(args), dtype=args.dtype,
+                          backend=backend_from_args(args), comet=comet_settings(args), dtype=args.dtype,
                           device=args.device, out=Path(args.json) if args.json else None, force=args.force,
                           progress=not args.quiet)
 

@@ -56,10 +56,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ...pipeline.submission import SubmissionConfig, run_submission
-    from ...translate.backends import BackendConfig
+    from ..options import backend_from_args
 
     out = run_submission(SubmissionConfig(
-        model=args.model, out=Path(args.output), backend=BackendConfig.from_args(args), prompt=args.prompt,
+        model=args.model, out=Path(args.output), backend=backend_from_args(args), prompt=args.prompt,
         shots=args.shots, shots_from=args.shots_from, shots_by=args.shots_by, dtype=args.dtype, device=args.device,
         max_new_tokens=args.max_new_tokens, force=args.force, format=args.format,
         max_batch_size=args.max_batch_size))

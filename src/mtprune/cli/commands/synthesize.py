@@ -52,14 +52,14 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ...translate.backends import FLAGS as BACKEND_FLAGS
-    from ...translate.backends import BackendConfig
+    from ..options import backend_from_args
     from ..options import data_spec_from_args
     from ...recover.synthesize import SynthesizeConfig, run_synthesize
     from ..options import translation_from_args
 
     cfg = SynthesizeConfig(
         teacher=args.model, data=data_spec_from_args(args), out=Path(args.output),
-        translation=translation_from_args(args), backend=BackendConfig.from_args(args),
+        translation=translation_from_args(args), backend=backend_from_args(args),
         chunk_size=args.chunk_size, max_length_ratio=args.max_length_ratio, min_length_ratio=args.min_length_ratio,
         dtype=args.dtype, device=args.device, force=args.force, progress=not args.quiet,
     )

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...files import write_json_atomic, write_text_atomic
     from ...model.load import load_model
-    from ...translate.backends import BackendConfig
+    from ..options import backend_from_args
     from ...translate.translator import (load_pair, make_translator, one_per_line, translation_record,
                                          translation_settings)
     from ..options import data_spec_from_args, translation_from_args
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     for path, option in ((out, "-o"), (Path(args.json) if args.json else None, "--json")):
         if path is not None and path.exists() and not args.force:
             raise ConfigError(f"{option} {path} exists; pass --force to overwrite it")
-    backend = BackendConfig.from_args(args)
+    backend = backend_from_args(args)
     backend.validate()  # before any data or model loads
     settings = translation_settings(translation_from_args(args), {})
     pair = load_pair(data_spec_from_args(args))

@@ -62,10 +62,6 @@ class BackendConfig:
     gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
 
-    @classmethod
-    def from_args(cls, args) -> BackendConfig:
-        return cls(args.backend, **{key: getattr(args, key, None) for key in ENGINE_FLAGS})
-
     def problems(self) -> list[Problem]:
         """Everything wrong with the settings, checked before any model loads."""
         if self.name not in BACKENDS:
