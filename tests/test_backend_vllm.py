@@ -389,7 +389,7 @@ def test_bench_with_vllm_reads_shape_and_parameters_without_weights(needs_vllm, 
     assert [row["batch_size"] for row in vl["batches"]] == [1, 4]
     assert agreement(hf["batches"][0]["hypotheses"], vl["batches"][0]["hypotheses"]) >= MIN_AGREEMENT
     code, _, err = run(capsys, *common, "--backend", "hf", "--max-model-len", "64")
-    assert code == 2 and "only apply to --backend vllm" in err
+    assert code == 2 and "--max-model-len: only applies to --backend vllm" in err
 
 
 def test_fixed_new_tokens_ignores_the_stop_rules_as_the_hf_backend(needs_vllm, tiny_folders, pair):
