@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, MtpruneError
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,12 @@ def as_flags(problems: Iterable[Problem], flags: Mapping[str, str] | None = None
     return [p.render(lambda f: flag(f, flags)) for p in problems]
 
 
-def raise_problems(problems: list[Problem], what: str, flags: Mapping[str, str] | None = None) -> None:
-    """One ConfigError listing every problem with its flag (``problems`` kept on the exception)."""
+def raise_problems(problems: list[Problem], what: str, flags: Mapping[str, str] | None = None,
+                   error_class: type[MtpruneError] = ConfigError) -> None:
+    """One ConfigError (or ``error_class``) listing every problem with its flag (``problems`` kept on
+    the exception)."""
     if problems:
-        error = ConfigError(f"invalid {what}:\n  - " + "\n  - ".join(as_flags(problems, flags)))
+        error = error_class(f"invalid {what}:\n  - " + "\n  - ".join(as_flags(problems, flags)))
         error.problems = list(problems)
         raise error
 

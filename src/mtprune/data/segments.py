@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Problem, as_flags
+from ..config import Problem, raise_problems
 from ..errors import DataError
 from .langs import Language
 
@@ -80,10 +80,7 @@ class DataSpec:
 
 def raise_data_problems(problems: list[Problem]) -> None:
     """One DataError listing every problem with its flag (``problems`` kept on the exception)."""
-    if problems:
-        error = DataError("invalid data settings:\n  - " + "\n  - ".join(as_flags(problems, DATA_FLAGS)))
-        error.problems = list(problems)
-        raise error
+    raise_problems(problems, "data settings", DATA_FLAGS, DataError)
 
 
 def source_kind(spec: str) -> str:

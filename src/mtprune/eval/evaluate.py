@@ -4,7 +4,7 @@ score the translations (``EvaluateConfig``, ``run_evaluate``); ``score_hypothese
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,10 @@ def _evaluate_into(cfg: EvaluateConfig, pairs: list[PairTask], metrics: list[str
         if done is None or (current is not None and done.get("fingerprint") != current):
             loaded = loaded or _load(cfg, cfg.model)
             translator, result, scored = _translate_and_score(loaded, pair, metrics, cfg)
+            done = summary(loaded, pair, translator, result, scored, cfg.translation)
             write_text_atomic(path.with_suffix(".hyp.txt"), one_per_line(result.hypotheses))
-            write_json_atomic(path, summary(loaded, pair, translator, result, scored, cfg.translation))
-        summaries.append(read_json(path))
+            write_json_atomic(path, done)
+        summaries.append(done)
     return summaries
 
 
@@ -232,9 +233,9 @@ def translate_and_score(loaded, pair: PairTask, metrics: Sequence[str], comet=No
     """Translate ``pair`` with ``loaded`` (``settings``, ``options``: make_translator's) and score it
     (``comet``: CometSettings): layers, parameters, scores with signatures (and over documents),
     failure counts, the document context, timing and the hypotheses."""
-    translator = make_translator(loaded, pair, settings, **options)
+    names = {f.name for f in fields(TranslationSettings)}
+    settings = translation_settings(settings, {k: v for k, v in options.items() if k in names})
+    translator = make_translator(loaded, pair, settings, **{k: v for k, v in options.items() if k not in names})
     result = translator.translate(pair.sources)
     scored = score_hypotheses(pair, result.hypotheses, metrics, comet)
-    context = {k: v for k, v in options.items() if k.startswith("context")}
-    return {**_model_scores(loaded, pair, translator, result, scored, translation_settings(settings, context)),
-            "hypotheses": result.hypotheses}
+    return {**_model_scores(loaded, pair, translator, result, scored, settings), "hypotheses": result.hypotheses}

@@ -16,7 +16,8 @@ from .recipe_sections import (FOR_REFERENCE, PROMPT_CHOICES, PRUNE_MODELS, RECOV
                               SEARCH_FROM_RECIPE, STEP_ALIASES, STEP_FROM_RECIPE, STEP_PARTS, SYNTHESIZED, TRAIN,
                               Pair, Prune, Quantize, Recipe, RecoverStep, TrimVocab, config_keys, prune_keys,
                               search_keys, step_keys, trim_vocab_keys)
-from .recipe_steps import finetune_data, known_specs, quantize_calibration, recipe_defaults, step_options
+from .recipe_steps import (finetune_data, known_specs, quantize_config, recipe_defaults, step_options,
+                           trim_config)
 from .recipe_yaml import KeyPath, dotted
 
 # a gptq quantization without data, as a recipe gives its calibration data
@@ -287,31 +288,24 @@ def _vocab_size(config: dict[str, Any] | None) -> int | None:
 def check_trim_vocab(ck: RecipeChecker, value: Any, recipe: Recipe) -> TrimVocab:
     """``trim_vocab:``: its data in a recovery step's forms ('train' or data specs), and TrimConfig's
     problems, so that the stage cannot refuse what the recipe check let through."""
-    from ..compress.trim_vocab import TrimConfig
-
     path = ("trim_vocab",)
     opts = ck.mapping(value, path, trim_vocab_keys())
     given = opts.pop("data", None) or TRAIN
     trim = TrimVocab(**opts, data=step_data(ck, path + ("data",), given, recipe, None, synthesized=False))
     ck.library(path, at_least("limit", trim.limit, 1))
-    config = TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs) or None, out=None, keep=trim.keep,
-                        min_count=trim.min_count, shots=recipe.translation.shots)
-    ck.library(path, config.problems(), skip=("model", "out", "shots"))
+    ck.library(path, trim_config(recipe, trim).problems(), skip=("model", "out", "shots", "device"))
     return trim
 
 
 def check_quantize(ck: RecipeChecker, value: Any, recipe: Recipe) -> Quantize:
     """``quantize:``: QuantizeConfig's problems, its calibration data the first pair's train part."""
-    from ..compress.quantize.pipeline import QuantizeConfig
-
     path = ("quantize",)
     q = Quantize(**ck.mapping(value, path, config_keys(Quantize)))
     ck.library(path, at_least("limit", q.limit, 1))
-    data = quantize_calibration(recipe, q)
-    cfg = QuantizeConfig(model=recipe.model, out=None, scheme=q.scheme, method=q.method, data=data,
-                         group_size=q.group_size, include_head=q.include_head, damp=q.damp, max_length=q.max_length)
-    problems = [_NO_CALIBRATION if data is None and "data" in (p.field, *p.also) else p for p in cfg.problems()]
-    ck.library(path, problems, skip=("model", "out", "prompt", "shots", "shots_from", "shots_by", "check_data"))
+    cfg = quantize_config(recipe, q, model=recipe.model)
+    problems = [_NO_CALIBRATION if cfg.data is None and "data" in (p.field, *p.also) else p for p in cfg.problems()]
+    ck.library(path, problems, skip=("model", "out", "prompt", "shots", "shots_from", "shots_by", "check_data",
+                                     "device"))
     return q
 
 

@@ -1,14 +1,16 @@
-"""A recovery step's data as the run's stages give it to the library (and the recipe check checks it), and the
-quantize stage's calibration data."""
+"""The stage configs a recipe makes, built once for the run's stages and for the recipe check (which
+leaves what only a run knows, such as the output folder, None): a recovery step's options and data,
+the trim_vocab and quantize stages' configs, and the quantize stage's calibration data."""
 from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..data.specs import DataSpec
 from .recipe_sections import (STEP_CONFIGS, STEP_FIXED, STEP_PARTS, SYNTHESIZED, TRAIN, Quantize, Recipe,
-                              RecoverStep)
+                              RecoverStep, TrimVocab)
 
 logger = logging.getLogger(__name__)
 
@@ -105,3 +107,26 @@ def quantize_calibration(recipe: Recipe, quantize: Quantize | None = None) -> Da
     if train is None or quantize is None:
         return None
     return dataclasses.replace(train, limit=quantize.limit)
+
+
+def trim_config(recipe: Recipe, trim: TrimVocab | None = None, out: Path | None = None):
+    """The trim_vocab stage's TrimConfig, as the run builds it (with ``out``) and the recipe check checks it."""
+    from ..compress.trim_vocab import TrimConfig
+
+    trim = trim or recipe.trim_vocab
+    return TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs) or None, out=out, keep=trim.keep,
+                      min_count=trim.min_count, shots=recipe.translation.shots, device=recipe.device,
+                      verify=trim.verify)
+
+
+def quantize_config(recipe: Recipe, quantize: Quantize | None = None, model: str | None = None,
+                    out: Path | None = None):
+    """The quantize stage's QuantizeConfig for ``model``, as the run builds it (with ``model`` and ``out``)
+    and the recipe check checks it: calibrated on the first pair's train part in the recipe's prompt."""
+    from ..compress.quantize.pipeline import QuantizeConfig
+
+    q, t = quantize or recipe.quantize, recipe.translation
+    return QuantizeConfig(model=model, out=out, scheme=q.scheme, method=q.method,
+                          data=quantize_calibration(recipe, q), group_size=q.group_size, include_head=q.include_head,
+                          prompt=t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by,
+                          max_length=q.max_length, damp=q.damp, device=recipe.device, verify=q.verify)

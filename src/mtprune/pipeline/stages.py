@@ -13,7 +13,7 @@ from typing import Any
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..translate.backends import release_engines
 from .recipe_sections import RecoverStep
-from .recipe_steps import finetune_data, quantize_calibration, step_options, train_specs
+from .recipe_steps import finetune_data, quantize_config, step_options, train_specs, trim_config
 from .run_folder import (INPUTS, RESULT, STAMP, RunContext, Stage, bench_models, last_recovered,
                          quantized_names)
 
@@ -22,12 +22,9 @@ logger = logging.getLogger(__name__)
 
 def _trim_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     """The recipe's model with the vocabulary its pairs use (``mtprune trim-vocab``)."""
-    from ..compress.trim_vocab import TrimConfig, run_trim_vocab
+    from ..compress.trim_vocab import run_trim_vocab
 
-    recipe, trim = ctx.recipe, ctx.recipe.trim_vocab
-    result = run_trim_vocab(TrimConfig(model=recipe.model, data=trim.specs(recipe.pairs), out=folder / "model",
-                                       keep=trim.keep, min_count=trim.min_count, shots=recipe.translation.shots,
-                                       device=recipe.device, force=True, verify=trim.verify))
+    result = run_trim_vocab(dataclasses.replace(trim_config(ctx.recipe, out=folder / "model"), force=True))
     entry = result.entry
     return {"model_dir": str(result.out), "kept": entry["kept"], "vocab_size_before": entry["vocab_size_before"],
             "head_flops_share_before": entry["head_flops_share_before"],
@@ -269,20 +266,16 @@ def _bench_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
 
 def _quantize_stage(ctx: RunContext, folder: Path, stage: Stage) -> dict[str, Any]:
     """The final recovered (or pruned) model, and the reference, quantized (``mtprune quantize``)."""
-    from ..compress.quantize.pipeline import QuantizeConfig, run_quantize
+    from ..compress.quantize.pipeline import run_quantize
 
-    recipe, q = ctx.recipe, ctx.recipe.quantize
+    recipe = ctx.recipe
     paths = dict(ctx.models())
     sources = {"quantized": paths[last_recovered(recipe)], "reference-quantized": paths.get("reference")}
-    t = recipe.translation
     results = {}
     for name in quantized_names(recipe):
         out = Path(paths[name])
-        cfg = QuantizeConfig(model=sources[name], out=out, scheme=q.scheme, method=q.method,
-                             data=quantize_calibration(recipe), group_size=q.group_size, include_head=q.include_head,
-                             prompt=t.prompt, shots=t.shots, shots_from=t.shots_from, shots_by=t.shots_by,
-                             max_length=q.max_length, damp=q.damp, device=recipe.device, force=True, verify=q.verify,
-                             progress=ctx.progress)
+        cfg = dataclasses.replace(quantize_config(recipe, model=sources[name], out=out), force=True,
+                                  progress=ctx.progress)
         entry = run_quantize(cfg).entry
         results[name] = {"model_dir": str(out), "source": sources[name], "scheme": entry["scheme"],
                          "method": entry["method"], "check": entry.get("check"),

@@ -2,9 +2,8 @@
 synthesize, bench), the recipe's ``translation:`` section and the commands' translation flags."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import Problem, at_least, one_of, setting
 from .documents import CONTEXT_TARGETS, ContextSettings
@@ -43,7 +42,3 @@ class TranslationSettings:
         for name, low in (("shots", 0), ("batch_size", 1), ("max_new_tokens", 1)):
             out += at_least(name, getattr(self, name), low)
         return out
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The settings as keyword arguments (``make_translator(loaded, pair, **settings.as_kwargs())``)."""
-        return asdict(self)

@@ -223,25 +223,24 @@ def make_translator(loaded, pair: PairTask, settings: TranslationSettings | None
     from .prompts import build_prompter
 
     s = translation_settings(settings, overrides)
-    prompt, shots, shots_from, shots_by = s.prompt, s.shots, s.shots_from, s.shots_by
-    batch_size, max_new_tokens, context = s.batch_size, s.max_new_tokens, s.context_settings
     backend = BackendConfig(backend) if isinstance(backend, str) else backend
     backend.validate()
-    prompt = default_prompt(loaded, prompt)
+    prompt = default_prompt(loaded, s.prompt)
     examples = Examples((), None)
     if wants_examples(loaded.tokenizer, prompt):
-        examples = few_shot_examples(pair, shots, shots_from, shots_by)
+        examples = few_shot_examples(pair, s.shots, s.shots_from, s.shots_by)
     prompter = build_prompter(loaded.tokenizer, prompt, pair.spec.src, pair.spec.tgt, examples.segments,
                               **examples.prompter_options())
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "progress": progress, **backend.engine_options()}
-    if max_new_tokens is not None or fixed_new_tokens is not None:
+    kwargs: dict[str, Any] = {"batch_size": s.batch_size, "progress": progress, **backend.engine_options()}
+    if s.max_new_tokens is not None or fixed_new_tokens is not None:
         from .backends.hf import GenerationBudget
 
-        kwargs["budget"] = (GenerationBudget(cap=max_new_tokens) if fixed_new_tokens is None else
+        kwargs["budget"] = (GenerationBudget(cap=s.max_new_tokens) if fixed_new_tokens is None else
                             GenerationBudget(factor=0.0, extra=fixed_new_tokens, cap=fixed_new_tokens))
     if fixed_new_tokens is not None:
         kwargs["ignore_stops"] = True
-    return with_context(backend_class(backend.name).from_loaded(loaded, prompter, **kwargs), pair.segments, context)
+    return with_context(backend_class(backend.name).from_loaded(loaded, prompter, **kwargs), pair.segments,
+                        s.context_settings)
 
 
 def few_shot_record(prompter) -> dict[str, Any]:
